@@ -1,0 +1,260 @@
+"""The ASGI application: a lean hand-written path for `POST /v1/messages`, Starlette for the rest.
+
+`POST /v1/messages` carries nearly all traffic, so it is served by plain calls on the raw ASGI
+interface (no routing table, no request objects); every other endpoint is an ordinary Starlette
+route. Both render errors through `gateway.errors`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import errors
+from gateway.auth import Authenticator, key_id_for, secret_hash
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange, Principal, new_request_id
+from gateway.execute import Executor
+from gateway.model_listing import list_page, model_info
+from gateway.request import parse_count_tokens_request, parse_messages_request, read_body, read_headers
+from gateway.serving import served_models, serving_catalog
+from gateway.settings import Settings
+from policies.catalog import Catalog, load_catalog
+from policies.plan import Plan, simple_plan
+from policies.resolve import UnknownModel, resolve, resolve_all
+from policies.tokens import estimate_input_tokens
+from providers import anthropic
+
+log = logging.getLogger("gateway")
+
+
+class Gateway:
+    """Everything a request needs, built once at startup and shared by every request."""
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        base = catalog or load_catalog(settings.models, settings.providers)
+        self.catalog, self.demo = serving_catalog(base, settings.providers, settings.demo)
+        self.static_keys: dict[str, Principal] = {}
+        for entry in settings.keys:
+            digest = secret_hash(entry.key.get_secret_value())
+            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team)
+        self.demo_key: str | None = None
+        if self.demo:
+            self.demo_key = (settings.demo_key.get_secret_value() if settings.demo_key
+                             else "sk-gw-demo-" + new_request_id()[4:])
+            digest = secret_hash(self.demo_key)
+            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo")
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, cache_ttl=settings.key_cache_ttl)
+        self.session: aiohttp.ClientSession | None = None
+        self.executor: Executor | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
+                                             cookie_jar=aiohttp.DummyCookieJar())
+        self.executor = Executor(self.session, self.settings.timeouts)
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    # -- planning -------------------------------------------------------------------------------
+    def plan(self, model: str, fallbacks: list[str], principal: Principal) -> Plan:
+        try:
+            resolved = resolve_all(self.catalog, model, fallbacks)
+        except UnknownModel as exc:
+            raise errors.NotFound(str(exc)) from None
+        allowed = principal.allowed_models
+        if allowed is not None:
+            denied = [r.model.id for r in resolved if r.model.id not in allowed]
+            if denied:
+                raise errors.PermissionDenied(f"this key may not use model {denied[0]!r}")
+        plan = simple_plan(self.catalog, resolved)
+        if not plan.attempts:
+            raise errors.NotFound(f"no configured provider serves model {resolved[0].model.id!r}")
+        return plan
+
+    # -- POST /v1/messages ------------------------------------------------------------------------
+    async def messages(self, scope, receive, send) -> None:
+        ex = Exchange(new_request_id(), read_headers(scope["headers"]), scope["query_string"].decode("latin-1"))
+        try:
+            ex.principal = await self.auth.authenticate(ex.headers.api_keys)
+            raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
+            ex.request = parse_messages_request(raw, ex.headers)
+            plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal)
+            await self._run_watched(ex, plan, receive, send)
+        except GatewayError as exc:
+            ex.status, ex.error_type = exc.status, exc.error_type
+            if ex.status and ex.first_byte_at is None:
+                await send_error(send, exc, ex.request_id, ex.response_headers)
+        except ConnectionAbortedError:
+            ex.status, ex.client_gone = 499, True
+
+    async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
+        """Run the plan, cancelling it (and so the upstream call) if the client goes away."""
+        task = asyncio.current_task()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            if not ex.finished:
+                ex.client_gone = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        try:
+            await self.executor.run(ex, plan, send)
+        except asyncio.CancelledError:
+            if not ex.client_gone:
+                raise
+            task.uncancel()
+            ex.status = 499
+        finally:
+            watcher.cancel()
+
+    # -- the other endpoints ----------------------------------------------------------------------
+    async def principal_of(self, request: Request) -> Principal:
+        return await self.auth.authenticate(read_headers(request.headers.raw).api_keys)
+
+    def visible_models(self, principal: Principal):
+        models = served_models(self.catalog)
+        if principal.allowed_models is not None:
+            models = [m for m in models if m.id in principal.allowed_models]
+        return models
+
+    async def list_models(self, request: Request) -> Response:
+        principal = await self.principal_of(request)
+        params = request.query_params
+        try:
+            limit = int(params.get("limit", "20"))
+        except ValueError:
+            raise errors.InvalidRequest("limit: must be an integer") from None
+        try:
+            page = list_page(self.visible_models(principal), limit=limit,
+                             before_id=params.get("before_id"), after_id=params.get("after_id"))
+        except ValueError as exc:
+            raise errors.InvalidRequest(str(exc)) from None
+        return json_response(page)
+
+    async def get_model(self, request: Request) -> Response:
+        principal = await self.principal_of(request)
+        model_id = request.path_params["model_id"]
+        try:
+            model = resolve(self.catalog, model_id).model
+        except UnknownModel as exc:
+            raise errors.NotFound(str(exc)) from None
+        if model not in self.visible_models(principal):
+            raise errors.NotFound(f"model {model_id!r} is not available to this key")
+        return json_response(model_info(model))
+
+    async def count_tokens(self, request: Request) -> Response:
+        principal = await self.principal_of(request)
+        headers = read_headers(request.headers.raw)
+        raw = await read_body(request.receive, self.settings.max_body_bytes, headers.content_length)
+        body, model_id = parse_count_tokens_request(raw)
+        plan = self.plan(model_id, [], principal)
+        for attempt in plan.attempts:
+            if attempt.provider.protocol != "anthropic":
+                continue
+            counted = await self._count_upstream(attempt, raw, body, headers, request.url.query)
+            if counted is not None:
+                return json_response(counted)
+        return json_response({"input_tokens": estimate_input_tokens(body, plan.primary)})
+
+    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
+        provider = attempt.provider
+        url = provider.base_url.rstrip("/") + "/v1/messages/count_tokens" + (f"?{query}" if query else "")
+        data = anthropic.upstream_body(raw, body, attempt.upstream_model)
+        try:
+            async with asyncio.timeout(self.settings.timeouts.first_byte):
+                async with self.session.post(url, data=data, headers=anthropic.upstream_headers(
+                        api_key=provider.api_key, version=headers.version, beta=headers.beta,
+                        extra=provider.headers,
+                                             bearer=provider.options.get("auth") == "bearer")) as response:
+                    answer = await response.read()
+                    status = response.status
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return None  # count locally instead
+        if status == 200:
+            try:
+                return orjson.loads(answer)
+            except orjson.JSONDecodeError:
+                return None
+        if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+            error_type, message = anthropic.error_of(answer)
+            raise errors.PassThrough(status, answer, error_type or "invalid_request_error", message)
+        return None
+
+    async def healthz(self, request: Request) -> Response:
+        return json_response({"status": "ok"})
+
+    async def readyz(self, request: Request) -> Response:
+        return json_response({"status": "ready", "store": "memory", "demo": self.demo})
+
+
+def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
+
+
+async def send_error(send, exc: GatewayError, request_id: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+    headers = [(b"content-type", b"application/json"), (b"request-id", request_id.encode())]
+    headers += [(k.encode(), v.encode()) for k, v in exc.headers.items()]
+    headers += list(extra)
+    body = exc.body()
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _starlette_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, GatewayError):
+        error = exc
+    elif isinstance(exc, HTTPException):
+        kind = {404: errors.NotFound, 405: errors.InvalidRequest}.get(exc.status_code, errors.InvalidRequest)
+        error = kind(f"{request.method} {request.url.path}: {exc.detail}", status=exc.status_code)
+    else:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        error = errors.InternalError("internal error")
+    return Response(error.body(), status_code=error.status, media_type="application/json",
+                    headers={"request-id": new_request_id(), **error.headers})
+
+
+class GatewayApp:
+    """The ASGI entry point."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        routes = [
+            Route("/v1/messages/count_tokens", gateway.count_tokens, methods=["POST"]),
+            Route("/v1/models", gateway.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", gateway.get_model, methods=["GET"]),
+            Route("/healthz", gateway.healthz, methods=["GET"]),
+            Route("/readyz", gateway.readyz, methods=["GET"]),
+        ]
+        self.router = Starlette(routes=routes, lifespan=self._lifespan,
+                                exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
+                                                    GatewayError: _starlette_error})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app):
+        await self.gateway.start()
+        try:
+            yield
+        finally:
+            await self.gateway.stop()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/v1/messages" and scope["method"] == "POST":
+            await self.gateway.messages(scope, receive, send)
+        else:
+            await self.router(scope, receive, send)

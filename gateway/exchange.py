@@ -1,0 +1,59 @@
+"""One request's journey through the gateway: what it asked for, who served it, what it used."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from gateway.request import InboundHeaders, MessagesRequest
+from policies.plan import Attempt
+from providers.base import Usage
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class Principal:
+    """Who is calling: a team's key, or the admin."""
+    key_id: str
+    team: str
+    is_admin: bool = False
+    allowed_models: tuple[str, ...] | None = None
+
+
+@dataclass(slots=True)
+class AttemptRecord:
+    provider: str
+    model: str
+    outcome: str  # "ok", an HTTP status, "timeout", "connect_error", "stream_error", ...
+
+    def header_value(self) -> str:
+        return f"{self.provider}/{self.model}={self.outcome}"
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    headers: InboundHeaders
+    query: str
+    principal: Principal | None = None
+    request: MessagesRequest | None = None
+    started: float = field(default_factory=time.perf_counter)
+    started_wall: float = field(default_factory=time.time)
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    served_by: Attempt | None = None
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    status: int = 0
+    error_type: str | None = None
+    first_byte_at: float | None = None  # perf_counter when the first byte went to the client
+    first_token_at: float | None = None
+    finished: bool = False  # the last byte was handed to the server
+    client_gone: bool = False
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    dropped_params: list[str] = field(default_factory=list)
+
+    def attempts_header(self) -> bytes:
+        return ",".join(a.header_value() for a in self.attempts).encode()

@@ -1,0 +1,299 @@
+"""The executor: tries a Plan's attempts in order and relays the one that answers.
+
+Failures before the first byte reaches the client may move on to the next attempt when their kind
+allows it (connection errors, timeouts, 408, 429, 5xx, 529, a provider rejecting our credentials,
+context length exceeded, moderation); after the first byte, never: a failure then becomes an SSE
+`error` event. Each protocol has one attempt function here; the translation itself lives in
+`providers/`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import orjson
+
+from gateway import errors
+from gateway.exchange import AttemptRecord, Exchange
+from gateway.settings import Timeouts
+from policies.plan import Attempt, Plan
+from policies.pricing import cost_usd
+from providers import anthropic, mock
+from providers.base import Usage
+
+Send = Callable[[dict], Awaitable[None]]
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+# Upstream statuses after which another endpoint may serve the request.
+_FALLBACK_STATUSES = {401, 403, 408, 409, 429, 500, 502, 503, 504, 529}
+
+
+class AttemptFailed(Exception):
+    def __init__(self, error: errors.GatewayError, outcome: str, *, fallback: bool,
+                 retry_after: float | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.outcome = outcome
+        self.fallback = fallback
+        self.retry_after = retry_after
+
+
+def classify_upstream_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
+    """An upstream error answer → what the client would see, and whether another attempt may follow."""
+    error_type, message = anthropic.error_of(raw)
+    detail = f"provider {provider}: {message}" if message else f"provider {provider} answered {status}"
+    if status == 429:
+        retry_after = _retry_after(headers)
+        extra = {"retry-after": str(int(retry_after + 0.999))} if retry_after is not None else {}
+        return AttemptFailed(errors.RateLimited(detail, headers=extra), "429", fallback=True,
+                             retry_after=retry_after)
+    if status == 529:
+        return AttemptFailed(errors.Overloaded(detail), "529", fallback=True)
+    if status in (401, 403):
+        return AttemptFailed(errors.UpstreamFailed(f"provider {provider} rejected the gateway's credentials"),
+                             str(status), fallback=True)
+    if status == 408 or status == 504:
+        return AttemptFailed(errors.UpstreamTimeout(detail), str(status), fallback=True)
+    if status >= 500:
+        return AttemptFailed(errors.UpstreamFailed(detail), str(status), fallback=True)
+    if anthropic.is_context_length_error(status, message):
+        return AttemptFailed(errors.PassThrough(status, raw, error_type or "invalid_request_error", detail),
+                             "context_length", fallback=True)
+    if anthropic.is_moderation_error(status, message):
+        return AttemptFailed(errors.PassThrough(status, raw, error_type or "invalid_request_error", detail),
+                             "moderation", fallback=True)
+    return AttemptFailed(errors.PassThrough(status, raw, error_type or errors.error_type_for(status), detail),
+                         str(status), fallback=status in _FALLBACK_STATUSES)
+
+
+def _retry_after(headers) -> float | None:
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+class Executor:
+    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+        self.session = session
+        self.timeouts = timeouts
+        self.connect_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
+                                                     sock_connect=timeouts.connect, sock_read=timeouts.idle)
+
+    async def run(self, ex: Exchange, plan: Plan, send: Send) -> None:
+        """Serve `ex` from the first attempt that answers; raise the final error when none does."""
+        last: AttemptFailed | None = None
+        for attempt in plan.attempts:
+            try:
+                await self._try(attempt, ex, send)
+                return
+            except AttemptFailed as failure:
+                ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, failure.outcome))
+                last = failure
+                if not failure.fallback:
+                    break
+        if last is None:
+            raise errors.NotFound("no provider is configured to serve this model")
+        error = last.error
+        if len(ex.attempts) > 1:
+            error.headers = {**error.headers, "x-should-retry": "false"}
+        raise error
+
+    async def _try(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
+        protocol = attempt.provider.protocol
+        if protocol == "anthropic":
+            await self._anthropic(attempt, ex, send)
+        elif protocol == "mock":
+            await self._mock(attempt, ex, send)
+        else:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name}: protocol "
+                                                      f"{protocol!r} is not supported"), "unsupported",
+                                fallback=True)
+
+    # -- shared relaying ------------------------------------------------------------------------
+    def _served(self, attempt: Attempt, ex: Exchange) -> None:
+        ex.served_by = attempt
+        ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, "ok"))
+
+    def _headers(self, ex: Exchange, base: list[tuple[bytes, bytes]], attempt: Attempt) -> list[tuple[bytes, bytes]]:
+        headers = base + [(b"request-id", ex.request_id.encode()),
+                          (b"x-gateway-provider", attempt.provider.name.encode()),
+                          (b"x-gateway-attempts", ex.attempts_header())]
+        if ex.dropped_params:
+            headers.append((b"x-gateway-dropped-params", ",".join(ex.dropped_params).encode()))
+        headers.extend(ex.response_headers)
+        return headers
+
+    async def _send_json(self, ex: Exchange, attempt: Attempt, body: bytes, send: Send) -> None:
+        self._served(attempt, ex)
+        ex.status = 200
+        headers = self._headers(ex, _JSON_HEADERS, attempt)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        ex.finished = True
+        await send({"type": "http.response.body", "body": body})
+
+    async def _start_stream(self, ex: Exchange, attempt: Attempt, send: Send) -> None:
+        self._served(attempt, ex)
+        ex.status = 200
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": self._headers(ex, _SSE_HEADERS, attempt)})
+
+    def _price(self, attempt: Attempt) -> Callable[[Usage], float]:
+        pricing = attempt.endpoint.pricing
+        return lambda usage: cost_usd(usage, pricing)
+
+    # -- anthropic ------------------------------------------------------------------------------
+    async def _anthropic(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
+        provider = attempt.provider
+        request = ex.request
+        url = provider.base_url.rstrip("/") + "/v1/messages"
+        if ex.query:
+            url += "?" + ex.query
+        body = anthropic.upstream_body(request.raw, request.body, attempt.upstream_model)
+        headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
+                                             beta=ex.headers.beta, extra=provider.headers,
+                                             bearer=provider.options.get("auth") == "bearer")
+        response = await self._post(provider.name, url, body, headers)
+        try:
+            if response.status >= 400:
+                raw = await self._read(provider.name, response)
+                raise classify_upstream_status(provider.name, response.status, raw, response.headers)
+            upstream_id = response.headers.get("request-id")
+            if upstream_id:
+                ex.response_headers.append((b"upstream-request-id", upstream_id.encode()))
+            if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+                await self._relay_anthropic_stream(attempt, ex, response, send)
+            else:
+                await self._relay_anthropic_json(attempt, ex, response, send)
+        except BaseException:
+            response.close()
+            raise
+        response.release()
+
+    async def _post(self, provider: str, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        try:
+            async with asyncio.timeout(self.timeouts.first_byte):
+                return await self.session.post(url, data=body, headers=headers, timeout=self.connect_timeout)
+        except TimeoutError:
+            raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
+                                                       f"{self.timeouts.first_byte:g} s"), "timeout",
+                                fallback=True) from None
+        except aiohttp.ClientConnectorError:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached"),
+                                "connect_error", fallback=True) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} failed: {type(exc).__name__}"),
+                                "error", fallback=True) from None
+
+    async def _read(self, provider: str, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
+                                                      f"{type(exc).__name__}"), "read_error",
+                                fallback=True) from None
+
+    async def _relay_anthropic_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
+        raw = await self._read(attempt.provider.name, response)
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name} answered with "
+                                                      f"malformed JSON"), "bad_response", fallback=True) from None
+        if not isinstance(message, dict):
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name} answered with "
+                                                      f"an unexpected body"), "bad_response", fallback=True)
+        ex.usage = anthropic.usage_of(message)
+        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
+        body = anthropic.edit_response(raw, message, model=attempt.model.id, provider=attempt.provider.name,
+                                       cost=ex.cost_usd)
+        await self._send_json(ex, attempt, body, send)
+
+    async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
+        name = attempt.provider.name
+        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt))
+        chunks = response.content.iter_any()
+        # Wait for the first event: until it has arrived, a failure may still fall back.
+        pending: list[bytes] = []
+        try:
+            while not pending:
+                chunk = await chunks.__anext__()
+                pending = scanner.feed(chunk)
+        except StopAsyncIteration:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
+                                                      f"event"), "empty_stream", fallback=True) from None
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
+                                                      f"{type(exc).__name__}"), "stream_error",
+                                fallback=True) from None
+        if scanner.error is not None:
+            error_type, message = scanner.error
+            status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type or "", 502)
+            raise classify_upstream_status(name, status, orjson.dumps(
+                {"type": "error", "error": {"type": error_type or "api_error", "message": message}}), None)
+        await self._start_stream(ex, attempt, send)
+        ex.usage = scanner.usage
+        ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+        failure: str | None = None
+        try:
+            async for chunk in chunks:
+                events = scanner.feed(chunk)
+                if events:
+                    await send({"type": "http.response.body",
+                                "body": events[0] if len(events) == 1 else b"".join(events), "more_body": True})
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = f"provider {name} broke off the stream: {type(exc).__name__}"
+        if failure is None and not scanner.finished and scanner.error is None:
+            failure = f"provider {name} ended the stream before message_stop"
+        ex.usage = scanner.close_usage()
+        ex.cost_usd = scanner.cost()
+        if failure is not None:
+            ex.status = 502
+            ex.error_type = "api_error"
+            ex.attempts[-1].outcome = "stream_error"
+            ex.finished = True
+            await send({"type": "http.response.body", "body": errors.sse_error_event("api_error", failure)})
+            return
+        ex.finished = True
+        await send({"type": "http.response.body", "body": b""})
+
+    # -- mock -----------------------------------------------------------------------------------
+    async def _mock(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
+        options = attempt.provider.options
+        ttft = float(options.get("ttft_ms", 0)) / 1000
+        rate = float(options.get("tokens_per_second", 0))
+        request = ex.request
+        message_id = "msg_" + ex.request_id[4:]
+        ex.usage = mock.usage_of(request.body)
+        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
+        if ttft:
+            await asyncio.sleep(ttft)
+        if not request.stream:
+            message = mock.message(request.body, message_id=message_id, model=attempt.model.id,
+                                   provider=attempt.provider.name)
+            message["usage"]["cost"] = ex.cost_usd
+            await self._send_json(ex, attempt, orjson.dumps(message), send)
+            return
+        events = mock.stream_events(request.body, message_id=message_id, model=attempt.model.id,
+                                    provider=attempt.provider.name, cost=ex.cost_usd)
+        await self._start_stream(ex, attempt, send)
+        ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        if not rate:
+            ex.finished = True
+            await send({"type": "http.response.body", "body": b"".join(events)})
+            return
+        for event in events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            if event.startswith(b"event: content_block_delta"):
+                await asyncio.sleep(1 / rate)
+        ex.finished = True
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,173 @@
+"""Reading an inbound Messages request: the headers the gateway needs and the body fields routing needs.
+
+The body is parsed once; only the fields the gateway acts on are validated, everything else is the
+upstream's business and travels untouched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.errors import InvalidRequest, RequestTooLarge
+
+MAX_ID_CHARS = 128
+
+
+@dataclass(slots=True)
+class InboundHeaders:
+    api_keys: list[str]
+    version: str | None
+    beta: str | None
+    session_id: str | None
+    content_length: int | None
+
+
+def read_headers(raw_headers: list[tuple[bytes, bytes]]) -> InboundHeaders:
+    keys: list[str] = []
+    version = session = None
+    betas: list[str] = []
+    length = None
+    for name, value in raw_headers:
+        if name == b"x-api-key":
+            keys.append(value.decode("latin-1").strip())
+        elif name == b"authorization":
+            text = value.decode("latin-1").strip()
+            if text[:7].lower() == "bearer ":
+                keys.append(text[7:].strip())
+        elif name == b"anthropic-version":
+            version = value.decode("latin-1").strip()
+        elif name == b"anthropic-beta":
+            betas.extend(b.strip() for b in value.decode("latin-1").split(",") if b.strip())
+        elif name == b"x-session-id":
+            session = value.decode("utf-8", "replace")
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+    return InboundHeaders(keys, version, ",".join(betas) if betas else None, session, length)
+
+
+async def read_body(receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise RequestTooLarge(f"request body of {declared} bytes exceeds the limit of {limit} bytes")
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("client went away while sending its request")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"request body exceeds the limit of {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+@dataclass(slots=True)
+class MessagesRequest:
+    raw: bytes
+    body: dict[str, Any]
+    model: str
+    fallbacks: list[str]
+    stream: bool
+    max_tokens: int
+    session_id: str | None
+    user: str | None
+    trace: dict[str, Any] | None
+    preferences: dict[str, Any] | None
+
+
+def _require_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if model is None:
+        raise InvalidRequest("model: field required")
+    if not isinstance(model, str) or not model.strip():
+        raise InvalidRequest("model: must be a non-empty string")
+    return model
+
+
+def _require_messages(body: dict[str, Any]) -> None:
+    messages = body.get("messages")
+    if messages is None:
+        raise InvalidRequest("messages: field required")
+    if not isinstance(messages, list):
+        raise InvalidRequest("messages: must be an array of messages")
+
+
+def _optional_id(body: dict[str, Any], field: str, fallback: str | None = None) -> str | None:
+    value = body.get(field, fallback)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{field}: must be a string")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidRequest(f"{field}: must be at most {MAX_ID_CHARS} characters (got {len(value)})")
+    return value
+
+
+def router_fields(body: dict[str, Any], header_session: str | None) -> tuple[list[str], str | None, str | None,
+                                                                             dict | None, dict | None]:
+    models = body.get("models")
+    if models is None:
+        fallbacks: list[str] = []
+    elif isinstance(models, list) and all(isinstance(m, str) and m for m in models):
+        fallbacks = models
+    else:
+        raise InvalidRequest("models: must be an array of model ids")
+    trace = body.get("trace")
+    if trace is not None and not isinstance(trace, dict):
+        raise InvalidRequest("trace: must be an object")
+    preferences = body.get("provider")
+    if preferences is not None and not isinstance(preferences, dict):
+        raise InvalidRequest("provider: must be an object")
+    plugins = body.get("plugins")
+    if plugins is not None and not isinstance(plugins, list):
+        raise InvalidRequest("plugins: must be an array")
+    session = _optional_id(body, "session_id", header_session)
+    user = _optional_id(body, "user")
+    return fallbacks, session, user, trace, preferences
+
+
+def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
+    body = parse_json_object(raw)
+    model = _require_model(body)
+    _require_messages(body)
+    max_tokens = body.get("max_tokens")
+    if max_tokens is None:
+        raise InvalidRequest("max_tokens: field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: must be a positive integer")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise InvalidRequest("stream: must be a boolean")
+    fallbacks, session, user, trace, preferences = router_fields(body, headers.session_id)
+    return MessagesRequest(raw, body, model, fallbacks, stream, max_tokens, session, user, trace, preferences)
+
+
+def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:
+    body = parse_json_object(raw)
+    model = _require_model(body)
+    _require_messages(body)
+    return body, model

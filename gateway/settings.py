@@ -1,0 +1,176 @@
+"""Settings: the YAML config file, `${VAR}` expansion and `GATEWAY_*` environment overrides.
+
+Read once at startup into typed objects and passed down; nothing else reads the environment.
+Precedence, highest first: command-line flags, `GATEWAY_*` variables, the config file, defaults.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """An unusable configuration; the message names the field or variable at fault."""
+
+
+def expand_env(value: Any, env: dict[str, str] | None = None, path: str = "") -> Any:
+    """Expand `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document."""
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+        def substitute(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path or 'config'}: environment variable {name} is not set "
+                              f"(use ${{{name}:-default}} for an optional value)")
+        return _VAR.sub(substitute, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class StaticKey(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: SecretStr
+    team: str = Field(min_length=1, max_length=64)
+    name: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _long_enough(cls, v: SecretStr) -> SecretStr:
+        if len(v.get_secret_value()) < 8:
+            raise ValueError("a key must be at least 8 characters")
+        return v
+
+
+class StaticTeam(BaseModel):
+    """A team declared in the config file; the admin API manages the rest."""
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+    max_concurrent: int | None = Field(default=None, ge=1)
+    budget_daily_usd: float | None = Field(default=None, ge=0)
+    budget_monthly_usd: float | None = Field(default=None, ge=0)
+    allowed_models: list[str] | None = None
+
+
+class Timeouts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    connect: float = Field(default=10.0, gt=0, description="seconds to open a connection upstream")
+    first_byte: float = Field(default=120.0, gt=0, description="seconds until the upstream's response headers")
+    idle: float = Field(default=120.0, gt=0, description="longest silence between two chunks of a stream")
+    total: float = Field(default=900.0, gt=0, description="the whole request, retries and fallbacks included")
+
+
+class Retries(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_attempts: int = Field(default=4, ge=1, description="attempts per request over every endpoint and model")
+    per_endpoint: int = Field(default=2, ge=1, description="attempts on one endpoint before moving on")
+    backoff_base: float = Field(default=0.25, ge=0)
+    backoff_max: float = Field(default=4.0, ge=0)
+    budget_ratio: float = Field(default=0.2, ge=0, description="retries allowed as a share of recent requests")
+
+
+class Cooldowns(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    failures: int = Field(default=3, ge=1, description="consecutive failures that put an endpoint in cooldown")
+    seconds: float = Field(default=30.0, gt=0)
+    max_seconds: float = Field(default=300.0, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+    demo: bool = False
+    demo_key: SecretStr | None = None
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    redis_url: str | None = None
+    store_outage: Literal["fail_open", "fail_closed"] = "fail_open"
+    store_timeout: float = Field(default=0.5, gt=0)
+    admin_key: SecretStr | None = None
+    key_cache_ttl: float = Field(default=5.0, ge=0)
+
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: list[dict[str, Any]] = Field(default_factory=list)
+    keys: list[StaticKey] = Field(default_factory=list)
+    teams: list[StaticTeam] = Field(default_factory=list)
+
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retries: Retries = Field(default_factory=Retries)
+    cooldowns: Cooldowns = Field(default_factory=Cooldowns)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    usage_retention_days: int = Field(default=90, ge=1)
+    usage_spill_path: str = "gateway-usage-spill.jsonl"
+    otlp_endpoint: str | None = None
+
+    @field_validator("redis_url", "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @field_validator("admin_key", "demo_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, v: Any) -> Any:
+        return None if v in ("", None) else v
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """The config file named by `GATEWAY_CONFIG` (the CLI sets it from `--config`)."""
+
+    def get_field_value(self, field, field_name):  # pragma: no cover - unused, __call__ does it all
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = os.environ.get("GATEWAY_CONFIG")
+        return read_config_file(Path(path)) if path else {}
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping")
+    return expand_env(data)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings, turning every validation failure into a ConfigError naming the field."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

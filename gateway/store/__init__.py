@@ -1,0 +1,1 @@
+"""State shared by every replica: Redis, or the embedded in-memory twin."""

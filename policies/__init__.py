@@ -1,0 +1,1 @@
+"""Decisions without I/O: catalog, resolution, provider preference, plans, retries and limits."""

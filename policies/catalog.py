@@ -1,0 +1,506 @@
+"""The model catalog: which models exist, which providers serve them, and at what price.
+
+`load_catalog` reads the built-in data file (`policies/catalog.yaml`, package data), merges the
+config file's `models:` and `providers:` over it, validates every entry and returns an immutable
+`Catalog` with its lookup indexes built. It runs once at startup; every later lookup is a dict hit.
+
+Merging:
+- `models:` entries merge by model id (case-insensitive): a new id adds a model, an existing id
+  replaces each field the entry gives. Its `endpoints` merge by provider name: fields of an
+  existing endpoint are replaced one by one (`pricing` field by field), a new provider adds one.
+- `providers:` entries merge by name: fields of a built-in provider are replaced (e.g. `base_url`,
+  `api_key`), a new name adds a provider and then needs `protocol` and `base_url`.
+- An endpoint inherits what it leaves out: `context_length`, `max_output` and
+  `supported_parameters` from its model; `retains_prompts`, `zdr` and `options` from its provider
+  (endpoint options are laid over provider options).
+
+`api_key` comes only from the config file; nothing here reads the environment.
+
+Endpoint and provider `options` are hints for the wire translators. Known keys:
+`max_tokens_field` (the OpenAI field that carries `max_tokens`, e.g. `max_completion_tokens`),
+`reasoning` (the upstream field that carries thinking: `reasoning_effort`, `enable_thinking`),
+`api` (`responses` when a model is served only by OpenAI's Responses API), `auth` (`bearer` when
+the key goes in `Authorization: Bearer` instead of the protocol's usual header).
+
+Every problem found at load raises `CatalogError` naming the entry and the field.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "mock"})
+LIFECYCLES = frozenset({"active", "deprecated", "retired"})
+
+# A vendor's dated snapshot id: `claude-sonnet-4-5-20250929`, `gpt-5.4-2026-03-05`.
+DATED_ID = re.compile(r"^(?P<base>.+?)-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
+
+
+
+def _empty_mapping() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+class CatalogError(ValueError):
+    """The catalog data or a config override is invalid; the message names the entry and field."""
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """USD per million tokens; None means unknown. `verified` is False where the price could not
+    be confirmed on the provider's public list."""
+    input: float | None
+    output: float | None
+    cache_write: float | None     # 5-minute cache write
+    cache_write_1h: float | None
+    cache_read: float | None
+    verified: bool = True
+
+
+@dataclass(frozen=True)
+class ProviderInfo:
+    name: str
+    protocol: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    retains_prompts: bool = False
+    zdr: bool = False
+    headers: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, hash=False)
+    options: Mapping[str, Any] = field(default_factory=_empty_mapping, hash=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One provider serving one model, with everything inherited already filled in."""
+    provider: str
+    upstream_model: str
+    pricing: Pricing
+    retains_prompts: bool
+    zdr: bool
+    quantization: str | None
+    context_length: int
+    max_output: int
+    supported_parameters: frozenset[str]
+    options: Mapping[str, Any] = field(default_factory=_empty_mapping, hash=False)
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str                        # router id, `vendor/name`
+    display_name: str
+    created_at: str                # RFC 3339
+    aliases: tuple[str, ...]
+    context_length: int
+    max_output: int
+    input_modalities: tuple[str, ...]
+    supported_parameters: frozenset[str]
+    tokenizer: str
+    endpoints: tuple[Endpoint, ...]
+    lifecycle: str = "active"
+
+    @property
+    def vendor(self) -> str:
+        """The router id's prefix: the provider whose native ids this model answers to."""
+        return self.id.split("/", 1)[0]
+
+    def endpoint(self, provider: str) -> Endpoint | None:
+        wanted = provider.lower()
+        for endpoint in self.endpoints:
+            if endpoint.provider.lower() == wanted:
+                return endpoint
+        return None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    models: Mapping[str, Model]          # router id -> Model, in catalog order
+    providers: Mapping[str, ProviderInfo]
+    # lower-cased router id or alias -> (model, whether that name is a dated native id)
+    _names: Mapping[str, tuple[Model, bool]] = field(
+        init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_names", MappingProxyType(_name_index(self.models.values())))
+
+    def get(self, model_id: str) -> Model | None:
+        """The model with this router id or alias, compared case-insensitively.
+
+        Suffixes (`:floor`) and unlisted dated ids are `policies.resolve`'s business."""
+        hit = self._names.get(model_id.lower())
+        return hit[0] if hit else None
+
+    def provider(self, name: str) -> ProviderInfo | None:
+        """The provider with this name, compared case-insensitively."""
+        found = self.providers.get(name)
+        if found is not None:
+            return found
+        wanted = name.lower()
+        return next((p for key, p in self.providers.items() if key.lower() == wanted), None)
+
+    def lookup_name(self, name: str) -> tuple[Model, bool] | None:
+        """(model, is_dated_native_id) for an already lower-cased router id or alias."""
+        return self._names.get(name)
+
+    def name_index(self) -> Mapping[str, tuple[Model, bool]]:
+        """Every lower-cased router id and alias -> (model, is_dated_native_id)."""
+        return self._names
+
+
+def load_catalog(model_overrides: Sequence[Mapping] = (),
+                 provider_overrides: Mapping[str, Mapping] = MappingProxyType({})) -> Catalog:
+    """The built-in catalog with the config file's `models:` and `providers:` merged over it."""
+    builtin = _builtin_data()
+    providers_raw = _merge_providers(builtin["providers"], provider_overrides)
+    models_raw = _merge_models(builtin["models"], model_overrides)
+    providers = {name: _build_provider(name, raw) for name, raw in providers_raw.items()}
+    by_lower = {name.lower(): info for name, info in providers.items()}
+    models: dict[str, Model] = {}
+    for raw in models_raw:
+        model = _build_model(raw, by_lower)
+        models[model.id] = model
+    return Catalog(models=MappingProxyType(models), providers=MappingProxyType(providers))
+
+
+# -- the built-in data --------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def _builtin_data() -> Mapping[str, Any]:
+    # Parsed once per process; the merge below builds new dicts and never mutates this.
+    text = resources.files("policies").joinpath("catalog.yaml").read_text(encoding="utf-8")
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(text, Loader=loader)
+    if not isinstance(data, dict) or not isinstance(data.get("providers"), dict) \
+            or not isinstance(data.get("models"), list):
+        raise CatalogError("catalog.yaml: expected a `providers:` mapping and a `models:` list")
+    return data
+
+
+# -- merging (plain data, before validation) ----------------------------------------------------
+
+def _merge_providers(builtin: Mapping[str, Any],
+                     overrides: Mapping[str, Mapping]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {name: dict(raw) for name, raw in builtin.items()}
+    if not isinstance(overrides, Mapping):
+        raise CatalogError(f"providers: expected a mapping of name to settings, "
+                           f"got {type(overrides).__name__}")
+    for name, raw in overrides.items():
+        if not isinstance(name, str) or not name:
+            raise CatalogError(f"providers: provider names must be non-empty strings, got {name!r}")
+        if not isinstance(raw, Mapping):
+            raise CatalogError(f"provider '{name}': expected a mapping of settings, "
+                               f"got {type(raw).__name__}")
+        existing = _find_key(merged, name)
+        if existing is None:
+            merged[name] = dict(raw)
+        else:
+            merged[existing] = {**merged[existing], **raw}
+    return merged
+
+
+def _merge_models(builtin: Sequence[Mapping], overrides: Sequence[Mapping]) -> list[dict[str, Any]]:
+    merged = [dict(raw) for raw in builtin]
+    position: dict[str, int] = {}
+    for i, entry in enumerate(merged):
+        key = str(entry.get("id", "")).lower()
+        if key in position:
+            raise CatalogError(f"catalog.yaml: model '{entry.get('id')}' is listed twice")
+        position[key] = i
+    if isinstance(overrides, (str, bytes)) or not isinstance(overrides, Sequence):
+        raise CatalogError(f"models: expected a list of models, got {type(overrides).__name__}")
+    for index, raw in enumerate(overrides):
+        if not isinstance(raw, Mapping):
+            raise CatalogError(f"models[{index}]: expected a mapping, got {type(raw).__name__}")
+        model_id = raw.get("id")
+        if not isinstance(model_id, str) or not model_id:
+            raise CatalogError(f"models[{index}]: field 'id' is required and must be a string")
+        at = position.get(model_id.lower())
+        if at is None:
+            position[model_id.lower()] = len(merged)
+            merged.append(dict(raw))
+            continue
+        base = merged[at]
+        updated = {**base, **{k: v for k, v in raw.items() if k not in ("id", "endpoints")}}
+        if "endpoints" in raw:
+            updated["endpoints"] = _merge_endpoints(model_id, base.get("endpoints", []),
+                                                    raw["endpoints"])
+        merged[at] = updated
+    return merged
+
+
+def _merge_endpoints(model_id: str, builtin: Sequence[Mapping], overrides: Any) -> list[Any]:
+    label = f"model '{model_id}'"
+    if not isinstance(overrides, list):
+        raise CatalogError(f"{label}: field 'endpoints' must be a list, "
+                           f"got {type(overrides).__name__}")
+    merged: list[Any] = [dict(raw) for raw in builtin]
+    for raw in overrides:
+        if not isinstance(raw, Mapping) or not isinstance(raw.get("provider"), str):
+            merged.append(raw)  # validation names the problem
+            continue
+        wanted = raw["provider"].lower()
+        at = next((i for i, entry in enumerate(merged) if isinstance(entry, Mapping)
+                   and str(entry.get("provider", "")).lower() == wanted), None)
+        if at is None:
+            merged.append(dict(raw))
+            continue
+        base = merged[at]
+        updated = {**base, **{k: v for k, v in raw.items() if k != "pricing"}}
+        if "pricing" in raw:
+            if isinstance(raw["pricing"], Mapping) and isinstance(base.get("pricing"), Mapping):
+                updated["pricing"] = {**base["pricing"], **raw["pricing"]}
+            else:
+                updated["pricing"] = raw["pricing"]
+        merged[at] = updated
+    return merged
+
+
+def _find_key(mapping: Mapping[str, Any], name: str) -> str | None:
+    if name in mapping:
+        return name
+    wanted = name.lower()
+    return next((key for key in mapping if key.lower() == wanted), None)
+
+
+# -- building and validating --------------------------------------------------------------------
+
+_PROVIDER_FIELDS = frozenset({"protocol", "base_url", "api_key", "retains_prompts", "zdr",
+                              "headers", "options"})
+_MODEL_FIELDS = frozenset({"id", "display_name", "created_at", "aliases", "context_length",
+                           "max_output", "input_modalities", "supported_parameters", "tokenizer",
+                           "endpoints", "lifecycle"})
+_ENDPOINT_FIELDS = frozenset({"provider", "upstream_model", "pricing", "retains_prompts", "zdr",
+                              "quantization", "context_length", "max_output",
+                              "supported_parameters", "options"})
+_PRICE_FIELDS = ("input", "output", "cache_write", "cache_write_1h", "cache_read")
+_UNKNOWN_DATE = "1970-01-01T00:00:00Z"  # Anthropic's convention for an unknown release date
+
+
+def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
+    label = f"provider '{name}'"
+    _reject_unknown(label, raw, _PROVIDER_FIELDS)
+    protocol = _string(label, raw, "protocol", required=True)
+    if protocol not in PROTOCOLS:
+        raise CatalogError(f"{label}: unknown protocol '{protocol}' "
+                           f"(expected one of {', '.join(sorted(PROTOCOLS))})")
+    headers = _mapping(label, raw, "headers")
+    for key, value in headers.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise CatalogError(f"{label}: field 'headers' must map strings to strings")
+    return ProviderInfo(
+        name=name,
+        protocol=protocol,
+        base_url=_string(label, raw, "base_url", required=True),
+        api_key=_string(label, raw, "api_key"),
+        retains_prompts=_boolean(label, raw, "retains_prompts", default=False),
+        zdr=_boolean(label, raw, "zdr", default=False),
+        headers=MappingProxyType(dict(headers)),
+        options=MappingProxyType(dict(_mapping(label, raw, "options"))),
+    )
+
+
+def _build_model(raw: Mapping[str, Any], providers: Mapping[str, ProviderInfo]) -> Model:
+    model_id = raw.get("id")
+    if not isinstance(model_id, str) or not model_id:
+        raise CatalogError(f"model {model_id!r}: field 'id' is required and must be a string")
+    label = f"model '{model_id}'"
+    _reject_unknown(label, raw, _MODEL_FIELDS)
+    if "/" not in model_id:
+        raise CatalogError(f"{label}: field 'id' must look like 'vendor/name'")
+    lifecycle = _string(label, raw, "lifecycle") or "active"
+    if lifecycle not in LIFECYCLES:
+        raise CatalogError(f"{label}: field 'lifecycle' must be one of "
+                           f"{', '.join(sorted(LIFECYCLES))}, got '{lifecycle}'")
+    context_length = _positive_int(label, raw, "context_length", required=True)
+    max_output = _positive_int(label, raw, "max_output", required=True)
+    parameters = frozenset(_strings(label, raw, "supported_parameters"))
+    endpoints_raw = raw.get("endpoints")
+    if endpoints_raw is None:
+        raise CatalogError(f"{label}: field 'endpoints' is required")
+    if not isinstance(endpoints_raw, list):
+        raise CatalogError(f"{label}: field 'endpoints' must be a list, "
+                           f"got {type(endpoints_raw).__name__}")
+    endpoints: list[Endpoint] = []
+    for entry in endpoints_raw:
+        endpoint = _build_endpoint(label, entry, providers, context_length, max_output, parameters)
+        if any(e.provider == endpoint.provider for e in endpoints):
+            raise CatalogError(f"{label}: provider '{endpoint.provider}' is listed twice "
+                               f"in field 'endpoints'")
+        endpoints.append(endpoint)
+    aliases = tuple(dict.fromkeys(_strings(label, raw, "aliases")))
+    return Model(
+        id=model_id,
+        display_name=_string(label, raw, "display_name") or model_id,
+        created_at=_timestamp(label, raw, "created_at"),
+        aliases=aliases,
+        context_length=context_length,
+        max_output=max_output,
+        input_modalities=tuple(_strings(label, raw, "input_modalities") or ["text"]),
+        supported_parameters=parameters,
+        tokenizer=_string(label, raw, "tokenizer") or "generic",
+        endpoints=tuple(endpoints),
+        lifecycle=lifecycle,
+    )
+
+
+def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, ProviderInfo],
+                    context_length: int, max_output: int,
+                    parameters: frozenset[str]) -> Endpoint:
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"{model_label}: each entry of field 'endpoints' must be a mapping, "
+                           f"got {type(raw).__name__}")
+    provider_name = _string(f"{model_label} endpoint", raw, "provider", required=True)
+    label = f"{model_label} endpoint '{provider_name}'"
+    _reject_unknown(label, raw, _ENDPOINT_FIELDS)
+    provider = providers.get(provider_name.lower())
+    if provider is None:
+        raise CatalogError(f"{label}: field 'provider' names an unknown provider "
+                           f"'{provider_name}'")
+    if "supported_parameters" in raw:
+        parameters = frozenset(_strings(label, raw, "supported_parameters"))
+    options = {**provider.options, **_mapping(label, raw, "options")}
+    return Endpoint(
+        provider=provider.name,
+        upstream_model=_string(label, raw, "upstream_model", required=True),
+        pricing=_build_pricing(label, raw.get("pricing")),
+        retains_prompts=_boolean(label, raw, "retains_prompts", default=provider.retains_prompts),
+        zdr=_boolean(label, raw, "zdr", default=provider.zdr),
+        quantization=_string(label, raw, "quantization"),
+        context_length=_positive_int(label, raw, "context_length") or context_length,
+        max_output=_positive_int(label, raw, "max_output") or max_output,
+        supported_parameters=parameters,
+        options=MappingProxyType(options),
+    )
+
+
+def _build_pricing(label: str, raw: Any) -> Pricing:
+    if raw is None:
+        raise CatalogError(f"{label}: field 'pricing' is required")
+    if not isinstance(raw, Mapping):
+        raise CatalogError(f"{label}: field 'pricing' must be a mapping, got {type(raw).__name__}")
+    _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified"})
+    prices: dict[str, float | None] = {}
+    for name in _PRICE_FIELDS:
+        if name in ("input", "output") and name not in raw:
+            raise CatalogError(f"{label}: field 'pricing.{name}' is required "
+                               f"(null when unknown)")
+        value = raw.get(name)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise CatalogError(f"{label}: field 'pricing.{name}' must be a number, "
+                                   f"got {type(value).__name__}")
+            if value < 0:
+                raise CatalogError(f"{label}: field 'pricing.{name}' must not be negative, "
+                                   f"got {value}")
+            value = float(value)
+        prices[name] = value
+    return Pricing(**prices, verified=_boolean(f"{label} pricing", raw, "verified", default=True))
+
+
+# -- field helpers ------------------------------------------------------------------------------
+
+def _reject_unknown(label: str, raw: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(str(key) for key in raw if key not in allowed)
+    if unknown:
+        raise CatalogError(f"{label}: unknown field '{unknown[0]}' "
+                           f"(allowed: {', '.join(sorted(allowed))})")
+
+
+def _string(label: str, raw: Mapping[str, Any], key: str, required: bool = False) -> Any:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise CatalogError(f"{label}: field '{key}' is required")
+        return None
+    if not isinstance(value, str) or not value:
+        raise CatalogError(f"{label}: field '{key}' must be a non-empty string, "
+                           f"got {type(value).__name__}")
+    return value
+
+
+def _boolean(label: str, raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise CatalogError(f"{label}: field '{key}' must be true or false, "
+                           f"got {type(value).__name__}")
+    return value
+
+
+def _positive_int(label: str, raw: Mapping[str, Any], key: str, required: bool = False) -> Any:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise CatalogError(f"{label}: field '{key}' is required")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise CatalogError(f"{label}: field '{key}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _strings(label: str, raw: Mapping[str, Any], key: str) -> list[str]:
+    value = raw.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise CatalogError(f"{label}: field '{key}' must be a list of non-empty strings")
+    return value
+
+
+def _mapping(label: str, raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise CatalogError(f"{label}: field '{key}' must be a mapping, got {type(value).__name__}")
+    return value
+
+
+def _timestamp(label: str, raw: Mapping[str, Any], key: str) -> str:
+    value = raw.get(key)
+    if value is None:
+        return _UNKNOWN_DATE
+    if isinstance(value, datetime):  # YAML reads an unquoted timestamp as a datetime
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise CatalogError(f"{label}: field '{key}' must be an RFC 3339 timestamp, "
+                               f"got '{value}'") from None
+    else:
+        raise CatalogError(f"{label}: field '{key}' must be an RFC 3339 timestamp, "
+                           f"got {type(value).__name__}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _name_index(models: Iterable[Model]) -> dict[str, tuple[Model, bool]]:
+    """Router ids and aliases, lower-cased; refuses a name that two models would share."""
+    index: dict[str, tuple[Model, bool]] = {}
+    for model in models:
+        key = model.id.lower()
+        if key in index:
+            raise CatalogError(f"model '{model.id}': field 'id' collides with model "
+                               f"'{index[key][0].id}' (ids compare case-insensitively)")
+        index[key] = (model, False)
+    for model in models:
+        for alias in model.aliases:
+            key = alias.lower()
+            owner = index.get(key)
+            if owner is not None and owner[0] is not model:
+                what = "id" if owner[0].id.lower() == key else "alias"
+                raise CatalogError(f"model '{model.id}': alias '{alias}' in field 'aliases' "
+                                   f"collides with the {what} of model '{owner[0].id}'")
+            if owner is None:
+                index[key] = (model, "/" not in alias and DATED_ID.match(alias) is not None)
+    return index

@@ -1,0 +1,174 @@
+"""The Anthropic protocol: a lossless passthrough.
+
+The upstream gets the client's own bytes with `model` rewritten and the router fields removed; the
+answer comes back as bytes with `model` set to the router id and `provider` added. Streams are
+scanned event by event for usage, decoding only `message_start`, `message_delta` and `error`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from providers.base import ROUTER_FIELDS, Usage
+from providers.jsonedit import EditError, edit_members, insert_into_member_object
+from providers.sse import EventSplitter, event_data, event_name
+
+DEFAULT_VERSION = "2023-06-01"
+# One content_block_delta event's envelope around its text, for estimating a cut stream's output.
+_DELTA_ENVELOPE_BYTES = 95
+_CHARS_PER_TOKEN = 4
+
+
+def upstream_body(raw: bytes, parsed: Mapping[str, Any], upstream_model: str) -> bytes:
+    """The client's body for the upstream: `model` rewritten, router-only members removed."""
+    remove = [f for f in ROUTER_FIELDS if f in parsed]
+    if parsed.get("model") == upstream_model and not remove:
+        return raw
+    try:
+        return edit_members(raw, replace={"model": upstream_model}, remove=remove)
+    except EditError:
+        body = {k: v for k, v in parsed.items() if k not in ROUTER_FIELDS}
+        body["model"] = upstream_model
+        return orjson.dumps(body)
+
+
+def upstream_headers(*, api_key: str | None, version: str | None, beta: str | None,
+                     extra: Mapping[str, str] | None = None, bearer: bool = False) -> dict[str, str]:
+    """Headers for the upstream; the key goes in `x-api-key`, or `Authorization: Bearer` for hosts that
+    want it (e.g. Bedrock's Anthropic-compatible API)."""
+    headers = {"content-type": "application/json", "anthropic-version": version or DEFAULT_VERSION}
+    if beta:
+        headers["anthropic-beta"] = beta
+    if extra:
+        headers.update(extra)
+    if api_key:
+        if bearer:
+            headers["authorization"] = "Bearer " + api_key
+        else:
+            headers["x-api-key"] = api_key
+    return headers
+
+
+def edit_response(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider: str, cost: float | None) -> bytes:
+    """The upstream's JSON message with the router's `model`, `provider` and `usage.cost`."""
+    try:
+        out = edit_members(raw, replace={"model": model},
+                           append=None if "provider" in parsed else {"provider": provider})
+        if cost is not None and isinstance(parsed.get("usage"), dict):
+            out = insert_into_member_object(out, "usage", {"cost": cost})
+        return out
+    except EditError:
+        message = dict(parsed)
+        message["model"], message["provider"] = model, provider
+        if cost is not None and isinstance(message.get("usage"), dict):
+            message["usage"] = {**message["usage"], "cost": cost}
+        return orjson.dumps(message)
+
+
+def usage_of(message: Mapping[str, Any]) -> Usage:
+    usage = Usage()
+    if isinstance(message.get("usage"), dict):
+        usage.update_from(message["usage"])
+    return usage
+
+
+def error_of(raw: bytes) -> tuple[str | None, str]:
+    """(error.type, error.message) of an Anthropic error body, tolerating anything else."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None, raw[:300].decode("utf-8", "replace")
+    error = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(error, dict):
+        return (error.get("type") if isinstance(error.get("type"), str) else None,
+                str(error.get("message", ""))[:1000])
+    return None, raw[:300].decode("utf-8", "replace")
+
+
+def is_context_length_error(status: int, message: str) -> bool:
+    text = message.lower()
+    return status in (400, 413) and ("prompt is too long" in text or "context length" in text
+                                     or "context window" in text or "too many tokens" in text)
+
+
+def is_moderation_error(status: int, message: str) -> bool:
+    text = message.lower()
+    return status in (400, 403) and ("moderation" in text or "content policy" in text or "flagged" in text)
+
+
+class StreamScanner:
+    """Forwards an Anthropic SSE stream event for event, reading usage on the way.
+
+    `message_start` is the only event rewritten (router `model`, added `provider`); every other
+    event leaves as the bytes that arrived, so the cost is accounted for but not added to the stream.
+    """
+
+    __slots__ = ("model", "provider", "price", "usage", "stop_reason", "events", "finished", "error",
+                 "_splitter", "_delta_bytes", "_final_usage")
+
+    def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None) -> None:
+        self.model = model
+        self.provider = provider
+        self.price = price
+        self.usage = Usage()
+        self.stop_reason: str | None = None
+        self.events = 0
+        self.finished = False  # message_stop seen
+        self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
+        self._splitter = EventSplitter()
+        self._delta_bytes = 0
+        self._final_usage = False
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        events = self._splitter.feed(chunk)
+        for i, event in enumerate(events):
+            self.events += 1
+            name = event_name(event)
+            if name == b"content_block_delta":
+                self._delta_bytes += max(len(event) - _DELTA_ENVELOPE_BYTES, _CHARS_PER_TOKEN)
+            elif name == b"message_start":
+                events[i] = self._rewrite_start(event)
+            elif name == b"message_delta":
+                self._read_delta(event)
+            elif name == b"message_stop":
+                self.finished = True
+            elif name == b"error":
+                self.error = error_of(event_data(event))
+        return events
+
+    def close_usage(self) -> Usage:
+        """The usage to account for; estimated from the deltas seen when the stream was cut short."""
+        if not self._final_usage:
+            self.usage.output_tokens = max(self.usage.output_tokens, self._delta_bytes // _CHARS_PER_TOKEN)
+            self.usage.estimated = True
+        return self.usage
+
+    def _rewrite_start(self, event: bytes) -> bytes:
+        try:
+            payload = orjson.loads(event_data(event))
+            message = payload["message"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return event
+        if isinstance(message.get("usage"), dict):
+            self.usage.update_from(message["usage"])
+        message["model"] = self.model
+        message["provider"] = self.provider
+        return b"event: message_start\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+    def cost(self) -> float:
+        return self.price(self.usage) if self.price else 0.0
+
+    def _read_delta(self, event: bytes) -> None:
+        try:
+            payload = orjson.loads(event_data(event))
+        except orjson.JSONDecodeError:
+            return
+        delta = payload.get("delta")
+        if isinstance(delta, dict) and delta.get("stop_reason"):
+            self.stop_reason = delta["stop_reason"]
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self.usage.update_from(usage)
+            self._final_usage = True

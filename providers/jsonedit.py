@@ -1,0 +1,141 @@
+"""Edits of top-level members of a JSON object held as bytes, without re-serialising it.
+
+An Anthropic-protocol upstream must receive the client's bytes, with only `model` rewritten and the
+router-only members removed; a response only gains `provider` and `usage.cost`. Re-serialising a
+31 KB body would cost more than the rest of the request path together and could alter numbers or
+key order, so the edits splice the original bytes. A key is located with a C-speed regex; only when
+it occurs more than once (e.g. a tool schema with a `model` property) is its nesting depth checked.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
+_SCALAR_END = re.compile(rb"[,}\]\s]")
+_WS = b" \t\r\n"
+_key_patterns: dict[str, re.Pattern[bytes]] = {}
+
+
+class EditError(ValueError):
+    """The bytes do not have the expected shape; the caller falls back to re-serialising."""
+
+
+def _key_pattern(key: str) -> re.Pattern[bytes]:
+    pattern = _key_patterns.get(key)
+    if pattern is None:
+        pattern = _key_patterns[key] = re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*')
+    return pattern
+
+
+def _depth_at(raw: bytes, pos: int) -> int:
+    outside = _STRING.sub(b"", raw[:pos])
+    return outside.count(b"{") + outside.count(b"[") - outside.count(b"}") - outside.count(b"]")
+
+
+def _preceded_by_member_start(raw: bytes, pos: int) -> bool:
+    i = pos - 1
+    while i >= 0 and raw[i] in _WS:
+        i -= 1
+    return i >= 0 and raw[i] in b"{,"
+
+
+def _value_end(raw: bytes, start: int) -> int:
+    first = raw[start:start + 1]
+    if first == b'"':
+        m = _STRING.match(raw, start)
+        if not m:
+            raise EditError("unterminated string")
+        return m.end()
+    if first in (b"{", b"["):
+        depth = 0
+        for m in _TOKEN.finditer(raw, start):
+            tok = m.group()
+            if tok in (b"{", b"["):
+                depth += 1
+            elif tok in (b"}", b"]"):
+                depth -= 1
+                if depth == 0:
+                    return m.end()
+        raise EditError("unbalanced value")
+    m = _SCALAR_END.search(raw, start)
+    return m.start() if m else len(raw)
+
+
+def member_span(raw: bytes, key: str) -> tuple[int, int, int] | None:
+    """(member start, value start, value end) of the top-level member `key`, or None."""
+    candidates = [m for m in _key_pattern(key).finditer(raw) if _preceded_by_member_start(raw, m.start())]
+    if len(candidates) > 1:
+        candidates = [m for m in candidates if _depth_at(raw, m.start()) == 1]
+    if not candidates:
+        return None
+    m = candidates[-1]  # with duplicate keys, JSON parsers keep the last
+    return m.start(), m.end(), _value_end(raw, m.end())
+
+
+def _removal_span(raw: bytes, start: int, end: int) -> tuple[int, int]:
+    """Widen a member's span to take one adjacent comma with it."""
+    j = end
+    while j < len(raw) and raw[j] in _WS:
+        j += 1
+    if j < len(raw) and raw[j:j + 1] == b",":
+        j += 1
+        while j < len(raw) and raw[j] in _WS:
+            j += 1
+        return start, j
+    i = start - 1
+    while i >= 0 and raw[i] in _WS:
+        i -= 1
+    if i >= 0 and raw[i:i + 1] == b",":
+        return i, end
+    return start, end
+
+
+def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove: Iterable[str] = (),
+                 append: Mapping[str, Any] | None = None) -> bytes:
+    """Return `raw` with top-level members replaced, removed and appended.
+
+    `replace` only touches members that exist; `remove` ignores absent ones; `append` adds members
+    before the closing brace (the caller makes sure they are new).
+    """
+    edits: list[tuple[int, int, bytes]] = []
+    for key, value in (replace or {}).items():
+        span = member_span(raw, key)
+        if span is not None:
+            edits.append((span[1], span[2], orjson.dumps(value)))
+    for key in remove:
+        span = member_span(raw, key)
+        if span is not None:
+            start, end = _removal_span(raw, span[0], span[2])
+            edits.append((start, end, b""))
+    if append:
+        close = raw.rstrip().rfind(b"}")
+        if close < 0:
+            raise EditError("not a JSON object")
+        inner = raw[:close].rstrip()
+        sep = b"" if inner.endswith(b"{") else b","
+        extra = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in append.items())
+        edits.append((close, close, sep + extra))
+    if not edits:
+        return raw
+    edits.sort(key=lambda e: e[0], reverse=True)
+    out = raw
+    for start, end, replacement in edits:
+        out = out[:start] + replacement + out[end:]
+    return out
+
+
+def insert_into_member_object(raw: bytes, key: str, members: Mapping[str, Any]) -> bytes:
+    """Add members at the end of the top-level object value of `key` (e.g. `usage.cost`)."""
+    span = member_span(raw, key)
+    if span is None or raw[span[1]:span[1] + 1] != b"{":
+        raise EditError(f"no object member {key!r}")
+    close = span[2] - 1
+    inner = raw[span[1]:close].rstrip()
+    sep = b"" if inner.endswith(b"{") else b","
+    extra = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in members.items())
+    return raw[:close] + sep + extra + raw[close:]

@@ -1,0 +1,1 @@
+"""Real HTTP servers on loopback ports that speak each upstream protocol, for tests."""
