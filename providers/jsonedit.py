@@ -77,22 +77,34 @@ def member_span(raw: bytes, key: str) -> tuple[int, int, int] | None:
     return m.start(), m.end(), _value_end(raw, m.end())
 
 
-def _removal_span(raw: bytes, start: int, end: int) -> tuple[int, int]:
-    """Widen a member's span to take one adjacent comma with it."""
-    j = end
-    while j < len(raw) and raw[j] in _WS:
-        j += 1
-    if j < len(raw) and raw[j:j + 1] == b",":
-        j += 1
+def _removal_spans(raw: bytes, members: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans to cut so that the members go and the commas left behind still separate the rest.
+
+    Members separated only by whitespace and commas are cut as one run; a run then takes the comma
+    after it, or, when it ends the object, the comma before it.
+    """
+    runs: list[list[int]] = []
+    for start, end in sorted(members):
+        if runs and not raw[runs[-1][1]:start].strip(b" \t\r\n,"):
+            runs[-1][1] = end
+        else:
+            runs.append([start, end])
+    spans = []
+    for start, end in runs:
+        j = end
         while j < len(raw) and raw[j] in _WS:
             j += 1
-        return start, j
-    i = start - 1
-    while i >= 0 and raw[i] in _WS:
-        i -= 1
-    if i >= 0 and raw[i:i + 1] == b",":
-        return i, end
-    return start, end
+        if raw[j:j + 1] == b",":
+            j += 1
+            while j < len(raw) and raw[j] in _WS:
+                j += 1
+            spans.append((start, j))
+            continue
+        i = start - 1
+        while i >= 0 and raw[i] in _WS:
+            i -= 1
+        spans.append((i, end) if raw[i:i + 1] == b"," else (start, end))
+    return spans
 
 
 def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove: Iterable[str] = (),
@@ -107,11 +119,8 @@ def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove
         span = member_span(raw, key)
         if span is not None:
             edits.append((span[1], span[2], orjson.dumps(value)))
-    for key in remove:
-        span = member_span(raw, key)
-        if span is not None:
-            start, end = _removal_span(raw, span[0], span[2])
-            edits.append((start, end, b""))
+    removed = [(span[0], span[2]) for span in (member_span(raw, key) for key in remove) if span is not None]
+    edits.extend((start, end, b"") for start, end in _removal_spans(raw, removed))
     if append:
         close = raw.rstrip().rfind(b"}")
         if close < 0:
