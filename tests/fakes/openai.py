@@ -171,7 +171,7 @@ def stream_chunks(script: StreamScript) -> list[bytes]:
         return events + [sse_data({"error": dict(script.error)}, ascii_only=script.ascii_only)]
     if script.finish_reason is not None:
         events.append(chunk({}, script.finish_reason, **(script.choice_extra or {})))
-    if with_usage and script.finish_reason is not None:
+    if script.usage is not None and script.finish_reason is not None:
         final = envelope([])
         final["usage"] = script.usage.as_dict()
         events.append(sse_data(final, ascii_only=script.ascii_only))
@@ -297,7 +297,7 @@ def _forced_tool(body: Mapping[str, Any]) -> str | None:
 
 # -- reading translated streams ------------------------------------------------------------------
 
-_STREAM_EVENT = TypeAdapter(anthropic.types.RawMessageStreamEvent)
+_STREAM_EVENT: TypeAdapter[anthropic.types.RawMessageStreamEvent] = TypeAdapter(anthropic.types.RawMessageStreamEvent)
 
 
 def anthropic_events(raw: Sequence[bytes]) -> list[dict[str, Any]]:
