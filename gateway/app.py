@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import aiohttp
 import orjson
@@ -18,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import errors
+from gateway import errors, metrics
+from gateway.admission import Admitter
 from gateway.auth import Authenticator, key_id_for, secret_hash
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
@@ -27,6 +29,8 @@ from gateway.model_listing import list_page, model_info
 from gateway.request import parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.serving import served_models, serving_catalog
 from gateway.settings import Settings
+from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
+from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
 from policies.plan import Plan, simple_plan
 from policies.resolve import UnknownModel, resolve, resolve_all
@@ -34,6 +38,13 @@ from policies.tokens import estimate_input_tokens
 from providers import anthropic
 
 log = logging.getLogger("gateway")
+
+
+def store_options(settings: Settings) -> dict:
+    options: dict = {"usage_max_age_s": settings.usage_retention_days * 86400}
+    if settings.redis_url:
+        options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout)
+    return options
 
 
 class Gateway:
@@ -54,19 +65,69 @@ class Gateway:
             digest = secret_hash(self.demo_key)
             self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo")
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
-        self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, cache_ttl=settings.key_cache_ttl)
+        self.store: Store = create_store(settings.redis_url, **store_options(settings))
+        self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,
+                                  cache_ttl=settings.key_cache_ttl)
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
+        self.admitter = Admitter(self.store, settings.store_outage)
+        self.usage = UsageRecorder(self.store, settings.usage_spill_path)
+        self._background: list[asyncio.Task] = []
+
+    async def register_static_principals(self) -> None:
+        """Teams and keys from the config file exist in the store too, so admission treats all keys alike."""
+        now = time.time()
+        static_teams = {t.name: t for t in self.settings.teams}
+        teams = set(static_teams) | {p.team for p in self.static_keys.values()}
+        for name in sorted(teams):
+            spec = static_teams.get(name)
+            limits = limits_from(spec.model_dump(exclude={"name"})) if spec else Limits()
+            existing = await self.store.get_team(name)
+            if existing is None:
+                try:
+                    await self.store.create_team(Team(name=name, limits=limits, created_at=now))
+                except Conflict:
+                    pass
+            elif spec is not None and existing.limits != limits:
+                await self.store.update_team(name, spec.model_dump(exclude={"name"}))
+        for digest, principal in self.static_keys.items():
+            if await self.store.find_key(digest) is None:
+                try:
+                    await self.store.create_key(KeyRecord(id=principal.key_id, team=principal.team,
+                                                          prefix=principal.key_id, secret_hash=digest,
+                                                          name="config", created_at=now))
+                except Conflict:
+                    pass
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
                                              cookie_jar=aiohttp.DummyCookieJar())
         self.executor = Executor(self.session, self.settings.timeouts)
+        try:
+            await self.register_static_principals()
+        except StoreUnavailable:
+            log.warning("store unreachable at startup: keys from the config file are registered later")
+            self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
+        self.usage.start()
+        self._background.append(asyncio.get_running_loop().create_task(self.admitter.renew_forever()))
+
+    async def _register_when_reachable(self) -> None:
+        while True:
+            await asyncio.sleep(1)
+            try:
+                await self.register_static_principals()
+                return
+            except StoreUnavailable:
+                continue
 
     async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        await self.usage.stop()
         if self.session is not None:
             await self.session.close()
+        await self.store.close()
 
     # -- planning -------------------------------------------------------------------------------
     def plan(self, model: str, fallbacks: list[str], principal: Principal) -> Plan:
@@ -87,18 +148,28 @@ class Gateway:
     # -- POST /v1/messages ------------------------------------------------------------------------
     async def messages(self, scope, receive, send) -> None:
         ex = Exchange(new_request_id(), read_headers(scope["headers"]), scope["query_string"].decode("latin-1"))
+        ticket = None
+        metrics.INFLIGHT.inc()
         try:
             ex.principal = await self.auth.authenticate(ex.headers.api_keys)
             raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
             ex.request = parse_messages_request(raw, ex.headers)
             plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal)
+            ex.plan_model = plan.primary.id
+            ticket = await self.admitter.admit(ex, plan)
             await self._run_watched(ex, plan, receive, send)
         except GatewayError as exc:
             ex.status, ex.error_type = exc.status, exc.error_type
-            if ex.status and ex.first_byte_at is None:
+            if ex.first_byte_at is None:
                 await send_error(send, exc, ex.request_id, ex.response_headers)
         except ConnectionAbortedError:
             ex.status, ex.client_gone = 499, True
+        finally:
+            metrics.INFLIGHT.dec()
+            if ticket is not None:
+                self.admitter.done(ticket)
+            if ex.principal is not None:
+                self.usage.finish(ex, ticket)
 
     async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
         """Run the plan, cancelling it (and so the upstream call) if the client goes away."""
@@ -199,7 +270,20 @@ class Gateway:
         return json_response({"status": "ok"})
 
     async def readyz(self, request: Request) -> Response:
-        return json_response({"status": "ready", "store": "memory", "demo": self.demo})
+        backend = "redis" if self.settings.redis_url else "memory"
+        try:
+            await self.store.ping()
+        except StoreUnavailable:
+            if self.admitter.fail_open:
+                return json_response({"status": "degraded", "store": backend, "reachable": False,
+                                      "policy": "fail_open"})
+            return json_response({"status": "unavailable", "store": backend, "reachable": False,
+                                  "policy": "fail_closed"}, status=503)
+        return json_response({"status": "ready", "store": backend, "reachable": True, "demo": self.demo})
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
 
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -240,6 +324,7 @@ class GatewayApp:
             Route("/v1/models/{model_id:path}", gateway.get_model, methods=["GET"]),
             Route("/healthz", gateway.healthz, methods=["GET"]),
             Route("/readyz", gateway.readyz, methods=["GET"]),
+            Route("/metrics", gateway.metrics, methods=["GET"]),
         ]
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,

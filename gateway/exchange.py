@@ -54,6 +54,8 @@ class Exchange:
     client_gone: bool = False
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     dropped_params: list[str] = field(default_factory=list)
+    plan_model: str | None = None  # the primary model of the plan, once resolved
+    limited_by: str | None = None  # which of the gateway's own limits refused the request
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

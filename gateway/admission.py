@@ -1,0 +1,114 @@
+"""Admission: the team's and key's limits, checked and reserved in one store round trip.
+
+The reservation is the worst case over the whole plan (the dearest endpoint the `models` list may
+reach, input at the cache-write price when the request caches, all of `max_tokens` at the output
+price), so concurrent requests can never spend past a budget; settlement replaces it by the actual
+cost. When the store is unreachable the configured policy decides: fail-open admits and settles
+later (the usage recorder replays), fail-closed answers 529.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from gateway import errors
+from gateway.exchange import Exchange
+from gateway.store.base import Admission, AdmissionRequest, Store, StoreUnavailable
+from gateway.usage import Ticket
+from policies.plan import Plan
+from policies.pricing import worst_case_usd
+
+log = logging.getLogger("gateway.admission")
+# Bytes of request body per input token, for the admission estimate: JSON syntax makes bodies
+# larger than their text, so this errs on the high side, as a reservation should.
+BYTES_PER_TOKEN = 3
+
+
+def reservation(raw: bytes, max_tokens: int, plan: Plan) -> tuple[int, float]:
+    """(tokens, USD) to reserve for a request, without walking its body."""
+    input_tokens = len(raw) // BYTES_PER_TOKEN + 1
+    caches = b'"cache_control"' in raw
+    cost = max((worst_case_usd(input_tokens, max_tokens, a.endpoint.pricing, cache_writes=caches)
+                for a in plan.attempts), default=0.0)
+    return input_tokens + max_tokens, cost
+
+
+def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
+    """Anthropic's anthropic-ratelimit-* headers, for the gateway's own limits on this key."""
+    headers = []
+    for kind, limit, remaining, reset in (("requests", adm.requests_limit, adm.requests_remaining, adm.requests_reset),
+                                          ("tokens", adm.tokens_limit, adm.tokens_remaining, adm.tokens_reset)):
+        if limit is None:
+            continue
+        headers.append((f"anthropic-ratelimit-{kind}-limit".encode(), str(limit).encode()))
+        headers.append((f"anthropic-ratelimit-{kind}-remaining".encode(), str(max(remaining or 0, 0)).encode()))
+        if reset is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset))
+            headers.append((f"anthropic-ratelimit-{kind}-reset".encode(), stamp.encode()))
+    return headers
+
+
+_REFUSALS = {
+    "revoked": (errors.AuthenticationFailed, "this API key has been revoked"),
+    "expired": (errors.AuthenticationFailed, "this API key has expired"),
+    "model_not_allowed": (errors.PermissionDenied, "this key may not use model {model!r}"),
+    "rpm": (errors.RateLimited, "request rate limit reached for team {team!r}: {limit} requests per minute"),
+    "tpm": (errors.RateLimited, "token rate limit reached for team {team!r}: {limit} tokens per minute"),
+    "concurrency": (errors.RateLimited, "too many concurrent requests for team {team!r}"),
+    "budget_daily": (errors.RateLimited, "daily budget of team {team!r} is spent"),
+    "budget_monthly": (errors.RateLimited, "monthly budget of team {team!r} is spent"),
+}
+
+
+RENEW_EVERY_S = 10.0
+
+
+class Admitter:
+    def __init__(self, store: Store, outage_policy: str) -> None:
+        self.store = store
+        self.fail_open = outage_policy == "fail_open"
+        self.open: dict[str, Ticket] = {}  # admitted requests still running, whose leases need renewing
+
+    def done(self, ticket: Ticket) -> None:
+        self.open.pop(ticket.request_id, None)
+
+    async def renew_forever(self) -> None:
+        """Renew the concurrency leases of long requests (leases expire after 30 s unless renewed)."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            now = time.time()
+            for ticket in list(self.open.values()):
+                if ticket.local or now - ticket.admitted_at < RENEW_EVERY_S:
+                    continue
+                try:
+                    await self.store.renew(ticket.team, ticket.request_id, now)
+                except StoreUnavailable:
+                    break
+
+    async def admit(self, ex: Exchange, plan: Plan) -> Ticket:
+        principal = ex.principal
+        tokens, cost = reservation(ex.request.raw, ex.request.max_tokens, plan)
+        request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
+                                   tokens=tokens, cost_usd=cost, model=plan.primary.id, now=time.time())
+        try:
+            adm = await self.store.admit(request)
+        except StoreUnavailable:
+            if not self.fail_open:
+                raise errors.Overloaded("the gateway's store is unavailable; try again shortly") from None
+            return Ticket(principal.team, principal.key_id, ex.request_id, local=True)
+        headers = ratelimit_headers(adm)
+        ex.response_headers.extend(headers)
+        if adm.admitted:
+            ticket = Ticket(principal.team, principal.key_id, ex.request_id, admitted_at=request.now)
+            self.open[ex.request_id] = ticket
+            return ticket
+        kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
+        limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit
+        message = template.format(team=principal.team, model=plan.primary.id, limit=limit)
+        extra = {}
+        if kind is errors.RateLimited:
+            ex.limited_by = adm.reason
+            if adm.retry_after is not None:
+                extra["retry-after"] = str(max(1, int(adm.retry_after + 0.999)))
+        raise kind(message, headers=extra)

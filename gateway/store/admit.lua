@@ -1,0 +1,187 @@
+-- Admission of one request: key still valid, model allowed, RPM, TPM, a concurrency lease and
+-- the daily and monthly budget reservation, for the team and for the key. All or nothing.
+-- Mirrored by MemoryStore.admit: change both together.
+-- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
+--       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
+--       11 spend of the day, 12 spend of the month
+-- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 model, 6 now,
+--       7 next UTC day start, 8 next UTC month start, 9 lease ttl, 10 window, 11 lease key ttl,
+--       12 retry hint when the concurrency is full
+local key_id, rid, model = ARGV[1], ARGV[2], ARGV[5]
+local tokens, cost, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
+local next_day, next_month = tonumber(ARGV[7]), tonumber(ARGV[8])
+local lease_ttl, window, lease_key_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
+local concurrency_wait = tonumber(ARGV[12])
+local kfield = 'k:' .. key_id
+
+local function out(v) if v == nil then return '' end return num(v) end
+local function verdict(admitted, reason, retry, req, tok)
+  req = req or {}
+  tok = tok or {}
+  return {admitted and 1 or 0, reason or '', out(retry), out(req[1]), out(req[2]), out(req[3]),
+          out(tok[1]), out(tok[2]), out(tok[3])}
+end
+
+local team_raw = redis.call('GET', KEYS[1])
+local key_raw = redis.call('GET', KEYS[2])
+if not team_raw or not key_raw then return verdict(false, 'revoked') end
+local team = cjson.decode(team_raw).limits
+local keyrec = cjson.decode(key_raw)
+if keyrec.revoked == true then return verdict(false, 'revoked') end
+local expires = opt(keyrec.expires_at)
+if expires ~= nil and expires <= now then return verdict(false, 'expired') end
+local key = keyrec.limits
+
+local function allows(models)
+  if models == nil then return true end
+  for _, m in ipairs(models) do if m == model then return true end end
+  return false
+end
+if not allows(opt(team.allowed_models)) or not allows(opt(key.allowed_models)) then
+  return verdict(false, 'model_not_allowed')
+end
+
+-- Expired leases (a replica died, or nobody settled) give back their slot and reservation.
+for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now))) do
+  release(KEYS[7], KEYS[8], KEYS[9], KEYS[10], r)
+end
+
+-- Sliding windows: an entry counts while its time is after now - window.
+local function purge(win, wtok)
+  local cutoff = num(now - window)
+  local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
+  if #old > 0 then
+    local freed = 0
+    for _, r in ipairs(old) do
+      freed = freed + tonumber(redis.call('HGET', wtok, 'r:' .. r) or '0')
+      redis.call('HDEL', wtok, 'r:' .. r)
+    end
+    redis.call('HINCRBY', wtok, '_sum', int(-freed))
+    redis.call('ZREMRANGEBYSCORE', win, '-inf', cutoff)
+  end
+end
+
+local scopes = {
+  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team'},
+  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield},
+}
+for _, s in ipairs(scopes) do
+  s.rpm, s.tpm = opt(s.limits.rpm), opt(s.limits.tpm)
+  s.windowed = s.rpm ~= nil or s.tpm ~= nil
+  if s.windowed then
+    purge(s.win, s.wtok)
+    s.count = redis.call('ZCARD', s.win)
+    s.sum = tonumber(redis.call('HGET', s.wtok, '_sum') or '0')
+  end
+end
+
+-- The wait for a failed check; nil means waiting cannot help, and that wins.
+local failed, waits = {}, {}
+local function fail(reason, wait)
+  if failed[reason] == nil then
+    failed[reason] = true
+    waits[reason] = wait
+  elseif waits[reason] ~= nil then
+    if wait == nil then waits[reason] = nil else waits[reason] = math.max(waits[reason], wait) end
+  end
+end
+
+local function entry_time(win, index)
+  local e = redis.call('ZRANGE', win, index, index, 'WITHSCORES')
+  return tonumber(e[2])
+end
+
+local duplicate = redis.call('HEXISTS', KEYS[9], rid) == 1
+if not duplicate then
+  for _, s in ipairs(scopes) do
+    if s.rpm ~= nil and s.count + 1 > s.rpm then
+      if s.rpm == 0 then fail('rpm', nil)
+      else fail('rpm', entry_time(s.win, s.count - s.rpm) + window - now) end
+    end
+    if s.tpm ~= nil and s.sum + tokens > s.tpm then
+      if tokens > s.tpm then fail('tpm', nil)
+      else
+        local need, freed, wait = s.sum + tokens - s.tpm, 0, window
+        local entries = redis.call('ZRANGE', s.win, 0, -1, 'WITHSCORES')
+        for i = 1, #entries, 2 do
+          freed = freed + tonumber(redis.call('HGET', s.wtok, 'r:' .. entries[i]) or '0')
+          if freed >= need then wait = tonumber(entries[i + 1]) + window - now break end
+        end
+        fail('tpm', wait)
+      end
+    end
+  end
+
+  local team_conc = opt(team.max_concurrent)
+  if team_conc ~= nil and redis.call('ZCARD', KEYS[7]) + 1 > team_conc then
+    fail('concurrency', concurrency_wait)
+  end
+  local key_conc = opt(key.max_concurrent)
+  if key_conc ~= nil and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') + 1 > key_conc then
+    fail('concurrency', concurrency_wait)
+  end
+
+  for _, s in ipairs(scopes) do
+    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0')
+    local monthly = opt(s.limits.budget_monthly_usd)
+    if monthly ~= nil then
+      local spent = tonumber(redis.call('HGET', KEYS[12], s.field) or '0')
+      if spent + reserved + cost > math.floor(monthly * 1e9 + 0.5) then
+        fail('budget_monthly', next_month - now)
+      end
+    end
+    local daily = opt(s.limits.budget_daily_usd)
+    if daily ~= nil then
+      local spent = tonumber(redis.call('HGET', KEYS[11], s.field) or '0')
+      if spent + reserved + cost > math.floor(daily * 1e9 + 0.5) then
+        fail('budget_daily', next_day - now)
+      end
+    end
+  end
+end
+
+local reason = nil
+for _, r in ipairs({'rpm', 'tpm', 'concurrency', 'budget_monthly', 'budget_daily'}) do
+  if failed[r] then reason = r break end
+end
+local admitted = reason == nil
+local consume = admitted and not duplicate
+
+if consume then
+  for _, s in ipairs(scopes) do
+    if s.windowed then
+      local prev = redis.call('HGET', s.wtok, 'r:' .. rid)
+      if prev then redis.call('HINCRBY', s.wtok, '_sum', int(-tonumber(prev))) else s.count = s.count + 1 end
+      redis.call('ZADD', s.win, num(now), rid)
+      redis.call('HSET', s.wtok, 'r:' .. rid, int(tokens))
+      redis.call('HINCRBY', s.wtok, '_sum', int(tokens))
+      s.sum = tonumber(redis.call('HGET', s.wtok, '_sum'))
+      touch(math.ceil(window * 2), s.win, s.wtok)
+    end
+  end
+  redis.call('ZADD', KEYS[7], num(now + lease_ttl), rid)
+  redis.call('HINCRBY', KEYS[8], kfield, 1)
+  redis.call('HSET', KEYS[9], rid, int(cost) .. ':' .. key_id)
+  redis.call('HINCRBY', KEYS[10], 'team', int(cost))
+  redis.call('HINCRBY', KEYS[10], kfield, int(cost))
+  touch(lease_key_ttl, KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+end
+
+-- Headers: the scope with the fewest remaining; the window is full again one window after
+-- its newest entry.
+local function header(limit_name, used_name)
+  local best = nil
+  for _, s in ipairs(scopes) do
+    local limit = s[limit_name]
+    if limit ~= nil then
+      local remaining = math.max(0, limit - s[used_name])
+      local newest = redis.call('ZRANGE', s.win, -1, -1, 'WITHSCORES')
+      local reset = now
+      if #newest > 0 then reset = tonumber(newest[2]) + window end
+      if best == nil or remaining < best[2] then best = {limit, remaining, reset} end
+    end
+  end
+  return best
+end
+return verdict(admitted, reason, reason and waits[reason], header('rpm', 'count'),
+               header('tpm', 'sum'))

@@ -1,0 +1,456 @@
+"""The store interface: records, errors, the abstract `Store`, and `create_store`.
+
+Two backends implement it with identical behaviour: `RedisStore` (shared by every replica) and
+`MemoryStore` (one process). Record validation and the JSON shape of teams and keys live here so
+that both backends accept and refuse exactly the same things.
+"""
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from policies.limits import LEASE_TTL_S, allowed_intersection, stricter
+
+
+# -- errors -----------------------------------------------------------------------------------
+class StoreError(Exception):
+    """Anything the store refuses or cannot do."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis is unreachable or too slow; raised quickly, never after a hang."""
+
+
+class Conflict(StoreError):
+    """The record already exists (team name, key id or key secret)."""
+
+
+class NotFound(StoreError):
+    """No such team or key."""
+
+
+class Invalid(StoreError, ValueError):
+    """A record or a change that breaks a rule (bad name, negative limit, unknown field)."""
+
+
+# -- records ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Limits:
+    """Limits of a team, or of a key within its team. None means unlimited."""
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    budget_daily_usd: float | None = None
+    budget_monthly_usd: float | None = None
+    allowed_models: tuple[str, ...] | None = None
+
+    def narrowed_by(self, other: Limits) -> Limits:
+        """The stricter of the two for each field; allowed models are intersected."""
+        return Limits(
+            rpm=stricter(self.rpm, other.rpm),  # type: ignore[arg-type]
+            tpm=stricter(self.tpm, other.tpm),  # type: ignore[arg-type]
+            max_concurrent=stricter(self.max_concurrent, other.max_concurrent),  # type: ignore[arg-type]
+            budget_daily_usd=stricter(self.budget_daily_usd, other.budget_daily_usd),
+            budget_monthly_usd=stricter(self.budget_monthly_usd, other.budget_monthly_usd),
+            allowed_models=allowed_intersection(self.allowed_models, other.allowed_models),
+        )
+
+
+LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
+
+
+@dataclass
+class Team:
+    name: str
+    limits: Limits = field(default_factory=Limits)
+    created_at: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class KeyRecord:
+    """An API key. Its limits narrow its team's: both sets of counters must allow a request."""
+    id: str
+    team: str
+    prefix: str
+    secret_hash: str  # sha256 hex of the secret; the secret itself is never stored
+    name: str | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked: bool = False
+    limits: Limits = field(default_factory=Limits)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    team: str
+    key_id: str
+    request_id: str
+    tokens: int        # estimated tokens charged to TPM now: input estimate + max_tokens
+    cost_usd: float    # worst-case budget reservation
+    model: str
+    now: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The verdict, plus what Anthropic's anthropic-ratelimit-requests-*/-tokens-* headers need.
+
+    `reason` is one of: revoked, expired, model_not_allowed, rpm, tpm, concurrency, budget_daily,
+    budget_monthly. `retry_after` is seconds; None when waiting cannot help (a request larger than
+    the whole TPM limit, an RPM of 0). A missing team or key reads as `revoked`. When both budgets
+    are spent the monthly one is reported, because it is the one that decides the wait. The
+    header triples describe the stricter of team and key; `*_reset` is the epoch second at which
+    the window is fully replenished.
+    """
+    admitted: bool
+    reason: str | None = None
+    retry_after: float | None = None
+    requests_limit: int | None = None
+    requests_remaining: int | None = None
+    requests_reset: float | None = None
+    tokens_limit: int | None = None
+    tokens_remaining: int | None = None
+    tokens_reset: float | None = None
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    ttft_s: float | None = None       # moving average of the time to first token
+    output_tps: float | None = None   # moving average of output tokens per second
+    failures: int = 0                 # consecutive failures; a success resets it
+    samples: int = 0
+    updated_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RoutingSnapshot:
+    """Routing state shared by replicas. Cooldowns may include ones already over: compare
+    `until` with the clock."""
+    cooldowns: dict[str, tuple[float, str]] = field(default_factory=dict)
+    stats: dict[str, EndpointStats] = field(default_factory=dict)
+    ratelimits: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Behaviour shared by both backends."""
+    lease_ttl_s: float = LEASE_TTL_S
+    settle_memory_s: float = 3600.0          # a second settle within this window is a no-op
+    usage_dedupe_s: float = 3600.0           # a record appended again within this is dropped
+    usage_max_age_s: float = 7 * 86400       # usage records are kept this long
+    usage_max_records: int = 200_000         # ... and at most this many per team
+    rollup_hour_ttl_s: float = 35 * 86400    # hourly rollups kept this long after the last write
+    rollup_day_ttl_s: float = 400 * 86400
+    ewma_alpha: float = 0.3                  # weight of a new sample in the endpoint averages
+
+
+# -- validation and JSON shape ----------------------------------------------------------------
+_TEAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def validate_team_name(name: object) -> str:
+    # The name becomes a Redis hash tag, so braces and the like must never reach it.
+    if not isinstance(name, str) or not _TEAM_NAME.fullmatch(name):
+        raise Invalid(f"team name must match {_TEAM_NAME.pattern}: {name!r}")
+    return name
+
+
+def _count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise Invalid(f"{name} must be a non-negative integer or null, not {value!r}")
+    return value
+
+
+def _usd(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0:
+        raise Invalid(f"{name} must be a non-negative number or null, not {value!r}")
+    return float(value)
+
+
+def _models(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, Sequence) \
+            or not all(isinstance(m, str) and m for m in value):
+        raise Invalid(f"allowed_models must be a list of model ids or null, not {value!r}")
+    return tuple(value)
+
+
+def limits_from(data: Mapping[str, Any]) -> Limits:
+    unknown = set(data) - set(LIMIT_FIELDS)
+    if unknown:
+        raise Invalid(f"unknown limit field(s): {', '.join(sorted(unknown))}")
+    return Limits(
+        rpm=_count("rpm", data.get("rpm")),
+        tpm=_count("tpm", data.get("tpm")),
+        max_concurrent=_count("max_concurrent", data.get("max_concurrent")),
+        budget_daily_usd=_usd("budget_daily_usd", data.get("budget_daily_usd")),
+        budget_monthly_usd=_usd("budget_monthly_usd", data.get("budget_monthly_usd")),
+        allowed_models=_models(data.get("allowed_models")),
+    )
+
+
+def limits_to_json(limits: Limits) -> dict[str, Any]:
+    data = {name: getattr(limits, name) for name in LIMIT_FIELDS}
+    if isinstance(limits.allowed_models, (tuple, list)):
+        data["allowed_models"] = list(limits.allowed_models)
+    return data
+
+
+def _timestamp(name: str, value: object, *, optional: bool) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Invalid(f"{name} must be an epoch timestamp, not {value!r}")
+    return float(value)
+
+
+def _metadata(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise Invalid("metadata must be an object")
+    return dict(value)
+
+
+def validate_team(team: Team) -> Team:
+    return Team(
+        name=validate_team_name(team.name),
+        limits=limits_from(limits_to_json(team.limits)),
+        created_at=_timestamp("created_at", team.created_at, optional=False),  # type: ignore[arg-type]
+        metadata=_metadata(team.metadata),
+    )
+
+
+def validate_key(key: KeyRecord) -> KeyRecord:
+    if not isinstance(key.id, str) or not _KEY_ID.fullmatch(key.id):
+        raise Invalid(f"key id must match {_KEY_ID.pattern}: {key.id!r}")
+    if not isinstance(key.secret_hash, str) or not _SHA256_HEX.fullmatch(key.secret_hash):
+        raise Invalid("secret_hash must be the lowercase sha256 hex digest of the secret")
+    if not isinstance(key.prefix, str):
+        raise Invalid("prefix must be a string")
+    if key.name is not None and not isinstance(key.name, str):
+        raise Invalid("name must be a string or null")
+    if not isinstance(key.revoked, bool):
+        raise Invalid("revoked must be a boolean")
+    return KeyRecord(
+        id=key.id, team=validate_team_name(key.team), prefix=key.prefix,
+        secret_hash=key.secret_hash, name=key.name,
+        created_at=_timestamp("created_at", key.created_at, optional=False),  # type: ignore[arg-type]
+        expires_at=_timestamp("expires_at", key.expires_at, optional=True),
+        revoked=key.revoked, limits=limits_from(limits_to_json(key.limits)),
+        metadata=_metadata(key.metadata),
+    )
+
+
+def team_to_json(team: Team) -> dict[str, Any]:
+    return {"name": team.name, "limits": limits_to_json(team.limits),
+            "created_at": team.created_at, "metadata": team.metadata}
+
+
+def team_from_json(data: Mapping[str, Any]) -> Team:
+    return Team(name=data["name"], limits=limits_from(data["limits"]),
+                created_at=data["created_at"], metadata=dict(data.get("metadata") or {}))
+
+
+def key_to_json(key: KeyRecord) -> dict[str, Any]:
+    return {"id": key.id, "team": key.team, "prefix": key.prefix, "secret_hash": key.secret_hash,
+            "name": key.name, "created_at": key.created_at, "expires_at": key.expires_at,
+            "revoked": key.revoked, "limits": limits_to_json(key.limits),
+            "metadata": key.metadata}
+
+
+def key_from_json(data: Mapping[str, Any]) -> KeyRecord:
+    return KeyRecord(
+        id=data["id"], team=data["team"], prefix=data["prefix"], secret_hash=data["secret_hash"],
+        name=data.get("name"), created_at=data["created_at"], expires_at=data.get("expires_at"),
+        revoked=bool(data.get("revoked")), limits=limits_from(data["limits"]),
+        metadata=dict(data.get("metadata") or {}))
+
+
+def _changed_limits(current: Limits, changes: Mapping[str, Any]) -> Limits:
+    """Limit changes come flat (`{"rpm": 10}`, as the admin API sends them) or nested under
+    `limits`; a null clears a limit."""
+    merged = limits_to_json(current)
+    nested = changes.get("limits")
+    if nested is not None:
+        if not isinstance(nested, Mapping):
+            raise Invalid("limits must be an object")
+        merged.update(nested)
+    merged.update({k: v for k, v in changes.items() if k in LIMIT_FIELDS})
+    return limits_from(merged)
+
+
+def apply_team_changes(team: Team, changes: Mapping[str, Any]) -> Team:
+    allowed = {"limits", "metadata", *LIMIT_FIELDS}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise Invalid(f"cannot change team field(s): {', '.join(sorted(unknown))}")
+    return validate_team(Team(
+        name=team.name, limits=_changed_limits(team.limits, changes), created_at=team.created_at,
+        metadata=_metadata(changes.get("metadata", team.metadata))))
+
+
+def apply_key_changes(key: KeyRecord, changes: Mapping[str, Any]) -> KeyRecord:
+    allowed = {"name", "expires_at", "revoked", "limits", "metadata", *LIMIT_FIELDS}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise Invalid(f"cannot change key field(s): {', '.join(sorted(unknown))}")
+    revoked = changes.get("revoked", key.revoked)
+    if key.revoked and revoked is not True:
+        raise Invalid("a revoked key stays revoked")
+    return validate_key(KeyRecord(
+        id=key.id, team=key.team, prefix=key.prefix, secret_hash=key.secret_hash,
+        name=changes.get("name", key.name), created_at=key.created_at,
+        expires_at=changes.get("expires_at", key.expires_at), revoked=revoked,
+        limits=_changed_limits(key.limits, changes),
+        metadata=_metadata(changes.get("metadata", key.metadata))))
+
+
+# -- the interface ----------------------------------------------------------------------------
+class Store(ABC):
+    """State shared by replicas. Every method may raise StoreUnavailable (Redis backend)."""
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    # teams and keys ------------------------------------------------------------------------
+    @abstractmethod
+    async def create_team(self, team: Team) -> Team:
+        """Invalid on a bad record, Conflict when the name is taken."""
+
+    @abstractmethod
+    async def get_team(self, name: str) -> Team | None: ...
+
+    @abstractmethod
+    async def list_teams(self) -> list[Team]:
+        """Sorted by name."""
+
+    @abstractmethod
+    async def update_team(self, name: str, changes: Mapping[str, Any]) -> Team:
+        """`changes`: limit fields (flat or under `limits`, null clears) and `metadata`."""
+
+    @abstractmethod
+    async def delete_team(self, name: str) -> None:
+        """Removes the team and revokes its keys (they stay listed under the team, revoked)."""
+
+    @abstractmethod
+    async def create_key(self, key: KeyRecord) -> None:
+        """NotFound without the team, Conflict on a taken id or secret hash."""
+
+    @abstractmethod
+    async def find_key(self, secret_hash: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    @abstractmethod
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        """Sorted by creation time, then id."""
+
+    @abstractmethod
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        """`changes`: name, expires_at, revoked (only to true), limit fields, metadata."""
+
+    @abstractmethod
+    async def revoke_key(self, key_id: str) -> None: ...
+
+    # admission -----------------------------------------------------------------------------
+    @abstractmethod
+    async def admit(self, req: AdmissionRequest) -> Admission:
+        """Check and reserve everything at once: key valid, model allowed, RPM, TPM, a
+        concurrency lease and the daily and monthly budget reservation. All or nothing."""
+
+    @abstractmethod
+    async def renew(self, team: str, request_id: str, now: float) -> bool:
+        """Extend a live lease by the lease TTL; False when it has already expired."""
+
+    @abstractmethod
+    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
+                     tokens: int, now: float) -> bool:
+        """Free the lease, replace the reservation by `cost_usd` (charged to the UTC day and
+        month of `now`, even when the lease has expired) and true up TPM with `tokens`.
+        Idempotent per request id: False when already settled. Cost 0 releases."""
+
+    # usage ---------------------------------------------------------------------------------
+    @abstractmethod
+    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Store each record once per request id (a repeat within `usage_dedupe_s` is
+        dropped), with hourly and daily rollups per team, model, provider and user, atomically
+        per team. Returns how many records were new."""
+
+    @abstractmethod
+    async def query_usage(self, start: float, end: float, group_by: Sequence[str],
+                          team: str | None = None) -> list[dict[str, Any]]:
+        """Rollup sums grouped by any of team, model, provider, user, day, hour.
+
+        Usage is counted by the hour: a query covers every UTC hour that overlaps
+        [start, end). `day` reads 'YYYY-MM-DD', `hour` 'YYYY-MM-DDTHH:00:00Z'."""
+
+    @abstractmethod
+    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
+                            start: float | None = None, end: float | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        """Records with start <= ts < end, most recently recorded first (by the
+        millisecond of their append, then by ts)."""
+
+    # routing state -------------------------------------------------------------------------
+    @abstractmethod
+    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None: ...
+
+    @abstractmethod
+    async def clear_cooldown(self, endpoint: str) -> None: ...
+
+    @abstractmethod
+    async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
+                                    output_tps: float | None, ok: bool, now: float) -> None: ...
+
+    @abstractmethod
+    async def record_upstream_ratelimit(self, provider: str, values: Mapping[str, float],
+                                        now: float) -> None:
+        """Replace the provider's last seen rate-limit values (an `updated_at` is added)."""
+
+    @abstractmethod
+    async def routing_snapshot(self) -> RoutingSnapshot: ...
+
+
+def ewma(previous: float | None, sample: float | None, alpha: float) -> float | None:
+    """Moving average; the same formula runs in the Redis script."""
+    if sample is None:
+        return previous
+    if previous is None:
+        return sample
+    return previous * (1 - alpha) + sample * alpha
+
+
+def create_store(redis_url: str | None, **options: Any) -> Store:
+    """None -> MemoryStore. A `redis+cluster://host:port` URL (or `cluster=True`) -> Redis
+    Cluster; any other redis:// or rediss:// URL -> a plain Redis.
+
+    Options: the fields of StoreOptions for both backends, and for Redis `socket_timeout`,
+    `connect_timeout`, `operation_timeout`, `max_connections` and `cluster`.
+    """
+    shared = {f.name for f in fields(StoreOptions)}
+    store_options = StoreOptions(**{k: v for k, v in options.items() if k in shared})
+    rest = {k: v for k, v in options.items() if k not in shared}
+    if redis_url is None:
+        if rest:
+            raise TypeError(f"options not understood by the memory store: {sorted(rest)}")
+        from gateway.store.memory import MemoryStore
+        return MemoryStore(store_options)
+    from gateway.store.redis import RedisStore
+    return RedisStore(redis_url, options=store_options, **rest)

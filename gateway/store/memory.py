@@ -1,0 +1,511 @@
+"""The embedded in-memory store: the Redis backend's twin for one process.
+
+Same structures and the same arithmetic as the Redis scripts (`admit.lua`, `settle.lua`, ...),
+written in Python; the shared test suite holds the two to identical behaviour. Each method runs
+without awaiting in between, so on one event loop every operation is atomic, as a script is.
+"""
+from __future__ import annotations
+
+import bisect
+import heapq
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.store.base import (
+    Admission,
+    AdmissionRequest,
+    Conflict,
+    EndpointStats,
+    KeyRecord,
+    Limits,
+    NotFound,
+    RoutingSnapshot,
+    Store,
+    StoreOptions,
+    Team,
+    apply_key_changes,
+    apply_team_changes,
+    ewma,
+    key_from_json,
+    key_to_json,
+    team_from_json,
+    team_to_json,
+    validate_key,
+    validate_team,
+)
+from gateway.store.rollups import (
+    UsageEntry,
+    UsageFold,
+    bucket_plan,
+    group_by_team,
+    matches,
+    usage_entry,
+)
+from policies.limits import (
+    CONCURRENCY_RETRY_S,
+    WINDOW_S,
+    day_id,
+    month_id,
+    next_day_start,
+    next_month_start,
+    usd_to_nanos,
+)
+
+
+class _Recent:
+    """Ids remembered with a time until a cutoff passes it (a ZSET trimmed by score)."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self.times
+
+    def add(self, rid: str, at: float) -> None:
+        self.times[rid] = at
+        heapq.heappush(self._heap, (at, rid))
+
+    def forget(self, cutoff: float, *, inclusive: bool) -> None:
+        while self._heap and (self._heap[0][0] <= cutoff if inclusive
+                              else self._heap[0][0] < cutoff):
+            at, rid = heapq.heappop(self._heap)
+            if self.times.get(rid) == at:
+                del self.times[rid]
+
+
+class _Window:
+    """A sliding window of admitted requests and their tokens (a ZSET plus a hash in Redis)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[float, int]] = {}
+        self.order: list[tuple[float, str]] = []   # sorted like a ZSET: by time, then id
+        self.total = 0
+
+    def purge(self, now: float) -> None:
+        cutoff = now - WINDOW_S
+        gone = 0
+        while gone < len(self.order) and self.order[gone][0] <= cutoff:
+            _, rid = self.order[gone]
+            self.total -= self.entries.pop(rid)[1]
+            gone += 1
+        del self.order[:gone]
+
+    def add(self, rid: str, now: float, tokens: int) -> None:
+        previous = self.entries.get(rid)
+        if previous is not None:
+            self.total -= previous[1]
+            self.order.remove((previous[0], rid))
+        self.entries[rid] = (now, tokens)
+        bisect.insort(self.order, (now, rid))
+        self.total += tokens
+
+    def true_up(self, rid: str, tokens: int) -> None:
+        entry = self.entries.get(rid)
+        if entry is not None:
+            self.total += tokens - entry[1]
+            self.entries[rid] = (entry[0], tokens)
+
+    @property
+    def count(self) -> int:
+        return len(self.order)
+
+    def rpm_wait(self, rpm: int, now: float) -> float | None:
+        if rpm == 0:
+            return None
+        return self.order[self.count - rpm][0] + WINDOW_S - now
+
+    def tpm_wait(self, tpm: int, tokens: int, now: float) -> float | None:
+        if tokens > tpm:
+            return None
+        need, freed = self.total + tokens - tpm, 0
+        for ts, rid in self.order:
+            freed += self.entries[rid][1]
+            if freed >= need:
+                return ts + WINDOW_S - now
+        return WINDOW_S
+
+    def reset(self, now: float) -> float:
+        return self.order[-1][0] + WINDOW_S if self.order else now
+
+
+@dataclass
+class _TeamState:
+    """Everything Redis keeps under one team's hash tag, apart from the records."""
+    window: _Window = field(default_factory=_Window)
+    key_windows: dict[str, _Window] = field(default_factory=dict)
+    leases: dict[str, float] = field(default_factory=dict)         # request id -> expiry
+    key_concurrency: dict[str, int] = field(default_factory=dict)
+    reservations: dict[str, tuple[int, str]] = field(default_factory=dict)  # -> (nanos, key)
+    reserved: dict[str, int] = field(default_factory=dict)         # team | k:<id> -> nanos
+    spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (period, field) -> nanos
+    settled: _Recent = field(default_factory=_Recent)
+    usage_seen: _Recent = field(default_factory=_Recent)           # request id -> append ms
+    usage: deque[tuple[int, int, dict[str, Any]]] = field(default_factory=deque)
+    rollups: dict[tuple[str, int], tuple[float, dict[str, int]]] = field(default_factory=dict)
+
+    def release(self, rid: str) -> None:
+        held = self.reservations.pop(rid, None)
+        if held is not None:
+            cost, key_id = held
+            kfield = f"k:{key_id}"
+            self.reserved["team"] = self.reserved.get("team", 0) - cost
+            self.reserved[kfield] = self.reserved.get(kfield, 0) - cost
+            self.key_concurrency[key_id] = self.key_concurrency.get(key_id, 0) - 1
+        self.leases.pop(rid, None)
+
+
+@dataclass
+class _Scope:
+    """The team, or the key within it: its limits and the counters they apply to."""
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    budget_daily: int | None      # nano-USD
+    budget_monthly: int | None
+    field: str                    # "team" or "k:<key id>", as in the Redis hashes
+    window: _Window | None        # only when the scope has an RPM or TPM limit
+
+    @classmethod
+    def of(cls, limits: Limits, fieldname: str, window: _Window) -> _Scope:
+        windowed = limits.rpm is not None or limits.tpm is not None
+        return cls(rpm=limits.rpm, tpm=limits.tpm, max_concurrent=limits.max_concurrent,
+                   budget_daily=_nanos(limits.budget_daily_usd),
+                   budget_monthly=_nanos(limits.budget_monthly_usd), field=fieldname,
+                   window=window if windowed else None)
+
+
+class _Failures:
+    """Failed checks and their waits; a wait of None (waiting cannot help) wins."""
+    ORDER = ("rpm", "tpm", "concurrency", "budget_monthly", "budget_daily")
+
+    def __init__(self) -> None:
+        self.waits: dict[str, float | None] = {}
+
+    def add(self, reason: str, wait: float | None) -> None:
+        if reason not in self.waits:
+            self.waits[reason] = wait
+        else:
+            known = self.waits[reason]
+            self.waits[reason] = None if known is None or wait is None else max(known, wait)
+
+    def reason(self) -> str | None:
+        return next((r for r in self.ORDER if r in self.waits), None)
+
+
+def _nanos(usd: float | None) -> int | None:
+    return None if usd is None else usd_to_nanos(usd)
+
+
+class MemoryStore(Store):
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        self.options = options or StoreOptions()
+        self._teams: dict[str, dict[str, Any]] = {}
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._key_by_hash: dict[str, str] = {}
+        self._state: dict[str, _TeamState] = {}
+        self._usage_teams: set[str] = set()
+        self._seq = 0
+        self._cooldowns: dict[str, tuple[float, str]] = {}
+        self._stats: dict[str, EndpointStats] = {}
+        self._ratelimits: dict[str, dict[str, float]] = {}
+
+    def _team_state(self, team: str) -> _TeamState:
+        return self._state.setdefault(team, _TeamState())
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    # -- teams and keys ------------------------------------------------------------------------
+    async def create_team(self, team: Team) -> Team:
+        team = validate_team(team)
+        if team.name in self._teams:
+            raise Conflict(f"team {team.name!r} already exists")
+        self._teams[team.name] = team_to_json(team)
+        return team_from_json(self._teams[team.name])
+
+    async def get_team(self, name: str) -> Team | None:
+        data = self._teams.get(name)
+        return None if data is None else team_from_json(data)
+
+    async def list_teams(self) -> list[Team]:
+        return [team_from_json(self._teams[name]) for name in sorted(self._teams)]
+
+    async def update_team(self, name: str, changes: Mapping[str, Any]) -> Team:
+        data = self._teams.get(name)
+        if data is None:
+            raise NotFound(f"no team {name!r}")
+        team = apply_team_changes(team_from_json(data), changes)
+        self._teams[name] = team_to_json(team)
+        return team_from_json(self._teams[name])
+
+    async def delete_team(self, name: str) -> None:
+        if self._teams.pop(name, None) is None:
+            raise NotFound(f"no team {name!r}")
+        for data in self._keys.values():
+            if data["team"] == name:
+                data["revoked"] = True
+
+    async def create_key(self, key: KeyRecord) -> None:
+        key = validate_key(key)
+        if key.team not in self._teams:
+            raise NotFound(f"no team {key.team!r}")
+        if key.id in self._keys:
+            raise Conflict(f"key id {key.id!r} already exists")
+        if key.secret_hash in self._key_by_hash:
+            raise Conflict("a key with this secret already exists")
+        self._keys[key.id] = key_to_json(key)
+        self._key_by_hash[key.secret_hash] = key.id
+
+    async def find_key(self, secret_hash: str) -> KeyRecord | None:
+        key_id = self._key_by_hash.get(secret_hash)
+        return None if key_id is None else await self.get_key(key_id)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        data = self._keys.get(key_id)
+        return None if data is None else key_from_json(data)
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        if team is None:
+            wanted = set(self._teams)
+        else:
+            wanted = {team}
+        records = [key_from_json(d) for d in self._keys.values() if d["team"] in wanted]
+        return sorted(records, key=lambda k: (k.created_at, k.id))
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        data = self._keys.get(key_id)
+        if data is None:
+            raise NotFound(f"no key {key_id!r}")
+        key = apply_key_changes(key_from_json(data), changes)
+        self._keys[key_id] = key_to_json(key)
+        return key_from_json(self._keys[key_id])
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self.update_key(key_id, {"revoked": True})
+
+    # -- admission (admit.lua) ------------------------------------------------------------------
+    def _key_refusal(self, req: AdmissionRequest) -> tuple[str | None, Team, KeyRecord]:
+        team_data, key_data = self._teams.get(req.team), self._keys.get(req.key_id)
+        if team_data is None or key_data is None or key_data["team"] != req.team:
+            return "revoked", Team(req.team), KeyRecord(req.key_id, req.team, "", "")
+        team, key = team_from_json(team_data), key_from_json(key_data)
+        if key.revoked:
+            return "revoked", team, key
+        if key.expires_at is not None and key.expires_at <= req.now:
+            return "expired", team, key
+        for allowed in (team.limits.allowed_models, key.limits.allowed_models):
+            if allowed is not None and req.model not in allowed:
+                return "model_not_allowed", team, key
+        return None, team, key
+
+    def _check(self, state: _TeamState, scopes: list[_Scope], req: AdmissionRequest,
+               cost: int) -> _Failures:
+        now, tokens, failures = req.now, req.tokens, _Failures()
+        for s in scopes:
+            w = s.window
+            if s.rpm is not None and w is not None and w.count + 1 > s.rpm:
+                failures.add("rpm", w.rpm_wait(s.rpm, now))
+            if s.tpm is not None and w is not None and w.total + tokens > s.tpm:
+                failures.add("tpm", w.tpm_wait(s.tpm, tokens, now))
+        team, key = scopes
+        if team.max_concurrent is not None and len(state.leases) + 1 > team.max_concurrent:
+            failures.add("concurrency", CONCURRENCY_RETRY_S)
+        if key.max_concurrent is not None and \
+                state.key_concurrency.get(req.key_id, 0) + 1 > key.max_concurrent:
+            failures.add("concurrency", CONCURRENCY_RETRY_S)
+        for s in scopes:
+            reserved = state.reserved.get(s.field, 0)
+            for budget, period, reason, wait in (
+                    (s.budget_monthly, "m:" + month_id(now), "budget_monthly",
+                     next_month_start(now) - now),
+                    (s.budget_daily, "d:" + day_id(now), "budget_daily",
+                     next_day_start(now) - now)):
+                if budget is not None and \
+                        state.spend.get((period, s.field), 0) + reserved + cost > budget:
+                    failures.add(reason, wait)
+        return failures
+
+    def _reserve(self, state: _TeamState, scopes: list[_Scope], req: AdmissionRequest,
+                 cost: int) -> None:
+        for s in scopes:
+            if s.window is not None:
+                s.window.add(req.request_id, req.now, req.tokens)
+        state.leases[req.request_id] = req.now + self.options.lease_ttl_s
+        state.key_concurrency[req.key_id] = state.key_concurrency.get(req.key_id, 0) + 1
+        state.reservations[req.request_id] = (cost, req.key_id)
+        for fieldname in ("team", f"k:{req.key_id}"):
+            state.reserved[fieldname] = state.reserved.get(fieldname, 0) + cost
+
+    async def admit(self, req: AdmissionRequest) -> Admission:
+        refusal, team, key = self._key_refusal(req)
+        if refusal is not None:
+            return Admission(False, refusal)
+        state, cost = self._team_state(req.team), usd_to_nanos(req.cost_usd)
+        for rid in [r for r, expiry in state.leases.items() if expiry <= req.now]:
+            state.release(rid)
+        scopes = [_Scope.of(team.limits, "team", state.window),
+                  _Scope.of(key.limits, f"k:{key.id}",
+                            state.key_windows.setdefault(key.id, _Window()))]
+        for scope in scopes:
+            if scope.window is not None:
+                scope.window.purge(req.now)
+
+        # A request id that already holds a lease was admitted before: count it once.
+        duplicate = req.request_id in state.reservations
+        failures = _Failures() if duplicate else self._check(state, scopes, req, cost)
+        reason = failures.reason()
+        if reason is None and not duplicate:
+            self._reserve(state, scopes, req, cost)
+
+        requests, tokens = _header(scopes, "rpm", req.now), _header(scopes, "tpm", req.now)
+        return Admission(
+            admitted=reason is None, reason=reason,
+            retry_after=None if reason is None else failures.waits[reason],
+            requests_limit=requests[0], requests_remaining=requests[1],
+            requests_reset=requests[2], tokens_limit=tokens[0], tokens_remaining=tokens[1],
+            tokens_reset=tokens[2])
+
+    async def renew(self, team: str, request_id: str, now: float) -> bool:
+        state = self._team_state(team)
+        expiry = state.leases.get(request_id)
+        if expiry is None or expiry <= now:
+            return False
+        state.leases[request_id] = max(expiry, now + self.options.lease_ttl_s)
+        return True
+
+    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
+                     tokens: int, now: float) -> bool:
+        state = self._team_state(team)
+        if request_id in state.settled:
+            return False
+        state.settled.forget(now - self.options.settle_memory_s, inclusive=True)
+        state.settled.add(request_id, now)
+        state.release(request_id)
+        cost = usd_to_nanos(cost_usd)
+        if cost > 0:
+            for fieldname in ("team", f"k:{key_id}"):
+                for period in ("d:" + day_id(now), "m:" + month_id(now)):
+                    state.spend[(period, fieldname)] = state.spend.get((period, fieldname), 0) + cost
+        state.window.true_up(request_id, tokens)
+        if key_id in state.key_windows:
+            state.key_windows[key_id].true_up(request_id, tokens)
+        return True
+
+    # -- usage ---------------------------------------------------------------------------------
+    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
+        entries = [usage_entry(r) for r in records]
+        now_ms = int(time.time() * 1000)
+        oldest = now_ms - int(self.options.usage_max_age_s * 1000)
+        added = 0
+        for team, batch in group_by_team(entries).items():
+            self._usage_teams.add(team)
+            state = self._team_state(team)
+            state.usage_seen.forget(now_ms - int(self.options.usage_dedupe_s * 1000),
+                                    inclusive=False)
+            for entry in batch:
+                if entry.request_id in state.usage_seen:
+                    continue
+                state.usage_seen.add(entry.request_id, now_ms)
+                self._seq += 1
+                state.usage.append((now_ms, self._seq, entry.record))
+                while len(state.usage) > self.options.usage_max_records:
+                    state.usage.popleft()
+                self._add_rollups(state, entry)
+                added += 1
+            while state.usage and state.usage[0][0] < oldest:
+                state.usage.popleft()
+        return added
+
+    def _add_rollups(self, state: _TeamState, entry: UsageEntry) -> None:
+        wall = time.time()
+        for kind, start, ttl in (("h", entry.hour, self.options.rollup_hour_ttl_s),
+                                 ("d", entry.day, self.options.rollup_day_ttl_s)):
+            sums = _live(state.rollups.get((kind, start)), wall) or {}
+            for name, amount in entry.rollup_fields():
+                sums[name] = sums.get(name, 0) + amount
+            state.rollups[(kind, start)] = (wall + ttl, sums)
+
+    async def query_usage(self, start: float, end: float, group_by: Sequence[str],
+                          team: str | None = None) -> list[dict[str, Any]]:
+        fold = UsageFold(group_by)
+        hours, days = bucket_plan(start, end, hourly="hour" in fold.group_by)
+        teams = sorted(self._usage_teams) if team is None else [team]
+        wall = time.time()
+        for name in teams:
+            rollups = self._team_state(name).rollups
+            for kind, starts in (("h", hours), ("d", days)):
+                for bucket in starts:
+                    sums = _live(rollups.get((kind, bucket)), wall)
+                    if sums is not None:
+                        fold.add(name, bucket, sums)
+        return fold.rows()
+
+    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
+                            start: float | None = None, end: float | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        teams = sorted(self._usage_teams) if team is None else [team]
+        found: list[tuple[int, int, dict[str, Any]]] = []
+        for name in teams:
+            for item in self._team_state(name).usage:
+                if matches(item[2], session_id=session_id, start=start, end=end):
+                    found.append(item)
+        found.sort(key=lambda item: (item[0], item[2]["ts"], item[1]), reverse=True)
+        return [_copy(item[2]) for item in found[:max(0, limit)]]
+
+    # -- routing state -------------------------------------------------------------------------
+    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
+        self._cooldowns[endpoint] = (float(until), reason)
+
+    async def clear_cooldown(self, endpoint: str) -> None:
+        self._cooldowns.pop(endpoint, None)
+
+    async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
+                                    output_tps: float | None, ok: bool, now: float) -> None:
+        old = self._stats.get(endpoint, EndpointStats())
+        alpha = self.options.ewma_alpha
+        self._stats[endpoint] = EndpointStats(
+            ttft_s=ewma(old.ttft_s, ttft_s, alpha),
+            output_tps=ewma(old.output_tps, output_tps, alpha),
+            failures=0 if ok else old.failures + 1, samples=old.samples + 1,
+            updated_at=float(now))
+
+    async def record_upstream_ratelimit(self, provider: str, values: Mapping[str, float],
+                                        now: float) -> None:
+        self._ratelimits[provider] = {**{k: float(v) for k, v in values.items()},
+                                      "updated_at": float(now)}
+
+    async def routing_snapshot(self) -> RoutingSnapshot:
+        return RoutingSnapshot(cooldowns=dict(self._cooldowns), stats=dict(self._stats),
+                               ratelimits={p: dict(v) for p, v in self._ratelimits.items()})
+
+
+def _header(scopes: list[_Scope], which: str, now: float) -> tuple[Any, Any, Any]:
+    """(limit, remaining, reset) of the scope with the fewest remaining."""
+    best: tuple[Any, Any, Any] = (None, None, None)
+    for s in scopes:
+        limit = s.rpm if which == "rpm" else s.tpm
+        if limit is None or s.window is None:
+            continue
+        used = s.window.count if which == "rpm" else s.window.total
+        remaining = max(0, limit - used)
+        if best[0] is None or remaining < best[1]:
+            best = (limit, remaining, s.window.reset(now))
+    return best
+
+
+def _live(found: tuple[float, dict[str, int]] | None, wall: float) -> dict[str, int] | None:
+    """A rollup's sums unless it has expired (as its Redis key would have)."""
+    return found[1] if found is not None and found[0] > wall else None
+
+
+def _copy(record: dict[str, Any]) -> dict[str, Any]:
+    return orjson.loads(orjson.dumps(record))

@@ -1,0 +1,482 @@
+"""The Redis backend: every replica shares its state through one Redis or Redis Cluster.
+
+Admission, settlement, lease renewal and usage each run as one Lua script (EVALSHA) in the team's
+Cluster slot (see keys.py). Connection and read timeouts are short, and every Redis error or
+timeout surfaces as StoreUnavailable within `operation_timeout`: the service decides whether to
+fail open or closed, this module never hangs.
+
+Cluster: pass a `redis+cluster://host:port` URL (or `rediss+cluster://`), or `cluster=True` with
+a `redis://` URL naming any node.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from importlib import resources
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException, RedisError
+
+from gateway.store import keys
+from gateway.store.base import (
+    Admission,
+    AdmissionRequest,
+    Conflict,
+    EndpointStats,
+    KeyRecord,
+    NotFound,
+    RoutingSnapshot,
+    Store,
+    StoreError,
+    StoreOptions,
+    StoreUnavailable,
+    Team,
+    apply_key_changes,
+    apply_team_changes,
+    key_from_json,
+    key_to_json,
+    team_from_json,
+    team_to_json,
+    validate_key,
+    validate_team,
+)
+from gateway.store.rollups import (
+    UsageEntry,
+    UsageFold,
+    bucket_plan,
+    group_by_team,
+    matches,
+    usage_entry,
+)
+from policies.limits import (
+    CONCURRENCY_RETRY_S,
+    WINDOW_S,
+    day_id,
+    month_id,
+    next_day_start,
+    next_month_start,
+    usd_to_nanos,
+)
+
+T = TypeVar("T")
+
+SCRIPTS = ("admit", "settle", "renew", "usage", "endpoint_stats", "cas")
+USAGE_CLOCK_SLACK_S = 300.0  # a record's ts may run ahead of its stream id by this much
+CAS_ATTEMPTS = 20
+PAGE = 500
+
+
+def _script_text(name: str) -> str:
+    folder = resources.files("gateway.store")
+    body = folder.joinpath(f"{name}.lua").read_text()
+    if name == "cas":
+        return body
+    return folder.joinpath("_prelude.lua").read_text() + "\n" + body
+
+
+def _num(x: float) -> str:
+    return repr(float(x))
+
+
+def _opt_float(s: str) -> float | None:
+    return None if s == "" else float(s)
+
+
+def _opt_int(s: str) -> int | None:
+    return None if s == "" else int(float(s))
+
+
+class RedisStore(Store):
+    def __init__(self, url: str, *, options: StoreOptions | None = None,
+                 cluster: bool | None = None, socket_timeout: float = 0.5,
+                 connect_timeout: float = 0.3, operation_timeout: float = 1.0,
+                 max_connections: int = 64) -> None:
+        self.options = options or StoreOptions()
+        for scheme in ("redis+cluster://", "rediss+cluster://"):
+            if url.startswith(scheme):
+                url = url.replace("+cluster", "", 1)
+                cluster = True if cluster is None else cluster
+        self.cluster = bool(cluster)
+        self.operation_timeout = operation_timeout
+        common: dict[str, Any] = {
+            "socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+            "decode_responses": True, "max_connections": max_connections,
+            # A retry after a timeout could run a script twice; the service retries instead.
+            "retry": Retry(NoBackoff(), 0)}
+        # Any: redis-py's annotations cannot tell that decode_responses makes every reply a str.
+        self._redis: Any = (
+            RedisCluster.from_url(url, **common) if self.cluster
+            else Redis.from_url(url, **common))
+        self._scripts = {name: self._redis.register_script(_script_text(name))
+                         for name in SCRIPTS}
+        # One connection per round trip in flight: the cluster client refuses, rather than
+        # waits, when a node's pool is exhausted.
+        self._gate = asyncio.Semaphore(max_connections)
+        self._discovered = not self.cluster
+        self._discovery = asyncio.Lock()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        try:
+            async with asyncio.timeout(self.operation_timeout):
+                await self._discover()
+                yield
+        except StoreError:
+            raise
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def _discover(self) -> None:
+        """Learn the cluster's slots once, before any traffic: redis-py discovering them lazily
+        under a burst of concurrent commands closes connections that are still in use."""
+        if self._discovered:
+            return
+        async with self._discovery:
+            if not self._discovered:
+                await self._redis.initialize()
+                self._discovered = True
+
+    async def _io(self, call: Awaitable[T]) -> T:
+        async with self._gate:
+            return await call
+
+    async def _script(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self._io(self._scripts[name](keys=list(script_keys), args=list(args)))
+
+    async def _pipeline(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Read-only commands in one round trip per node (several pipelines when long)."""
+        results: list[Any] = []
+        for i in range(0, len(commands), PAGE):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, args in commands[i:i + PAGE]:
+                getattr(pipe, name)(*args)
+            results.extend(await self._io(pipe.execute()))
+        return results
+
+    async def ping(self) -> None:
+        """Check the connection and load the scripts, so that the first admission after
+        startup is already a single EVALSHA."""
+        async with self._guard():
+            await self._io(self._redis.ping())
+            for script in self._scripts.values():
+                await self._io(self._redis.script_load(script.script))
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.aclose()
+
+    # -- teams ---------------------------------------------------------------------------------
+    async def create_team(self, team: Team) -> Team:
+        team = validate_team(team)
+        tk = keys.TeamKeys(team.name)
+        async with self._guard():
+            if not await self._io(self._redis.set(tk.record, orjson.dumps(team_to_json(team)),
+                                                  nx=True)):
+                raise Conflict(f"team {team.name!r} already exists")
+            await self._io(self._redis.sadd(keys.TEAMS, team.name))
+        return team
+
+    async def get_team(self, name: str) -> Team | None:
+        async with self._guard():
+            raw = await self._io(self._redis.get(keys.TeamKeys(name).record))
+        return None if raw is None else team_from_json(orjson.loads(raw))
+
+    async def list_teams(self) -> list[Team]:
+        async with self._guard():
+            names = sorted(await self._io(self._redis.smembers(keys.TEAMS)))
+            raws = await self._pipeline([("get", (keys.TeamKeys(n).record,)) for n in names])
+        return [team_from_json(orjson.loads(raw)) for raw in raws if raw is not None]
+
+    async def _compare_and_set(self, record_key: str, change: Any, missing: str) -> Any:
+        """Read a record, change it in Python, write it back unless someone else wrote first."""
+        for _ in range(CAS_ATTEMPTS):
+            raw = await self._io(self._redis.get(record_key))
+            if raw is None:
+                raise NotFound(missing)
+            record, new_json = change(orjson.loads(raw))
+            if await self._script("cas", [record_key], [raw, new_json]):
+                return record
+        raise StoreUnavailable(f"{record_key} kept changing under concurrent writers")
+
+    async def update_team(self, name: str, changes: Mapping[str, Any]) -> Team:
+        def change(data: dict[str, Any]) -> tuple[Team, bytes]:
+            team = apply_team_changes(team_from_json(data), changes)
+            return team, orjson.dumps(team_to_json(team))
+
+        async with self._guard():
+            return await self._compare_and_set(keys.TeamKeys(name).record, change,
+                                               f"no team {name!r}")
+
+    async def delete_team(self, name: str) -> None:
+        tk = keys.TeamKeys(name)
+        async with self._guard():
+            if not await self._io(self._redis.exists(tk.record)):
+                raise NotFound(f"no team {name!r}")
+            for key_id in await self._io(self._redis.smembers(tk.key_ids)):
+                with contextlib.suppress(NotFound):
+                    await self._compare_and_set(tk.key_record(key_id), _revoked, key_id)
+            # Admission also refuses once the team record is gone, whatever a key says.
+            await self._io(self._redis.delete(tk.record))
+            await self._io(self._redis.srem(keys.TEAMS, name))
+
+    # -- keys ----------------------------------------------------------------------------------
+    async def create_key(self, key: KeyRecord) -> None:
+        key = validate_key(key)
+        tk = keys.TeamKeys(key.team)
+        async with self._guard():
+            if not await self._io(self._redis.exists(tk.record)):
+                raise NotFound(f"no team {key.team!r}")
+            if not await self._io(self._redis.set(keys.key_by_id(key.id), key.team, nx=True)):
+                raise Conflict(f"key id {key.id!r} already exists")
+            lookup = orjson.dumps({"team": key.team, "id": key.id})
+            if not await self._io(self._redis.set(keys.key_by_hash(key.secret_hash), lookup,
+                                                  nx=True)):
+                await self._io(self._redis.delete(keys.key_by_id(key.id)))
+                raise Conflict("a key with this secret already exists")
+            await self._io(self._redis.set(tk.key_record(key.id), orjson.dumps(key_to_json(key))))
+            await self._io(self._redis.sadd(tk.key_ids, key.id))
+
+    async def _read_key(self, team: str, key_id: str) -> KeyRecord | None:
+        raw = await self._io(self._redis.get(keys.TeamKeys(team).key_record(key_id)))
+        return None if raw is None else key_from_json(orjson.loads(raw))
+
+    async def find_key(self, secret_hash: str) -> KeyRecord | None:
+        async with self._guard():
+            raw = await self._io(self._redis.get(keys.key_by_hash(secret_hash)))
+            if raw is None:
+                return None
+            lookup = orjson.loads(raw)
+            return await self._read_key(lookup["team"], lookup["id"])
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        async with self._guard():
+            team = await self._io(self._redis.get(keys.key_by_id(key_id)))
+            return None if team is None else await self._read_key(team, key_id)
+
+    async def list_keys(self, team: str | None = None) -> list[KeyRecord]:
+        async with self._guard():
+            teams = (sorted(await self._io(self._redis.smembers(keys.TEAMS)))
+                     if team is None else [team])
+            id_sets = await self._pipeline([("smembers", (keys.TeamKeys(t).key_ids,))
+                                            for t in teams])
+            names = [keys.TeamKeys(t).key_record(i) for t, ids in zip(teams, id_sets)
+                     for i in ids]
+            raws = await self._pipeline([("get", (n,)) for n in names])
+        records = [key_from_json(orjson.loads(raw)) for raw in raws if raw is not None]
+        return sorted(records, key=lambda k: (k.created_at, k.id))
+
+    async def update_key(self, key_id: str, changes: Mapping[str, Any]) -> KeyRecord:
+        def change(data: dict[str, Any]) -> tuple[KeyRecord, bytes]:
+            key = apply_key_changes(key_from_json(data), changes)
+            return key, orjson.dumps(key_to_json(key))
+
+        async with self._guard():
+            team = await self._io(self._redis.get(keys.key_by_id(key_id)))
+            if team is None:
+                raise NotFound(f"no key {key_id!r}")
+            return await self._compare_and_set(keys.TeamKeys(team).key_record(key_id), change,
+                                               f"no key {key_id!r}")
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self.update_key(key_id, {"revoked": True})
+
+    # -- admission -----------------------------------------------------------------------------
+    def _lease_key_ttl(self) -> int:
+        return math.ceil(self.options.lease_ttl_s * 2)
+
+    async def admit(self, req: AdmissionRequest) -> Admission:
+        tk = keys.TeamKeys(req.team)
+        now = req.now
+        script_keys = [
+            tk.record, tk.key_record(req.key_id), tk.window, tk.window_tokens,
+            tk.key_window(req.key_id), tk.key_window_tokens(req.key_id), tk.leases,
+            tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
+            tk.spend_month(month_id(now))]
+        args = [req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
+                req.model, _num(now), _num(next_day_start(now)), _num(next_month_start(now)),
+                _num(self.options.lease_ttl_s), _num(WINDOW_S), self._lease_key_ttl(),
+                _num(CONCURRENCY_RETRY_S)]
+        async with self._guard():
+            out = await self._script("admit", script_keys, args)
+        return Admission(
+            admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
+            requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
+            requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
+            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]))
+
+    async def renew(self, team: str, request_id: str, now: float) -> bool:
+        tk = keys.TeamKeys(team)
+        async with self._guard():
+            done = await self._script(
+                "renew", [tk.leases, tk.key_concurrency, tk.reservations, tk.reserved],
+                [request_id, _num(now), _num(self.options.lease_ttl_s), self._lease_key_ttl()])
+        return int(done) == 1
+
+    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
+                     tokens: int, now: float) -> bool:
+        tk = keys.TeamKeys(team)
+        script_keys = [
+            tk.window_tokens, tk.key_window_tokens(key_id), tk.leases, tk.key_concurrency,
+            tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
+            tk.spend_month(month_id(now)), tk.settled]
+        # Spend keys outlive their period by a day, measured on the caller's clock.
+        day_ttl = math.ceil(next_day_start(now) - now + 86400)
+        month_ttl = math.ceil(next_month_start(now) - now + 86400)
+        args = [key_id, request_id, usd_to_nanos(cost_usd), int(tokens), _num(now), day_ttl,
+                month_ttl, self._lease_key_ttl(), _num(self.options.settle_memory_s)]
+        async with self._guard():
+            done = await self._script("settle", script_keys, args)
+        return int(done) == 1
+
+    # -- usage ---------------------------------------------------------------------------------
+    def _usage_call(self, team: str, batch: list[UsageEntry],
+                    now_ms: int) -> tuple[list[str], list[Any]]:
+        tk = keys.TeamKeys(team)
+        script_keys = [tk.usage_seen, tk.usage]
+        index: dict[str, int] = {}
+
+        def position(name: str) -> int:
+            if name not in index:
+                script_keys.append(name)
+                index[name] = len(script_keys)  # Lua counts from 1
+            return index[name]
+
+        o = self.options
+        args: list[Any] = [now_ms, int(o.usage_max_age_s * 1000), o.usage_max_records,
+                           math.ceil(o.rollup_hour_ttl_s), math.ceil(o.rollup_day_ttl_s),
+                           int(o.usage_dedupe_s * 1000)]
+        for entry in batch:
+            fields = entry.rollup_fields()
+            args += [entry.request_id, entry.record_json, position(tk.rollup_hour(entry.hour)),
+                     position(tk.rollup_day(entry.day)), len(fields)]
+            for name, amount in fields:
+                args += [name, amount]
+        return script_keys, args
+
+    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
+        teams = group_by_team(usage_entry(r) for r in records)
+        if not teams:
+            return 0
+        now_ms = int(time.time() * 1000)
+        calls = [self._script("usage", *self._usage_call(team, batch, now_ms))
+                 for team, batch in teams.items()]
+        calls.append(self._io(self._redis.sadd(keys.USAGE_TEAMS, *teams)))
+        async with self._guard():
+            results = await asyncio.gather(*calls)
+        return sum(int(n) for n in results[:-1])
+
+    async def _usage_teams(self, team: str | None) -> list[str]:
+        if team is not None:
+            return [team]
+        return sorted(await self._io(self._redis.smembers(keys.USAGE_TEAMS)))
+
+    async def query_usage(self, start: float, end: float, group_by: Sequence[str],
+                          team: str | None = None) -> list[dict[str, Any]]:
+        fold = UsageFold(group_by)
+        hours, days = bucket_plan(start, end, hourly="hour" in fold.group_by)
+        async with self._guard():
+            teams = await self._usage_teams(team)
+            wanted = [(t, b, keys.TeamKeys(t).rollup_hour(b)) for t in teams for b in hours]
+            wanted += [(t, b, keys.TeamKeys(t).rollup_day(b)) for t in teams for b in days]
+            rollups = await self._pipeline([("hgetall", (name,)) for _, _, name in wanted])
+        for (t, bucket, _), rollup in zip(wanted, rollups):
+            fold.add(t, bucket, rollup)
+        return fold.rows()
+
+    async def _team_records(self, team: str, limit: int, session_id: str | None,
+                            start: float | None,
+                            end: float | None) -> list[tuple[tuple[int, float, int], Any]]:
+        """The team's newest matching records: at least `limit` of them (when there are),
+        plus the rest of the last millisecond, whose order is decided by ts."""
+        stream = keys.TeamKeys(team).usage
+        lowest = "-" if start is None else str(max(0, int((start - USAGE_CLOCK_SLACK_S) * 1000)))
+        found: list[tuple[tuple[int, float, int], Any]] = []
+        highest = "+"
+        while True:
+            page = await self._io(self._redis.xrevrange(stream, max=highest, min=lowest,
+                                                        count=PAGE))
+            for entry_id, entry in page:
+                ms, seq = (int(part) for part in entry_id.split("-"))
+                if len(found) >= limit and ms < found[limit - 1][0][0]:
+                    return found
+                record = orjson.loads(entry["r"])
+                if matches(record, session_id=session_id, start=start, end=end):
+                    found.append(((ms, float(record["ts"]), seq), record))
+            if len(page) < PAGE:
+                return found
+            highest = f"({page[-1][0]}"
+
+    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
+                            start: float | None = None, end: float | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        async with self._guard():
+            found = []
+            for name in await self._usage_teams(team):
+                found += await self._team_records(name, limit, session_id, start, end)
+        found.sort(key=lambda item: item[0], reverse=True)
+        return [record for _, record in found[:limit]]
+
+    # -- routing state -------------------------------------------------------------------------
+    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
+        async with self._guard():
+            await self._io(self._redis.hset(keys.COOLDOWNS, endpoint,
+                                            orjson.dumps([float(until), reason])))
+
+    async def clear_cooldown(self, endpoint: str) -> None:
+        async with self._guard():
+            await self._io(self._redis.hdel(keys.COOLDOWNS, endpoint))
+
+    async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
+                                    output_tps: float | None, ok: bool, now: float) -> None:
+        args = [endpoint, "" if ttft_s is None else _num(ttft_s),
+                "" if output_tps is None else _num(output_tps), 1 if ok else 0, _num(now),
+                _num(self.options.ewma_alpha)]
+        async with self._guard():
+            await self._script("endpoint_stats", [keys.ENDPOINT_STATS], args)
+
+    async def record_upstream_ratelimit(self, provider: str, values: Mapping[str, float],
+                                        now: float) -> None:
+        data = {**{k: float(v) for k, v in values.items()}, "updated_at": float(now)}
+        async with self._guard():
+            await self._io(self._redis.hset(keys.RATELIMITS, provider, orjson.dumps(data)))
+
+    async def routing_snapshot(self) -> RoutingSnapshot:
+        async with self._guard():
+            cooldowns, stats, ratelimits = await self._pipeline([
+                ("hgetall", (keys.COOLDOWNS,)), ("hgetall", (keys.ENDPOINT_STATS,)),
+                ("hgetall", (keys.RATELIMITS,))])
+        return RoutingSnapshot(
+            cooldowns={e: _cooldown(raw) for e, raw in cooldowns.items()},
+            stats={e: _endpoint_stats(raw) for e, raw in stats.items()},
+            ratelimits={p: orjson.loads(raw) for p, raw in ratelimits.items()})
+
+
+def _revoked(data: dict[str, Any]) -> tuple[KeyRecord, bytes]:
+    key = key_from_json({**data, "revoked": True})
+    return key, orjson.dumps(key_to_json(key))
+
+
+def _cooldown(raw: str) -> tuple[float, str]:
+    until, reason = orjson.loads(raw)
+    return float(until), reason
+
+
+def _endpoint_stats(raw: str) -> EndpointStats:
+    data = orjson.loads(raw)
+
+    def number(name: str) -> float | None:
+        return None if data.get(name) is None else float(data[name])
+
+    return EndpointStats(ttft_s=number("ttft_s"), output_tps=number("output_tps"),
+                         failures=int(number("failures") or 0),
+                         samples=int(number("samples") or 0), updated_at=number("updated_at"))

@@ -1,0 +1,211 @@
+"""Usage: one record per request, settled and written to the store off the response path.
+
+A finished exchange becomes a record at once (the request's own cost ends there); a background task
+batches records into one `append_usage` call, settles budget reservations, and counts Prometheus
+metrics. When the store is unreachable, records and settlements go to an append-only spill file
+and are replayed when it answers again; the store drops duplicates by request id, so a replay
+writes each record once.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import metrics
+from gateway.exchange import Exchange
+from gateway.store.base import Store, StoreUnavailable
+
+log = logging.getLogger("gateway.usage")
+BATCH = 500
+
+
+@dataclass(slots=True)
+class Ticket:
+    """What admission reserved for a request, to be settled when it ends."""
+    team: str
+    key_id: str
+    request_id: str
+    local: bool = False  # admitted without the store (fail-open outage); reconciled on settlement
+    admitted_at: float = 0.0
+
+
+def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
+    request = ex.request
+    usage = ex.usage
+    served = ex.served_by
+    latency = ended - ex.started
+    ttft = ex.first_token_at - ex.started if ex.first_token_at is not None else None
+    output = usage.output_tokens if usage else 0
+    generation = ended - ex.first_token_at if ex.first_token_at is not None else 0.0
+    return {
+        "request_id": ex.request_id,
+        "ts": ex.started_wall,
+        "team": ex.principal.team if ex.principal else None,
+        "key_id": ex.principal.key_id if ex.principal else None,
+        "user": request.user if request else None,
+        "session_id": request.session_id if request else ex.headers.session_id,
+        "trace": request.trace if request and request.trace else {},
+        "model_requested": request.model if request else None,
+        "model": served.model.id if served else (ex.plan_model or None),
+        "provider": served.provider.name if served else None,
+        "attempts": [{"provider": a.provider, "model": a.model, "outcome": a.outcome} for a in ex.attempts],
+        "status": ex.status or 500,
+        "error_type": ex.error_type,
+        "streamed": bool(request and request.stream),
+        "input_tokens": usage.input_tokens if usage else 0,
+        "output_tokens": output,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens if usage else 0,
+        "cache_read_input_tokens": usage.cache_read_input_tokens if usage else 0,
+        "cost_usd": ex.cost_usd,
+        "latency_ms": round(latency * 1000, 3),
+        "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+        "output_tps": round(output / generation, 3) if output and generation > 0.001 else None,
+        "estimated": bool(usage and usage.estimated),
+        "limited_by": ex.limited_by,
+    }
+
+
+class UsageRecorder:
+    def __init__(self, store: Store, spill_path: str | os.PathLike, *, max_buffer: int = 50_000) -> None:
+        self.store = store
+        self.spill_path = Path(spill_path)
+        self.max_buffer = max_buffer
+        self._records: list[dict] = []
+        self._settlements: list[tuple] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._store_down = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        if self.spill_path.exists() or self.spill_path.with_name(self.spill_path.name + ".replaying").exists():
+            self._store_down = True  # a previous run left records behind: replay them
+            self._wake.set()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.flush()
+
+    def finish(self, ex: Exchange, ticket: Ticket | None) -> None:
+        """Called once per request as it ends; costs a dict and a list append."""
+        record = build_record(ex, time.perf_counter())
+        self._records.append(record)
+        if ticket is not None:
+            tokens = record["input_tokens"] + record["output_tokens"] + record["cache_creation_input_tokens"] \
+                + record["cache_read_input_tokens"]
+            self._settlements.append((ticket.team, ticket.key_id, ticket.request_id, record["cost_usd"], tokens,
+                                      time.time()))
+        if len(self._records) + len(self._settlements) > self.max_buffer:
+            self._spill(self._take())
+        self._wake.set()
+
+    def _take(self) -> tuple[list[dict], list[tuple]]:
+        records, settlements = self._records, self._settlements
+        self._records, self._settlements = [], []
+        return records, settlements
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
+            try:
+                await self.flush()
+            except Exception:  # the recorder must outlive any single bad batch
+                log.exception("usage flush failed")
+
+    async def flush(self) -> None:
+        records, settlements = self._take()
+        for record in records:
+            metrics.observe(record)
+        if not records and not settlements:
+            if self._store_down:
+                await self._replay_spill()
+            return
+        try:
+            await self._write(records, settlements)
+        except StoreUnavailable:
+            self._spill((records, settlements))
+            self._store_down = True
+            return
+        if self._store_down:
+            await self._replay_spill()
+
+    async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
+        if settlements:
+            await asyncio.gather(*(self.store.settle(*s) for s in settlements))
+        for i in range(0, len(records), BATCH):
+            await self.store.append_usage(records[i:i + BATCH])
+
+    def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
+        records, settlements = batch
+        lines = [orjson.dumps({"record": r}) for r in records]
+        lines += [orjson.dumps({"settle": list(s)}) for s in settlements]
+        if not lines:
+            return
+        with open(self.spill_path, "ab") as spill:
+            spill.write(b"\n".join(lines) + b"\n")
+            spill.flush()
+            os.fsync(spill.fileno())
+        metrics.USAGE_BACKLOG.inc(len(lines))
+
+    async def _replay_spill(self) -> None:
+        """Write what waited in the spill file.
+
+        The file is first renamed, so records spilled meanwhile land in a new file and are not
+        deleted with it; the renamed file goes only once all of it is stored.
+        """
+        replaying = self.spill_path.with_name(self.spill_path.name + ".replaying")
+        if not replaying.exists() and not self.spill_path.exists():
+            self._store_down = False
+            return
+        try:
+            await self.store.ping()
+        except StoreUnavailable:
+            return
+        while True:
+            if not replaying.exists():
+                if not self.spill_path.exists():
+                    break
+                os.replace(self.spill_path, replaying)
+            records, settlements, count = _read_spill(replaying)
+            try:
+                await self._write(records, settlements)
+            except StoreUnavailable:
+                return
+            replaying.unlink(missing_ok=True)
+            metrics.USAGE_BACKLOG.dec(count)
+            log.info("usage: %d spilled records and %d settlements written to the store", len(records),
+                     len(settlements))
+        self._store_down = False
+
+
+def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:
+    records: list[dict] = []
+    settlements: list[tuple] = []
+    count = 0
+    for line in path.read_bytes().splitlines():
+        if not line.strip():
+            continue
+        count += 1
+        try:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # a torn last line from a crash mid-write
+        if "record" in item:
+            records.append(item["record"])
+        elif "settle" in item:
+            settlements.append(tuple(item["settle"]))
+    return records, settlements, count

@@ -1,0 +1,124 @@
+"""What only the Redis backend has: failures of the server, round trips, cluster URLs."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from gateway.store.base import (
+    AdmissionRequest,
+    KeyRecord,
+    Limits,
+    StoreUnavailable,
+    Team,
+    create_store,
+)
+from tests.redis_server import CommandLog, RedisServer
+from tests.store.conftest import NOW, secret_hash
+from tests.store.test_usage import record
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def own_server() -> RedisServer:
+    """A server of the test's own, so stopping it disturbs nothing else."""
+    with RedisServer() as server:
+        yield server
+
+
+async def _elapsed(call) -> float:
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        await call
+    return time.monotonic() - started
+
+
+async def test_a_stopped_redis_fails_fast_and_a_restarted_one_serves_again(own_server):
+    store = create_store(own_server.url)
+    try:
+        await store.create_team(Team("team-a", created_at=NOW))
+        own_server.stop()
+        assert await _elapsed(store.get_team("team-a")) < 1.0
+        assert await _elapsed(store.admit(AdmissionRequest(
+            "team-a", "key-1", "r1", 10, 0.0, "m1", NOW))) < 1.0
+        own_server.start()  # same port, empty: the server kept nothing
+        assert await store.get_team("team-a") is None
+        await store.create_team(Team("team-a", created_at=NOW))
+        assert (await store.get_team("team-a")).name == "team-a"
+    finally:
+        await store.close()
+
+
+async def test_a_hung_redis_times_out_instead_of_hanging(own_server):
+    store = create_store(own_server.url, socket_timeout=0.3, connect_timeout=0.3)
+    try:
+        await store.ping()
+        own_server.pause()
+        assert await _elapsed(store.routing_snapshot()) < 1.0
+        assert await _elapsed(store.list_teams()) < 1.0
+        own_server.resume()
+        assert (await store.routing_snapshot()).cooldowns == {}
+    finally:
+        own_server.resume()
+        await store.close()
+
+
+async def test_nothing_listening_is_unavailable_at_once():
+    unused = RedisServer()  # a free port, never started
+    store = create_store(unused.url)
+    try:
+        assert await _elapsed(store.ping()) < 1.0
+    finally:
+        await store.close()
+        unused.close()
+
+
+async def test_admission_is_one_evalsha_round_trip(redis_server):
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        await store.create_team(Team("team-a", Limits(rpm=10, tpm=1000, max_concurrent=2,
+                                                      budget_daily_usd=1.0), created_at=NOW))
+        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
+                                         secret_hash=secret_hash("s"), created_at=NOW,
+                                         limits=Limits(rpm=5)))
+        await store.ping()  # loads the scripts
+        await store.admit(AdmissionRequest("team-a", "key-1", "warm", 10, 0.01, "m1", NOW))
+        with CommandLog(redis_server) as log:
+            verdict = await store.admit(AdmissionRequest("team-a", "key-1", "r1", 10, 0.01,
+                                                         "m1", NOW))
+            assert verdict.admitted
+            assert log.names() == ["evalsha"]
+            await store.settle("team-a", "key-1", "r1", 0.01, 10, NOW)
+            await store.renew("team-a", "warm", NOW)
+            assert log.names() == ["evalsha", "evalsha"]
+    finally:
+        await store.close()
+
+
+async def test_a_usage_batch_is_one_script_call_per_team(redis_server):
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        await store.ping()
+        batch = [record(f"a{i}", NOW + i) for i in range(20)]
+        batch += [record(f"b{i}", NOW + i, team="team-b") for i in range(20)]
+        with CommandLog(redis_server) as log:
+            assert await store.append_usage(batch) == 40
+            # one script per team slot, plus the global list of teams with usage
+            assert sorted(log.names()) == ["evalsha", "evalsha", "sadd"]
+    finally:
+        await store.close()
+
+
+async def test_a_cluster_is_reached_by_url_scheme_or_by_option(redis_cluster):
+    redis_cluster.flush()
+    by_scheme = create_store(redis_cluster.url)
+    by_option = create_store(redis_cluster.nodes[1].url, cluster=True)
+    try:
+        await by_scheme.create_team(Team("team-a", created_at=NOW))
+        assert (await by_option.get_team("team-a")).name == "team-a"
+    finally:
+        await by_scheme.close()
+        await by_option.close()
