@@ -20,7 +20,7 @@ from gateway.exchange import AttemptRecord, Exchange
 from gateway.settings import Timeouts
 from policies.plan import Attempt, Plan
 from policies.pricing import cost_usd
-from providers import anthropic, mock
+from providers import anthropic, mock, openai_chat
 from providers.base import Usage
 
 Send = Callable[[dict], Awaitable[None]]
@@ -69,6 +69,53 @@ def classify_upstream_status(provider: str, status: int, raw: bytes, headers) ->
                          str(status), fallback=status in _FALLBACK_STATUSES)
 
 
+def classify_openai_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
+    """An OpenAI-style error answer → the Anthropic error the client would see, and fallback."""
+    client_status, error_type, message = openai_chat.map_error(status, raw)
+    detail = f"provider {provider}: {message}"
+    if status == 429:
+        retry_after = _retry_after(headers)
+        extra = {"retry-after": str(int(retry_after + 0.999))} if retry_after is not None else {}
+        return AttemptFailed(errors.RateLimited(detail, headers=extra), "429", fallback=True,
+                             retry_after=retry_after)
+    if status in (401, 403):
+        return AttemptFailed(errors.UpstreamFailed(f"provider {provider} rejected the gateway's credentials"),
+                             str(status), fallback=True)
+    if client_status == 529:
+        return AttemptFailed(errors.Overloaded(detail), str(status), fallback=True)
+    if client_status == 504 or status == 408:
+        return AttemptFailed(errors.UpstreamTimeout(detail), str(status), fallback=True)
+    if status >= 500:
+        return AttemptFailed(errors.UpstreamFailed(detail), str(status), fallback=True)
+    error = errors.GatewayError(message, status=client_status)
+    error.error_type = error_type
+    if openai_chat.is_context_length_error(status, raw):
+        return AttemptFailed(error, "context_length", fallback=True)
+    if openai_chat.is_moderation_error(status, raw):
+        return AttemptFailed(error, "moderation", fallback=True)
+    return AttemptFailed(error, str(status), fallback=status in _FALLBACK_STATUSES)
+
+
+# Catalog parameter names → the names the chat translator reports and honours.
+_IMPLIED_CHAT_PARAMETERS = {"tools": ("parallel_tool_calls",), "metadata": ("user",),
+                            "thinking": ("effort",), "output_config": ("output_format",)}
+
+
+def chat_options(attempt: Attempt, require_parameters: bool) -> openai_chat.ChatOptions:
+    supported = set(attempt.endpoint.supported_parameters)
+    for name, implied in _IMPLIED_CHAT_PARAMETERS.items():
+        if name in supported:
+            supported.update(implied)
+    options = attempt.endpoint.options
+    kwargs = {"supported": frozenset(supported & openai_chat.DEFAULT_SUPPORTED | supported & {"top_k"}),
+              "require_parameters": require_parameters}
+    if options.get("max_tokens_field"):
+        kwargs["max_tokens_field"] = options["max_tokens_field"]
+    if "reasoning" in options:
+        kwargs["reasoning"] = options["reasoning"]
+    return openai_chat.ChatOptions(**kwargs)
+
+
 def _retry_after(headers) -> float | None:
     value = headers.get("retry-after") if headers is not None else None
     if value is None:
@@ -109,6 +156,8 @@ class Executor:
         protocol = attempt.provider.protocol
         if protocol == "anthropic":
             await self._anthropic(attempt, ex, send)
+        elif protocol == "openai":
+            await self._openai(attempt, ex, send)
         elif protocol == "mock":
             await self._mock(attempt, ex, send)
         else:
@@ -265,6 +314,100 @@ class Executor:
             return
         ex.finished = True
         await send({"type": "http.response.body", "body": b""})
+
+    # -- openai ---------------------------------------------------------------------------------
+    async def _openai(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
+        provider = attempt.provider
+        request = ex.request
+        require = bool(request.preferences and request.preferences.get("require_parameters") is True)
+        try:
+            chat, dropped = openai_chat.to_chat_request(request.body, upstream_model=attempt.upstream_model,
+                                                        options=chat_options(attempt, require),
+                                                        stream=request.stream)
+        except openai_chat.UnsupportedParameters as exc:
+            names = ", ".join(exc.parameters)
+            raise AttemptFailed(errors.InvalidRequest(
+                f"provider {provider.name} cannot honour {names} and provider.require_parameters is true"),
+                "unsupported_parameters", fallback=True) from None
+        ex.dropped_params = dropped
+        headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
+        response = await self._post(provider.name, openai_chat.chat_completions_url(provider.base_url),
+                                    orjson.dumps(chat), headers)
+        try:
+            if response.status >= 400:
+                raw = await self._read(provider.name, response)
+                raise classify_openai_status(provider.name, response.status, raw, response.headers)
+            if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+                await self._relay_openai_stream(attempt, ex, response, send)
+            else:
+                await self._relay_openai_json(attempt, ex, response, send)
+        except BaseException:
+            response.close()
+            raise
+        response.release()
+
+    async def _relay_openai_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
+        name = attempt.provider.name
+        raw = await self._read(name, response)
+        try:
+            completion = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with malformed JSON"),
+                                "bad_response", fallback=True) from None
+        if not isinstance(completion, dict):
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with an unexpected body"),
+                                "bad_response", fallback=True)
+        embedded = openai_chat.error_in_response(completion)
+        if embedded is not None:
+            raise classify_openai_status(name, embedded[0], orjson.dumps({"error": {"message": embedded[2],
+                                                                                    "type": embedded[1]}}), None)
+        message = openai_chat.from_chat_response(completion, model=attempt.model.id, provider=name,
+                                                 stop_sequences=ex.request.body.get("stop_sequences") or (),
+                                                 message_id="msg_" + ex.request_id[4:])
+        ex.usage = anthropic.usage_of(message)
+        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
+        message["usage"]["cost"] = ex.cost_usd
+        await self._send_json(ex, attempt, orjson.dumps(message), send)
+
+    async def _relay_openai_stream(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
+        name = attempt.provider.name
+        translator = openai_chat.ChatStreamTranslator(
+            model=attempt.model.id, provider=name, message_id="msg_" + ex.request_id[4:],
+            stop_sequences=ex.request.body.get("stop_sequences") or ())
+        chunks = response.content.iter_any()
+        pending: list[bytes] = []
+        try:
+            while not pending:
+                pending = translator.feed(await chunks.__anext__())
+        except StopAsyncIteration:
+            pending = translator.finish()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
+                                                      f"{type(exc).__name__}"), "stream_error",
+                                fallback=True) from None
+        if translator.failure is not None and len(pending) == 1:
+            error_type, message = translator.failure
+            status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
+            raise classify_openai_status(name, status, orjson.dumps({"error": {"message": message,
+                                                                               "type": error_type}}), None)
+        await self._start_stream(ex, attempt, send)
+        ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+        try:
+            async for chunk in chunks:
+                events = translator.feed(chunk)
+                if events:
+                    await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+            tail = translator.finish()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
+        ex.usage = translator.close_usage()
+        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
+        if translator.failure is not None:
+            ex.status, ex.error_type = 502, translator.failure[0]
+            ex.attempts[-1].outcome = "stream_error"
+        ex.finished = True
+        await send({"type": "http.response.body", "body": b"".join(tail)})
 
     # -- mock -----------------------------------------------------------------------------------
     async def _mock(self, attempt: Attempt, ex: Exchange, send: Send) -> None:

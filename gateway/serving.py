@@ -30,7 +30,9 @@ def serving_catalog(catalog: Catalog, configured: Mapping[str, object], demo: bo
             endpoints = (dataclasses.replace(template, provider="mock", upstream_model=model.id,
                                              retains_prompts=False, zdr=True),)
         else:
-            endpoints = tuple(e for e in model.endpoints if e.provider in usable)
+            # An endpoint that only speaks OpenAI's Responses API has no protocol module yet.
+            endpoints = tuple(e for e in model.endpoints
+                              if e.provider in usable and e.options.get("api") != "responses")
         models[model_id] = dataclasses.replace(model, endpoints=endpoints)
     return dataclasses.replace(catalog, models=models), demo
 
