@@ -57,13 +57,13 @@ class Gateway:
         self.static_keys: dict[str, Principal] = {}
         for entry in settings.keys:
             digest = secret_hash(entry.key.get_secret_value())
-            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team)
+            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team, from_config=True)
         self.demo_key: str | None = None
         if self.demo:
             self.demo_key = (settings.demo_key.get_secret_value() if settings.demo_key
                              else "sk-gw-demo-" + new_request_id()[4:])
             digest = secret_hash(self.demo_key)
-            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo")
+            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
         self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,
@@ -105,6 +105,7 @@ class Gateway:
                                              cookie_jar=aiohttp.DummyCookieJar())
         self.executor = Executor(self.session, self.settings.timeouts)
         try:
+            await self.store.ping()  # also loads the store's scripts, so the first admission is one call
             await self.register_static_principals()
         except StoreUnavailable:
             log.warning("store unreachable at startup: keys from the config file are registered later")
@@ -156,7 +157,7 @@ class Gateway:
             ex.request = parse_messages_request(raw, ex.headers)
             plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal)
             ex.plan_model = plan.primary.id
-            ticket = await self.admitter.admit(ex, plan)
+            ticket = await self._admit(ex, plan)
             await self._run_watched(ex, plan, receive, send)
         except GatewayError as exc:
             ex.status, ex.error_type = exc.status, exc.error_type
@@ -170,6 +171,16 @@ class Gateway:
                 self.admitter.done(ticket)
             if ex.principal is not None:
                 self.usage.finish(ex, ticket)
+
+    async def _admit(self, ex: Exchange, plan: Plan):
+        try:
+            return await self.admitter.admit(ex, plan)
+        except errors.AuthenticationFailed:
+            if not ex.principal.from_config:
+                raise
+        # The store lost the config file's keys (a Redis without persistence restarted): restore them.
+        await self.register_static_principals()
+        return await self.admitter.admit(ex, plan)
 
     async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
         """Run the plan, cancelling it (and so the upstream call) if the client goes away."""

@@ -21,6 +21,7 @@ class Principal:
     team: str
     is_admin: bool = False
     allowed_models: tuple[str, ...] | None = None
+    from_config: bool = False  # a key of the config file: the store's copy can be re-created from it
 
 
 @dataclass(slots=True)

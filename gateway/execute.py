@@ -301,10 +301,12 @@ class Executor:
                                 "body": events[0] if len(events) == 1 else b"".join(events), "more_body": True})
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
+        finally:
+            # Also when the client went away (cancellation): what was streamed so far is accounted for.
+            ex.usage = scanner.close_usage()
+            ex.cost_usd = scanner.cost()
         if failure is None and not scanner.finished and scanner.error is None:
             failure = f"provider {name} ended the stream before message_stop"
-        ex.usage = scanner.close_usage()
-        ex.cost_usd = scanner.cost()
         if failure is not None:
             ex.status = 502
             ex.error_type = "api_error"
@@ -401,8 +403,9 @@ class Executor:
             tail = translator.finish()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
-        ex.usage = translator.close_usage()
-        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
+        finally:
+            ex.usage = translator.close_usage()
+            ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
             ex.status, ex.error_type = 502, translator.failure[0]
             ex.attempts[-1].outcome = "stream_error"

@@ -150,9 +150,11 @@ class ScriptedServer:
                 request.transport.close()
                 return response
             await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (OSError, asyncio.CancelledError, ConnectionError) as exc:  # aiohttp's reset errors included
             self.disconnects += 1
-            raise
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return response
         return response
 
 

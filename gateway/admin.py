@@ -1,0 +1,457 @@
+"""The admin HTTP API under `/admin/` (teams, keys, usage, sessions) and `GET /v1/usage`.
+
+Every `/admin/` route needs the admin key (`x-api-key` or `Authorization: Bearer`): without an
+admin key configured the whole API answers 403 "admin API disabled", a team's key gets 403, a
+missing or unknown key 401. `GET /v1/usage` is the usage query for a team's own key.
+
+Key secrets are made here (`sk-gw-` + 40 URL-safe random characters), returned once in the
+creating answer and never again: the store keeps only their SHA-256 and a 12-character prefix that
+identifies them in listings. Store refusals map onto Anthropic's error envelope in one place
+(`store_errors`). Times in bodies and queries are epoch seconds, RFC 3339, or (queries only)
+`YYYY-MM-DD` in UTC, where a date given as `to` includes that whole day.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from gateway import errors
+from gateway.auth import secret_hash
+from gateway.request import MAX_ID_CHARS, parse_json_object, read_headers
+from gateway.store.base import (
+    LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
+    key_to_json, limits_from, team_to_json, validate_team_name,
+)
+from gateway.store.rollups import GROUP_FIELDS
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+SECRET_PREFIX = "sk-gw-"
+SECRET_RANDOM_BYTES = 30      # 30 random bytes are 40 URL-safe base64 characters
+PREFIX_CHARS = 12             # "sk-gw-" and 6 random characters: enough to tell keys apart
+MAX_KEY_NAME_CHARS = 128
+DEFAULT_USAGE_DAYS = 30
+DEFAULT_GROUP_BY = ("team", "model")
+MAX_SESSION_RECORDS = 1000
+
+TEAM_FIELDS = frozenset({"name", "metadata", "limits", *LIMIT_FIELDS})
+TEAM_CHANGE_FIELDS = frozenset({"metadata", "limits", *LIMIT_FIELDS})
+KEY_FIELDS = frozenset({"name", "expires_at", "expires_in_days", "metadata", "limits", *LIMIT_FIELDS})
+ROTATE_FIELDS = frozenset({"grace_seconds", "expires_at", "expires_in_days"})
+USAGE_PARAMS = frozenset({"from", "to", "group_by", "team"})
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+# -- answers and errors -------------------------------------------------------------------------
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """The store's refusals as the envelope's error types."""
+    try:
+        yield
+    except Invalid as exc:
+        raise errors.InvalidRequest(str(exc)) from None
+    except NotFound as exc:
+        raise errors.NotFound(str(exc)) from None
+    except Conflict as exc:
+        raise errors.InvalidRequest(str(exc), status=409) from None
+    except StoreUnavailable:
+        raise errors.InternalError("store unavailable", status=503) from None
+
+
+def key_status(key: KeyRecord, now: float) -> str:
+    if key.revoked:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= now:
+        return "expired"
+    return "active"
+
+
+def key_json(key: KeyRecord, now: float) -> dict[str, Any]:
+    """A key as the API shows it: never its secret, never its hash."""
+    data = key_to_json(key)
+    del data["secret_hash"]
+    data["status"] = key_status(key, now)
+    return data
+
+
+# -- reading input ------------------------------------------------------------------------------
+def parse_time(name: str, value: object, *, end_of_day: bool = False) -> float:
+    """Epoch seconds (a number or its text), RFC 3339 (UTC when no offset is given) or, as text,
+    YYYY-MM-DD: that UTC midnight, or the next one when `end_of_day`."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value):
+            return float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            number = None
+        if number is not None and math.isfinite(number):
+            return number
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+        if moment is not None:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            if _DATE.fullmatch(text) and end_of_day:
+                moment += timedelta(days=1)
+            return moment.timestamp()
+    raise errors.InvalidRequest(f"{name}: expected epoch seconds, an RFC 3339 time or YYYY-MM-DD, "
+                                f"not {value!r}")
+
+
+def _check_fields(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise errors.InvalidRequest(f"unknown field(s): {', '.join(unknown)} "
+                                    f"(expected some of: {', '.join(sorted(allowed))})")
+
+
+async def _read_object(request: Request, *, empty_ok: bool) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip() and empty_ok:
+        return {}
+    return parse_json_object(raw)
+
+
+def _limits(body: Mapping[str, Any]) -> Limits:
+    """Limits given flat (`{"rpm": 10}`), or nested under `limits`; flat ones win."""
+    nested = body.get("limits")
+    if nested is not None and not isinstance(nested, Mapping):
+        raise errors.InvalidRequest("limits: must be an object")
+    merged = dict(nested or {})
+    merged.update({k: v for k, v in body.items() if k in LIMIT_FIELDS})
+    with store_errors():
+        return limits_from(merged)
+
+
+def _metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    value = body.get("metadata")
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise errors.InvalidRequest("metadata: must be an object")
+    return dict(value)
+
+
+def _key_name(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_KEY_NAME_CHARS:
+        raise errors.InvalidRequest(f"name: must be a string of at most {MAX_KEY_NAME_CHARS} "
+                                    "characters, or null")
+    return value
+
+
+def _positive(name: str, value: object, *, zero_ok: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value < 0 or (value == 0 and not zero_ok):
+        kind = "a non-negative" if zero_ok else "a positive"
+        raise errors.InvalidRequest(f"{name}: must be {kind} number, not {value!r}")
+    return float(value)
+
+
+def _expiry(body: Mapping[str, Any], now: float) -> tuple[bool, float | None]:
+    """(given, epoch or None) from `expires_at` or `expires_in_days`."""
+    if "expires_at" in body and "expires_in_days" in body:
+        raise errors.InvalidRequest("expires_at, expires_in_days: give one of them, not both")
+    if "expires_in_days" in body:
+        return True, now + _positive("expires_in_days", body["expires_in_days"]) * 86400
+    if "expires_at" in body:
+        value = body["expires_at"]
+        return True, None if value is None else parse_time("expires_at", value)
+    return False, None
+
+
+def _team_name(name: str) -> str:
+    """A team named in a path: a name no team can have is simply not found."""
+    try:
+        return validate_team_name(name)
+    except Invalid:
+        raise errors.NotFound(f"no team {name!r}") from None
+
+
+def _team_param(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return validate_team_name(value)
+    except Invalid as exc:
+        raise errors.InvalidRequest(f"team: {exc}") from None
+
+
+def parse_group_by(value: str | None) -> tuple[str, ...]:
+    if value is None:
+        return DEFAULT_GROUP_BY
+    wanted = [g.strip() for g in value.split(",") if g.strip()]
+    unknown = [g for g in wanted if g not in GROUP_FIELDS]
+    if unknown:
+        raise errors.InvalidRequest(f"group_by: cannot group by {', '.join(unknown)}; "
+                                    f"choose from {', '.join(GROUP_FIELDS)}")
+    return tuple(dict.fromkeys(wanted))
+
+
+def usage_query(params: Mapping[str, str], now: float) -> tuple[float, float, tuple[str, ...], str | None]:
+    """(from, to, group_by, team) of a usage query; by default the last 30 days by team and model."""
+    unknown = sorted(set(params) - USAGE_PARAMS)
+    if unknown:
+        raise errors.InvalidRequest(f"unknown parameter(s): {', '.join(unknown)} "
+                                    f"(expected some of: {', '.join(sorted(USAGE_PARAMS))})")
+    start = parse_time("from", params["from"]) if params.get("from") else now - DEFAULT_USAGE_DAYS * 86400
+    end = parse_time("to", params["to"], end_of_day=True) if params.get("to") else now
+    if start >= end:
+        raise errors.InvalidRequest("from: must be earlier than to")
+    return start, end, parse_group_by(params.get("group_by")), _team_param(params.get("team"))
+
+
+def new_secret() -> str:
+    return SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
+
+
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+# -- the handlers -------------------------------------------------------------------------------
+class AdminAPI:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @property
+    def store(self) -> Store:
+        return self.gateway.store
+
+    def admin_enabled(self) -> bool:
+        admin_key = self.gateway.settings.admin_key
+        return bool(admin_key and admin_key.get_secret_value())
+
+    async def require_admin(self, request: Request) -> None:
+        if not self.admin_enabled():
+            raise errors.PermissionDenied("admin API disabled: no admin key is configured "
+                                          "(admin_key, GATEWAY_ADMIN_KEY)")
+        keys = read_headers(request.headers.raw).api_keys
+        if self.gateway.auth.is_admin(keys):
+            return
+        await self.gateway.auth.authenticate(keys)  # 401 when missing or unknown
+        raise errors.PermissionDenied("the admin API needs the admin key, not a team's key")
+
+    def guarded(self, handler: Handler) -> Handler:
+        async def run(request: Request) -> Response:
+            with store_errors():
+                await self.require_admin(request)
+                return await handler(request)
+        run.__name__ = handler.__name__
+        return run
+
+    # teams ------------------------------------------------------------------------------------
+    async def create_team(self, request: Request) -> Response:
+        body = await _read_object(request, empty_ok=False)
+        _check_fields(body, TEAM_FIELDS)
+        if "name" not in body:
+            raise errors.InvalidRequest("name: field required")
+        try:
+            name = validate_team_name(body["name"])
+        except Invalid as exc:
+            raise errors.InvalidRequest(f"name: {exc}") from None
+        team = Team(name=name, limits=_limits(body), created_at=time.time(), metadata=_metadata(body))
+        created = await self.store.create_team(team)
+        return json_response(team_to_json(created), 201)
+
+    async def list_teams(self, request: Request) -> Response:
+        return json_response({"data": [team_to_json(t) for t in await self.store.list_teams()]})
+
+    async def get_team(self, request: Request) -> Response:
+        name = _team_name(request.path_params["name"])
+        team = await self.store.get_team(name)
+        if team is None:
+            raise errors.NotFound(f"no team {name!r}")
+        return json_response(team_to_json(team))
+
+    async def update_team(self, request: Request) -> Response:
+        name = _team_name(request.path_params["name"])
+        body = await _read_object(request, empty_ok=False)
+        _check_fields(body, TEAM_CHANGE_FIELDS)
+        if "metadata" in body and not isinstance(body["metadata"], Mapping):
+            raise errors.InvalidRequest("metadata: must be an object")
+        team = await self.store.update_team(name, body)
+        return json_response(team_to_json(team))
+
+    async def delete_team(self, request: Request) -> Response:
+        name = _team_name(request.path_params["name"])
+        keys = await self.store.list_keys(name)
+        await self.store.delete_team(name)
+        for key in keys:
+            self.gateway.auth.invalidate(key.secret_hash)
+        revoked = [k.id for k in keys if not k.revoked]
+        return json_response({"name": name, "deleted": True, "revoked_keys": revoked})
+
+    # keys -------------------------------------------------------------------------------------
+    async def _issue_key(self, team: str, name: str | None, expires_at: float | None, limits: Limits,
+                         metadata: dict[str, Any], now: float) -> tuple[KeyRecord, str]:
+        secret = new_secret()
+        record = KeyRecord(id=new_key_id(), team=team, prefix=secret[:PREFIX_CHARS],
+                           secret_hash=secret_hash(secret), name=name, created_at=now,
+                           expires_at=expires_at, limits=limits, metadata=metadata)
+        await self.store.create_key(record)
+        return record, secret
+
+    async def create_key(self, request: Request) -> Response:
+        team = _team_name(request.path_params["name"])
+        body = await _read_object(request, empty_ok=True)
+        _check_fields(body, KEY_FIELDS)
+        now = time.time()
+        _, expires_at = _expiry(body, now)
+        if expires_at is not None and expires_at <= now:
+            raise errors.InvalidRequest("expires_at: is in the past")
+        record, secret = await self._issue_key(team, _key_name(body.get("name")), expires_at,
+                                               _limits(body), _metadata(body), now)
+        return json_response({**key_json(record, now), "key": secret}, 201)
+
+    async def list_keys(self, request: Request) -> Response:
+        params = request.query_params
+        team = _team_param(params.get("team"))
+        now = time.time()
+        return json_response({"data": [key_json(k, now) for k in await self.store.list_keys(team)]})
+
+    async def _existing_key(self, request: Request) -> KeyRecord:
+        key_id = request.path_params["key_id"]
+        key = await self.store.get_key(key_id)
+        if key is None:
+            raise errors.NotFound(f"no key {key_id!r}")
+        return key
+
+    async def get_key(self, request: Request) -> Response:
+        return json_response(key_json(await self._existing_key(request), time.time()))
+
+    async def update_key(self, request: Request) -> Response:
+        key = await self._existing_key(request)
+        body = await _read_object(request, empty_ok=False)
+        _check_fields(body, KEY_FIELDS)
+        now = time.time()
+        changes: dict[str, Any] = {k: v for k, v in body.items() if k in LIMIT_FIELDS or k == "limits"}
+        if "name" in body:
+            changes["name"] = _key_name(body["name"])
+        if "metadata" in body:
+            changes["metadata"] = _metadata(body)
+        given, expires_at = _expiry(body, now)
+        if given:
+            changes["expires_at"] = expires_at  # a time already past expires the key now
+        updated = await self.store.update_key(key.id, changes)
+        self.gateway.auth.invalidate(key.secret_hash)
+        return json_response(key_json(updated, now))
+
+    async def revoke_key(self, request: Request) -> Response:
+        key = await self._existing_key(request)
+        await self.store.revoke_key(key.id)
+        self.gateway.auth.invalidate(key.secret_hash)  # this replica forgets it at once
+        revoked = await self.store.get_key(key.id) or key
+        return json_response(key_json(revoked, time.time()))
+
+    async def rotate_key(self, request: Request) -> Response:
+        """A new key with the old one's team, name, limits, metadata and (unless the body gives
+        another) expiry; the old one revoked, or expiring after `grace_seconds`."""
+        old = await self._existing_key(request)
+        body = await _read_object(request, empty_ok=True)
+        _check_fields(body, ROTATE_FIELDS)
+        now = time.time()
+        grace = _positive("grace_seconds", body.get("grace_seconds", 0), zero_ok=True)
+        if old.revoked:
+            raise errors.InvalidRequest(f"key {old.id!r} is revoked; create a new key instead")
+        given, expires_at = _expiry(body, now)
+        if not given:
+            expires_at = old.expires_at
+        if expires_at is not None and expires_at <= now:
+            raise errors.InvalidRequest(f"expires_at: is in the past (key {old.id!r} has expired: "
+                                        "give expires_at or expires_in_days for its replacement)")
+        new, secret = await self._issue_key(old.team, old.name, expires_at, old.limits, old.metadata, now)
+        if grace > 0:
+            until = now + grace if old.expires_at is None else min(old.expires_at, now + grace)
+            previous = await self.store.update_key(old.id, {"expires_at": until})
+        else:
+            await self.store.revoke_key(old.id)
+            previous = await self.store.get_key(old.id) or old
+        self.gateway.auth.invalidate(old.secret_hash)
+        answer = {**key_json(new, now), "key": secret, "rotated_from": old.id,
+                  "previous": key_json(previous, now)}
+        return json_response(answer, 201)
+
+    # usage ------------------------------------------------------------------------------------
+    async def _usage(self, start: float, end: float, group_by: tuple[str, ...],
+                     team: str | None) -> Response:
+        rows = await self.store.query_usage(start, end, list(group_by), team)
+        return json_response({"data": rows, "from": start, "to": end, "group_by": list(group_by),
+                              "team": team})
+
+    async def admin_usage(self, request: Request) -> Response:
+        start, end, group_by, team = usage_query(request.query_params, time.time())
+        return await self._usage(start, end, group_by, team)
+
+    async def team_usage(self, request: Request) -> Response:
+        """GET /v1/usage: a team's key reads its own team's usage only (the admin key, any)."""
+        with store_errors():
+            principal = await self.gateway.auth.authenticate(read_headers(request.headers.raw).api_keys)
+            start, end, group_by, team = usage_query(request.query_params, time.time())
+            if not principal.is_admin:
+                if team is not None and team != principal.team:
+                    raise errors.PermissionDenied(f"this key belongs to team {principal.team!r} and "
+                                                  f"may not read the usage of team {team!r}")
+                team = principal.team
+            return await self._usage(start, end, group_by, team)
+
+    async def session(self, request: Request) -> Response:
+        session_id = request.path_params["session_id"]
+        if len(session_id) > MAX_ID_CHARS:
+            raise errors.InvalidRequest(f"session_id: must be at most {MAX_ID_CHARS} characters")
+        params = request.query_params
+        team = _team_param(params.get("team"))
+        try:
+            limit = int(params.get("limit", "100"))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_SESSION_RECORDS:
+            raise errors.InvalidRequest(f"limit: must be an integer from 1 to {MAX_SESSION_RECORDS}")
+        records = await self.store.usage_records(team=team, session_id=session_id, limit=limit)
+        return json_response({"session_id": session_id, "data": records})
+
+
+def admin_routes(gateway: Gateway) -> list[Route]:
+    """Every route of the admin API, plus `GET /v1/usage` for team keys."""
+    api = AdminAPI(gateway)
+    admin = api.guarded
+    return [
+        Route("/admin/teams", admin(api.create_team), methods=["POST"]),
+        Route("/admin/teams", admin(api.list_teams), methods=["GET"]),
+        Route("/admin/teams/{name}", admin(api.get_team), methods=["GET"]),
+        Route("/admin/teams/{name}", admin(api.update_team), methods=["PATCH"]),
+        Route("/admin/teams/{name}", admin(api.delete_team), methods=["DELETE"]),
+        Route("/admin/teams/{name}/keys", admin(api.create_key), methods=["POST"]),
+        Route("/admin/keys", admin(api.list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin(api.get_key), methods=["GET"]),
+        Route("/admin/keys/{key_id}", admin(api.update_key), methods=["PATCH"]),
+        Route("/admin/keys/{key_id}", admin(api.revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/rotate", admin(api.rotate_key), methods=["POST"]),
+        Route("/admin/usage", admin(api.admin_usage), methods=["GET"]),
+        Route("/admin/sessions/{session_id}", admin(api.session), methods=["GET"]),
+        Route("/v1/usage", api.team_usage, methods=["GET"]),
+    ]
