@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors, metrics
+from gateway.admin import admin_routes
 from gateway.admission import Admitter
 from gateway.auth import Authenticator, key_id_for, secret_hash
 from gateway.errors import GatewayError
@@ -337,6 +338,7 @@ class GatewayApp:
             Route("/readyz", gateway.readyz, methods=["GET"]),
             Route("/metrics", gateway.metrics, methods=["GET"]),
         ]
+        routes += admin_routes(gateway)
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 
+from gateway.admin_cli import add_commands
 from gateway.settings import ConfigError, load_settings
 
 log = logging.getLogger("gateway")
@@ -104,6 +105,7 @@ def parser() -> argparse.ArgumentParser:
     p = commands.add_parser("models", help="print the model catalog as a table")
     p.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG)")
     p.set_defaults(func=models)
+    add_commands(commands)
     return root
 
 
