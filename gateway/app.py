@@ -31,6 +31,7 @@ from gateway.request import parse_count_tokens_request, parse_messages_request, 
 from gateway.serving import served_models, serving_catalog
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
+from gateway.tracing import create_tracer
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
 from policies.plan import Plan, simple_plan
@@ -72,7 +73,8 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
         self.admitter = Admitter(self.store, settings.store_outage)
-        self.usage = UsageRecorder(self.store, settings.usage_spill_path)
+        self.tracer = create_tracer(settings.otlp_endpoint)
+        self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
         self._background: list[asyncio.Task] = []
 
     async def register_static_principals(self) -> None:
@@ -127,6 +129,8 @@ class Gateway:
         for task in self._background:
             task.cancel()
         await self.usage.stop()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)
         if self.session is not None:
             await self.session.close()
         await self.store.close()

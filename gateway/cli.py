@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import tempfile
 
 from gateway.admin_cli import add_commands
 from gateway.settings import ConfigError, load_settings
@@ -67,6 +68,8 @@ def serve(args: argparse.Namespace) -> int:
     options = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
                    access_log=False, log_level="warning", timeout_graceful_shutdown=int(settings.shutdown_grace))
     if settings.workers > 1:
+        # Each worker writes its metric values to files in this folder and /metrics sums them all.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")
         uvicorn.run("gateway.cli:build_app", factory=True, workers=settings.workers, **options)
     else:
         from gateway.app import GatewayApp

@@ -21,6 +21,7 @@ import orjson
 from gateway import metrics
 from gateway.exchange import Exchange
 from gateway.store.base import Store, StoreUnavailable
+from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
 log = logging.getLogger("gateway.usage")
 BATCH = 500
@@ -73,8 +74,10 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
 
 
 class UsageRecorder:
-    def __init__(self, store: Store, spill_path: str | os.PathLike, *, max_buffer: int = 50_000) -> None:
+    def __init__(self, store: Store, spill_path: str | os.PathLike, *, max_buffer: int = 50_000,
+                 tracer: RequestTracer | None = None) -> None:
         self.store = store
+        self.tracer = tracer
         self.spill_path = Path(spill_path)
         self.max_buffer = max_buffer
         self._records: list[dict] = []
@@ -130,6 +133,9 @@ class UsageRecorder:
         records, settlements = self._take()
         for record in records:
             metrics.observe(record)
+        if self.tracer is not None and records:
+            # Building spans takes tens of microseconds each: not on the event loop.
+            await asyncio.to_thread(self.tracer.export, records)
         if not records and not settlements:
             if self._store_down:
                 await self._replay_spill()
