@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 
@@ -38,6 +39,7 @@ from policies.plan import Plan, simple_plan
 from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
 from providers import anthropic
+from providers.base import ROUTER_FIELDS
 
 log = logging.getLogger("gateway")
 
@@ -114,6 +116,11 @@ class Gateway:
             log.warning("store unreachable at startup: keys from the config file are registered later")
             self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
         self.usage.start()
+        # Everything built so far lives as long as the process: keep it out of the collector's scans,
+        # and collect less often (requests allocate many short-lived objects but few cycles).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         self._background.append(asyncio.get_running_loop().create_task(self.admitter.renew_forever()))
 
     async def _register_when_reachable(self) -> None:
@@ -261,7 +268,8 @@ class Gateway:
     async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
         provider = attempt.provider
         url = provider.base_url.rstrip("/") + "/v1/messages/count_tokens" + (f"?{query}" if query else "")
-        data = anthropic.upstream_body(raw, body, attempt.upstream_model)
+        data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
+                                       router_fields=[f for f in ROUTER_FIELDS if f in body])
         try:
             async with asyncio.timeout(self.settings.timeouts.first_byte):
                 async with self.session.post(url, data=data, headers=anthropic.upstream_headers(

@@ -206,7 +206,8 @@ class Executor:
         url = provider.base_url.rstrip("/") + "/v1/messages"
         if ex.query:
             url += "?" + ex.query
-        body = anthropic.upstream_body(request.raw, request.body, attempt.upstream_model)
+        body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
+                                       router_fields=request.router_fields)
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")

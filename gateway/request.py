@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
+from providers.base import ROUTER_FIELDS
 
 MAX_ID_CHARS = 128
 
@@ -85,10 +87,28 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
+class _Envelope(msgspec.Struct):
+    """The top-level members the gateway acts on. Everything else is skipped by the decoder without
+    building Python objects, and `messages` stays raw bytes: a 31 KB Claude Code turn costs about
+    what a one-line prompt does."""
+    model: Any = msgspec.UNSET
+    messages: msgspec.Raw = msgspec.Raw()
+    max_tokens: Any = msgspec.UNSET
+    stream: Any = False
+    provider: Any = None
+    models: Any = None
+    session_id: Any = None
+    trace: Any = None
+    user: Any = None
+    plugins: Any = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+
+
 @dataclass(slots=True)
 class MessagesRequest:
     raw: bytes
-    body: dict[str, Any]
     model: str
     fallbacks: list[str]
     stream: bool
@@ -97,27 +117,46 @@ class MessagesRequest:
     user: str | None
     trace: dict[str, Any] | None
     preferences: dict[str, Any] | None
+    router_fields: tuple[str, ...]  # router-only members present in the body
+    _body: dict[str, Any] | None = None
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The whole body as objects, decoded on first use (translating protocols need it; the
+        Anthropic passthrough does not)."""
+        if self._body is None:
+            self._body = orjson.loads(self.raw)
+        return self._body
 
 
-def _require_model(body: dict[str, Any]) -> str:
-    model = body.get("model")
-    if model is None:
+def _decode_envelope(raw: bytes) -> _Envelope:
+    if not raw:
+        raise InvalidRequest("request body is empty; expected a JSON object")
+    try:
+        return _ENVELOPE.decode(raw)
+    except msgspec.ValidationError:
+        raise InvalidRequest("request body must be a JSON object") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _check_model(model: Any) -> str:
+    if model is msgspec.UNSET or model is None:
         raise InvalidRequest("model: field required")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: must be a non-empty string")
     return model
 
 
-def _require_messages(body: dict[str, Any]) -> None:
-    messages = body.get("messages")
-    if messages is None:
+def _check_messages(messages: msgspec.Raw) -> None:
+    first = memoryview(messages)[:1].tobytes()
+    if not first or first == b"n":
         raise InvalidRequest("messages: field required")
-    if not isinstance(messages, list):
+    if first != b"[":
         raise InvalidRequest("messages: must be an array of messages")
 
 
-def _optional_id(body: dict[str, Any], field: str, fallback: str | None = None) -> str | None:
-    value = body.get(field, fallback)
+def _optional_id(value: Any, field: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
@@ -127,47 +166,47 @@ def _optional_id(body: dict[str, Any], field: str, fallback: str | None = None) 
     return value
 
 
-def router_fields(body: dict[str, Any], header_session: str | None) -> tuple[list[str], str | None, str | None,
-                                                                             dict | None, dict | None]:
-    models = body.get("models")
+def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
+    env = _decode_envelope(raw)
+    model = _check_model(env.model)
+    _check_messages(env.messages)
+    max_tokens = env.max_tokens
+    if max_tokens is msgspec.UNSET or max_tokens is None:
+        raise InvalidRequest("max_tokens: field required")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequest("max_tokens: must be a positive integer")
+    if not isinstance(env.stream, bool):
+        raise InvalidRequest("stream: must be a boolean")
+    models = env.models
     if models is None:
         fallbacks: list[str] = []
     elif isinstance(models, list) and all(isinstance(m, str) and m for m in models):
         fallbacks = models
     else:
         raise InvalidRequest("models: must be an array of model ids")
-    trace = body.get("trace")
-    if trace is not None and not isinstance(trace, dict):
+    if env.trace is not None and not isinstance(env.trace, dict):
         raise InvalidRequest("trace: must be an object")
-    preferences = body.get("provider")
-    if preferences is not None and not isinstance(preferences, dict):
+    if env.provider is not None and not isinstance(env.provider, dict):
         raise InvalidRequest("provider: must be an object")
-    plugins = body.get("plugins")
-    if plugins is not None and not isinstance(plugins, list):
+    if env.plugins is not None and not isinstance(env.plugins, list):
         raise InvalidRequest("plugins: must be an array")
-    session = _optional_id(body, "session_id", header_session)
-    user = _optional_id(body, "user")
-    return fallbacks, session, user, trace, preferences
+    session = _optional_id(env.session_id if env.session_id is not None else headers.session_id, "session_id")
+    user = _optional_id(env.user, "user")
+    present = tuple(f for f in ROUTER_FIELDS if f in _PRESENCE_PROBES and _PRESENCE_PROBES[f] in raw)
+    return MessagesRequest(raw, model, fallbacks, env.stream, max_tokens, session, user, env.trace, env.provider,
+                           present)
 
 
-def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
-    body = parse_json_object(raw)
-    model = _require_model(body)
-    _require_messages(body)
-    max_tokens = body.get("max_tokens")
-    if max_tokens is None:
-        raise InvalidRequest("max_tokens: field required")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise InvalidRequest("max_tokens: must be a positive integer")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise InvalidRequest("stream: must be a boolean")
-    fallbacks, session, user, trace, preferences = router_fields(body, headers.session_id)
-    return MessagesRequest(raw, body, model, fallbacks, stream, max_tokens, session, user, trace, preferences)
+# A router field can only be present if its quoted name occurs in the body; a false positive only
+# costs a search for a member that is not there.
+_PRESENCE_PROBES = {f: b'"' + f.encode() + b'"' for f in ROUTER_FIELDS}
 
 
 def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:
     body = parse_json_object(raw)
-    model = _require_model(body)
-    _require_messages(body)
+    model = _check_model(body.get("model"))
+    if "messages" not in body or body["messages"] is None:
+        raise InvalidRequest("messages: field required")
+    if not isinstance(body["messages"], list):
+        raise InvalidRequest("messages: must be an array of messages")
     return body, model

@@ -6,7 +6,7 @@ scanned event by event for usage, decoding only `message_start`, `message_delta`
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -21,15 +21,18 @@ _DELTA_ENVELOPE_BYTES = 95
 _CHARS_PER_TOKEN = 4
 
 
-def upstream_body(raw: bytes, parsed: Mapping[str, Any], upstream_model: str) -> bytes:
-    """The client's body for the upstream: `model` rewritten, router-only members removed."""
-    remove = [f for f in ROUTER_FIELDS if f in parsed]
-    if parsed.get("model") == upstream_model and not remove:
+def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None = None,
+                  router_fields: Sequence[str] = ROUTER_FIELDS) -> bytes:
+    """The client's body for the upstream: `model` rewritten, router-only members removed.
+
+    `router_fields` may name members that turn out to be absent; they are simply not found.
+    """
+    if client_model == upstream_model and not router_fields:
         return raw
     try:
-        return edit_members(raw, replace={"model": upstream_model}, remove=remove)
+        return edit_members(raw, replace={"model": upstream_model}, remove=router_fields)
     except EditError:
-        body = {k: v for k, v in parsed.items() if k not in ROUTER_FIELDS}
+        body = {k: v for k, v in orjson.loads(raw).items() if k not in ROUTER_FIELDS}
         body["model"] = upstream_model
         return orjson.dumps(body)
 
