@@ -307,7 +307,7 @@ class AdminAPI:
         return json_response({"name": name, "deleted": True, "revoked_keys": revoked})
 
     # keys -------------------------------------------------------------------------------------
-    async def _issue_key(self, team: str, name: str | None, expires_at: float | None, limits: Limits,
+    async def _issue_key(self, team: str, *, name: str | None, expires_at: float | None, limits: Limits,
                          metadata: dict[str, Any], now: float) -> tuple[KeyRecord, str]:
         secret = new_secret()
         record = KeyRecord(id=new_key_id(), team=team, prefix=secret[:PREFIX_CHARS],
@@ -324,8 +324,8 @@ class AdminAPI:
         _, expires_at = _expiry(body, now)
         if expires_at is not None and expires_at <= now:
             raise errors.InvalidRequest("expires_at: is in the past")
-        record, secret = await self._issue_key(team, _key_name(body.get("name")), expires_at,
-                                               _limits(body), _metadata(body), now)
+        record, secret = await self._issue_key(team, name=_key_name(body.get("name")), expires_at=expires_at,
+                                               limits=_limits(body), metadata=_metadata(body), now=now)
         return json_response({**key_json(record, now), "key": secret}, 201)
 
     async def list_keys(self, request: Request) -> Response:
@@ -384,7 +384,8 @@ class AdminAPI:
         if expires_at is not None and expires_at <= now:
             raise errors.InvalidRequest(f"expires_at: is in the past (key {old.id!r} has expired: "
                                         "give expires_at or expires_in_days for its replacement)")
-        new, secret = await self._issue_key(old.team, old.name, expires_at, old.limits, old.metadata, now)
+        new, secret = await self._issue_key(old.team, name=old.name, expires_at=expires_at, limits=old.limits,
+                                            metadata=old.metadata, now=now)
         if grace > 0:
             until = now + grace if old.expires_at is None else min(old.expires_at, now + grace)
             previous = await self.store.update_key(old.id, {"expires_at": until})

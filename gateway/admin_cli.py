@@ -103,7 +103,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: frozense
 
     def line(cells: Sequence[str]) -> str:
         return "  ".join(c.rjust(w) if i in right else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
@@ -323,17 +323,6 @@ def _runner(action: Action) -> Callable[[argparse.Namespace], int]:
         print(json.dumps(output.payload, indent=2) if args.json else output.text)
         return 0
     return run
-
-
-def run(argv: Sequence[str]) -> int:
-    """Run one of these commands from its arguments, e.g. `run(["teams", "list", "--json"])`."""
-    root = argparse.ArgumentParser(prog="gateway")
-    add_commands(root.add_subparsers(dest="command", required=True))
-    try:
-        args = root.parse_args(list(argv))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return args.func(args)
 
 
 # -- the parsers --------------------------------------------------------------------------------
