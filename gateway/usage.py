@@ -150,10 +150,8 @@ class UsageRecorder:
             await self._replay_spill()
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
-        if settlements:
-            await asyncio.gather(*(self.store.settle(*s) for s in settlements))
-        for i in range(0, len(records), BATCH):
-            await self.store.append_usage(records[i:i + BATCH])
+        for i in range(0, max(len(records), len(settlements)), BATCH):
+            await self.store.settle_and_append(settlements[i:i + BATCH], records[i:i + BATCH])
 
     def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
         records, settlements = batch

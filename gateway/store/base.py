@@ -387,6 +387,16 @@ class Store(ABC):
         Idempotent per request id: False when already settled. Cost 0 releases."""
 
     # usage ---------------------------------------------------------------------------------
+    async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
+                                records: Sequence[Mapping[str, Any]]) -> None:
+        """Settle many requests (each the arguments of `settle`) and append their usage records,
+        in as few round trips as the backend allows. Both halves are idempotent, so a caller may
+        repeat the whole call after a failure."""
+        for settlement in settlements:
+            await self.settle(*settlement)
+        if records:
+            await self.append_usage(records)
+
     @abstractmethod
     async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Store each record once per request id (a repeat within `usage_dedupe_s` is

@@ -22,7 +22,7 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from gateway.store import keys
 from gateway.store.base import (
@@ -320,8 +320,8 @@ class RedisStore(Store):
                 [request_id, _num(now), _num(self.options.lease_ttl_s), self._lease_key_ttl()])
         return int(done) == 1
 
-    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
-                     tokens: int, now: float) -> bool:
+    def _settle_call(self, team: str, key_id: str, request_id: str, cost_usd: float,
+                     tokens: int, now: float) -> tuple[list[str], list[Any]]:
         tk = keys.TeamKeys(team)
         script_keys = [
             tk.window_tokens, tk.key_window_tokens(key_id), tk.leases, tk.key_concurrency,
@@ -332,9 +332,41 @@ class RedisStore(Store):
         month_ttl = math.ceil(next_month_start(now) - now + 86400)
         args = [key_id, request_id, usd_to_nanos(cost_usd), int(tokens), _num(now), day_ttl,
                 month_ttl, self._lease_key_ttl(), _num(self.options.settle_memory_s)]
+        return script_keys, args
+
+    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
+                     tokens: int, now: float) -> bool:
+        script_keys, args = self._settle_call(team, key_id, request_id, cost_usd, tokens, now)
         async with self._guard():
             done = await self._script("settle", script_keys, args)
         return int(done) == 1
+
+    async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
+                                records: Sequence[Mapping[str, Any]]) -> None:
+        """One pipelined round trip for a whole batch (per node on a cluster)."""
+        if self.cluster:
+            await super().settle_and_append(settlements, records)
+            return
+        calls = [("settle", *self._settle_call(*s)) for s in settlements]
+        teams = group_by_team(usage_entry(r) for r in records)
+        now_ms = int(time.time() * 1000)
+        calls += [("usage", *self._usage_call(team, batch, now_ms)) for team, batch in teams.items()]
+        for attempt in range(2):
+            pipe = self._redis.pipeline(transaction=False)
+            for name, script_keys, args in calls:
+                pipe.evalsha(self._scripts[name].sha, len(script_keys), *script_keys, *args)
+            if teams:
+                pipe.sadd(keys.USAGE_TEAMS, *teams)
+            try:
+                async with self._guard():
+                    await self._io(pipe.execute())
+                return
+            except StoreUnavailable as exc:
+                # A Redis that restarted has forgotten the scripts: load them and go again
+                # (settlements and records are idempotent).
+                if attempt or not isinstance(exc.__cause__, NoScriptError):
+                    raise
+                await self.ping()
 
     # -- usage ---------------------------------------------------------------------------------
     def _usage_call(self, team: str, batch: list[UsageEntry],

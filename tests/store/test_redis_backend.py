@@ -122,3 +122,44 @@ async def test_a_cluster_is_reached_by_url_scheme_or_by_option(redis_cluster):
     finally:
         await by_scheme.close()
         await by_option.close()
+
+
+async def test_settlements_and_usage_of_a_batch_share_one_pipelined_round_trip(redis_server):
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        await store.create_team(Team("team-a", created_at=NOW, limits=Limits(budget_daily_usd=10)))
+        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="p", secret_hash=secret_hash("s"),
+                                         created_at=NOW))
+        await store.ping()
+        for i in range(5):
+            assert (await store.admit(AdmissionRequest("team-a", "key-1", f"r{i}", 10, 0.5, "m1", NOW))).admitted
+        settlements = [("team-a", "key-1", f"r{i}", 0.25, 150, NOW) for i in range(5)]
+        batch = [record(f"r{i}", NOW + i) for i in range(5)]
+        with CommandLog(redis_server) as log:
+            await store.settle_and_append(settlements, batch)
+            # MONITOR shows a pipeline's commands one by one; what matters is that no reply
+            # was awaited between them, which redis-py's pipeline guarantees.
+            assert sorted(log.names()) == ["evalsha"] * 6 + ["sadd"]
+        # idempotent: the same batch again changes nothing
+        await store.settle_and_append(settlements, batch)
+        records = await store.usage_records(team="team-a", session_id=None, start=None, end=None, limit=100)
+        assert len(records) == 5
+        # the budget was charged the actual cost once: 5 × 0.25 of 10.00 leaves room for 8.75 more
+        for i in range(17):
+            assert (await store.admit(AdmissionRequest("team-a", "key-1", f"n{i}", 10, 0.5, "m1", NOW))).admitted
+        assert not (await store.admit(AdmissionRequest("team-a", "key-1", "last", 10, 0.5, "m1", NOW))).admitted
+    finally:
+        await store.close()
+
+
+async def test_settle_and_append_reloads_forgotten_scripts(own_server):
+    store = create_store(own_server.url)
+    try:
+        await store.ping()
+        with own_server.client() as c:
+            c.script_flush()  # what a restarted Redis has forgotten
+        await store.settle_and_append([("team-a", "key-1", "r1", 0.1, 10, NOW)], [record("r1", NOW)])
+        assert len(await store.usage_records(team="team-a", session_id=None, start=None, end=None, limit=10)) == 1
+    finally:
+        await store.close()
