@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import random
 import time
 
 import aiohttp
@@ -28,14 +29,17 @@ from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
 from gateway.model_listing import list_page, model_info
-from gateway.request import parse_count_tokens_request, parse_messages_request, read_body, read_headers
+from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
+from gateway.routing import RoutingState
 from gateway.serving import served_models, serving_catalog
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
 from gateway.tracing import create_tracer
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
-from policies.plan import Plan, simple_plan
+from policies.plan import Plan, build_plan
+from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndpoint, parse_preferences,
+                                 request_parameters)
 from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
 from providers import anthropic
@@ -75,6 +79,7 @@ class Gateway:
         self.session: aiohttp.ClientSession | None = None
         self.executor: Executor | None = None
         self.admitter = Admitter(self.store, settings.store_outage)
+        self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
         self._background: list[asyncio.Task] = []
@@ -108,7 +113,7 @@ class Gateway:
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
         self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
                                              cookie_jar=aiohttp.DummyCookieJar())
-        self.executor = Executor(self.session, self.settings.timeouts)
+        self.executor = Executor(self.session, self.settings.timeouts, self.settings.retries, self.routing)
         try:
             await self.store.ping()  # also loads the store's scripts, so the first admission is one call
             await self.register_static_principals()
@@ -122,6 +127,7 @@ class Gateway:
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
         self._background.append(asyncio.get_running_loop().create_task(self.admitter.renew_forever()))
+        self._background.append(asyncio.get_running_loop().create_task(self.routing.refresh_forever()))
 
     async def _register_when_reachable(self) -> None:
         while True:
@@ -143,7 +149,8 @@ class Gateway:
         await self.store.close()
 
     # -- planning -------------------------------------------------------------------------------
-    def plan(self, model: str, fallbacks: list[str], principal: Principal) -> Plan:
+    def plan(self, model: str, fallbacks: list[str], principal: Principal, preferences: dict | None = None,
+             request: MessagesRequest | None = None) -> Plan:
         try:
             resolved = resolve_all(self.catalog, model, fallbacks)
         except UnknownModel as exc:
@@ -153,10 +160,20 @@ class Gateway:
             denied = [r.model.id for r in resolved if r.model.id not in allowed]
             if denied:
                 raise errors.PermissionDenied(f"this key may not use model {denied[0]!r}")
-        plan = simple_plan(self.catalog, resolved)
-        if not plan.attempts:
-            raise errors.NotFound(f"no configured provider serves model {resolved[0].model.id!r}")
-        return plan
+        try:
+            prefs = parse_preferences(preferences) if preferences else DEFAULT_PREFERENCES
+        except InvalidPreferences as exc:
+            raise errors.InvalidRequest(str(exc)) from None
+        # Which parameters a request uses is only needed to honour require_parameters, and
+        # finding out means decoding the whole body.
+        used = request_parameters(request.body) if prefs.require_parameters and request is not None else frozenset()
+        try:
+            return build_plan(self.catalog, resolved, prefs, used_parameters=used, view=self.routing.view,
+                              now=time.time(), rand=random.random())
+        except NoEndpoint as exc:
+            # A request using parameters no endpoint can honour is the client's to change: 400.
+            kind = errors.InvalidRequest if exc.filter == "provider.require_parameters" else errors.NotFound
+            raise kind(str(exc)) from None
 
     # -- POST /v1/messages ------------------------------------------------------------------------
     async def messages(self, scope, receive, send) -> None:
@@ -167,7 +184,8 @@ class Gateway:
             ex.principal = await self.auth.authenticate(ex.headers.api_keys)
             raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
             ex.request = parse_messages_request(raw, ex.headers)
-            plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal)
+            plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal, ex.request.preferences,
+                             ex.request)
             ex.plan_model = plan.primary.id
             ticket = await self._admit(ex, plan)
             await self._run_watched(ex, plan, receive, send)

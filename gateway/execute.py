@@ -9,6 +9,7 @@ context length exceeded, moderation); after the first byte, never: a failure the
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,7 +18,10 @@ import orjson
 
 from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
-from gateway.settings import Timeouts
+from gateway.routing import RoutingState
+from gateway.settings import Retries, Timeouts
+from policies.health import COOLING, PROBE
+from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from policies.plan import Attempt, Plan
 from policies.pricing import cost_usd
 from providers import anthropic, mock, openai_chat
@@ -28,7 +32,7 @@ Send = Callable[[dict], Awaitable[None]]
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 # Upstream statuses after which another endpoint may serve the request.
-_FALLBACK_STATUSES = {401, 403, 408, 409, 429, 500, 502, 503, 504, 529}
+_FALLBACK_STATUSES = {401, 403, 408, 429, 500, 502, 503, 504, 529}
 
 
 class AttemptFailed(Exception):
@@ -127,30 +131,95 @@ def _retry_after(headers) -> float | None:
 
 
 class Executor:
-    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts) -> None:
+    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts, retries: Retries,
+                 routing: RoutingState) -> None:
         self.session = session
         self.timeouts = timeouts
+        self.retries = retries
+        self.routing = routing
+        self.budget = RetryBudget(ratio=retries.budget_ratio)
         self.connect_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
                                                      sock_connect=timeouts.connect, sock_read=timeouts.idle)
 
     async def run(self, ex: Exchange, plan: Plan, send: Send) -> None:
-        """Serve `ex` from the first attempt that answers; raise the final error when none does."""
+        """Serve `ex` from the plan's attempts; raise the final error when none answers.
+
+        Within the request's deadline and the attempt limit: a transient failure is retried on the
+        same endpoint with backoff while the retry budget allows, then the next endpoint is tried;
+        a failure that is the model's (context length, moderation) skips to the next model; a
+        client error stops. Endpoints in cooldown are tried only when nothing else is left.
+        """
+        now = time.time()
+        self.budget.record_request(now)
+        deadline = time.monotonic() + self.timeouts.total
+        attempts = [a for a in plan.attempts if a.health != COOLING] or list(plan.attempts)
         last: AttemptFailed | None = None
-        for attempt in plan.attempts:
-            try:
-                await self._try(attempt, ex, send)
-                return
-            except AttemptFailed as failure:
-                ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, failure.outcome))
-                last = failure
-                if not failure.fallback:
+        skip_model = None
+        for index, attempt in enumerate(attempts):
+            if attempt.model is skip_model:
+                continue
+            if attempt.health == PROBE and index < len(attempts) - 1 \
+                    and not self.routing.claim_probe(attempt.endpoint_key, now):
+                continue
+            tries = 0
+            while True:
+                if len(ex.attempts) >= self.retries.max_attempts or time.monotonic() >= deadline:
+                    step = STOP
                     break
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout_at(asyncio.get_running_loop().time()
+                                                  + (deadline - time.monotonic())):
+                        await self._try(attempt, ex, send)
+                except AttemptFailed as failure:
+                    last = failure
+                    ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, failure.outcome))
+                    now = time.time()
+                    self.routing.failed(attempt, failure.outcome, failure.retry_after, now)
+                    step = next_step(failure.outcome, failure.retry_after)
+                    tries += 1
+                    if step == RETRY and tries < self.retries.per_endpoint and self.budget.try_retry(now):
+                        delay = backoff_delay(tries, base=self.retries.backoff_base, cap=self.retries.backoff_max,
+                                              rand=random.random(), retry_after=failure.retry_after)
+                        if time.monotonic() + delay < deadline:
+                            await asyncio.sleep(delay)
+                            continue
+                    break
+                except TimeoutError:
+                    if ex.first_byte_at is not None:
+                        # Mid-stream: the client already has the first bytes; end the stream properly.
+                        ex.status, ex.error_type, ex.finished = 504, "timeout_error", True
+                        await send({"type": "http.response.body", "body": errors.sse_error_event(
+                            "timeout_error", f"the request took longer than its deadline of "
+                                             f"{self.timeouts.total:g} s")})
+                        return
+                    last = AttemptFailed(errors.UpstreamTimeout("the request took longer than its deadline of "
+                                                                f"{self.timeouts.total:g} s"), "timeout",
+                                         fallback=False)
+                    ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, "timeout"))
+                    step = STOP
+                    break
+                self._report_success(attempt, ex, started)
+                return
+            if step == STOP:
+                break
+            if step == NEXT_MODEL:
+                skip_model = attempt.model
         if last is None:
-            raise errors.NotFound("no provider is configured to serve this model")
+            raise errors.NotFound("no provider is available to serve this model right now")
         error = last.error
         if len(ex.attempts) > 1:
             error.headers = {**error.headers, "x-should-retry": "false"}
         raise error
+
+    def _report_success(self, attempt: Attempt, ex: Exchange, started: float) -> None:
+        ttft = ex.first_token_at - started if ex.first_token_at is not None else None
+        tps = None
+        if ex.usage is not None and ex.usage.output_tokens and ex.first_token_at is not None:
+            generation = time.perf_counter() - ex.first_token_at
+            if generation > 0.005:
+                tps = ex.usage.output_tokens / generation
+        self.routing.succeeded(attempt, ttft, tps)
 
     async def _try(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         protocol = attempt.provider.protocol
@@ -212,6 +281,7 @@ class Executor:
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")
         response = await self._post(provider.name, url, body, headers)
+        self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response)
@@ -242,6 +312,7 @@ class Executor:
         except (aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} failed: {type(exc).__name__}"),
                                 "error", fallback=True) from None
+
 
     async def _read(self, provider: str, response: aiohttp.ClientResponse) -> bytes:
         try:
@@ -331,11 +402,12 @@ class Executor:
             names = ", ".join(exc.parameters)
             raise AttemptFailed(errors.InvalidRequest(
                 f"provider {provider.name} cannot honour {names} and provider.require_parameters is true"),
-                "unsupported_parameters", fallback=True) from None
+                "unsupported", fallback=True) from None
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
         response = await self._post(provider.name, openai_chat.chat_completions_url(provider.base_url),
                                     orjson.dumps(chat), headers)
+        self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response)

@@ -30,6 +30,8 @@ def base_settings(anthropic_url: str, **extra) -> dict:
         "providers": {"anthropic": {"base_url": anthropic_url, "api_key": "sk-upstream-secret-anthropic"}},
         "keys": [{"key": TEAM_KEY, "team": "team-a"}, {"key": OTHER_TEAM_KEY, "team": "team-b"}],
         "admin_key": ADMIN_KEY,
+        # Error-mapping tests see each upstream answer once; retry behaviour has tests of its own.
+        "retries": {"per_endpoint": 1},
     }
     settings.update(extra)
     return settings
