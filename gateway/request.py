@@ -95,12 +95,13 @@ class _Envelope(msgspec.Struct):
     messages: msgspec.Raw = msgspec.Raw()
     max_tokens: Any = msgspec.UNSET
     stream: Any = False
-    provider: Any = None
-    models: Any = None
-    session_id: Any = None
-    trace: Any = None
-    user: Any = None
-    plugins: Any = None
+    # Router-only members: UNSET when absent, so the passthrough knows exactly what to remove.
+    provider: Any = msgspec.UNSET
+    models: Any = msgspec.UNSET
+    session_id: Any = msgspec.UNSET
+    trace: Any = msgspec.UNSET
+    user: Any = msgspec.UNSET
+    plugins: Any = msgspec.UNSET
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
@@ -166,8 +167,15 @@ def _optional_id(value: Any, field: str) -> str | None:
     return value
 
 
+def _given(value: Any) -> Any:
+    return None if value is msgspec.UNSET else value
+
+
 def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
     env = _decode_envelope(raw)
+    present = tuple(f for f in ROUTER_FIELDS if getattr(env, f) is not msgspec.UNSET)
+    env.provider, env.models, env.session_id = _given(env.provider), _given(env.models), _given(env.session_id)
+    env.trace, env.user, env.plugins = _given(env.trace), _given(env.user), _given(env.plugins)
     model = _check_model(env.model)
     _check_messages(env.messages)
     max_tokens = env.max_tokens
@@ -192,14 +200,8 @@ def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesReque
         raise InvalidRequest("plugins: must be an array")
     session = _optional_id(env.session_id if env.session_id is not None else headers.session_id, "session_id")
     user = _optional_id(env.user, "user")
-    present = tuple(f for f in ROUTER_FIELDS if f in _PRESENCE_PROBES and _PRESENCE_PROBES[f] in raw)
     return MessagesRequest(raw, model, fallbacks, env.stream, max_tokens, session, user, env.trace, env.provider,
                            present)
-
-
-# A router field can only be present if its quoted name occurs in the body; a false positive only
-# costs a search for a member that is not there.
-_PRESENCE_PROBES = {f: b'"' + f.encode() + b'"' for f in ROUTER_FIELDS}
 
 
 def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:
