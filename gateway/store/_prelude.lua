@@ -24,3 +24,36 @@ end
 local function touch(ttl, ...)
   for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
 end
+
+-- Settle one request, once per request id: end its lease (slot and reservation), charge the
+-- actual cost to the UTC day and month of `now`, and true up the TPM windows with the actual
+-- tokens. The cost is charged even when the lease has already expired: the money was spent.
+-- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, settled}. Returns 1, or 0 when the
+-- request was already settled.
+local function settle_one(k, key_id, rid, cost, tokens, now, day_ttl, month_ttl, lease_key_ttl, remember)
+  if redis.call('ZSCORE', k.settled, rid) then return 0 end
+  redis.call('ZREMRANGEBYSCORE', k.settled, '-inf', num(now - remember))
+  redis.call('ZADD', k.settled, num(now), rid)
+  redis.call('EXPIRE', k.settled, math.ceil(remember * 2))
+
+  release(k.leases, k.kconc, k.res, k.reserved, rid)
+  touch(lease_key_ttl, k.leases, k.kconc, k.res, k.reserved)
+
+  if cost > 0 then
+    for _, field in ipairs({'team', 'k:' .. key_id}) do
+      redis.call('HINCRBY', k.day, field, int(cost))
+      redis.call('HINCRBY', k.month, field, int(cost))
+    end
+    redis.call('EXPIRE', k.day, day_ttl)
+    redis.call('EXPIRE', k.month, month_ttl)
+  end
+
+  for _, wtok in ipairs({k.wtok, k.kwtok}) do
+    local prev = redis.call('HGET', wtok, 'r:' .. rid)
+    if prev then
+      redis.call('HSET', wtok, 'r:' .. rid, int(tokens))
+      redis.call('HINCRBY', wtok, '_sum', int(tokens - tonumber(prev)))
+    end
+  end
+  return 1
+end

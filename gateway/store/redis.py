@@ -67,7 +67,7 @@ from policies.limits import (
 
 T = TypeVar("T")
 
-SCRIPTS = ("admit", "settle", "renew", "usage", "endpoint_stats", "cas")
+SCRIPTS = ("admit", "settle", "settle_batch", "renew", "usage", "endpoint_stats", "cas")
 USAGE_CLOCK_SLACK_S = 300.0  # a record's ts may run ahead of its stream id by this much
 CAS_ATTEMPTS = 20
 PAGE = 500
@@ -341,13 +341,40 @@ class RedisStore(Store):
             done = await self._script("settle", script_keys, args)
         return int(done) == 1
 
+    def _settle_batch_call(self, team: str,
+                           settlements: Sequence[Sequence[Any]]) -> tuple[list[str], list[Any]]:
+        tk = keys.TeamKeys(team)
+        script_keys = [tk.window_tokens, tk.leases, tk.key_concurrency, tk.reservations, tk.reserved,
+                       tk.settled]
+        index: dict[str, int] = {}
+
+        def position(name: str) -> int:
+            if name not in index:
+                script_keys.append(name)
+                index[name] = len(script_keys)  # Lua counts from 1
+            return index[name]
+
+        entries = []
+        for _team, key_id, request_id, cost_usd, tokens, now in settlements:
+            entries.append([key_id, request_id, usd_to_nanos(cost_usd), int(tokens), now,
+                            math.ceil(next_day_start(now) - now + 86400),
+                            math.ceil(next_month_start(now) - now + 86400),
+                            position(tk.key_window_tokens(key_id)), position(tk.spend_day(day_id(now))),
+                            position(tk.spend_month(month_id(now)))])
+        args = [self._lease_key_ttl(), _num(self.options.settle_memory_s), orjson.dumps(entries).decode()]
+        return script_keys, args
+
     async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
                                 records: Sequence[Mapping[str, Any]]) -> None:
-        """One pipelined round trip for a whole batch (per node on a cluster)."""
+        """One pipelined round trip for a whole batch: one script call per team for the
+        settlements and one per team for the records (per node on a cluster)."""
         if self.cluster:
             await super().settle_and_append(settlements, records)
             return
-        calls = [("settle", *self._settle_call(*s)) for s in settlements]
+        by_team: dict[str, list[Sequence[Any]]] = {}
+        for settlement in settlements:
+            by_team.setdefault(settlement[0], []).append(settlement)
+        calls = [("settle_batch", *self._settle_batch_call(team, batch)) for team, batch in by_team.items()]
         teams = group_by_team(usage_entry(r) for r in records)
         now_ms = int(time.time() * 1000)
         calls += [("usage", *self._usage_call(team, batch, now_ms)) for team, batch in teams.items()]
