@@ -52,7 +52,7 @@ def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
 _REFUSALS = {
     "revoked": (errors.AuthenticationFailed, "this API key has been revoked"),
     "expired": (errors.AuthenticationFailed, "this API key has expired"),
-    "model_not_allowed": (errors.PermissionDenied, "this key may not use model {model!r}"),
+    "model_not_allowed": (errors.PermissionDenied, "this key may not use {models}"),
     "rpm": (errors.RateLimited, "request rate limit reached for team {team!r}: {limit} requests per minute"),
     "tpm": (errors.RateLimited, "token rate limit reached for team {team!r}: {limit} tokens per minute"),
     "concurrency": (errors.RateLimited, "too many concurrent requests for team {team!r}"),
@@ -90,7 +90,8 @@ class Admitter:
         principal = ex.principal
         tokens, cost = reservation(ex.request.raw, ex.request.max_tokens, plan)
         request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
-                                   tokens=tokens, cost_usd=cost, model=plan.primary.id, now=time.time())
+                                   tokens=tokens, cost_usd=cost, model=plan.primary.id, now=time.time(),
+                                   fallback_models=tuple(m.id for m in plan.models[1:]))
         try:
             adm = await self.store.admit(request)
         except StoreUnavailable:
@@ -105,7 +106,9 @@ class Admitter:
             return ticket
         kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
         limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit
-        message = template.format(team=principal.team, model=plan.primary.id, limit=limit)
+        models = " or ".join(repr(m.id) for m in plan.models)
+        message = template.format(team=principal.team, models=f"model {models}" if len(plan.models) == 1
+                                  else f"every model of {models}", limit=limit)
         extra = {}
         if kind is errors.RateLimited:
             ex.limited_by = adm.reason

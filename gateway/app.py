@@ -63,9 +63,11 @@ class Gateway:
         base = catalog or load_catalog(settings.models, settings.providers)
         self.catalog, self.demo = serving_catalog(base, settings.providers, settings.demo)
         self.static_keys: dict[str, Principal] = {}
+        team_models = {t.name: tuple(t.allowed_models) for t in settings.teams if t.allowed_models is not None}
         for entry in settings.keys:
             digest = secret_hash(entry.key.get_secret_value())
-            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team, from_config=True)
+            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team, from_config=True,
+                                                 allowed_models=team_models.get(entry.team))
         self.demo_key: str | None = None
         if self.demo:
             self.demo_key = (settings.demo_key.get_secret_value() if settings.demo_key
@@ -213,7 +215,13 @@ class Gateway:
         return await self.admitter.admit(ex, plan)
 
     async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
-        """Run the plan, cancelling it (and so the upstream call) if the client goes away."""
+        """Run the plan, cancelling it (and so the upstream call) if the client goes away.
+
+        A JSON answer is short-lived next to a stream and a watcher task costs every request, so
+        only streams are watched; a JSON request whose client left finishes and is recorded."""
+        if not ex.request.stream:
+            await self.executor.run(ex, plan, send)
+            return
         task = asyncio.current_task()
 
         async def watch() -> None:

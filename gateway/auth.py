@@ -66,7 +66,10 @@ class Authenticator:
         record = await self._store.find_key(digest)
         principal = None
         if record is not None and not record.revoked and (record.expires_at is None or record.expires_at > time.time()):
-            principal = Principal(key_id=record.id, team=record.team)
+            # The allow-list for listings and planning; admission checks it again in the store.
+            team = await self._store.get_team(record.team)
+            limits = record.limits.narrowed_by(team.limits) if team is not None else record.limits
+            principal = Principal(key_id=record.id, team=record.team, allowed_models=limits.allowed_models)
         if len(self._cache) > 100_000:
             self._cache.clear()
         self._cache[digest] = (now + self._ttl, principal)

@@ -39,22 +39,34 @@ _KIND_FIELDS = (("input", "input_tokens"), ("output", "output_tokens"),
                 ("cache_read", "cache_read_input_tokens"), ("cache_write", "cache_creation_input_tokens"))
 
 
+_children: dict[tuple, object] = {}
+
+
+def _child(metric, *labels: str):
+    """The metric's labelled child, looked up once: `labels()` validates and locks on every call."""
+    key = (metric, labels)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*labels)
+    return child
+
+
 def observe(record: dict) -> None:
     """Count one finished request from its usage record."""
     team, model, provider = record["team"] or "", record["model"] or "", record["provider"] or ""
-    REQUESTS.labels(team, model, provider, str(record["status"])).inc()
+    _child(REQUESTS, team, model, provider, str(record["status"])).inc()
     for kind, field in _KIND_FIELDS:
         value = record[field]
         if value:
-            TOKENS.labels(team, model, provider, kind).inc(value)
+            _child(TOKENS, team, model, provider, kind).inc(value)
     if record["cost_usd"]:
-        COST.labels(team, model, provider).inc(record["cost_usd"])
+        _child(COST, team, model, provider).inc(record["cost_usd"])
     if record["provider"]:
-        DURATION.labels(model, provider).observe(record["latency_ms"] / 1000)
+        _child(DURATION, model, provider).observe(record["latency_ms"] / 1000)
         if record["ttft_ms"] is not None:
-            TTFT.labels(model, provider).observe(record["ttft_ms"] / 1000)
+            _child(TTFT, model, provider).observe(record["ttft_ms"] / 1000)
     for attempt in record["attempts"]:
-        ATTEMPTS.labels(attempt["provider"], attempt["outcome"]).inc()
+        _child(ATTEMPTS, attempt["provider"], attempt["outcome"]).inc()
     if len(record["attempts"]) > 1 and record["status"] == 200:
         FALLBACKS.labels(model).inc()
     if record["status"] == 429 and record.get("limited_by"):

@@ -23,6 +23,7 @@ from policies.retry import is_endpoint_failure
 
 log = logging.getLogger("gateway.routing")
 REFRESH_S = 1.0
+LIMITS_READ_EVERY_S = 0.2
 # Headers that say an upstream reports its rate limits; the rest of the parsing happens only then.
 _RATELIMIT_MARKERS = ("anthropic-ratelimit-requests-remaining", "anthropic-ratelimit-tokens-remaining",
                       "anthropic-ratelimit-input-tokens-remaining", "x-ratelimit-remaining-requests",
@@ -50,6 +51,7 @@ class RoutingState:
         self._samples: dict[str, list[tuple[float | None, float | None]]] = {}
         self._limits: dict[str, dict[str, float]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._limits_read_at: dict[str, float] = {}
 
     # -- what the executor reports ----------------------------------------------------------------
     def claim_probe(self, key: str, now: float) -> bool:
@@ -87,7 +89,13 @@ class RoutingState:
         self._samples.setdefault(key, []).append((ttft_s, output_tps))
 
     def saw_headers(self, provider: str, headers: Mapping[str, str], now: float) -> None:
-        """Upstream rate-limit headers: kept for routing (`near exhaustion` goes later)."""
+        """Upstream rate-limit headers: kept for routing (`near exhaustion` goes later).
+
+        Read at most a few times a second per provider: they are shared once a second anyway,
+        and a 429 (which matters at once) comes with its own retry-after."""
+        if now - self._limits_read_at.get(provider, 0.0) < LIMITS_READ_EVERY_S:
+            return
+        self._limits_read_at[provider] = now
         for marker in _RATELIMIT_MARKERS:
             if marker in headers:
                 break

@@ -4,7 +4,7 @@
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
 --       11 spend of the day, 12 spend of the month
--- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 model, 6 now,
+-- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 models (newline-separated), 6 now,
 --       7 next UTC day start, 8 next UTC month start, 9 lease ttl, 10 window, 11 lease key ttl,
 --       12 retry hint when the concurrency is full
 local key_id, rid, model = ARGV[1], ARGV[2], ARGV[5]
@@ -34,8 +34,12 @@ local key = keyrec.limits
 
 local function allows(models)
   if models == nil then return true end
-  for _, m in ipairs(models) do if m == model then return true end end
-  return false
+  for wanted in string.gmatch(model, '[^\n]+') do
+    local found = false
+    for _, m in ipairs(models) do if m == wanted then found = true break end end
+    if not found then return false end
+  end
+  return true
 end
 if not allows(opt(team.allowed_models)) or not allows(opt(key.allowed_models)) then
   return verdict(false, 'model_not_allowed')

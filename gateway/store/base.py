@@ -95,6 +95,11 @@ class AdmissionRequest:
     cost_usd: float    # worst-case budget reservation
     model: str
     now: float
+    fallback_models: tuple[str, ...] = ()  # the plan may reach these too: each must be allowed
+
+    @property
+    def all_models(self) -> tuple[str, ...]:
+        return (self.model, *self.fallback_models)
 
 
 @dataclass(frozen=True)

@@ -303,7 +303,7 @@ class MemoryStore(Store):
         if key.expires_at is not None and key.expires_at <= req.now:
             return "expired", team, key
         for allowed in (team.limits.allowed_models, key.limits.allowed_models):
-            if allowed is not None and req.model not in allowed:
+            if allowed is not None and any(m not in allowed for m in req.all_models):
                 return "model_not_allowed", team, key
         return None, team, key
 

@@ -22,9 +22,10 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.store import keys
+from gateway.store.resp import PipelinedRedis, RespError
 from gateway.store.base import (
     Admission,
     AdmissionRequest,
@@ -120,6 +121,9 @@ class RedisStore(Store):
         # waits, when a node's pool is exhausted.
         self._gate = asyncio.Semaphore(max_connections)
         self._discovered = not self.cluster
+        # The request path's own connection, where the URL allows it (see resp.py).
+        self._fast = (PipelinedRedis(url, connect_timeout=connect_timeout)
+                      if not self.cluster and url.startswith("redis://") else None)
         self._discovery = asyncio.Lock()
 
     # -- plumbing -----------------------------------------------------------------------------
@@ -151,6 +155,23 @@ class RedisStore(Store):
     async def _script(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._io(self._scripts[name](keys=list(script_keys), args=list(args)))
 
+    async def _hot_script(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """A script on the request path: through the pipelined connection where there is one."""
+        if self._fast is None:
+            async with self._guard():
+                return await self._script(name, script_keys, args)
+        command = ["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args]
+        for attempt in range(2):
+            try:
+                async with asyncio.timeout(self.operation_timeout):
+                    return await self._fast.execute(*command)
+            except RespError as exc:
+                if attempt or not str(exc).startswith("NOSCRIPT"):
+                    raise StoreError(f"redis script {name} failed: {exc}") from exc
+                await self.ping()  # a restarted Redis forgot the scripts
+            except (OSError, TimeoutError) as exc:
+                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+
     async def _pipeline(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Read-only commands in one round trip per node (several pipelines when long)."""
         results: list[Any] = []
@@ -170,6 +191,8 @@ class RedisStore(Store):
                 await self._io(self._redis.script_load(script.script))
 
     async def close(self) -> None:
+        if self._fast is not None:
+            self._fast.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
@@ -301,11 +324,10 @@ class RedisStore(Store):
             tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
             tk.spend_month(month_id(now))]
         args = [req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                req.model, _num(now), _num(next_day_start(now)), _num(next_month_start(now)),
+                "\n".join(req.all_models), _num(now), _num(next_day_start(now)), _num(next_month_start(now)),
                 _num(self.options.lease_ttl_s), _num(WINDOW_S), self._lease_key_ttl(),
                 _num(CONCURRENCY_RETRY_S)]
-        async with self._guard():
-            out = await self._script("admit", script_keys, args)
+        out = await self._hot_script("admit", script_keys, args)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
             requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
@@ -378,22 +400,32 @@ class RedisStore(Store):
         teams = group_by_team(usage_entry(r) for r in records)
         now_ms = int(time.time() * 1000)
         calls += [("usage", *self._usage_call(team, batch, now_ms)) for team, batch in teams.items()]
+        commands: list[list[Any]] = [["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args]
+                                     for name, script_keys, args in calls]
+        if teams:
+            commands.append(["SADD", keys.USAGE_TEAMS, *teams])
         for attempt in range(2):
-            pipe = self._redis.pipeline(transaction=False)
-            for name, script_keys, args in calls:
-                pipe.evalsha(self._scripts[name].sha, len(script_keys), *script_keys, *args)
-            if teams:
-                pipe.sadd(keys.USAGE_TEAMS, *teams)
             try:
-                async with self._guard():
-                    await self._io(pipe.execute())
+                async with asyncio.timeout(self.operation_timeout):
+                    if self._fast is not None:
+                        replies = await self._fast.pipeline(commands)
+                    else:
+                        pipe = self._redis.pipeline(transaction=False)
+                        for command in commands:
+                            pipe.execute_command(*command)
+                        replies = await self._io(pipe.execute(raise_on_error=False))
+            except (OSError, TimeoutError, RedisError) as exc:
+                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
                 return
-            except StoreUnavailable as exc:
-                # A Redis that restarted has forgotten the scripts: load them and go again
-                # (settlements and records are idempotent).
-                if attempt or not isinstance(exc.__cause__, NoScriptError):
-                    raise
-                await self.ping()
+            if any(isinstance(e, (OSError, ConnectionError)) for e in errors):
+                raise StoreUnavailable(f"redis unavailable: {errors[0]}")
+            # A Redis that restarted has forgotten the scripts: load them and go again
+            # (settlements and records are idempotent).
+            if attempt or not all("NOSCRIPT" in str(e) for e in errors):
+                raise StoreError(f"redis batch failed: {errors[0]}")
+            await self.ping()
 
     # -- usage ---------------------------------------------------------------------------------
     def _usage_call(self, team: str, batch: list[UsageEntry],

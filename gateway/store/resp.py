@@ -1,0 +1,133 @@
+"""A small pipelining Redis client for the calls on every request's path (admission, settlement).
+
+redis-py spends tens of microseconds of Python per command (pool checkout, retry wrapper, generic
+encoding) and uses a connection per command in flight. Here one connection carries every command:
+each is written as soon as it is issued, concurrent requests' commands share the socket (natural
+pipelining), and replies, parsed by hiredis, resolve futures in order. Only plain `redis://`
+URLs; TLS and Cluster go through redis-py.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+
+class RespError(Exception):
+    """An error reply from Redis (e.g. NOSCRIPT)."""
+
+
+def encode_command(args: Sequence[Any]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, bool):
+            data = b"1" if arg else b"0"
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            data = str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
+        self.waiters: deque[asyncio.Future] = deque()
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while True:
+            reply = self.reader.gets()
+            if reply is False:
+                return
+            waiter = self.waiters.popleft()
+            if waiter.done():  # its caller timed out; the reply still had to be consumed
+                continue
+            if isinstance(reply, hiredis.ReplyError):
+                waiter.set_exception(RespError(str(reply)))
+            else:
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = exc or ConnectionError("connection closed by server")
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError(f"redis connection lost: {self.lost}"))
+
+
+class PipelinedRedis:
+    def __init__(self, url: str, *, connect_timeout: float) -> None:
+        parts = urlsplit(url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or 6379
+        self.password = unquote(parts.password) if parts.password else None
+        self.username = unquote(parts.username) if parts.username else None
+        self.db = int(parts.path.lstrip("/") or 0) if parts.path not in ("", "/") else 0
+        self.connect_timeout = connect_timeout
+        self._protocol: _Protocol | None = None
+        self._connecting: asyncio.Lock | None = None
+
+    async def _connection(self) -> _Protocol:
+        protocol = self._protocol
+        if protocol is not None and protocol.lost is None:
+            return protocol
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._protocol is not None and self._protocol.lost is None:
+                return self._protocol
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(self.connect_timeout):
+                _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                if self.password:
+                    auth = [self.username, self.password] if self.username else [self.password]
+                    await self._send(protocol, [b"AUTH", *auth])
+                if self.db:
+                    await self._send(protocol, [b"SELECT", self.db])
+            self._protocol = protocol
+            return protocol
+
+    @staticmethod
+    def _send(protocol: _Protocol, args: Sequence[Any]) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        protocol.waiters.append(waiter)
+        protocol.transport.write(encode_command(args))
+        return waiter
+
+    async def execute(self, *args: Any) -> Any:
+        protocol = await self._connection()
+        return await self._send(protocol, args)
+
+    async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Every command in one write; the replies in order (an error reply is returned, not raised)."""
+        protocol = await self._connection()
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for _ in commands:
+            waiter = loop.create_future()
+            protocol.waiters.append(waiter)
+            waiters.append(waiter)
+        protocol.transport.write(b"".join(encode_command(c) for c in commands))
+        return list(await asyncio.gather(*waiters, return_exceptions=True))
+
+    def close(self) -> None:
+        if self._protocol is not None and self._protocol.transport is not None:
+            self._protocol.transport.close()
+        self._protocol = None
