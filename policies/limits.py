@@ -6,6 +6,7 @@ function takes the time it reasons about.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -56,14 +57,23 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
+# Every admission and settlement names its day and month: computed once per UTC day, not per call.
+@functools.lru_cache(maxsize=64)
+def _day_facts(day: int) -> tuple[str, str, float]:
+    """(day id, month id, start of the next month) of the UTC day number `day`."""
+    d = _utc(day * 86400)
+    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
+    return d.strftime("%Y%m%d"), d.strftime("%Y%m"), datetime(year, month, 1, tzinfo=UTC).timestamp()
+
+
 def day_id(now: float) -> str:
     """The UTC day a daily budget counts in, e.g. '20250131'."""
-    return _utc(now).strftime("%Y%m%d")
+    return _day_facts(int(now // 86400))[0]
 
 
 def month_id(now: float) -> str:
     """The UTC month a monthly budget counts in, e.g. '202501'."""
-    return _utc(now).strftime("%Y%m")
+    return _day_facts(int(now // 86400))[1]
 
 
 def next_day_start(now: float) -> float:
@@ -71,9 +81,7 @@ def next_day_start(now: float) -> float:
 
 
 def next_month_start(now: float) -> float:
-    d = _utc(now)
-    year, month = (d.year + 1, 1) if d.month == 12 else (d.year, d.month + 1)
-    return datetime(year, month, 1, tzinfo=UTC).timestamp()
+    return _day_facts(int(now // 86400))[2]
 
 
 def hour_start(ts: float) -> int:
