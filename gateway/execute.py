@@ -168,8 +168,14 @@ class Executor:
                     break
                 started = time.perf_counter()
                 try:
-                    async with asyncio.timeout_at(asyncio.get_running_loop().time()
-                                                  + (deadline - time.monotonic())):
+                    if ex.request.stream:
+                        async with asyncio.timeout_at(asyncio.get_running_loop().time()
+                                                      + (deadline - time.monotonic())):
+                            await self._try(attempt, ex, send)
+                    else:
+                        # A JSON answer is bounded by the first-byte wait (capped by the deadline
+                        # below) and the idle timeout while its body arrives: one timer less.
+                        ex.deadline = deadline
                         await self._try(attempt, ex, send)
                 except AttemptFailed as failure:
                     last = failure
@@ -280,7 +286,7 @@ class Executor:
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")
-        response = await self._post(provider.name, url, body, headers)
+        response = await self._post(provider.name, url, body, headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
@@ -298,9 +304,13 @@ class Executor:
             raise
         response.release()
 
-    async def _post(self, provider: str, url: str, body: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+    async def _post(self, provider: str, url: str, body: bytes, headers: dict[str, str],
+                    deadline: float | None = None) -> aiohttp.ClientResponse:
+        wait = self.timeouts.first_byte
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
         try:
-            async with asyncio.timeout(self.timeouts.first_byte):
+            async with asyncio.timeout(wait):
                 return await self.session.post(url, data=body, headers=headers, timeout=self.connect_timeout)
         except TimeoutError:
             raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
@@ -406,7 +416,7 @@ class Executor:
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
         response = await self._post(provider.name, openai_chat.chat_completions_url(provider.base_url),
-                                    orjson.dumps(chat), headers)
+                                    orjson.dumps(chat), headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:

@@ -38,10 +38,14 @@ class UsageEntry:
     team: str
     ts: float
     session_id: str | None
-    record: dict[str, Any]     # the record as it will read back (a JSON round trip)
     record_json: bytes
     dims: str
     amounts: tuple[int, ...]   # one per METRICS entry
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The record as it will read back (a JSON round trip); only the memory store needs it."""
+        return orjson.loads(self.record_json)
 
     @property
     def hour(self) -> int:
@@ -85,7 +89,7 @@ def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     return UsageEntry(
         request_id=request_id, team=team, ts=float(ts),
         session_id=session_id if isinstance(session_id, str) else None,
-        record=orjson.loads(record_json), record_json=record_json, dims=dims,
+        record_json=record_json, dims=dims,
         amounts=tuple(amounts))
 
 
