@@ -10,7 +10,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from policies.limits import LEASE_TTL_S, allowed_intersection, stricter
@@ -452,6 +452,9 @@ def ewma(previous: float | None, sample: float | None, alpha: float) -> float | 
     return previous * (1 - alpha) + sample * alpha
 
 
+MEMORY_MAX_RECORDS = 20_000  # per team, for the in-memory store
+
+
 def create_store(redis_url: str | None, **options: Any) -> Store:
     """None -> MemoryStore. A `redis+cluster://host:port` URL (or `cluster=True`) -> Redis
     Cluster; any other redis:// or rediss:// URL -> a plain Redis.
@@ -465,6 +468,10 @@ def create_store(redis_url: str | None, **options: Any) -> Store:
     if redis_url is None:
         if rest:
             raise TypeError(f"options not understood by the memory store: {sorted(rest)}")
+        if "usage_max_records" not in options:
+            # In process memory, keep the newest records only (rollups keep every total), so
+            # that a busy gateway without Redis stays small.
+            store_options = replace(store_options, usage_max_records=MEMORY_MAX_RECORDS)
         from gateway.store.memory import MemoryStore
         return MemoryStore(store_options)
     from gateway.store.redis import RedisStore
