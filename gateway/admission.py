@@ -9,6 +9,7 @@ later (the usage recorder replays), fail-closed answers 529.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -34,6 +35,11 @@ def reservation(raw: bytes, max_tokens: int, plan: Plan) -> tuple[int, float]:
     return input_tokens + max_tokens, cost
 
 
+@functools.lru_cache(maxsize=256)
+def _rfc3339(second: int) -> bytes:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
+
+
 def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
     """Anthropic's anthropic-ratelimit-* headers, for the gateway's own limits on this key."""
     headers = []
@@ -44,8 +50,7 @@ def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
         headers.append((f"anthropic-ratelimit-{kind}-limit".encode(), str(limit).encode()))
         headers.append((f"anthropic-ratelimit-{kind}-remaining".encode(), str(max(remaining or 0, 0)).encode()))
         if reset is not None:
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(reset))
-            headers.append((f"anthropic-ratelimit-{kind}-reset".encode(), stamp.encode()))
+            headers.append((f"anthropic-ratelimit-{kind}-reset".encode(), _rfc3339(int(reset))))
     return headers
 
 

@@ -46,9 +46,22 @@ class _Protocol(asyncio.Protocol):
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self.waiters: deque[asyncio.Future] = deque()
         self.lost: Exception | None = None
+        self._pending: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def write(self, data: bytes) -> None:
+        """Queue a command; everything queued in one turn of the event loop leaves in one write,
+        so concurrent requests share a system call as well as the connection."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -108,7 +121,7 @@ class PipelinedRedis:
     def _send(protocol: _Protocol, args: Sequence[Any]) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()
         protocol.waiters.append(waiter)
-        protocol.transport.write(encode_command(args))
+        protocol.write(encode_command(args))
         return waiter
 
     async def execute(self, *args: Any) -> Any:
@@ -124,7 +137,7 @@ class PipelinedRedis:
             waiter = loop.create_future()
             protocol.waiters.append(waiter)
             waiters.append(waiter)
-        protocol.transport.write(b"".join(encode_command(c) for c in commands))
+        protocol.write(b"".join(encode_command(c) for c in commands))
         return list(await asyncio.gather(*waiters, return_exceptions=True))
 
     def close(self) -> None:
