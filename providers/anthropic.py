@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from providers.base import ROUTER_FIELDS, Usage
-from providers.jsonedit import EditError, edit_members, insert_into_member_object
+from providers.jsonedit import EditError, edit_members
 from providers.sse import EventSplitter, event_data, event_name
 
 DEFAULT_VERSION = "2023-06-01"
@@ -57,11 +57,10 @@ def upstream_headers(*, api_key: str | None, version: str | None, beta: str | No
 def edit_response(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider: str, cost: float | None) -> bytes:
     """The upstream's JSON message with the router's `model`, `provider` and `usage.cost`."""
     try:
-        out = edit_members(raw, replace={"model": model},
-                           append=None if "provider" in parsed else {"provider": provider})
-        if cost is not None and isinstance(parsed.get("usage"), dict):
-            out = insert_into_member_object(out, "usage", {"cost": cost})
-        return out
+        usage_cost = {"cost": cost} if cost is not None and isinstance(parsed.get("usage"), dict) else None
+        return edit_members(raw, replace={"model": model},
+                            append=None if "provider" in parsed else {"provider": provider},
+                            extend={"usage": usage_cost} if usage_cost else None)
     except EditError:
         message = dict(parsed)
         message["model"], message["provider"] = model, provider

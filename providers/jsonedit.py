@@ -108,13 +108,22 @@ def _removal_spans(raw: bytes, members: list[tuple[int, int]]) -> list[tuple[int
 
 
 def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove: Iterable[str] = (),
-                 append: Mapping[str, Any] | None = None) -> bytes:
-    """Return `raw` with top-level members replaced, removed and appended.
+                 append: Mapping[str, Any] | None = None,
+                 extend: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
+    """Return `raw` with top-level members replaced, removed and appended, in one pass.
 
     `replace` only touches members that exist; `remove` ignores absent ones; `append` adds members
-    before the closing brace (the caller makes sure they are new).
+    before the closing brace (the caller makes sure they are new); `extend` adds members at the end
+    of a top-level object member (e.g. `usage.cost`).
     """
     edits: list[tuple[int, int, bytes]] = []
+    for key, members in (extend or {}).items():
+        span = member_span(raw, key)
+        if span is None or raw[span[1]:span[1] + 1] != b"{":
+            raise EditError(f"no object member {key!r}")
+        close = span[2] - 1
+        sep = b"" if raw[span[1]:close].rstrip().endswith(b"{") else b","
+        edits.append((close, close, sep + _members(members)))
     for key, value in (replace or {}).items():
         span = member_span(raw, key)
         if span is not None:
@@ -127,8 +136,7 @@ def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove
             raise EditError("not a JSON object")
         inner = raw[:close].rstrip()
         sep = b"" if inner.endswith(b"{") else b","
-        extra = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in append.items())
-        edits.append((close, close, sep + extra))
+        edits.append((close, close, sep + _members(append)))
     if not edits:
         return raw
     edits.sort(key=lambda e: e[0], reverse=True)
@@ -138,13 +146,5 @@ def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove
     return out
 
 
-def insert_into_member_object(raw: bytes, key: str, members: Mapping[str, Any]) -> bytes:
-    """Add members at the end of the top-level object value of `key` (e.g. `usage.cost`)."""
-    span = member_span(raw, key)
-    if span is None or raw[span[1]:span[1] + 1] != b"{":
-        raise EditError(f"no object member {key!r}")
-    close = span[2] - 1
-    inner = raw[span[1]:close].rstrip()
-    sep = b"" if inner.endswith(b"{") else b","
-    extra = b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in members.items())
-    return raw[:close] + sep + extra + raw[close:]
+def _members(members: Mapping[str, Any]) -> bytes:
+    return b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in members.items())

@@ -1,0 +1,59 @@
+"""Splicing top-level members of JSON bytes: the result parses, and only the named members change."""
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from providers.jsonedit import edit_members, member_span
+
+ROUTER = ["provider", "models", "session_id", "trace", "user", "plugins"]
+
+
+def test_only_the_top_level_member_is_rewritten():
+    raw = (b'{"model": "a", "tools": [{"input_schema": {"properties": {"model": {"type": "string"}}}}],'
+           b' "messages": [{"role": "user", "content": "\\"model\\": \\"x\\""}]}')
+    out = edit_members(raw, replace={"model": "b"})
+    assert out == raw.replace(b'"model": "a"', b'"model": "b"', 1)
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"a":1, "user":"u", "plugins":[1]}',
+    b'{"user":"u","a":1,"plugins":[1], "b":2}',
+    b'{"user":1}',
+    b'{"a":1,"user":2,"b":3,"plugins":4}',
+    b'{ "provider" : {"order": ["x", {"y": "}"}]} , "a" : [1, "]"] }',
+])
+def test_removed_members_leave_valid_json(raw):
+    out = edit_members(raw, remove=ROUTER)
+    expected = {k: v for k, v in orjson.loads(raw).items() if k not in ROUTER}
+    assert orjson.loads(out) == expected
+
+
+def test_append_and_extend_in_one_pass():
+    raw = b'{"id":"m","model":"x","usage":{"input_tokens":3}}'
+    out = edit_members(raw, replace={"model": "r"}, append={"provider": "p"}, extend={"usage": {"cost": 0.5}})
+    assert out == b'{"id":"m","model":"r","usage":{"input_tokens":3,"cost":0.5},"provider":"p"}'
+
+
+def test_duplicate_keys_edit_the_last_like_parsers_read_it():
+    raw = b'{"model":"a","x":{"model":"n"},"model":"b"}'
+    assert member_span(raw, "model")[1:] == (raw.rindex(b'"b"'), raw.rindex(b'"b"') + 3)
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                        max_size=3), max_leaves=10)
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["model", "messages", "max_tokens", *ROUTER, "x"]), json_values,
+                            min_size=1),
+       indent=st.booleans())
+def test_any_object_keeps_every_other_member(body, indent):
+    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
+    out = edit_members(raw, replace={"model": "new"}, remove=ROUTER)
+    expected = {k: v for k, v in body.items() if k not in ROUTER}
+    if "model" in expected:
+        expected["model"] = "new"
+    assert orjson.loads(out) == expected
