@@ -169,3 +169,33 @@ def test_models_command_prints_the_catalog():
     result = run_gateway(["models"])
     assert result.returncode == 0
     assert "anthropic/claude-opus-4.8" in result.stdout and "claude-opus-4-8" in result.stdout
+
+
+def test_sdk_lists_models_page_by_page(demo):
+    client = sdk(demo.url, "sk-demo-test-key-1")
+    first = client.models.list(limit=5)
+    assert len(first.data) == 5 and first.has_more
+    every = [m.id for m in client.models.list(limit=5)]  # the SDK follows after_id page by page
+    assert len(every) == len(set(every)) >= 17
+    assert "anthropic/claude-opus-4.8" in every
+    back = client.models.list(limit=3, before_id=every[5])
+    assert [m.id for m in back.data] == every[2:5]
+    assert client.models.retrieve("claude-opus-4-8").id == "anthropic/claude-opus-4.8"
+
+
+def test_sdk_counts_tokens_locally_for_the_mock_provider(demo):
+    client = sdk(demo.url, "sk-demo-test-key-1")
+    short = client.messages.count_tokens(model="openai/gpt-5.4", messages=[{"role": "user", "content": "hi"}])
+    long = client.messages.count_tokens(model="openai/gpt-5.4",
+                                        messages=[{"role": "user", "content": "word " * 400}])
+    assert 0 < short.input_tokens < long.input_tokens
+
+
+def test_count_tokens_is_forwarded_to_an_anthropic_endpoint(gateway, upstream):
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="sk-test-team-a-0001", max_retries=0)
+    counted = client.messages.count_tokens(model="claude-sonnet-4-5", messages=[{"role": "user", "content": "hi"}],
+                                           extra_body={"provider": {"sort": "price"}})
+    assert counted.input_tokens == 10  # the fake's answer, not a local estimate
+    received = upstream.requests[-1]
+    assert received.path == "/v1/messages/count_tokens"
+    assert received.json()["model"] == "claude-sonnet-4-5-20250929" and "provider" not in received.json()
