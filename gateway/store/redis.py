@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -80,6 +80,19 @@ def _script_text(name: str) -> str:
     if name == "cas":
         return body
     return folder.joinpath("_prelude.lua").read_text() + "\n" + body
+
+
+def _key_positions(script_keys: list[str]) -> Callable[[str], int]:
+    """A function giving a key's position in `script_keys` (Lua counts from 1), appending keys
+    seen for the first time: a batch script names each key once however many entries use it."""
+    index = {name: i + 1 for i, name in enumerate(script_keys)}
+
+    def position(name: str) -> int:
+        if name not in index:
+            script_keys.append(name)
+            index[name] = len(script_keys)
+        return index[name]
+    return position
 
 
 def _num(x: float) -> str:
@@ -368,13 +381,7 @@ class RedisStore(Store):
         tk = keys.TeamKeys(team)
         script_keys = [tk.window_tokens, tk.leases, tk.key_concurrency, tk.reservations, tk.reserved,
                        tk.settled]
-        index: dict[str, int] = {}
-
-        def position(name: str) -> int:
-            if name not in index:
-                script_keys.append(name)
-                index[name] = len(script_keys)  # Lua counts from 1
-            return index[name]
+        position = _key_positions(script_keys)
 
         entries = []
         for _team, key_id, request_id, cost_usd, tokens, now in settlements:
@@ -432,13 +439,7 @@ class RedisStore(Store):
                     now_ms: int) -> tuple[list[str], list[Any]]:
         tk = keys.TeamKeys(team)
         script_keys = [tk.usage_seen, tk.usage]
-        index: dict[str, int] = {}
-
-        def position(name: str) -> int:
-            if name not in index:
-                script_keys.append(name)
-                index[name] = len(script_keys)  # Lua counts from 1
-            return index[name]
+        position = _key_positions(script_keys)
 
         o = self.options
         args: list[Any] = [now_ms, int(o.usage_max_age_s * 1000), o.usage_max_records,
