@@ -46,6 +46,7 @@ from providers import anthropic
 from providers.base import ROUTER_FIELDS
 
 log = logging.getLogger("gateway")
+WATCH_JSON_AFTER_S = 0.5
 
 
 def store_options(settings: Settings) -> dict:
@@ -217,12 +218,12 @@ class Gateway:
     async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
         """Run the plan, cancelling it (and so the upstream call) if the client goes away.
 
-        A JSON answer is short-lived next to a stream and a watcher task costs every request, so
-        only streams are watched; a JSON request whose client left finishes and is recorded."""
-        if not ex.request.stream:
-            await self.executor.run(ex, plan, send)
-            return
+        Watching costs a task; most JSON answers come back sooner than a watcher would be useful,
+        so a JSON request is watched only once it has waited `WATCH_JSON_AFTER_S`, a stream at once.
+        """
+        loop = asyncio.get_running_loop()
         task = asyncio.current_task()
+        watcher: asyncio.Task | None = None
 
         async def watch() -> None:
             while (await receive())["type"] != "http.disconnect":
@@ -231,7 +232,16 @@ class Gateway:
                 ex.client_gone = True
                 task.cancel()
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        def start_watching() -> None:
+            nonlocal watcher
+            if not ex.finished:
+                watcher = loop.create_task(watch())
+
+        timer = None
+        if ex.request.stream:
+            start_watching()
+        else:
+            timer = loop.call_later(WATCH_JSON_AFTER_S, start_watching)
         try:
             await self.executor.run(ex, plan, send)
         except asyncio.CancelledError:
@@ -240,7 +250,10 @@ class Gateway:
             task.uncancel()
             ex.status = 499
         finally:
-            watcher.cancel()
+            if timer is not None:
+                timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
 
     # -- the other endpoints ----------------------------------------------------------------------
     async def principal_of(self, request: Request) -> Principal:

@@ -214,3 +214,16 @@ def test_upstream_model_in_answer_is_replaced_by_router_id(client, upstream):
     response = client.post("/v1/messages", json={"model": "claude-sonnet-4-5", "max_tokens": 5,
                                                  "messages": [{"role": "user", "content": "hi"}]})
     assert response.json()["model"] == "anthropic/claude-sonnet-4.5"
+
+
+def test_client_leaving_a_slow_json_request_cancels_the_upstream_call(client, upstream):
+    import httpx as _httpx
+    from tests.fakes.base import Reply, wait_for
+    upstream.enqueue(Reply(delay_first=2.5, chunks=[b"{}"]))
+    try:
+        client.post("/v1/messages", json={"model": "claude-sonnet-4-5", "max_tokens": 5,
+                                          "messages": [{"role": "user", "content": "x"}]}, timeout=1.2)
+    except _httpx.ReadTimeout:
+        pass
+    # the gateway closed its upstream connection: the fake's late answer finds nobody to write to
+    assert wait_for(lambda: upstream.disconnects == 1, timeout=4)
