@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
@@ -138,6 +139,7 @@ class Executor:
         self.retries = retries
         self.routing = routing
         self.budget = RetryBudget(ratio=retries.budget_ratio)
+        self._urls: dict[tuple[str, str, str], URL] = {}
         self.connect_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
                                                      sock_connect=timeouts.connect, sock_read=timeouts.idle)
 
@@ -278,9 +280,7 @@ class Executor:
     async def _anthropic(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         provider = attempt.provider
         request = ex.request
-        url = provider.base_url.rstrip("/") + "/v1/messages"
-        if ex.query:
-            url += "?" + ex.query
+        url = self._url(provider.base_url, "/v1/messages", ex.query)
         body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
                                        router_fields=request.router_fields)
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
@@ -304,7 +304,18 @@ class Executor:
             raise
         response.release()
 
-    async def _post(self, provider: str, url: str, body: bytes, headers: dict[str, str],
+    def _url(self, base: str, path: str = "", query: str = "") -> URL:
+        """Upstream URLs parsed once: parsing a URL string costs every request microseconds."""
+        key = (base, path, query)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) > 1024:
+                self._urls.clear()
+            url = self._urls[key] = URL(base.rstrip("/") + path + (f"?{query}" if query else ""),
+                                        encoded="%" in query)
+        return url
+
+    async def _post(self, provider: str, url: URL, body: bytes, headers: dict[str, str],
                     deadline: float | None = None) -> aiohttp.ClientResponse:
         wait = self.timeouts.first_byte
         if deadline is not None:
@@ -415,7 +426,7 @@ class Executor:
                 "unsupported", fallback=True) from None
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
-        response = await self._post(provider.name, openai_chat.chat_completions_url(provider.base_url),
+        response = await self._post(provider.name, self._url(openai_chat.chat_completions_url(provider.base_url)),
                                     orjson.dumps(chat), headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
