@@ -32,73 +32,65 @@ Send = Callable[[dict], Awaitable[None]]
 
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-# Upstream statuses after which another endpoint may serve the request.
-_FALLBACK_STATUSES = {401, 403, 408, 429, 500, 502, 503, 504, 529}
-
-
 class AttemptFailed(Exception):
-    def __init__(self, error: errors.GatewayError, outcome: str, *, fallback: bool,
-                 retry_after: float | None = None) -> None:
+    """One attempt's failure; `outcome` names it for `policies.retry.next_step` and the attempts header."""
+
+    def __init__(self, error: errors.GatewayError, outcome: str, *, retry_after: float | None = None) -> None:
         super().__init__(error.message)
         self.error = error
         self.outcome = outcome
-        self.fallback = fallback
         self.retry_after = retry_after
 
 
-def classify_upstream_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
-    """An upstream error answer → what the client would see, and whether another attempt may follow."""
-    error_type, message = anthropic.error_of(raw)
-    detail = f"provider {provider}: {message}" if message else f"provider {provider} answered {status}"
+def _upstream_side_failure(provider: str, status: int, client_status: int, detail: str,
+                           headers) -> AttemptFailed | None:
+    """The failures that are the upstream's, whatever its protocol: rate limited, our credentials
+    refused, overloaded, timed out, broken. None when the error is about the request itself."""
     if status == 429:
         retry_after = _retry_after(headers)
         extra = {"retry-after": str(int(retry_after + 0.999))} if retry_after is not None else {}
-        return AttemptFailed(errors.RateLimited(detail, headers=extra), "429", fallback=True,
-                             retry_after=retry_after)
-    if status == 529:
-        return AttemptFailed(errors.Overloaded(detail), "529", fallback=True)
+        return AttemptFailed(errors.RateLimited(detail, headers=extra), "429", retry_after=retry_after)
     if status in (401, 403):
         return AttemptFailed(errors.UpstreamFailed(f"provider {provider} rejected the gateway's credentials"),
-                             str(status), fallback=True)
-    if status == 408 or status == 504:
-        return AttemptFailed(errors.UpstreamTimeout(detail), str(status), fallback=True)
+                             str(status))
+    if client_status == 529:
+        return AttemptFailed(errors.Overloaded(detail), str(status))
+    if client_status == 504 or status == 408:
+        return AttemptFailed(errors.UpstreamTimeout(detail), str(status))
     if status >= 500:
-        return AttemptFailed(errors.UpstreamFailed(detail), str(status), fallback=True)
-    if anthropic.is_context_length_error(status, message):
-        return AttemptFailed(errors.PassThrough(status, raw, error_type or "invalid_request_error", detail),
-                             "context_length", fallback=True)
-    if anthropic.is_moderation_error(status, message):
-        return AttemptFailed(errors.PassThrough(status, raw, error_type or "invalid_request_error", detail),
-                             "moderation", fallback=True)
+        return AttemptFailed(errors.UpstreamFailed(detail), str(status))
+    return None
+
+
+def classify_upstream_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
+    """An Anthropic error answer → what the client would see; any other 4xx passes through."""
+    error_type, message = anthropic.error_of(raw)
+    detail = f"provider {provider}: {message}" if message else f"provider {provider} answered {status}"
+    failure = _upstream_side_failure(provider, status, status, detail, headers)
+    if failure is not None:
+        return failure
+    for outcome, check in (("context_length", anthropic.is_context_length_error),
+                           ("moderation", anthropic.is_moderation_error)):
+        if check(status, message):
+            return AttemptFailed(errors.PassThrough(status, raw, error_type or "invalid_request_error", detail),
+                                 outcome)
     return AttemptFailed(errors.PassThrough(status, raw, error_type or errors.error_type_for(status), detail),
-                         str(status), fallback=status in _FALLBACK_STATUSES)
+                         str(status))
 
 
 def classify_openai_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
-    """An OpenAI-style error answer → the Anthropic error the client would see, and fallback."""
+    """An OpenAI-style error answer → the Anthropic error the client would see."""
     client_status, error_type, message = openai_chat.map_error(status, raw)
-    detail = f"provider {provider}: {message}"
-    if status == 429:
-        retry_after = _retry_after(headers)
-        extra = {"retry-after": str(int(retry_after + 0.999))} if retry_after is not None else {}
-        return AttemptFailed(errors.RateLimited(detail, headers=extra), "429", fallback=True,
-                             retry_after=retry_after)
-    if status in (401, 403):
-        return AttemptFailed(errors.UpstreamFailed(f"provider {provider} rejected the gateway's credentials"),
-                             str(status), fallback=True)
-    if client_status == 529:
-        return AttemptFailed(errors.Overloaded(detail), str(status), fallback=True)
-    if client_status == 504 or status == 408:
-        return AttemptFailed(errors.UpstreamTimeout(detail), str(status), fallback=True)
-    if status >= 500:
-        return AttemptFailed(errors.UpstreamFailed(detail), str(status), fallback=True)
+    failure = _upstream_side_failure(provider, status, client_status, f"provider {provider}: {message}", headers)
+    if failure is not None:
+        return failure
     error = errors.GatewayError(message, status=client_status)
     error.error_type = error_type
     if openai_chat.is_context_length_error(status, raw):
-        return AttemptFailed(error, "context_length", fallback=True)
+        return AttemptFailed(error, "context_length")
     if openai_chat.is_moderation_error(status, raw):
-        return AttemptFailed(error, "moderation", fallback=True)
-    return AttemptFailed(error, str(status), fallback=status in _FALLBACK_STATUSES)
+        return AttemptFailed(error, "moderation")
+    return AttemptFailed(error, str(status))
 
 
 # Catalog parameter names → the names the chat translator reports and honours.
@@ -202,8 +194,7 @@ class Executor:
                                              f"{self.timeouts.total:g} s")})
                         return
                     last = AttemptFailed(errors.UpstreamTimeout("the request took longer than its deadline of "
-                                                                f"{self.timeouts.total:g} s"), "timeout",
-                                         fallback=False)
+                                                                f"{self.timeouts.total:g} s"), "timeout")
                     ex.attempts.append(AttemptRecord(attempt.provider.name, attempt.model.id, "timeout"))
                     step = STOP
                     break
@@ -239,8 +230,7 @@ class Executor:
             await self._mock(attempt, ex, send)
         else:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name}: protocol "
-                                                      f"{protocol!r} is not supported"), "unsupported",
-                                fallback=True)
+                                                      f"{protocol!r} is not supported"), "unsupported")
 
     # -- shared relaying ------------------------------------------------------------------------
     def _served(self, attempt: Attempt, ex: Exchange) -> None:
@@ -325,14 +315,13 @@ class Executor:
                 return await self.session.post(url, data=body, headers=headers, timeout=self.connect_timeout)
         except TimeoutError:
             raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
-                                                       f"{self.timeouts.first_byte:g} s"), "timeout",
-                                fallback=True) from None
+                                                       f"{self.timeouts.first_byte:g} s"), "timeout") from None
         except aiohttp.ClientConnectorError:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached"),
-                                "connect_error", fallback=True) from None
+                                "connect_error") from None
         except (aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} failed: {type(exc).__name__}"),
-                                "error", fallback=True) from None
+                                "error") from None
 
 
     async def _read(self, provider: str, response: aiohttp.ClientResponse) -> bytes:
@@ -340,8 +329,7 @@ class Executor:
             return await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
-                                                      f"{type(exc).__name__}"), "read_error",
-                                fallback=True) from None
+                                                      f"{type(exc).__name__}"), "read_error") from None
 
     async def _relay_anthropic_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
         raw = await self._read(attempt.provider.name, response)
@@ -349,10 +337,10 @@ class Executor:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name} answered with "
-                                                      f"malformed JSON"), "bad_response", fallback=True) from None
+                                                      f"malformed JSON"), "bad_response") from None
         if not isinstance(message, dict):
             raise AttemptFailed(errors.UpstreamFailed(f"provider {attempt.provider.name} answered with "
-                                                      f"an unexpected body"), "bad_response", fallback=True)
+                                                      f"an unexpected body"), "bad_response")
         ex.usage = anthropic.usage_of(message)
         ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         body = anthropic.edit_response(raw, message, model=attempt.model.id, provider=attempt.provider.name,
@@ -371,11 +359,10 @@ class Executor:
                 pending = scanner.feed(chunk)
         except StopAsyncIteration:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
-                                                      f"event"), "empty_stream", fallback=True) from None
+                                                      f"event"), "empty_stream") from None
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error",
-                                fallback=True) from None
+                                                      f"{type(exc).__name__}"), "stream_error") from None
         if scanner.error is not None:
             error_type, message = scanner.error
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type or "", 502)
@@ -423,7 +410,7 @@ class Executor:
             names = ", ".join(exc.parameters)
             raise AttemptFailed(errors.InvalidRequest(
                 f"provider {provider.name} cannot honour {names} and provider.require_parameters is true"),
-                "unsupported", fallback=True) from None
+                "unsupported") from None
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
         response = await self._post(provider.name, self._url(openai_chat.chat_completions_url(provider.base_url)),
@@ -449,10 +436,10 @@ class Executor:
             completion = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with malformed JSON"),
-                                "bad_response", fallback=True) from None
+                                "bad_response") from None
         if not isinstance(completion, dict):
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with an unexpected body"),
-                                "bad_response", fallback=True)
+                                "bad_response")
         embedded = openai_chat.error_in_response(completion)
         if embedded is not None:
             raise classify_openai_status(name, embedded[0], orjson.dumps({"error": {"message": embedded[2],
@@ -479,8 +466,7 @@ class Executor:
             pending = translator.finish()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error",
-                                fallback=True) from None
+                                                      f"{type(exc).__name__}"), "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
             error_type, message = translator.failure
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
