@@ -18,7 +18,7 @@ from gateway.exchange import Exchange
 from gateway.store.base import Admission, AdmissionRequest, Store, StoreUnavailable
 from gateway.usage import Ticket
 from policies.plan import Plan
-from policies.pricing import worst_case_usd
+from policies.limits import reservation_usd
 
 log = logging.getLogger("gateway.admission")
 # Bytes of request body per input token, for the admission estimate: JSON syntax makes bodies
@@ -29,9 +29,8 @@ BYTES_PER_TOKEN = 3
 def reservation(raw: bytes, max_tokens: int, plan: Plan) -> tuple[int, float]:
     """(tokens, USD) to reserve for a request, without walking its body."""
     input_tokens = len(raw) // BYTES_PER_TOKEN + 1
-    caches = b'"cache_control"' in raw
-    cost = max((worst_case_usd(input_tokens, max_tokens, a.endpoint.pricing, cache_writes=caches)
-                for a in plan.attempts), default=0.0)
+    cost = reservation_usd(input_tokens, max_tokens, [a.endpoint.pricing for a in plan.attempts],
+                           cache_write=b'"cache_control"' in raw)
     return input_tokens + max_tokens, cost
 
 

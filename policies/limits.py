@@ -104,16 +104,17 @@ def reservation_usd(
     """The worst-case cost of a request over every endpoint its plan may reach.
 
     `prices` holds one price table per reachable endpoint: a mapping or an object with `input`,
-    `output` and optionally `cache_write` (USD per million tokens). Input is charged at the
-    cache-write price when the request carries `cache_control` (when that price is known and
-    higher), output at `max_tokens`. The result is rounded up to a whole nano-dollar so that a
+    `output` and optionally `cache_write` / `cache_write_1h` (USD per million tokens). Input is
+    charged at the dearest cache-write price when the request carries `cache_control` (when that
+    price is known and higher), output at `max_tokens`. The result is rounded up to a whole nano-dollar so that a
     reservation never falls short of the cost it covers.
     """
     worst = 0.0
     for table in prices:
         input_price = _price(table, "input") or 0.0
         if cache_write:
-            input_price = max(input_price, _price(table, "cache_write") or 0.0)
+            input_price = max(input_price, _price(table, "cache_write") or 0.0,
+                              _price(table, "cache_write_1h") or 0.0)
         output_price = _price(table, "output") or 0.0
         cost = (input_tokens * input_price + max_tokens * output_price) / TOKENS_PER_PRICE_UNIT
         worst = max(worst, cost)

@@ -18,11 +18,3 @@ def cost_usd(usage: Usage, pricing: Pricing) -> float:
              + hour_tokens * write_1h
              + usage.cache_read_input_tokens * read)
     return round(total / 1_000_000, 10)
-
-
-def worst_case_usd(input_tokens: int, max_tokens: int, pricing: Pricing, *, cache_writes: bool) -> float:
-    """The most a request can cost: input at the cache-write price when it asks to cache, all of max_tokens."""
-    base = pricing.input or 0.0
-    if cache_writes:
-        base = max(base, pricing.cache_write or 0.0, pricing.cache_write_1h or 0.0)
-    return (input_tokens * base + max_tokens * (pricing.output or 0.0)) / 1_000_000

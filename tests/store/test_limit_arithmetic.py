@@ -51,3 +51,8 @@ def test_reservation_rounds_up_and_is_zero_without_prices():
     assert reservation_usd(1, 0, [{"input": 0.1, "output": 0.4}]) == 1e-7
     assert reservation_usd(1, 1, [{"input": 0.0001, "output": 0.0}]) == 1e-9
     assert reservation_usd(100, 100, []) == 0.0
+
+
+def test_reservation_charges_input_at_the_dearer_one_hour_cache_write_price():
+    prices = [{"input": 5.0, "output": 25.0, "cache_write": 6.25, "cache_write_1h": 10.0}]
+    assert reservation_usd(1_000_000, 0, prices, cache_write=True) == 10.0
