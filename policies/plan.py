@@ -10,8 +10,6 @@ model's `NoEndpoint`.
 With `sort: {"by": ..., "partition": "none"}` the attempts of all models are ordered together by
 that sort (OpenRouter: the fastest or cheapest endpoint of any listed model goes first) instead of
 model by model; availability and `order` still come first, and ties keep model order.
-
-`simple_plan` is every endpoint in catalog order, for callers that apply no preferences.
 """
 from __future__ import annotations
 
@@ -58,17 +56,6 @@ class Plan:
     @property
     def primary(self) -> Model:
         return self.models[0]
-
-
-def simple_plan(catalog: Catalog, resolved: Sequence[Resolved]) -> Plan:
-    """Every endpoint of every model, in catalog order: the plan when no preference applies."""
-    attempts = []
-    for item in resolved:
-        for endpoint in item.model.endpoints:
-            provider = catalog.providers[endpoint.provider]
-            attempts.append(Attempt(item.model, endpoint, provider,
-                                    item.upstream_model_for(endpoint)))
-    return Plan(tuple(attempts), tuple(r.model for r in resolved))
 
 
 def build_plan(catalog: Catalog, resolved: Sequence[Resolved],

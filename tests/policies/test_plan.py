@@ -8,7 +8,7 @@ import pytest
 
 from policies.catalog import Catalog, Endpoint, Model, Pricing, ProviderInfo, load_catalog
 from policies.health import EndpointHealth, RoutingView
-from policies.plan import Attempt, Plan, build_plan, simple_plan
+from policies.plan import Plan, build_plan
 from policies.preference import NoEndpoint, Preferences, parse_preferences
 from policies.resolve import Resolved, resolve, resolve_all
 
@@ -198,7 +198,3 @@ def test_builtin_catalog_max_price_message_names_the_filter_and_the_endpoints():
                                  "filter: anthropic, amazon-bedrock")
 
 
-def test_simple_plan_still_lists_every_endpoint_in_catalog_order():
-    result = simple_plan(CATALOG, resolved(BIG, SMALL))
-    assert keys(result) == ["fast/big-v1", "cheap/big", "fast/small-v1", "private/small-private"]
-    assert all(isinstance(a, Attempt) and a.health == "healthy" for a in result.attempts)
