@@ -13,7 +13,6 @@ import logging
 import random
 import time
 
-import aiohttp
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -35,6 +34,7 @@ from gateway.serving import served_models, serving_catalog
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
 from gateway.tracing import create_tracer
+from gateway.upstream import Client, Target, UpstreamError
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
 from policies.plan import Plan, build_plan
@@ -79,7 +79,7 @@ class Gateway:
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
         self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,
                                   cache_ttl=settings.key_cache_ttl)
-        self.session: aiohttp.ClientSession | None = None
+        self.client: Client | None = None
         self.executor: Executor | None = None
         self.admitter = Admitter(self.store, settings.store_outage)
         self.routing = RoutingState(self.store, settings.cooldowns)
@@ -113,10 +113,8 @@ class Gateway:
                     pass
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=60)
-        self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",),
-                                             cookie_jar=aiohttp.DummyCookieJar())
-        self.executor = Executor(self.session, self.settings.timeouts, self.settings.retries, self.routing)
+        self.client = Client(connect_timeout=self.settings.timeouts.connect)
+        self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         try:
             await self.store.ping()  # also loads the store's scripts, so the first admission is one call
             await self.register_static_principals()
@@ -147,8 +145,8 @@ class Gateway:
         await self.usage.stop()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
-        if self.session is not None:
-            await self.session.close()
+        if self.client is not None:
+            await self.client.close()
         await self.store.close()
 
     # -- planning -------------------------------------------------------------------------------
@@ -306,19 +304,26 @@ class Gateway:
 
     async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
         provider = attempt.provider
-        url = provider.base_url.rstrip("/") + "/v1/messages/count_tokens" + (f"?{query}" if query else "")
+        target = Target(provider.base_url.rstrip("/") + "/v1/messages/count_tokens" + (f"?{query}" if query else ""))
         data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
                                        router_fields=[f for f in ROUTER_FIELDS if f in body])
+        upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
+                                                      beta=headers.beta, extra=provider.headers,
+                                                      bearer=provider.options.get("auth") == "bearer")
+        timeouts = self.settings.timeouts
+        response = None
         try:
-            async with asyncio.timeout(self.settings.timeouts.first_byte):
-                async with self.session.post(url, data=data, headers=anthropic.upstream_headers(
-                        api_key=provider.api_key, version=headers.version, beta=headers.beta,
-                        extra=provider.headers,
-                                             bearer=provider.options.get("auth") == "bearer")) as response:
-                    answer = await response.read()
-                    status = response.status
-        except (TimeoutError, aiohttp.ClientError, OSError):
+            async with asyncio.timeout(timeouts.first_byte):
+                response = await self.client.request("POST", target, upstream_headers, data,
+                                                     first_byte_timeout=timeouts.first_byte,
+                                                     idle_timeout=timeouts.idle)
+                answer = await response.read()
+                status = response.status
+        except (TimeoutError, UpstreamError, OSError):
+            if response is not None:
+                response.close()
             return None  # count locally instead
+        response.release()
         if status == 200:
             try:
                 return orjson.loads(answer)

@@ -13,13 +13,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import orjson
-from yarl import URL
 
 from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
+from gateway.upstream import Client, ConnectFailed, Response, Target, UpstreamError
 from gateway.settings import Retries, Timeouts
 from policies.health import COOLING, PROBE
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
@@ -124,16 +123,13 @@ def _retry_after(headers) -> float | None:
 
 
 class Executor:
-    def __init__(self, session: aiohttp.ClientSession, timeouts: Timeouts, retries: Retries,
-                 routing: RoutingState) -> None:
-        self.session = session
+    def __init__(self, client: Client, timeouts: Timeouts, retries: Retries, routing: RoutingState) -> None:
+        self.client = client
         self.timeouts = timeouts
         self.retries = retries
         self.routing = routing
         self.budget = RetryBudget(ratio=retries.budget_ratio)
-        self._urls: dict[tuple[str, str, str], URL] = {}
-        self.connect_timeout = aiohttp.ClientTimeout(total=None, connect=timeouts.connect,
-                                                     sock_connect=timeouts.connect, sock_read=timeouts.idle)
+        self._targets: dict[tuple[str, str, str], Target] = {}
 
     async def run(self, ex: Exchange, plan: Plan, send: Send) -> None:
         """Serve `ex` from the plan's attempts; raise the final error when none answers.
@@ -270,13 +266,13 @@ class Executor:
     async def _anthropic(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         provider = attempt.provider
         request = ex.request
-        url = self._url(provider.base_url, "/v1/messages", ex.query)
+        target = self._target(provider.base_url, "/v1/messages", ex.query)
         body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
                                        router_fields=request.router_fields)
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")
-        response = await self._post(provider.name, url, body, headers, ex.deadline)
+        response = await self._post(provider.name, target, body, headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
@@ -294,40 +290,38 @@ class Executor:
             raise
         response.release()
 
-    def _url(self, base: str, path: str = "", query: str = "") -> URL:
+    def _target(self, base: str, path: str = "", query: str = "") -> Target:
         """Upstream URLs parsed once: parsing a URL string costs every request microseconds."""
         key = (base, path, query)
-        url = self._urls.get(key)
-        if url is None:
-            if len(self._urls) > 1024:
-                self._urls.clear()
-            url = self._urls[key] = URL(base.rstrip("/") + path + (f"?{query}" if query else ""),
-                                        encoded="%" in query)
-        return url
+        target = self._targets.get(key)
+        if target is None:
+            if len(self._targets) > 1024:
+                self._targets.clear()
+            target = self._targets[key] = Target(base.rstrip("/") + path + (f"?{query}" if query else ""))
+        return target
 
-    async def _post(self, provider: str, url: URL, body: bytes, headers: dict[str, str],
-                    deadline: float | None = None) -> aiohttp.ClientResponse:
+    async def _post(self, provider: str, target: Target, body: bytes, headers: dict[str, str],
+                    deadline: float | None = None) -> Response:
         wait = self.timeouts.first_byte
         if deadline is not None:
             wait = max(0.0, min(wait, deadline - time.monotonic()))
         try:
-            async with asyncio.timeout(wait):
-                return await self.session.post(url, data=body, headers=headers, timeout=self.connect_timeout)
+            return await self.client.request("POST", target, headers, body, first_byte_timeout=wait,
+                                             idle_timeout=self.timeouts.idle)
         except TimeoutError:
             raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
                                                        f"{self.timeouts.first_byte:g} s"), "timeout") from None
-        except aiohttp.ClientConnectorError:
+        except ConnectFailed:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached"),
                                 "connect_error") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (UpstreamError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} failed: {type(exc).__name__}"),
                                 "error") from None
 
-
-    async def _read(self, provider: str, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, provider: str, response: Response) -> bytes:
         try:
             return await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, UpstreamError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
                                                       f"{type(exc).__name__}"), "read_error") from None
 
@@ -350,7 +344,7 @@ class Executor:
     async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
         name = attempt.provider.name
         scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt))
-        chunks = response.content.iter_any()
+        chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
         pending: list[bytes] = []
         try:
@@ -360,7 +354,7 @@ class Executor:
         except StopAsyncIteration:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
                                                       f"event"), "empty_stream") from None
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, UpstreamError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
                                                       f"{type(exc).__name__}"), "stream_error") from None
         if scanner.error is not None:
@@ -379,7 +373,7 @@ class Executor:
                 if events:
                     await send({"type": "http.response.body",
                                 "body": events[0] if len(events) == 1 else b"".join(events), "more_body": True})
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, UpstreamError, OSError) as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
         finally:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
@@ -413,7 +407,7 @@ class Executor:
                 "unsupported") from None
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
-        response = await self._post(provider.name, self._url(openai_chat.chat_completions_url(provider.base_url)),
+        response = await self._post(provider.name, self._target(openai_chat.chat_completions_url(provider.base_url)),
                                     orjson.dumps(chat), headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
@@ -457,14 +451,14 @@ class Executor:
         translator = openai_chat.ChatStreamTranslator(
             model=attempt.model.id, provider=name, message_id="msg_" + ex.request_id[4:],
             stop_sequences=ex.request.body.get("stop_sequences") or ())
-        chunks = response.content.iter_any()
+        chunks = aiter(response)
         pending: list[bytes] = []
         try:
             while not pending:
                 pending = translator.feed(await chunks.__anext__())
         except StopAsyncIteration:
             pending = translator.finish()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, UpstreamError, OSError) as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
                                                       f"{type(exc).__name__}"), "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
@@ -481,7 +475,7 @@ class Executor:
                 if events:
                     await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
             tail = translator.finish()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, UpstreamError, OSError) as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
         finally:
             ex.usage = translator.close_usage()

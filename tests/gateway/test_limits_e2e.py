@@ -147,6 +147,8 @@ def upstream_models(fake: AnthropicFake) -> list[str]:
 def test_rpm_admits_exactly_the_limit_out_of_a_concurrent_burst_across_replicas(replicas, fake):
     team = new_team(replicas, rpm=100)
     key = replicas.create_key(team)["key"]
+    for url in replicas.urls:  # each replica has the key cached, so neither starts the burst late
+        assert httpx.get(url + "/v1/models", headers={"x-api-key": key}, timeout=30).status_code == 200
     started = time.time()
 
     responses = send_at_once(replicas.urls, key, 300)
