@@ -82,7 +82,7 @@ class Response:
     back for reuse, or `close` drops it (always safe, e.g. on cancellation)."""
 
     __slots__ = ("status", "headers", "_conn", "_chunks", "_buffered", "_complete", "_error", "_waiter",
-                 "_released")
+                 "_released", "_whole")
 
     def __init__(self, conn: _Connection, status: int, headers: dict[str, str]) -> None:
         self.status = status
@@ -94,12 +94,13 @@ class Response:
         self._error: BaseException | None = None
         self._waiter: asyncio.Future | None = None
         self._released = False
+        self._whole = False  # read whole: the caller wants every byte anyway, so no back-pressure
 
     # -- fed by the connection --------------------------------------------------------------------
     def _feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered > _HIGH_WATER:
+        if self._buffered > _HIGH_WATER and not self._whole:
             self._conn.pause()
         self._wake()
 
@@ -134,6 +135,8 @@ class Response:
 
     # -- for the reader ---------------------------------------------------------------------------
     async def read(self) -> bytes:
+        self._whole = True
+        self._conn.resume()
         while not self._complete:
             if self._error is not None:
                 raise self._error
@@ -187,6 +190,7 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._received = False
         self._informational = False
+        self._in_body = False
         self._framed = True
         self._keep_alive = False
         self._idle_timeout: float | None = None
@@ -230,7 +234,14 @@ class _Connection(asyncio.Protocol):
         pass
 
     # -- httptools callbacks ----------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._response is not None:
+            # Bytes after a complete answer: the upstream is not speaking HTTP/1.1 as expected.
+            raise ConnectionBroken("the upstream sent more than one answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            return  # trailers of a chunked body: not part of the head the reader already has
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
         previous = self._headers.get(key)
@@ -244,11 +255,12 @@ class _Connection(asyncio.Protocol):
             return
         headers = self._headers
         self._headers = {}
+        self._in_body = True
         self._framed = "content-length" in headers or "chunked" in headers.get("transfer-encoding", "") \
             or status in (204, 304)
         response = self._response = Response(self, status, headers)
         if self._idle_timeout is not None:
-            self._expires_at = self.loop.time() + self._idle_timeout
+            self._arm(self.loop.time() + self._idle_timeout)
         else:
             self._expires_at = None
         waiter = self._head_waiter
@@ -275,6 +287,7 @@ class _Connection(asyncio.Protocol):
         self._head_waiter = waiter = self.loop.create_future()
         self._response = None
         self._received = False
+        self._in_body = False
         self._keep_alive = False
         self._idle_timeout = idle_timeout
         self._arm(self.loop.time() + first_byte_timeout)
@@ -308,10 +321,17 @@ class _Connection(asyncio.Protocol):
         if self._paused and not self.closed:
             self._paused = False
             self.transport.resume_reading()
+            if self._idle_timeout is not None and self._expires_at is not None:
+                self._expires_at = self.loop.time() + self._idle_timeout  # the wait was ours, not the upstream's
 
     def _arm(self, at: float) -> None:
+        """Expire at `at`: moving the deadline later costs nothing (the timer re-arms when it fires),
+        moving it earlier reschedules the timer."""
         self._expires_at = at
-        if self._timer is None:
+        timer = self._timer
+        if timer is None or at < timer.when():
+            if timer is not None:
+                timer.cancel()
             self._timer = self.loop.call_at(at, self._on_timer)
 
     def _cancel_timer(self) -> None:
@@ -325,8 +345,10 @@ class _Connection(asyncio.Protocol):
         expires = self._expires_at
         if expires is None:
             return
-        if self.loop.time() < expires:
-            self._timer = self.loop.call_at(expires, self._on_timer)
+        now = self.loop.time()
+        if now < expires or self._paused:
+            # While reading is paused the silence is the slow reader's, not the upstream's.
+            self._timer = self.loop.call_at(max(expires, now + (self._idle_timeout or 0.0)), self._on_timer)
             return
         what = "answer" if self._response is None else "next bytes of its answer"
         self._fail(TimeoutError(f"the upstream sent no {what} in time"))
@@ -408,12 +430,23 @@ class Client:
 
     def _take_idle(self, origin: tuple) -> _Connection | None:
         pool = self._idle.get(origin)
+        if not pool:
+            return None
+        now = time.monotonic()
         while pool:
             conn = pool.pop()
             conn.pooled = False
-            if not conn.closed:
-                conn.reused = True
-                return conn
+            if conn.closed:
+                continue
+            if now - conn.idle_since > self.keepalive_s:
+                conn.abort()  # the upstream may be closing it right now; the rest of the pool is older
+                while pool:
+                    older = pool.pop()
+                    older.pooled = False
+                    older.abort()
+                return None
+            conn.reused = True
+            return conn
         return None
 
     def _put_back(self, conn: _Connection) -> None:

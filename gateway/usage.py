@@ -142,7 +142,10 @@ class UsageRecorder:
             return
         try:
             await self._write(records, settlements)
-        except StoreUnavailable:
+        except Exception as exc:
+            # Whatever went wrong, what was counted waits in the spill file for the next replay.
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("usage write failed; the batch is kept in the spill file")
             self._spill((records, settlements))
             self._store_down = True
             return

@@ -18,6 +18,8 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.S)
 _SCALAR_END = re.compile(rb"[,}\]\s]")
 _WS = b" \t\r\n"
+_WS_BYTES = (b" ", b"\t", b"\r", b"\n")
+_needles: dict[str, bytes] = {}
 _key_patterns: dict[str, re.Pattern[bytes]] = {}
 
 
@@ -66,8 +68,17 @@ def _value_end(raw: bytes, start: int) -> int:
     return m.start() if m else len(raw)
 
 
-def member_span(raw: bytes, key: str) -> tuple[int, int, int] | None:
-    """(member start, value start, value end) of the top-level member `key`, or None."""
+def member_span(raw: bytes, key: str, parsed: Mapping[str, Any] | None = None) -> tuple[int, int, int] | None:
+    """(member start, value start, value end) of the top-level member `key`, or None.
+
+    With the parsed object at hand, the usual layouts are located without scanning the nesting:
+    see `_span_from_parsed`."""
+    if parsed is not None:
+        if key not in parsed:
+            return None
+        span = _span_from_parsed(raw, key, parsed)
+        if span is not None:
+            return span
     candidates = [m for m in _key_pattern(key).finditer(raw) if _preceded_by_member_start(raw, m.start())]
     if len(candidates) > 1:
         candidates = [m for m in candidates if _depth_at(raw, m.start()) == 1]
@@ -75,6 +86,63 @@ def member_span(raw: bytes, key: str) -> tuple[int, int, int] | None:
         return None
     m = candidates[-1]  # with duplicate keys, JSON parsers keep the last
     return m.start(), m.end(), _value_end(raw, m.end())
+
+
+def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """The member's span when it is the object's last member, or when only scalars precede it
+    (an answer's `usage` and `model`); None when neither holds or the check below fails.
+
+    The span found is checked against the parsed value: the bytes must decode to exactly that value.
+    For the last member they must also end right at the object's closing brace, which a nested or
+    an earlier duplicate member cannot do; with only scalars before it, the first key that starts a
+    member is at the top level, and a later duplicate (which parsers prefer) fails the check."""
+    needle = _needles.get(key)
+    if needle is None:
+        needle = _needles[key] = orjson.dumps(key)
+    if next(reversed(parsed)) == key:
+        body = raw.rstrip(_WS)
+        if not body.endswith(b"}"):
+            return None
+        at = raw.rfind(needle)
+        while at >= 0 and (start := _member_value_start(raw, at, len(needle))) is None:
+            at = raw.rfind(needle, 0, at)
+        end = len(body[:-1].rstrip(_WS))
+    else:
+        for name, other in parsed.items():
+            if name == key:
+                break
+            if isinstance(other, (dict, list)):
+                return None
+        at = raw.find(needle)
+        while at >= 0 and (start := _member_value_start(raw, at, len(needle))) is None:
+            at = raw.find(needle, at + 1)
+        if at < 0:
+            return None
+        try:
+            end = _value_end(raw, start)
+        except EditError:
+            return None
+    if at < 0:
+        return None
+    try:
+        if orjson.loads(raw[start:end]) != parsed[key]:
+            return None
+    except orjson.JSONDecodeError:
+        return None
+    return at, start, end
+
+
+def _member_value_start(raw: bytes, at: int, length: int) -> int | None:
+    """Where the value starts when the string at `at` is a member's key; None when it is not."""
+    i = at + length
+    while raw[i:i + 1] in _WS_BYTES:
+        i += 1
+    if raw[i:i + 1] != b":" or not _preceded_by_member_start(raw, at):
+        return None
+    i += 1
+    while raw[i:i + 1] in _WS_BYTES:
+        i += 1
+    return i
 
 
 def _removal_spans(raw: bytes, members: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -109,23 +177,25 @@ def _removal_spans(raw: bytes, members: list[tuple[int, int]]) -> list[tuple[int
 
 def edit_members(raw: bytes, *, replace: Mapping[str, Any] | None = None, remove: Iterable[str] = (),
                  append: Mapping[str, Any] | None = None,
-                 extend: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
+                 extend: Mapping[str, Mapping[str, Any]] | None = None,
+                 parsed: Mapping[str, Any] | None = None) -> bytes:
     """Return `raw` with top-level members replaced, removed and appended, in one pass.
 
     `replace` only touches members that exist; `remove` ignores absent ones; `append` adds members
     before the closing brace (the caller makes sure they are new); `extend` adds members at the end
-    of a top-level object member (e.g. `usage.cost`).
+    of a top-level object member (e.g. `usage.cost`). `parsed`, the object `raw` decodes to, when the
+    caller has it, makes locating members cheaper.
     """
     edits: list[tuple[int, int, bytes]] = []
     for key, members in (extend or {}).items():
-        span = member_span(raw, key)
+        span = member_span(raw, key, parsed)
         if span is None or raw[span[1]:span[1] + 1] != b"{":
             raise EditError(f"no object member {key!r}")
         close = span[2] - 1
         sep = b"" if raw[span[1]:close].rstrip().endswith(b"{") else b","
         edits.append((close, close, sep + _members(members)))
     for key, value in (replace or {}).items():
-        span = member_span(raw, key)
+        span = member_span(raw, key, parsed)
         if span is not None:
             edits.append((span[1], span[2], orjson.dumps(value)))
     removed = [(span[0], span[2]) for span in (member_span(raw, key) for key in remove) if span is not None]

@@ -107,6 +107,15 @@ def _opt_int(s: str) -> int | None:
     return None if s == "" else int(float(s))
 
 
+# Error replies of a Redis that is starting, failing over or busy: the store is unavailable for now,
+# not refusing the command.
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "READONLY")
+
+
+def _transient(error: BaseException) -> bool:
+    return str(error).startswith(_TRANSIENT_REPLIES)
+
+
 class RedisStore(Store):
     def __init__(self, url: str, *, options: StoreOptions | None = None,
                  cluster: bool | None = None, socket_timeout: float = 0.5,
@@ -179,6 +188,8 @@ class RedisStore(Store):
                 async with asyncio.timeout(self.operation_timeout):
                     return await self._fast.execute(*command)
             except RespError as exc:
+                if _transient(exc):
+                    raise StoreUnavailable(f"redis unavailable: {exc}") from exc
                 if attempt or not str(exc).startswith("NOSCRIPT"):
                     raise StoreError(f"redis script {name} failed: {exc}") from exc
                 await self.ping()  # a restarted Redis forgot the scripts
@@ -426,7 +437,7 @@ class RedisStore(Store):
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
                 return
-            if any(isinstance(e, (OSError, ConnectionError)) for e in errors):
+            if any(isinstance(e, (OSError, ConnectionError)) or _transient(e) for e in errors):
                 raise StoreUnavailable(f"redis unavailable: {errors[0]}")
             # A Redis that restarted has forgotten the scripts: load them and go again
             # (settlements and records are idempotent).

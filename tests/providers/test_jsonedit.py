@@ -57,3 +57,46 @@ def test_any_object_keeps_every_other_member(body, indent):
     if "model" in expected:
         expected["model"] = "new"
     assert orjson.loads(out) == expected
+
+
+# -- answers: the spliced result reads like the parsed answer with the router's members ----------
+def expected_answer(parsed: dict, model: str, provider: str, cost: float) -> dict:
+    out = dict(parsed)
+    if "model" in out:
+        out["model"] = model
+    if isinstance(out.get("usage"), dict):
+        out["usage"] = {**out["usage"], "cost": cost}
+    out.setdefault("provider", provider)
+    return out
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"a","usage":{"x":1},"model":"b","usage":{"y":2}}',
+    b'{"a":1,"usage":{},"a":{"b":2}}',
+    b'{"usage":{"a":1},"model":"m","usage":{"b":2}}',
+    b'{"content":[{"model":"inner"}],"model":"m","usage":{"usage":{"model":1}}}',
+    b'{"model":"m","usage":{"x":{"usage":{}}}, "z": {"usage": {"q": 1}}}',
+    b'{ "id" : "x" , "model" : "m" , "usage" : { } }\n',
+    b'{"model":"m","text":"\\"usage\\": {}","usage":{"n":1}}',
+])
+def test_answer_edits_read_as_the_parsed_answer_whatever_the_layout(raw):
+    from providers.anthropic import edit_response
+    parsed = orjson.loads(raw)
+    out = edit_response(raw, parsed, model="router/m", provider="p", cost=0.25)
+    assert orjson.loads(out) == expected_answer(parsed, "router/m", "p", 0.25)
+
+
+@settings(max_examples=200, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["id", "type", "model", "content", "stop_reason", "usage", "x"]),
+                            json_values, min_size=1),
+       usage=st.dictionaries(st.sampled_from(["input_tokens", "usage", "model", "cache"]), json_values, max_size=4),
+       usage_last=st.booleans(), indent=st.booleans())
+def test_any_answer_gains_exactly_model_provider_and_cost(body, usage, usage_last, indent):
+    from providers.anthropic import edit_response
+    body.pop("usage", None)
+    body = {**body, "usage": usage} if usage_last else {"usage": usage, **body}
+    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
+    out = edit_response(raw, orjson.loads(raw), model="router/m", provider="p", cost=0.125)
+    decoded = orjson.loads(out)
+    assert decoded == expected_answer(body, "router/m", "p", 0.125)
+    assert list(decoded) == list(body) + ["provider"]
