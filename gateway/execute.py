@@ -18,12 +18,12 @@ import orjson
 from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
-from gateway.upstream import Client, ConnectFailed, Response, Target, UpstreamError
 from gateway.settings import Retries, Timeouts
+from gateway.upstream import Client, ConnectFailed, Response, Target, UpstreamError
 from policies.health import COOLING, PROBE
-from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from policies.plan import Attempt, Plan
 from policies.pricing import cost_usd
+from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from providers import anthropic, mock, openai_chat
 from providers.base import Usage
 
@@ -341,16 +341,16 @@ class Executor:
                                        cost=ex.cost_usd)
         await self._send_json(ex, attempt, body, send)
 
-    async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
+    async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response: Response,
+                                      send: Send) -> None:
         name = attempt.provider.name
         scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt))
         chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
-        pending: list[bytes] = []
+        block = b""
         try:
-            while not pending:
-                chunk = await chunks.__anext__()
-                pending = scanner.feed(chunk)
+            while not block:
+                block = scanner.feed(await chunks.__anext__())
         except StopAsyncIteration:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
                                                       f"event"), "empty_stream") from None
@@ -365,14 +365,21 @@ class Executor:
         await self._start_stream(ex, attempt, send)
         ex.usage = scanner.usage
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
-        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
         failure: str | None = None
+        last = b""
         try:
-            async for chunk in chunks:
-                events = scanner.feed(chunk)
-                if events:
-                    await send({"type": "http.response.body",
-                                "body": events[0] if len(events) == 1 else b"".join(events), "more_body": True})
+            # The block that completes the stream leaves with the response's end in one write.
+            if scanner.finished and response.exhausted:
+                last = block
+            else:
+                await send({"type": "http.response.body", "body": block, "more_body": True})
+                async for chunk in chunks:
+                    block = scanner.feed(chunk)
+                    if scanner.finished and response.exhausted:
+                        last = block
+                        break
+                    if block:
+                        await send({"type": "http.response.body", "body": block, "more_body": True})
         except (TimeoutError, UpstreamError, OSError) as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
         finally:
@@ -389,7 +396,7 @@ class Executor:
             await send({"type": "http.response.body", "body": errors.sse_error_event("api_error", failure)})
             return
         ex.finished = True
-        await send({"type": "http.response.body", "body": b""})
+        await send({"type": "http.response.body", "body": last})
 
     # -- openai ---------------------------------------------------------------------------------
     async def _openai(self, attempt: Attempt, ex: Exchange, send: Send) -> None:

@@ -157,6 +157,11 @@ class Response:
             else:
                 await self._wait()
 
+    @property
+    def exhausted(self) -> bool:
+        """Every byte of the body has arrived and been taken."""
+        return self._complete and not self._chunks
+
     def release(self) -> None:
         """Done with the answer: a fully read connection goes back to the pool, any other closes."""
         if self._released:

@@ -1,6 +1,6 @@
 """Server-sent events as bytes: splitting a byte stream into whole events, and reading their names.
 
-Events are kept as the exact bytes that arrived, so forwarding one costs a slice, not a re-encode.
+Events are kept as the exact bytes that arrived, so forwarding them costs a slice, not a re-encode.
 """
 from __future__ import annotations
 
@@ -26,21 +26,26 @@ class EventSplitter:
         self._tail = data[end + 2:]
         return [e + b"\n\n" for e in data[:end].split(b"\n\n") if e.strip(b"\n")]
 
+    def feed_block(self, chunk: bytes) -> bytes:
+        """The complete events so far as one block of bytes, exactly as they arrived (b"" when none)."""
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        data = self._tail + chunk if self._tail else chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._tail = data
+            return b""
+        end += 2
+        if end == len(data):
+            self._tail = b""
+            return data
+        self._tail = data[end:]
+        return data[:end]
+
     @property
     def pending(self) -> bytes:
         """Bytes of an event that has not been completed yet."""
         return self._tail
-
-
-def event_name(event: bytes) -> bytes:
-    """The `event:` field of an event, or b"" when it has none."""
-    if event.startswith(b"event:"):
-        line_end = event.find(b"\n")
-        return event[6:line_end].strip()
-    for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            return line[6:].strip()
-    return b""
 
 
 def event_data(event: bytes) -> bytes:

@@ -25,7 +25,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.store import keys
-from gateway.store.resp import PipelinedRedis, RespError
 from gateway.store.base import (
     Admission,
     AdmissionRequest,
@@ -48,6 +47,7 @@ from gateway.store.base import (
     validate_key,
     validate_team,
 )
+from gateway.store.resp import PipelinedRedis, RespError
 from gateway.store.rollups import (
     UsageEntry,
     UsageFold,

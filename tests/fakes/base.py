@@ -57,6 +57,7 @@ class ScriptedServer:
         self.script: deque[Reply] = deque()
         self.default: Reply | None = None
         self.disconnects = 0  # responses whose client went away before the end
+        self.cut: list[RecordedRequest] = []  # the requests of those responses
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -73,6 +74,7 @@ class ScriptedServer:
         self.requests.clear()
         self.script.clear()
         self.disconnects = 0
+        self.cut.clear()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "ScriptedServer":
@@ -152,6 +154,7 @@ class ScriptedServer:
             await response.write_eof()
         except (OSError, asyncio.CancelledError, ConnectionError) as exc:  # aiohttp's reset errors included
             self.disconnects += 1
+            self.cut.append(recorded)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return response
