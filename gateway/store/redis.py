@@ -144,9 +144,10 @@ class RedisStore(Store):
         self._gate = asyncio.Semaphore(max_connections)
         self._discovered = not self.cluster
         # The request path's own connection, where the URL allows it (see resp.py).
-        self._fast = (PipelinedRedis(url, connect_timeout=connect_timeout)
+        self._fast = (PipelinedRedis(url, connect_timeout=connect_timeout, operation_timeout=operation_timeout)
                       if not self.cluster and url.startswith("redis://") else None)
         self._discovery = asyncio.Lock()
+        self._admit_cache: dict[tuple[str, str, int], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -185,8 +186,8 @@ class RedisStore(Store):
         command = ["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args]
         for attempt in range(2):
             try:
-                async with asyncio.timeout(self.operation_timeout):
-                    return await self._fast.execute(*command)
+                # Bounded by the connection's own watchdog (operation_timeout): no timer per call.
+                return await self._fast.execute(*command)
             except RespError as exc:
                 if _transient(exc):
                     raise StoreUnavailable(f"redis unavailable: {exc}") from exc
@@ -339,18 +340,31 @@ class RedisStore(Store):
     def _lease_key_ttl(self) -> int:
         return math.ceil(self.options.lease_ttl_s * 2)
 
+    def _admit_constants(self, team: str, key_id: str, now: float) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """The admission script's keys and its arguments that only change with the day: the same
+        for every request of a key on a given day, so built once."""
+        cache_key = (team, key_id, int(now // 86400))
+        found = self._admit_cache.get(cache_key)
+        if found is None:
+            if len(self._admit_cache) > 10_000:
+                self._admit_cache.clear()
+            tk = keys.TeamKeys(team)
+            script_keys = (
+                tk.record, tk.key_record(key_id), tk.window, tk.window_tokens,
+                tk.key_window(key_id), tk.key_window_tokens(key_id), tk.leases,
+                tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
+                tk.spend_month(month_id(now)))
+            found = self._admit_cache[cache_key] = (script_keys, (_num(next_day_start(now)),
+                                                                  _num(next_month_start(now)),
+                                                                  _num(self.options.lease_ttl_s), _num(WINDOW_S),
+                                                                  self._lease_key_ttl(), _num(CONCURRENCY_RETRY_S)))
+        return found
+
     async def admit(self, req: AdmissionRequest) -> Admission:
-        tk = keys.TeamKeys(req.team)
         now = req.now
-        script_keys = [
-            tk.record, tk.key_record(req.key_id), tk.window, tk.window_tokens,
-            tk.key_window(req.key_id), tk.key_window_tokens(req.key_id), tk.leases,
-            tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
-            tk.spend_month(month_id(now))]
-        args = [req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                "\n".join(req.all_models), _num(now), _num(next_day_start(now)), _num(next_month_start(now)),
-                _num(self.options.lease_ttl_s), _num(WINDOW_S), self._lease_key_ttl(),
-                _num(CONCURRENCY_RETRY_S)]
+        script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
+        args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
+                "\n".join(req.all_models), _num(now), *day_args)
         out = await self._hot_script("admit", script_keys, args)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
@@ -424,10 +438,10 @@ class RedisStore(Store):
             commands.append(["SADD", keys.USAGE_TEAMS, *teams])
         for attempt in range(2):
             try:
-                async with asyncio.timeout(self.operation_timeout):
-                    if self._fast is not None:
-                        replies = await self._fast.pipeline(commands)
-                    else:
+                if self._fast is not None:
+                    replies = await self._fast.pipeline(commands)  # bounded by its watchdog
+                else:
+                    async with asyncio.timeout(self.operation_timeout):
                         pipe = self._redis.pipeline(transaction=False)
                         for command in commands:
                             pipe.execute_command(*command)

@@ -49,15 +49,47 @@ def _encode_any(args: Sequence[Any]) -> bytes:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    """One connection; replies are matched to waiters in order.
+
+    Replies come in order, so when the oldest waiter has waited longer than `timeout` the whole
+    connection is stuck: a watchdog then fails every waiter with TimeoutError and drops the
+    connection. One timer per connection, not one per command."""
+
+    def __init__(self, timeout: float) -> None:
         self.transport: asyncio.Transport | None = None
         self.reader = hiredis.Reader(encoding="utf-8", errors="replace")
         self.waiters: deque[asyncio.Future] = deque()
+        self.sent_at: deque[float] = deque()
         self.lost: Exception | None = None
+        self.timeout = timeout
         self._pending: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._watchdog = self._loop.call_later(self._check_every(), self._check)
+
+    def _check_every(self) -> float:
+        return min(0.1, self.timeout / 4)
+
+    def _check(self) -> None:
+        if self.lost is not None:
+            return
+        if self.sent_at and self._loop.time() - self.sent_at[0] > self.timeout:
+            self._give_up(TimeoutError(f"redis did not answer within {self.timeout:g} s"))
+            return
+        self._watchdog = self._loop.call_later(self._check_every(), self._check)
+
+    def expect(self, waiter: asyncio.Future) -> None:
+        self.waiters.append(waiter)
+        self.sent_at.append(self._loop.time())
+
+    def _give_up(self, error: Exception) -> None:
+        self.lost = error
+        if self.transport is not None:
+            self.transport.abort()
+        self._fail_all(error)
 
     def write(self, data: bytes) -> None:
         """Queue a command; everything queued in one turn of the event loop leaves in one write,
@@ -78,7 +110,8 @@ class _Protocol(asyncio.Protocol):
             if reply is False:
                 return
             waiter = self.waiters.popleft()
-            if waiter.done():  # its caller timed out; the reply still had to be consumed
+            self.sent_at.popleft()
+            if waiter.done():  # its caller was cancelled; the reply still had to be consumed
                 continue
             if isinstance(reply, hiredis.ReplyError):
                 waiter.set_exception(RespError(str(reply)))
@@ -86,15 +119,22 @@ class _Protocol(asyncio.Protocol):
                 waiter.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = exc or ConnectionError("connection closed by server")
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self.lost is None:
+            self.lost = exc or ConnectionError("connection closed by server")
+            self._fail_all(ConnectionError(f"redis connection lost: {self.lost}"))
+
+    def _fail_all(self, error: Exception) -> None:
+        self.sent_at.clear()
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.done():
-                waiter.set_exception(ConnectionError(f"redis connection lost: {self.lost}"))
+                waiter.set_exception(error)
 
 
 class PipelinedRedis:
-    def __init__(self, url: str, *, connect_timeout: float) -> None:
+    def __init__(self, url: str, *, connect_timeout: float, operation_timeout: float = 1.0) -> None:
         parts = urlsplit(url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 6379
@@ -102,6 +142,7 @@ class PipelinedRedis:
         self.username = unquote(parts.username) if parts.username else None
         self.db = int(parts.path.lstrip("/") or 0) if parts.path not in ("", "/") else 0
         self.connect_timeout = connect_timeout
+        self.operation_timeout = operation_timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Lock | None = None
 
@@ -116,7 +157,8 @@ class PipelinedRedis:
                 return self._protocol
             loop = asyncio.get_running_loop()
             async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await loop.create_connection(_Protocol, self.host, self.port)
+                _, protocol = await loop.create_connection(lambda: _Protocol(self.operation_timeout),
+                                                           self.host, self.port)
                 if self.password:
                     auth = [self.username, self.password] if self.username else [self.password]
                     await self._send(protocol, [b"AUTH", *auth])
@@ -128,7 +170,7 @@ class PipelinedRedis:
     @staticmethod
     def _send(protocol: _Protocol, args: Sequence[Any]) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()
-        protocol.waiters.append(waiter)
+        protocol.expect(waiter)
         protocol.write(encode_command(args))
         return waiter
 
@@ -143,7 +185,7 @@ class PipelinedRedis:
         waiters = []
         for _ in commands:
             waiter = loop.create_future()
-            protocol.waiters.append(waiter)
+            protocol.expect(waiter)
             waiters.append(waiter)
         protocol.write(b"".join(encode_command(c) for c in commands))
         return list(await asyncio.gather(*waiters, return_exceptions=True))

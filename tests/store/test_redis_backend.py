@@ -64,6 +64,27 @@ async def test_a_hung_redis_times_out_instead_of_hanging(own_server):
         await store.close()
 
 
+async def test_a_hung_redis_fails_admission_and_settlement_within_the_operation_timeout(own_server):
+    # The request path's pipelined connection has no timer per command: its watchdog gives up on
+    # the whole connection once the oldest command has waited operation_timeout.
+    store = create_store(own_server.url, operation_timeout=0.4, connect_timeout=0.3)
+    try:
+        await store.create_team(Team("team-a", created_at=NOW))
+        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk", secret_hash=secret_hash("s"),
+                                         created_at=NOW))
+        admit = AdmissionRequest("team-a", "key-1", "r1", 10, 0.0, "m1", NOW)
+        assert (await store.admit(admit)).admitted
+        own_server.pause()
+        assert 0.3 < await _elapsed(store.admit(AdmissionRequest("team-a", "key-1", "r2", 10, 0.0, "m1", NOW))) < 1.0
+        assert await _elapsed(store.settle_and_append([("team-a", "key-1", "r1", 0.01, 10, NOW)],
+                                                      [record("r1", NOW)])) < 1.0
+        own_server.resume()
+        assert (await store.admit(AdmissionRequest("team-a", "key-1", "r3", 10, 0.0, "m1", NOW))).admitted
+    finally:
+        own_server.resume()
+        await store.close()
+
+
 async def test_nothing_listening_is_unavailable_at_once():
     unused = RedisServer()  # a free port, never started
     store = create_store(unused.url)
