@@ -51,26 +51,39 @@ def _child(metric, *labels: str):
     return child
 
 
-def observe(record: dict) -> None:
-    """Count one finished request from its usage record."""
-    team, model, provider = record["team"] or "", record["model"] or "", record["provider"] or ""
-    _child(REQUESTS, team, model, provider, str(record["status"])).inc()
-    for kind, field in _KIND_FIELDS:
-        value = record[field]
-        if value:
-            _child(TOKENS, team, model, provider, kind).inc(value)
-    if record["cost_usd"]:
-        _child(COST, team, model, provider).inc(record["cost_usd"])
-    if record["provider"]:
-        _child(DURATION, model, provider).observe(record["latency_ms"] / 1000)
-        if record["ttft_ms"] is not None:
-            _child(TTFT, model, provider).observe(record["ttft_ms"] / 1000)
-    for attempt in record["attempts"]:
-        _child(ATTEMPTS, attempt["provider"], attempt["outcome"]).inc()
-    if len(record["attempts"]) > 1 and record["status"] == 200:
-        FALLBACKS.labels(model).inc()
-    if record["status"] == 429 and record.get("limited_by"):
-        RATE_LIMITED.labels(team, record["limited_by"]).inc()
+def observe(records: list[dict]) -> None:
+    """Count a batch of finished requests from their usage records.
+
+    Counters are summed over the batch first and incremented once per label set: each increment
+    takes a lock, and a batch holds many requests of the same team and model."""
+    counts: dict[tuple, float] = {}
+    for record in records:
+        team, model, provider = record["team"] or "", record["model"] or "", record["provider"] or ""
+        key = (REQUESTS, (team, model, provider, str(record["status"])))
+        counts[key] = counts.get(key, 0) + 1
+        for kind, field in _KIND_FIELDS:
+            value = record[field]
+            if value:
+                key = (TOKENS, (team, model, provider, kind))
+                counts[key] = counts.get(key, 0) + value
+        if record["cost_usd"]:
+            key = (COST, (team, model, provider))
+            counts[key] = counts.get(key, 0) + record["cost_usd"]
+        if provider:
+            _child(DURATION, model, provider).observe(record["latency_ms"] / 1000)
+            if record["ttft_ms"] is not None:
+                _child(TTFT, model, provider).observe(record["ttft_ms"] / 1000)
+        for attempt in record["attempts"]:
+            key = (ATTEMPTS, (attempt["provider"], attempt["outcome"]))
+            counts[key] = counts.get(key, 0) + 1
+        if len(record["attempts"]) > 1 and record["status"] == 200:
+            key = (FALLBACKS, (model,))
+            counts[key] = counts.get(key, 0) + 1
+        if record["status"] == 429 and record.get("limited_by"):
+            key = (RATE_LIMITED, (team, record["limited_by"]))
+            counts[key] = counts.get(key, 0) + 1
+    for (metric, labels), amount in counts.items():
+        _child(metric, *labels).inc(amount)
 
 
 def exposition() -> tuple[bytes, str]:

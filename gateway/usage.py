@@ -131,8 +131,8 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         records, settlements = self._take()
-        for record in records:
-            metrics.observe(record)
+        if records:
+            metrics.observe(records)
         if self.tracer is not None and records:
             # Building spans takes tens of microseconds each: not on the event loop.
             await asyncio.to_thread(self.tracer.export, records)

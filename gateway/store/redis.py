@@ -409,12 +409,17 @@ class RedisStore(Store):
         position = _key_positions(script_keys)
 
         entries = []
+        per_key_day: dict[tuple[str, int], tuple[float, float, int, int, int]] = {}
         for _team, key_id, request_id, cost_usd, tokens, now in settlements:
+            facts = per_key_day.get((key_id, int(now // 86400)))
+            if facts is None:
+                facts = per_key_day[(key_id, int(now // 86400))] = (
+                    next_day_start(now), next_month_start(now), position(tk.key_window_tokens(key_id)),
+                    position(tk.spend_day(day_id(now))), position(tk.spend_month(month_id(now))))
+            next_day, next_month, window_pos, day_pos, month_pos = facts
             entries.append([key_id, request_id, usd_to_nanos(cost_usd), int(tokens), now,
-                            math.ceil(next_day_start(now) - now + 86400),
-                            math.ceil(next_month_start(now) - now + 86400),
-                            position(tk.key_window_tokens(key_id)), position(tk.spend_day(day_id(now))),
-                            position(tk.spend_month(month_id(now)))])
+                            math.ceil(next_day - now + 86400), math.ceil(next_month - now + 86400),
+                            window_pos, day_pos, month_pos])
         args = [self._lease_key_ttl(), _num(self.options.settle_memory_s), orjson.dumps(entries).decode()]
         return script_keys, args
 
@@ -470,10 +475,14 @@ class RedisStore(Store):
         args: list[Any] = [now_ms, int(o.usage_max_age_s * 1000), o.usage_max_records,
                            math.ceil(o.rollup_hour_ttl_s), math.ceil(o.rollup_day_ttl_s),
                            int(o.usage_dedupe_s * 1000)]
+        buckets: dict[int, tuple[int, int]] = {}
         for entry in batch:
+            hour = int(entry.ts // 3600)
+            positions = buckets.get(hour)
+            if positions is None:
+                positions = buckets[hour] = (position(tk.rollup_hour(entry.hour)), position(tk.rollup_day(entry.day)))
             fields = entry.rollup_fields()
-            args += [entry.request_id, entry.record_json, position(tk.rollup_hour(entry.hour)),
-                     position(tk.rollup_day(entry.day)), len(fields)]
+            args += [entry.request_id, entry.record_json, positions[0], positions[1], len(fields)]
             for name, amount in fields:
                 args += [name, amount]
         return script_keys, args

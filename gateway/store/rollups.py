@@ -57,12 +57,40 @@ class UsageEntry:
 
     def rollup_fields(self) -> list[tuple[str, int]]:
         """(field, amount) pairs to add; zero amounts are left out."""
-        return [(f"{code}|{self.dims}", amount)
-                for (_, _, code), amount in zip(METRICS, self.amounts) if amount]
+        return [(name, amount) for name, amount in zip(_field_names(self.dims), self.amounts) if amount]
+
+
+_field_names_by_dims: dict[str, tuple[str, ...]] = {}
+_dims_by_values: dict[tuple[Any, Any, Any], str] = {}
+
+
+def _field_names(dims: str) -> tuple[str, ...]:
+    """`<code>|<dims>` for every metric: a few dims recur in every batch, so built once each."""
+    names = _field_names_by_dims.get(dims)
+    if names is None:
+        if len(_field_names_by_dims) > 10_000:
+            _field_names_by_dims.clear()
+        names = _field_names_by_dims[dims] = tuple(f"{code}|{dims}" for _, _, code in METRICS)
+    return names
+
+
+def _dims(model: Any, provider: Any, user: Any) -> str:
+    key = (model, provider, user)
+    try:
+        dims = _dims_by_values.get(key)
+    except TypeError:  # an unhashable value: rare enough to encode each time
+        return orjson.dumps([model, provider, user]).decode()
+    if dims is None:
+        if len(_dims_by_values) > 10_000:
+            _dims_by_values.clear()
+        dims = _dims_by_values[key] = orjson.dumps([model, provider, user]).decode()
+    return dims
 
 
 def _tokens(record: Mapping[str, Any], name: str) -> int:
     value = record.get(name) or 0
+    if type(value) is int and value >= 0:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise Invalid(f"usage {name} must be a non-negative number")
     return int(value)
@@ -80,17 +108,21 @@ def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
         raise Invalid("usage cost_usd must be a non-negative number")
     try:
-        record_json = orjson.dumps(dict(record), option=orjson.OPT_NON_STR_KEYS)
-    except TypeError as exc:
-        raise Invalid(f"usage record is not JSON: {exc}") from None
-    dims = orjson.dumps([record.get("model"), record.get("provider"), record.get("user")]).decode()
-    amounts = [1] + [_tokens(record, name) for _, name, _ in METRICS[1:-1]] + [usd_to_nanos(cost)]
+        record_json = orjson.dumps(record) if type(record) is dict else orjson.dumps(dict(record))
+    except TypeError:
+        try:
+            record_json = orjson.dumps(dict(record), option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise Invalid(f"usage record is not JSON: {exc}") from None
     session_id = record.get("session_id")
     return UsageEntry(
         request_id=request_id, team=team, ts=float(ts),
         session_id=session_id if isinstance(session_id, str) else None,
-        record_json=record_json, dims=dims,
-        amounts=tuple(amounts))
+        record_json=record_json, dims=_dims(record.get("model"), record.get("provider"), record.get("user")),
+        # In METRICS order:
+        amounts=(1, _tokens(record, "input_tokens"), _tokens(record, "output_tokens"),
+                 _tokens(record, "cache_creation_input_tokens"), _tokens(record, "cache_read_input_tokens"),
+                 usd_to_nanos(cost)))
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
