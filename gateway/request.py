@@ -119,6 +119,7 @@ class MessagesRequest:
     trace: dict[str, Any] | None
     preferences: dict[str, Any] | None
     router_fields: tuple[str, ...]  # router-only members present in the body
+    top_level: dict[str, Any]  # `model` and those members, as decoded: see upstream_body
     _body: dict[str, Any] | None = None
 
     @property
@@ -200,8 +201,11 @@ def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesReque
         raise InvalidRequest("plugins: must be an array")
     session = _optional_id(env.session_id if env.session_id is not None else headers.session_id, "session_id")
     user = _optional_id(env.user, "user")
+    top_level = {"model": model}
+    for name in present:
+        top_level[name] = getattr(env, name)
     return MessagesRequest(raw, model, fallbacks, env.stream, max_tokens, session, user, env.trace, env.provider,
-                           present)
+                           present, top_level)
 
 
 def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:

@@ -25,15 +25,17 @@ _NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop
 
 
 def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None = None,
-                  router_fields: Sequence[str] = ROUTER_FIELDS) -> bytes:
+                  router_fields: Sequence[str] = ROUTER_FIELDS, known: Mapping[str, Any] | None = None) -> bytes:
     """The client's body for the upstream: `model` rewritten, router-only members removed.
 
     `router_fields` may name members that turn out to be absent; they are simply not found.
+    `known` holds the values the request's decoder read for `model` and the router fields, which
+    tell their top-level members from nested ones cheaply.
     """
     if client_model == upstream_model and not router_fields:
         return raw
     try:
-        return edit_members(raw, replace={"model": upstream_model}, remove=router_fields)
+        return edit_members(raw, replace={"model": upstream_model}, remove=router_fields, known=known)
     except EditError:
         body = {k: v for k, v in orjson.loads(raw).items() if k not in ROUTER_FIELDS}
         body["model"] = upstream_model

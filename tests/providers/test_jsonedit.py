@@ -101,3 +101,35 @@ def test_any_answer_gains_exactly_model_provider_and_cost(body, usage, usage_las
     decoded = orjson.loads(out)
     assert decoded == expected_answer(body, "router/m", "p", 0.125)
     assert list(decoded) == list(body) + ["provider"]
+
+
+# -- requests: the decoder's values tell the top-level members from nested ones ------------------
+@pytest.mark.parametrize("raw", [
+    b'{"messages":[{"role":"user","content":"hi"}],"tools":[{"input_schema":{"properties":{"model":{"enum":["a"]}}}}],'
+    b'"model":"claude-x","user":"u1","max_tokens":5}',
+    b'{"tools":[{"model":"claude-x"}],"model":"claude-x","user":{"user":"u1"}}',
+    b'{"model":"cheap","messages":[],"model":"claude-x","user":"u1"}',
+    b'{"metadata":{"user":"u1"},"model":"claude-x","user":"u1"}',
+])
+def test_request_edits_with_the_decoded_values_touch_only_the_top_level(raw):
+    from providers.anthropic import upstream_body
+    decoded = orjson.loads(raw)  # keeps the last of duplicates, like the request decoder
+    known = {k: decoded[k] for k in ("model", "user")}
+    out = upstream_body(raw, "upstream-x", client_model="claude-x", router_fields=["user"], known=known)
+    expected = {k: v for k, v in decoded.items() if k != "user"}
+    expected["model"] = "upstream-x"
+    assert orjson.loads(out) == expected
+
+
+@settings(max_examples=150, deadline=None)
+@given(body=st.dictionaries(st.sampled_from(["model", "messages", "tools", "user", "x"]), json_values, min_size=1),
+       nested=st.sampled_from(["model", "user"]), indent=st.booleans())
+def test_request_edits_with_any_nesting_keep_every_other_member(body, nested, indent):
+    from providers.anthropic import upstream_body
+    body = {"tools": [{nested: body.get(nested, "v")}], **body, "model": "m"}
+    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
+    known = {k: body[k] for k in ("model", "user") if k in body}
+    out = upstream_body(raw, "up", client_model="m", router_fields=[k for k in ("user",) if k in body], known=known)
+    expected = {k: v for k, v in body.items() if k != "user"}
+    expected["model"] = "up"
+    assert orjson.loads(out) == expected
