@@ -34,7 +34,7 @@ from gateway.serving import served_models, serving_catalog
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
 from gateway.tracing import create_tracer
-from gateway.upstream import Client, Target, UpstreamError
+from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
 from policies.plan import Plan, build_plan
@@ -304,7 +304,7 @@ class Gateway:
 
     async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
         provider = attempt.provider
-        target = Target(provider.base_url.rstrip("/") + "/v1/messages/count_tokens" + (f"?{query}" if query else ""))
+        target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
         data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
                                        router_fields=[f for f in ROUTER_FIELDS if f in body], known=body)
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,

@@ -266,7 +266,7 @@ class Executor:
     async def _anthropic(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         provider = attempt.provider
         request = ex.request
-        target = self._target(provider.base_url, "/v1/messages", ex.query)
+        target = self.target(provider.base_url, "/v1/messages", ex.query)
         body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
                                        router_fields=request.router_fields, known=request.top_level)
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
@@ -290,7 +290,7 @@ class Executor:
             raise
         response.release()
 
-    def _target(self, base: str, path: str = "", query: str = "") -> Target:
+    def target(self, base: str, path: str = "", query: str = "") -> Target:
         """Upstream URLs parsed once: parsing a URL string costs every request microseconds."""
         key = (base, path, query)
         target = self._targets.get(key)
@@ -414,7 +414,7 @@ class Executor:
                 "unsupported") from None
         ex.dropped_params = dropped
         headers = openai_chat.upstream_headers(api_key=provider.api_key, stream=request.stream, extra=provider.headers)
-        response = await self._post(provider.name, self._target(openai_chat.chat_completions_url(provider.base_url)),
+        response = await self._post(provider.name, self.target(openai_chat.chat_completions_url(provider.base_url)),
                                     orjson.dumps(chat), headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:

@@ -167,7 +167,7 @@ class Response:
         if self._released:
             return
         self._released = True
-        self._conn.done(reusable=self._complete and not self._chunks)
+        self._conn.done(reusable=self.exhausted)
 
     def close(self) -> None:
         if not self._released:
@@ -445,10 +445,7 @@ class Client:
                 continue
             if now - conn.idle_since > self.keepalive_s:
                 conn.abort()  # the upstream may be closing it right now; the rest of the pool is older
-                while pool:
-                    older = pool.pop()
-                    older.pooled = False
-                    older.abort()
+                _drop_all(pool)
                 return None
             conn.reused = True
             return conn
@@ -489,8 +486,12 @@ class Client:
     async def close(self) -> None:
         self._closed = True
         for pool in self._idle.values():
-            while pool:
-                conn = pool.pop()
-                conn.pooled = False
-                conn.abort()
+            _drop_all(pool)
         self._idle.clear()
+
+
+def _drop_all(pool: collections.deque[_Connection]) -> None:
+    while pool:
+        conn = pool.pop()
+        conn.pooled = False
+        conn.abort()

@@ -156,7 +156,7 @@ class StreamScanner:
 
         Only the events that matter are looked at: found by name with one C-speed search per block,
         so a block of text deltas costs a search, not a loop over its events."""
-        block = self._splitter.feed_block(chunk)
+        block = self._splitter.feed(chunk)
         if not block:
             return block
         count = block.count(b"\n\n")

@@ -10,7 +10,7 @@ tool schema's `model` property), and only when that leaves a doubt is its nestin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import orjson
@@ -21,18 +21,28 @@ _SCALAR_END = re.compile(rb"[,}\]\s]")
 _WS = b" \t\r\n"
 _WS_BYTES = (b" ", b"\t", b"\r", b"\n")
 _needles: dict[str, bytes] = {}
-_key_patterns: dict[str, re.Pattern[bytes]] = {}
 
 
 class EditError(ValueError):
     """The bytes do not have the expected shape; the caller falls back to re-serialising."""
 
 
-def _key_pattern(key: str) -> re.Pattern[bytes]:
-    pattern = _key_patterns.get(key)
-    if pattern is None:
-        pattern = _key_patterns[key] = re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*')
-    return pattern
+def _needle(key: str) -> bytes:
+    needle = _needles.get(key)
+    if needle is None:
+        needle = _needles[key] = orjson.dumps(key)
+    return needle
+
+
+def _member_keys(raw: bytes, key: str) -> Iterator[tuple[int, int]]:
+    """(key start, value start) of every member named `key`, at any depth, in order."""
+    needle = _needle(key)
+    at = raw.find(needle)
+    while at >= 0:
+        start = _member_value_start(raw, at, len(needle))
+        if start is not None:
+            yield at, start
+        at = raw.find(needle, at + 1)
 
 
 def _depth_at(raw: bytes, pos: int) -> int:
@@ -87,12 +97,11 @@ def member_span(raw: bytes, key: str, parsed: Mapping[str, Any] | None = None,
         span = _span_by_value(raw, key, known[key])
         if span is not None:
             return span
-    candidates = [m for m in _key_pattern(key).finditer(raw) if _preceded_by_member_start(raw, m.start())]
-    candidates = [m for m in candidates if _depth_at(raw, m.start()) == 1]
+    candidates = [(at, start) for at, start in _member_keys(raw, key) if _depth_at(raw, at) == 1]
     if not candidates:
         return None
-    m = candidates[-1]  # with duplicate keys, JSON parsers keep the last
-    return m.start(), m.end(), _value_end(raw, m.end())
+    at, start = candidates[-1]  # with duplicate keys, JSON parsers keep the last
+    return at, start, _value_end(raw, start)
 
 
 def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[int, int, int] | None:
@@ -103,16 +112,16 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
     For the last member they must also end right at the object's closing brace, which a nested or
     an earlier duplicate member cannot do; with only scalars before it, the first key that starts a
     member is at the top level, and a later duplicate (which parsers prefer) fails the check."""
-    needle = _needles.get(key)
-    if needle is None:
-        needle = _needles[key] = orjson.dumps(key)
     if next(reversed(parsed)) == key:
         body = raw.rstrip(_WS)
         if not body.endswith(b"}"):
             return None
+        needle = _needle(key)
         at = raw.rfind(needle)
         while at >= 0 and (start := _member_value_start(raw, at, len(needle))) is None:
             at = raw.rfind(needle, 0, at)
+        if at < 0:
+            return None
         end = len(body[:-1].rstrip(_WS))
     else:
         for name, other in parsed.items():
@@ -120,17 +129,14 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
                 break
             if isinstance(other, (dict, list)):
                 return None
-        at = raw.find(needle)
-        while at >= 0 and (start := _member_value_start(raw, at, len(needle))) is None:
-            at = raw.find(needle, at + 1)
-        if at < 0:
+        first = next(_member_keys(raw, key), None)
+        if first is None:
             return None
+        at, start = first
         try:
             end = _value_end(raw, start)
         except EditError:
             return None
-    if at < 0:
-        return None
     try:
         if orjson.loads(raw[start:end]) != parsed[key]:
             return None
@@ -145,23 +151,16 @@ def _span_by_value(raw: bytes, key: str, value: Any) -> tuple[int, int, int] | N
 
     The decoder keeps the last of duplicate top-level members, and so does the upstream's: the
     member found holds the value that counts, wherever other members of that name are."""
-    needle = _needles.get(key)
-    if needle is None:
-        needle = _needles[key] = orjson.dumps(key)
     found = None
-    at = raw.find(needle)
-    while at >= 0:
-        start = _member_value_start(raw, at, len(needle))
-        if start is not None:
-            try:
-                end = _value_end(raw, start)
-                if orjson.loads(raw[start:end]) == value:
-                    if found is not None:
-                        return None
-                    found = (at, start, end)
-            except (EditError, orjson.JSONDecodeError):
-                pass
-        at = raw.find(needle, at + 1)
+    for at, start in _member_keys(raw, key):
+        try:
+            end = _value_end(raw, start)
+            if orjson.loads(raw[start:end]) == value:
+                if found is not None:
+                    return None
+                found = (at, start, end)
+        except (EditError, orjson.JSONDecodeError):
+            pass
     return found
 
 

@@ -1,4 +1,4 @@
-"""Server-sent events as bytes: splitting a byte stream into whole events, and reading their names.
+"""Server-sent events as bytes: cutting a byte stream at event boundaries, and reading an event's data.
 
 Events are kept as the exact bytes that arrived, so forwarding them costs a slice, not a re-encode.
 """
@@ -8,26 +8,17 @@ import orjson
 
 
 class EventSplitter:
-    """Cuts an arbitrarily chunked SSE byte stream into complete events (each ending in a blank line)."""
+    """Cuts an arbitrarily chunked SSE byte stream after its last complete event (events end in a
+    blank line), holding back the incomplete rest until the next chunk."""
 
     __slots__ = ("_tail",)
 
     def __init__(self) -> None:
         self._tail = b""
 
-    def feed(self, chunk: bytes) -> list[bytes]:
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        data = self._tail + chunk if self._tail else chunk
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._tail = data
-            return []
-        self._tail = data[end + 2:]
-        return [e + b"\n\n" for e in data[:end].split(b"\n\n") if e.strip(b"\n")]
-
-    def feed_block(self, chunk: bytes) -> bytes:
-        """The complete events so far as one block of bytes, exactly as they arrived (b"" when none)."""
+    def feed(self, chunk: bytes) -> bytes:
+        """The events completed so far as one block of bytes, as they arrived with CRLF line ends made LF
+        (b"" when none)."""
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
         data = self._tail + chunk if self._tail else chunk
@@ -41,11 +32,6 @@ class EventSplitter:
             return data
         self._tail = data[end:]
         return data[:end]
-
-    @property
-    def pending(self) -> bytes:
-        """Bytes of an event that has not been completed yet."""
-        return self._tail
 
 
 def event_data(event: bytes) -> bytes:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server) and runs the suite.
+# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl)
+# and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test.
+# Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
+# openssl makes the TLS tests' certificate.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

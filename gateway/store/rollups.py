@@ -7,6 +7,7 @@ overlap the range, with whole days read from the daily rollups when the hour is 
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,31 +61,22 @@ class UsageEntry:
         return [(name, amount) for name, amount in zip(_field_names(self.dims), self.amounts) if amount]
 
 
-_field_names_by_dims: dict[str, tuple[str, ...]] = {}
-_dims_by_values: dict[tuple[Any, Any, Any], str] = {}
-
-
+@functools.lru_cache(maxsize=10_000)
 def _field_names(dims: str) -> tuple[str, ...]:
     """`<code>|<dims>` for every metric: a few dims recur in every batch, so built once each."""
-    names = _field_names_by_dims.get(dims)
-    if names is None:
-        if len(_field_names_by_dims) > 10_000:
-            _field_names_by_dims.clear()
-        names = _field_names_by_dims[dims] = tuple(f"{code}|{dims}" for _, _, code in METRICS)
-    return names
+    return tuple(f"{code}|{dims}" for _, _, code in METRICS)
+
+
+@functools.lru_cache(maxsize=10_000, typed=True)
+def _cached_dims(model: Any, provider: Any, user: Any) -> str:
+    return orjson.dumps([model, provider, user]).decode()
 
 
 def _dims(model: Any, provider: Any, user: Any) -> str:
-    key = (model, provider, user)
     try:
-        dims = _dims_by_values.get(key)
+        return _cached_dims(model, provider, user)
     except TypeError:  # an unhashable value: rare enough to encode each time
         return orjson.dumps([model, provider, user]).decode()
-    if dims is None:
-        if len(_dims_by_values) > 10_000:
-            _dims_by_values.clear()
-        dims = _dims_by_values[key] = orjson.dumps([model, provider, user]).decode()
-    return dims
 
 
 def _tokens(record: Mapping[str, Any], name: str) -> int:
