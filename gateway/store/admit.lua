@@ -50,17 +50,28 @@ for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now))) do
   release(KEYS[7], KEYS[8], KEYS[9], KEYS[10], r)
 end
 
--- Sliding windows: an entry counts while its time is after now - window.
+-- Sliding windows, counted per second: the requests of second b count while b > now - window,
+-- so a window holds at most one entry per second whatever the request rate, and purging after
+-- a burst costs at most a window's worth of seconds.
+local second = string.format('%d', math.floor(now))
 local function purge(win, wtok)
   local cutoff = num(now - window)
   local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
   if #old > 0 then
-    local freed = 0
-    for _, r in ipairs(old) do
-      freed = freed + tonumber(redis.call('HGET', wtok, 'r:' .. r) or '0')
-      redis.call('HDEL', wtok, 'r:' .. r)
+    local fields = {}
+    for _, b in ipairs(old) do
+      fields[#fields + 1] = 'c:' .. b
+      fields[#fields + 1] = 't:' .. b
     end
-    redis.call('HINCRBY', wtok, '_sum', int(-freed))
+    local values = redis.call('HMGET', wtok, unpack(fields))
+    local count, sum = 0, 0
+    for i = 1, #values, 2 do
+      count = count + tonumber(values[i] or '0')
+      sum = sum + tonumber(values[i + 1] or '0')
+    end
+    redis.call('HINCRBY', wtok, '_count', -count)
+    redis.call('HINCRBY', wtok, '_sum', int(-sum))
+    redis.call('HDEL', wtok, unpack(fields))
     redis.call('ZREMRANGEBYSCORE', win, '-inf', cutoff)
   end
 end
@@ -74,8 +85,9 @@ for _, s in ipairs(scopes) do
   s.windowed = s.rpm ~= nil or s.tpm ~= nil
   if s.windowed then
     purge(s.win, s.wtok)
-    s.count = redis.call('ZCARD', s.win)
-    s.sum = tonumber(redis.call('HGET', s.wtok, '_sum') or '0')
+    local totals = redis.call('HMGET', s.wtok, '_count', '_sum')
+    s.count = tonumber(totals[1] or '0')
+    s.sum = tonumber(totals[2] or '0')
   end
 end
 
@@ -90,9 +102,19 @@ local function fail(reason, wait)
   end
 end
 
-local function entry_time(win, index)
-  local e = redis.call('ZRANGE', win, index, index, 'WITHSCORES')
-  return tonumber(e[2])
+-- How long until `need` of the window's requests (field 'c') or tokens ('t') have left it.
+local function wait_for(s, kind, need)
+  local seconds = redis.call('ZRANGE', s.win, 0, -1)
+  local fields = {}
+  for i, b in ipairs(seconds) do fields[i] = kind .. ':' .. b end
+  local freed = 0
+  if #fields > 0 then
+    for i, v in ipairs(redis.call('HMGET', s.wtok, unpack(fields))) do
+      freed = freed + tonumber(v or '0')
+      if freed >= need then return tonumber(seconds[i]) + window - now end
+    end
+  end
+  return window
 end
 
 local duplicate = redis.call('HEXISTS', KEYS[9], rid) == 1
@@ -100,19 +122,11 @@ if not duplicate then
   for _, s in ipairs(scopes) do
     if s.rpm ~= nil and s.count + 1 > s.rpm then
       if s.rpm == 0 then fail('rpm', nil)
-      else fail('rpm', entry_time(s.win, s.count - s.rpm) + window - now) end
+      else fail('rpm', wait_for(s, 'c', s.count + 1 - s.rpm)) end
     end
     if s.tpm ~= nil and s.sum + tokens > s.tpm then
       if tokens > s.tpm then fail('tpm', nil)
-      else
-        local need, freed, wait = s.sum + tokens - s.tpm, 0, window
-        local entries = redis.call('ZRANGE', s.win, 0, -1, 'WITHSCORES')
-        for i = 1, #entries, 2 do
-          freed = freed + tonumber(redis.call('HGET', s.wtok, 'r:' .. entries[i]) or '0')
-          if freed >= need then wait = tonumber(entries[i + 1]) + window - now break end
-        end
-        fail('tpm', wait)
-      end
+      else fail('tpm', wait_for(s, 't', s.sum + tokens - s.tpm)) end
     end
   end
 
@@ -152,27 +166,29 @@ local admitted = reason == nil
 local consume = admitted and not duplicate
 
 if consume then
+  local windowed = ''
   for _, s in ipairs(scopes) do
     if s.windowed then
-      local prev = redis.call('HGET', s.wtok, 'r:' .. rid)
-      if prev then redis.call('HINCRBY', s.wtok, '_sum', int(-tonumber(prev))) else s.count = s.count + 1 end
-      redis.call('ZADD', s.win, num(now), rid)
-      redis.call('HSET', s.wtok, 'r:' .. rid, int(tokens))
-      redis.call('HINCRBY', s.wtok, '_sum', int(tokens))
-      s.sum = tonumber(redis.call('HGET', s.wtok, '_sum'))
+      windowed = windowed .. (s.field == 'team' and 't' or 'k')
+      redis.call('ZADD', s.win, second, second)
+      redis.call('HINCRBY', s.wtok, 'c:' .. second, 1)
+      redis.call('HINCRBY', s.wtok, 't:' .. second, int(tokens))
+      redis.call('HINCRBY', s.wtok, '_count', 1)
+      s.sum = redis.call('HINCRBY', s.wtok, '_sum', int(tokens))
+      s.count = s.count + 1
       touch(math.ceil(window * 2), s.win, s.wtok)
     end
   end
   redis.call('ZADD', KEYS[7], num(now + lease_ttl), rid)
   redis.call('HINCRBY', KEYS[8], kfield, 1)
-  redis.call('HSET', KEYS[9], rid, int(cost) .. ':' .. key_id)
+  redis.call('HSET', KEYS[9], rid, table.concat({int(cost), second, int(tokens), windowed, key_id}, ':'))
   redis.call('HINCRBY', KEYS[10], 'team', int(cost))
   redis.call('HINCRBY', KEYS[10], kfield, int(cost))
   touch(lease_key_ttl, KEYS[7], KEYS[8], KEYS[9], KEYS[10])
 end
 
--- Headers: the scope with the fewest remaining; the window is full again one window after
--- its newest entry.
+-- Headers: the scope with the fewest remaining; the window is empty again one window after
+-- its newest second.
 local function header(limit_name, used_name)
   local best = nil
   for _, s in ipairs(scopes) do

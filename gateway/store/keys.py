@@ -35,11 +35,14 @@ class TeamKeys:
         self.base = f"{PREFIX}:{{{team}}}"
         self.record = f"{self.base}:team"
         self.key_ids = f"{self.base}:keys"          # set of key ids
-        self.window = f"{self.base}:win"            # zset request id -> admission time
-        self.window_tokens = f"{self.base}:win:n"   # hash r:<request id> -> tokens, _sum
+        # The RPM/TPM window counts admissions per second: a zset of the seconds that had any,
+        # and a hash c:<second> -> requests, t:<second> -> tokens, _count, _sum.
+        self.window = f"{self.base}:rate"
+        self.window_tokens = f"{self.base}:rate:n"
         self.leases = f"{self.base}:leases"         # zset request id -> lease expiry
         self.key_concurrency = f"{self.base}:kconc"  # hash k:<key id> -> open leases
-        self.reservations = f"{self.base}:res"      # hash request id -> "<nanos>:<key id>"
+        # hash request id -> "<nanos>:<window second>:<tokens>:<windowed scopes>:<key id>"
+        self.reservations = f"{self.base}:res"
         self.reserved = f"{self.base}:reserved"     # hash team | k:<key id> -> reserved nanos
         self.settled = f"{self.base}:settled"       # zset request id -> settle time
         self.usage_seen = f"{self.base}:useen"      # zset request id -> append time (ms)
@@ -49,10 +52,10 @@ class TeamKeys:
         return f"{self.base}:key:{key_id}"
 
     def key_window(self, key_id: str) -> str:
-        return f"{self.base}:k:{key_id}:win"
+        return f"{self.base}:k:{key_id}:rate"
 
     def key_window_tokens(self, key_id: str) -> str:
-        return f"{self.base}:k:{key_id}:win:n"
+        return f"{self.base}:k:{key_id}:rate:n"
 
     def spend_day(self, day_id: str) -> str:
         """Hash team | k:<key id> -> spent nanos in that UTC day."""

@@ -6,7 +6,6 @@ without awaiting in between, so on one event loop every operation is atomic, as 
 """
 from __future__ import annotations
 
-import bisect
 import heapq
 import time
 from collections import deque
@@ -71,67 +70,74 @@ class _Recent:
         self.times[rid] = at
         heapq.heappush(self._heap, (at, rid))
 
-    def forget(self, cutoff: float, *, inclusive: bool) -> None:
-        while self._heap and (self._heap[0][0] <= cutoff if inclusive
-                              else self._heap[0][0] < cutoff):
+    def forget(self, cutoff: float, *, inclusive: bool, limit: int) -> None:
+        """Forget at most `limit` of the oldest ids past the cutoff, as Redis does (forget_before):
+        remembering a few too long is harmless, a long stall after a burst is not."""
+        while limit > 0 and self._heap and (self._heap[0][0] <= cutoff if inclusive
+                                            else self._heap[0][0] < cutoff):
             at, rid = heapq.heappop(self._heap)
+            limit -= 1
             if self.times.get(rid) == at:
                 del self.times[rid]
 
 
 class _Window:
-    """A sliding window of admitted requests and their tokens (a ZSET plus a hash in Redis)."""
+    """Admitted requests and their tokens per second: those of second b count while
+    b > now - WINDOW_S (a ZSET of seconds plus a hash in Redis)."""
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[float, int]] = {}
-        self.order: list[tuple[float, str]] = []   # sorted like a ZSET: by time, then id
+        self.seconds: dict[int, list[int]] = {}   # second -> [requests, tokens]
+        self.count = 0
         self.total = 0
 
     def purge(self, now: float) -> None:
         cutoff = now - WINDOW_S
-        gone = 0
-        while gone < len(self.order) and self.order[gone][0] <= cutoff:
-            _, rid = self.order[gone]
-            self.total -= self.entries.pop(rid)[1]
-            gone += 1
-        del self.order[:gone]
+        for second in [b for b in self.seconds if b <= cutoff]:
+            requests, tokens = self.seconds.pop(second)
+            self.count -= requests
+            self.total -= tokens
 
-    def add(self, rid: str, now: float, tokens: int) -> None:
-        previous = self.entries.get(rid)
-        if previous is not None:
-            self.total -= previous[1]
-            self.order.remove((previous[0], rid))
-        self.entries[rid] = (now, tokens)
-        bisect.insort(self.order, (now, rid))
+    def add(self, second: int, tokens: int) -> None:
+        slot = self.seconds.setdefault(second, [0, 0])
+        slot[0] += 1
+        slot[1] += tokens
+        self.count += 1
         self.total += tokens
 
-    def true_up(self, rid: str, tokens: int) -> None:
-        entry = self.entries.get(rid)
-        if entry is not None:
-            self.total += tokens - entry[1]
-            self.entries[rid] = (entry[0], tokens)
+    def true_up(self, second: int, delta: int) -> None:
+        slot = self.seconds.get(second)
+        if slot is not None:
+            slot[1] += delta
+            self.total += delta
 
-    @property
-    def count(self) -> int:
-        return len(self.order)
-
-    def rpm_wait(self, rpm: int, now: float) -> float | None:
-        if rpm == 0:
-            return None
-        return self.order[self.count - rpm][0] + WINDOW_S - now
-
-    def tpm_wait(self, tpm: int, tokens: int, now: float) -> float | None:
-        if tokens > tpm:
-            return None
-        need, freed = self.total + tokens - tpm, 0
-        for ts, rid in self.order:
-            freed += self.entries[rid][1]
+    def _wait_for(self, which: int, need: int, now: float) -> float:
+        freed = 0
+        for second in sorted(self.seconds):
+            freed += self.seconds[second][which]
             if freed >= need:
-                return ts + WINDOW_S - now
+                return second + WINDOW_S - now
         return WINDOW_S
 
+    def rpm_wait(self, rpm: int, now: float) -> float | None:
+        return None if rpm == 0 else self._wait_for(0, self.count + 1 - rpm, now)
+
+    def tpm_wait(self, tpm: int, tokens: int, now: float) -> float | None:
+        return None if tokens > tpm else self._wait_for(1, self.total + tokens - tpm, now)
+
     def reset(self, now: float) -> float:
-        return self.order[-1][0] + WINDOW_S if self.order else now
+        return max(self.seconds) + WINDOW_S if self.seconds else now
+
+
+@dataclass
+class _Held:
+    """A reservation: its cost, the second its window entries are in, its reserved tokens, and
+    whether the team's and the key's windows counted it."""
+    cost: int
+    key_id: str
+    second: int
+    tokens: int
+    team_windowed: bool
+    key_windowed: bool
 
 
 @dataclass
@@ -141,7 +147,7 @@ class _TeamState:
     key_windows: dict[str, _Window] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)         # request id -> expiry
     key_concurrency: dict[str, int] = field(default_factory=dict)
-    reservations: dict[str, tuple[int, str]] = field(default_factory=dict)  # -> (nanos, key)
+    reservations: dict[str, _Held] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)         # team | k:<id> -> nanos
     spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (period, field) -> nanos
     settled: _Recent = field(default_factory=_Recent)
@@ -149,15 +155,15 @@ class _TeamState:
     usage: deque[tuple[int, int, dict[str, Any]]] = field(default_factory=deque)
     rollups: dict[tuple[str, int], tuple[float, dict[str, int]]] = field(default_factory=dict)
 
-    def release(self, rid: str) -> None:
+    def release(self, rid: str) -> _Held | None:
         held = self.reservations.pop(rid, None)
-        if held is not None:
-            cost, key_id = held
-            kfield = f"k:{key_id}"
-            self.reserved["team"] = self.reserved.get("team", 0) - cost
-            self.reserved[kfield] = self.reserved.get(kfield, 0) - cost
-            self.key_concurrency[key_id] = self.key_concurrency.get(key_id, 0) - 1
         self.leases.pop(rid, None)
+        if held is not None:
+            kfield = f"k:{held.key_id}"
+            self.reserved["team"] = self.reserved.get("team", 0) - held.cost
+            self.reserved[kfield] = self.reserved.get(kfield, 0) - held.cost
+            self.key_concurrency[held.key_id] = self.key_concurrency.get(held.key_id, 0) - 1
+        return held
 
 
 @dataclass
@@ -336,12 +342,16 @@ class MemoryStore(Store):
 
     def _reserve(self, state: _TeamState, scopes: list[_Scope], req: AdmissionRequest,
                  cost: int) -> None:
+        second = int(req.now // 1)
         for s in scopes:
             if s.window is not None:
-                s.window.add(req.request_id, req.now, req.tokens)
+                s.window.add(second, req.tokens)
         state.leases[req.request_id] = req.now + self.options.lease_ttl_s
         state.key_concurrency[req.key_id] = state.key_concurrency.get(req.key_id, 0) + 1
-        state.reservations[req.request_id] = (cost, req.key_id)
+        team, key = scopes
+        state.reservations[req.request_id] = _Held(cost, req.key_id, second, req.tokens,
+                                                   team_windowed=team.window is not None,
+                                                   key_windowed=key.window is not None)
         for fieldname in ("team", f"k:{req.key_id}"):
             state.reserved[fieldname] = state.reserved.get(fieldname, 0) + cost
 
@@ -387,17 +397,20 @@ class MemoryStore(Store):
         state = self._team_state(team)
         if request_id in state.settled:
             return False
-        state.settled.forget(now - self.options.settle_memory_s, inclusive=True)
+        state.settled.forget(now - self.options.settle_memory_s, inclusive=True, limit=100)
         state.settled.add(request_id, now)
-        state.release(request_id)
+        held = state.release(request_id)
         cost = usd_to_nanos(cost_usd)
         if cost > 0:
             for fieldname in ("team", f"k:{key_id}"):
                 for period in ("d:" + day_id(now), "m:" + month_id(now)):
                     state.spend[(period, fieldname)] = state.spend.get((period, fieldname), 0) + cost
-        state.window.true_up(request_id, tokens)
-        if key_id in state.key_windows:
-            state.key_windows[key_id].true_up(request_id, tokens)
+        # The window keeps the reserved tokens until the actual count is known.
+        if held is not None:
+            if held.team_windowed:
+                state.window.true_up(held.second, tokens - held.tokens)
+            if held.key_windowed and key_id in state.key_windows:
+                state.key_windows[key_id].true_up(held.second, tokens - held.tokens)
         return True
 
     # -- usage ---------------------------------------------------------------------------------
@@ -410,7 +423,7 @@ class MemoryStore(Store):
             self._usage_teams.add(team)
             state = self._team_state(team)
             state.usage_seen.forget(now_ms - int(self.options.usage_dedupe_s * 1000),
-                                    inclusive=False)
+                                    inclusive=False, limit=1000 + 5 * len(batch))
             for entry in batch:
                 if entry.request_id in state.usage_seen:
                     continue

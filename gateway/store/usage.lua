@@ -8,7 +8,7 @@
 local now_ms, max_age, max_len = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local dedupe = tonumber(ARGV[6])
 local oldest = string.format('%.0f', now_ms - max_age)
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.0f', now_ms - dedupe))
+forget_before(KEYS[1], '(' .. string.format('%.0f', now_ms - dedupe), 1000 + #ARGV)
 
 -- Stream ids follow the caller's clock (as trimming does), never going backwards.
 local stamp = string.format('%.0f', now_ms)

@@ -100,6 +100,29 @@ async def test_rpm_window_slides_and_retry_after_says_when_a_slot_frees(store, m
     assert not (await store.admit(request("r5", now=NOW + 60))).admitted
 
 
+async def test_requests_leave_the_window_with_the_second_they_came_in(store, make_team, make_key):
+    await make_team(rpm=2)
+    await make_key()
+    assert (await store.admit(request("r1", now=NOW + 0.2))).admitted
+    assert (await store.admit(request("r2", now=NOW + 0.9))).admitted
+    refused = await store.admit(request("r3", now=NOW + 59.5))
+    assert (refused.reason, refused.retry_after, refused.requests_reset) == ("rpm", 0.5, NOW + 60)
+    verdict = await store.admit(request("r3", now=NOW + 60))
+    assert (verdict.admitted, verdict.requests_remaining) == (True, 1)
+
+
+async def test_a_burst_leaves_the_window_whole_after_a_quiet_minute(store, make_team, make_key):
+    await make_team(rpm=100_000, tpm=10_000_000)
+    await make_key(rpm=50_000)
+    burst = [request(f"r{i}", now=NOW + i / 1000, tokens=7) for i in range(3000)]
+    assert await admitted_count(store, burst) == 3000
+    during = await store.admit(request("during", now=NOW + 3.5))  # the key is the tighter scope
+    assert (during.requests_remaining, during.tokens_remaining) == (50_000 - 3001, 10_000_000 - 21_010)
+    assert during.requests_reset == NOW + 63
+    after = await store.admit(request("after", now=NOW + 63.5, tokens=5))
+    assert (after.requests_remaining, after.tokens_remaining) == (50_000 - 1, 10_000_000 - 5)
+
+
 async def test_rpm_zero_refuses_with_no_point_in_waiting(store, make_team, make_key):
     await make_team(rpm=0)
     await make_key()

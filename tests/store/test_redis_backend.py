@@ -118,6 +118,53 @@ async def test_admission_is_one_evalsha_round_trip(redis_server):
         await store.close()
 
 
+async def test_the_rate_window_keeps_one_entry_per_second_whatever_the_rate(redis_server):
+    """A sliding log of request ids would hold a minute of traffic (360,000 entries at 6,000
+    requests a second) and delete it in one script call after a quiet minute, stalling Redis for
+    every team; seconds keep both the memory and the purge to a window's worth of seconds."""
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        await store.create_team(Team("team-a", Limits(rpm=100_000, tpm=10_000_000), created_at=NOW))
+        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
+                                         secret_hash=secret_hash("s"), created_at=NOW,
+                                         limits=Limits(rpm=50_000)))
+        for i in range(2000):
+            await store.admit(AdmissionRequest("team-a", "key-1", f"r{i}", 10, 0.0, "m1", NOW + i / 1000))
+        r = redis_server.client()
+        for window in ("gw:{team-a}:rate", "gw:{team-a}:k:key-1:rate"):
+            assert r.zrange(window, 0, -1) == ["1736942400", "1736942401"]
+            assert r.hgetall(window + ":n") == {"c:1736942400": "1000", "c:1736942401": "1000",
+                                                "t:1736942400": "10000", "t:1736942401": "10000",
+                                                "_count": "2000", "_sum": "20000"}
+        await store.settle("team-a", "key-1", "r1999", 0.0, 4, NOW + 2.5)
+        assert r.hget("gw:{team-a}:rate:n", "t:1736942401") == "9994"
+        assert r.hget("gw:{team-a}:k:key-1:rate:n", "_sum") == "19994"
+        await store.admit(AdmissionRequest("team-a", "key-1", "later", 10, 0.0, "m1", NOW + 70))
+        assert r.zrange("gw:{team-a}:rate", 0, -1) == ["1736942470"]
+        assert r.hgetall("gw:{team-a}:rate:n") == {"c:1736942470": "1", "t:1736942470": "10",
+                                                   "_count": "1", "_sum": "10"}
+    finally:
+        await store.close()
+
+
+async def test_settled_ids_past_their_memory_leave_a_hundred_per_settlement(redis_server):
+    redis_server.flush()
+    store = create_store(redis_server.url, settle_memory_s=60)
+    try:
+        await store.create_team(Team("team-a", created_at=NOW))
+        settled = [("team-a", "key-1", f"r{i}", 0.0, 1, NOW) for i in range(500)]
+        await store.settle_and_append(settled, [])
+        r = redis_server.client()
+        assert r.zcard("gw:{team-a}:settled") == 500
+        assert await store.settle("team-a", "key-1", "late", 0.0, 1, NOW + 3600)
+        assert r.zcard("gw:{team-a}:settled") == 401
+        assert not await store.settle("team-a", "key-1", "late", 0.0, 1, NOW + 3601)
+        assert r.zscore("gw:{team-a}:settled", "r0") is None
+    finally:
+        await store.close()
+
+
 async def test_a_usage_batch_is_one_script_call_per_team(redis_server):
     redis_server.flush()
     store = create_store(redis_server.url)
