@@ -48,23 +48,18 @@ end
 -- actual cost to the UTC day and month of `now`, and true up the TPM windows with the actual
 -- tokens. The cost is charged even when the lease has already expired: the money was spent.
 -- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, settled}. Returns 1, or 0 when the
--- request was already settled.
-local function settle_one(k, key_id, rid, cost, tokens, now, day_ttl, month_ttl, lease_key_ttl, remember)
+-- request was already settled. The caller sets the expiries of the keys it names, once per call.
+local function settle_one(k, key_id, rid, cost, tokens, now)
   if redis.call('ZSCORE', k.settled, rid) then return 0 end
-  forget_before(k.settled, num(now - remember), 100)
   redis.call('ZADD', k.settled, num(now), rid)
-  redis.call('EXPIRE', k.settled, math.ceil(remember * 2))
 
   local second, reserved_tokens, scopes = release(k.leases, k.kconc, k.res, k.reserved, rid)
-  touch(lease_key_ttl, k.leases, k.kconc, k.res, k.reserved)
 
   if cost > 0 then
     for _, field in ipairs({'team', 'k:' .. key_id}) do
       redis.call('HINCRBY', k.day, field, int(cost))
       redis.call('HINCRBY', k.month, field, int(cost))
     end
-    redis.call('EXPIRE', k.day, day_ttl)
-    redis.call('EXPIRE', k.month, month_ttl)
   end
 
   -- The window keeps the reserved tokens in the second of admission until the actual count is

@@ -165,6 +165,31 @@ async def test_settled_ids_past_their_memory_leave_a_hundred_per_settlement(redi
         await store.close()
 
 
+async def test_every_key_a_request_leaves_behind_expires_except_the_team_and_its_keys(redis_server):
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        now = time.time()
+        await store.create_team(Team("team-a", Limits(rpm=100, tpm=100_000, max_concurrent=5,
+                                                      budget_daily_usd=10.0), created_at=now))
+        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
+                                         secret_hash=secret_hash("s"), created_at=now,
+                                         limits=Limits(rpm=50)))
+        for rid in ("r1", "r2"):
+            assert (await store.admit(AdmissionRequest("team-a", "key-1", rid, 10, 0.01, "m1", now))).admitted
+        await store.settle_and_append([("team-a", "key-1", rid, 0.005, 8, now) for rid in ("r1", "r2")],
+                                      [record(rid, now) for rid in ("r1", "r2")])
+        r = redis_server.client()
+        lasting = {"gw:{team-a}:team", "gw:{team-a}:keys", "gw:{team-a}:key:key-1"}
+        left = set(r.scan_iter("gw:{team-a}:*"))
+        assert lasting < left and len(left) > 10
+        assert {k: r.ttl(k) for k in left - lasting if r.ttl(k) <= 0} == {}
+        day = next(k for k in left if ":spend:d:" in k)
+        assert r.hgetall(day) == {"team": "10000000", "k:key-1": "10000000"}
+    finally:
+        await store.close()
+
+
 async def test_a_usage_batch_is_one_script_call_per_team(redis_server):
     redis_server.flush()
     store = create_store(redis_server.url)
