@@ -308,7 +308,7 @@ class Gateway:
         provider = attempt.provider
         target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
         data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
-                                       router_fields=[f for f in ROUTER_FIELDS if f in body], known=body)
+                                       router_fields=[f for f in ROUTER_FIELDS if f in body])
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
                                                       beta=headers.beta, extra=provider.headers,
                                                       bearer=provider.options.get("auth") == "bearer")

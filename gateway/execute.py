@@ -268,7 +268,7 @@ class Executor:
         request = ex.request
         target = self.target(provider.base_url, "/v1/messages", ex.query)
         body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
-                                       router_fields=request.router_fields, known=request.top_level)
+                                       router_fields=request.router_fields, values=request.values)
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")

@@ -13,6 +13,7 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from providers.base import ROUTER_FIELDS
+from providers.jsonedit import top_level_values
 
 MAX_ID_CHARS = 128
 
@@ -87,26 +88,6 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-class _Envelope(msgspec.Struct):
-    """The top-level members the gateway acts on. Everything else is skipped by the decoder without
-    building Python objects, and `messages` stays raw bytes: a 31 KB Claude Code turn costs about
-    what a one-line prompt does."""
-    model: Any = msgspec.UNSET
-    messages: msgspec.Raw = msgspec.Raw()
-    max_tokens: Any = msgspec.UNSET
-    stream: Any = False
-    # Router-only members: UNSET when absent, so the passthrough knows exactly what to remove.
-    provider: Any = msgspec.UNSET
-    models: Any = msgspec.UNSET
-    session_id: Any = msgspec.UNSET
-    trace: Any = msgspec.UNSET
-    user: Any = msgspec.UNSET
-    plugins: Any = msgspec.UNSET
-
-
-_ENVELOPE = msgspec.json.Decoder(_Envelope)
-
-
 @dataclass(slots=True)
 class MessagesRequest:
     raw: bytes
@@ -119,7 +100,7 @@ class MessagesRequest:
     trace: dict[str, Any] | None
     preferences: dict[str, Any] | None
     router_fields: tuple[str, ...]  # router-only members present in the body
-    top_level: dict[str, Any]  # `model` and those members, as decoded: see upstream_body
+    values: dict[str, msgspec.Raw]  # every top-level member's value as raw bytes: see upstream_body
     _body: dict[str, Any] | None = None
 
     @property
@@ -131,15 +112,23 @@ class MessagesRequest:
         return self._body
 
 
-def _decode_envelope(raw: bytes) -> _Envelope:
+def _decode_values(raw: bytes) -> dict[str, msgspec.Raw]:
+    """The top-level members with their values as raw bytes. Nested values are stepped over by the
+    decoder without building Python objects, so a 31 KB Claude Code turn costs about what a
+    one-line prompt does; only the members the gateway acts on are decoded further."""
     if not raw:
         raise InvalidRequest("request body is empty; expected a JSON object")
     try:
-        return _ENVELOPE.decode(raw)
+        return top_level_values(raw)
     except msgspec.ValidationError:
         raise InvalidRequest("request body must be a JSON object") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+
+
+def _member(values: dict[str, msgspec.Raw], name: str, default: Any = None) -> Any:
+    value = values.get(name)
+    return default if value is None else msgspec.json.decode(value)
 
 
 def _check_model(model: Any) -> str:
@@ -150,8 +139,8 @@ def _check_model(model: Any) -> str:
     return model
 
 
-def _check_messages(messages: msgspec.Raw) -> None:
-    first = memoryview(messages)[:1].tobytes()
+def _check_messages(messages: msgspec.Raw | None) -> None:
+    first = bytes(memoryview(messages)[:1]) if messages is not None else b""
     if not first or first == b"n":
         raise InvalidRequest("messages: field required")
     if first != b"[":
@@ -168,44 +157,36 @@ def _optional_id(value: Any, field: str) -> str | None:
     return value
 
 
-def _given(value: Any) -> Any:
-    return None if value is msgspec.UNSET else value
-
-
 def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
-    env = _decode_envelope(raw)
-    present = tuple(f for f in ROUTER_FIELDS if getattr(env, f) is not msgspec.UNSET)
-    env.provider, env.models, env.session_id = _given(env.provider), _given(env.models), _given(env.session_id)
-    env.trace, env.user, env.plugins = _given(env.trace), _given(env.user), _given(env.plugins)
-    model = _check_model(env.model)
-    _check_messages(env.messages)
-    max_tokens = env.max_tokens
-    if max_tokens is msgspec.UNSET or max_tokens is None:
+    values = _decode_values(raw)
+    present = tuple(f for f in ROUTER_FIELDS if f in values)
+    model = _check_model(_member(values, "model"))
+    _check_messages(values.get("messages"))
+    max_tokens = _member(values, "max_tokens")
+    if max_tokens is None:
         raise InvalidRequest("max_tokens: field required")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: must be a positive integer")
-    if not isinstance(env.stream, bool):
+    stream = _member(values, "stream", False)
+    if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
-    models = env.models
+    provider, models, session_id, trace, user, plugins = (
+        _member(values, name) for name in ("provider", "models", "session_id", "trace", "user", "plugins"))
     if models is None:
         fallbacks: list[str] = []
     elif isinstance(models, list) and all(isinstance(m, str) and m for m in models):
         fallbacks = models
     else:
         raise InvalidRequest("models: must be an array of model ids")
-    if env.trace is not None and not isinstance(env.trace, dict):
+    if trace is not None and not isinstance(trace, dict):
         raise InvalidRequest("trace: must be an object")
-    if env.provider is not None and not isinstance(env.provider, dict):
+    if provider is not None and not isinstance(provider, dict):
         raise InvalidRequest("provider: must be an object")
-    if env.plugins is not None and not isinstance(env.plugins, list):
+    if plugins is not None and not isinstance(plugins, list):
         raise InvalidRequest("plugins: must be an array")
-    session = _optional_id(env.session_id if env.session_id is not None else headers.session_id, "session_id")
-    user = _optional_id(env.user, "user")
-    top_level = {"model": model}
-    for name in present:
-        top_level[name] = getattr(env, name)
-    return MessagesRequest(raw, model, fallbacks, env.stream, max_tokens, session, user, env.trace, env.provider,
-                           present, top_level)
+    session = _optional_id(session_id if session_id is not None else headers.session_id, "session_id")
+    return MessagesRequest(raw, model, fallbacks, stream, max_tokens, session, _optional_id(user, "user"), trace,
+                           provider, present, values)
 
 
 def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:

@@ -10,10 +10,17 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 import orjson
 
 from providers.base import ROUTER_FIELDS, Usage
-from providers.jsonedit import EditError, edit_members, member_span
+from providers.jsonedit import (
+    EditError,
+    edit_members,
+    edit_top_level,
+    member_span,
+    top_level_values,
+)
 from providers.sse import EventSplitter, event_data
 
 DEFAULT_VERSION = "2023-06-01"
@@ -25,18 +32,22 @@ _NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop
 
 
 def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None = None,
-                  router_fields: Sequence[str] = ROUTER_FIELDS, known: Mapping[str, Any] | None = None) -> bytes:
+                  router_fields: Sequence[str] = ROUTER_FIELDS,
+                  values: Mapping[str, msgspec.Raw] | None = None) -> bytes:
     """The client's body for the upstream: `model` rewritten, router-only members removed.
 
     `router_fields` may name members that turn out to be absent; they are simply not found.
-    `known` holds the values the request's decoder read for `model` and the router fields, which
-    tell their top-level members from nested ones cheaply.
+    `values` are the body's top-level values as the request decoder read them
+    (`jsonedit.top_level_values`), which locate the members exactly; without them they are read here.
     """
     if client_model == upstream_model and not router_fields:
         return raw
     try:
-        return edit_members(raw, replace={"model": upstream_model}, remove=router_fields, known=known)
-    except EditError:
+        if values is None:
+            values = top_level_values(raw)
+        return edit_top_level(raw, values, replace={"model": upstream_model}, remove=router_fields)
+    except (EditError, msgspec.DecodeError):
+        # Duplicate keys: decoding keeps the last of each, as routing did.
         body = {k: v for k, v in orjson.loads(raw).items() if k not in ROUTER_FIELDS}
         body["model"] = upstream_model
         return orjson.dumps(body)

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from providers.jsonedit import edit_members, member_span
+from providers.jsonedit import (
+    EditError,
+    edit_members,
+    edit_top_level,
+    member_span,
+    top_level_spans,
+    top_level_values,
+)
 
 ROUTER = ["provider", "models", "session_id", "trace", "user", "plugins"]
 
@@ -103,33 +110,88 @@ def test_any_answer_gains_exactly_model_provider_and_cost(body, usage, usage_las
     assert list(decoded) == list(body) + ["provider"]
 
 
-# -- requests: the decoder's values tell the top-level members from nested ones ------------------
+# -- requests: members located exactly from the decoder's reading --------------------------------
 @pytest.mark.parametrize("raw", [
     b'{"messages":[{"role":"user","content":"hi"}],"tools":[{"input_schema":{"properties":{"model":{"enum":["a"]}}}}],'
     b'"model":"claude-x","user":"u1","max_tokens":5}',
     b'{"tools":[{"model":"claude-x"}],"model":"claude-x","user":{"user":"u1"}}',
     b'{"model":"cheap","messages":[],"model":"claude-x","user":"u1"}',
     b'{"metadata":{"user":"u1"},"model":"claude-x","user":"u1"}',
+    b'{"model": "claude-x", "user": "u1", "n": [1, 2]}',
+    b' {\n "user" : "u1" ,\t"model":\r\n"claude-x"  }\n',
+    b'{"us\\u0065r":"u1","model":"claude-x","text":"{\\"model\\":\\"claude-x\\"}"}',
+    b'{"user":"u1","model":"claude-x"}',
 ])
-def test_request_edits_with_the_decoded_values_touch_only_the_top_level(raw):
+def test_request_edits_touch_only_the_top_level(raw):
     from providers.anthropic import upstream_body
     decoded = orjson.loads(raw)  # keeps the last of duplicates, like the request decoder
-    known = {k: decoded[k] for k in ("model", "user")}
-    out = upstream_body(raw, "upstream-x", client_model="claude-x", router_fields=["user"], known=known)
+    out = upstream_body(raw, "upstream-x", client_model="claude-x", router_fields=["user"],
+                        values=top_level_values(raw))
     expected = {k: v for k, v in decoded.items() if k != "user"}
     expected["model"] = "upstream-x"
     assert orjson.loads(out) == expected
 
 
+@pytest.mark.parametrize(("raw", "edited"), [
+    (b'{"model":"m","max_tokens":5,"user":"u"}', b'{"model":"up","max_tokens":5}'),
+    (b'{"model": "m", "max_tokens": 5, "user": "u"}\n', b'{"model": "up", "max_tokens": 5}\n'),
+    (b'{\n  "user": "u",\n  "model": "m"\n}', b'{\n  "model": "up"\n}'),
+    (b'{"model":"m","n":1.50e3,"s":"\\u00e9"}', b'{"model":"up","n":1.50e3,"s":"\\u00e9"}'),
+])
+def test_request_edits_keep_every_other_byte(raw, edited):
+    assert edit_top_level(raw, top_level_values(raw), replace={"model": "up"}, remove=["user"]) == edited
+
+
+def test_the_walk_locates_every_member_by_the_decoders_lengths():
+    raw = b'{ "model" : "m", "tools" : [{"model": "x"}], "n" : 1.50e3 }'
+    spans = top_level_spans(raw, top_level_values(raw))
+    assert {k: raw[s:e] for k, (_, s, e) in spans.items()} == \
+        {"model": b'"m"', "tools": b'[{"model": "x"}]', "n": b"1.50e3"}
+    assert [raw[at:at + 3] for at, _, _ in spans.values()] == [b'"mo', b'"to', b'"n"']
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"model":"a","model":"b"}',          # a duplicate: the decoder dropped the first value
+    b'{"model":"ab","x":1,"model":"c"}',
+    b'{"model":"a","model":"a"}',
+])
+def test_members_the_decoder_did_not_keep_are_refused(raw):
+    values = top_level_values(raw)
+    with pytest.raises(EditError):
+        top_level_spans(raw, values)
+    with pytest.raises(EditError):
+        edit_top_level(raw, values, replace={"model": "up"})
+
+
+def test_a_value_the_decoder_did_not_read_is_refused():
+    raw = b'{"model":"a","x":123}'
+    values = top_level_values(raw)
+    values["x"] = top_level_values(b'{"x":12}')["x"]  # a shorter value at the same place
+    with pytest.raises(EditError):
+        top_level_spans(raw, values)
+
+
+def test_a_duplicate_model_cannot_smuggle_another_model_upstream():
+    """Routing and billing see the last `model`, as the decoder does; the upstream must get the
+    routed model, whatever the duplicates say."""
+    from providers.anthropic import upstream_body
+    raw = b'{"model":"expensive","messages":[],"model":"cheap"}'
+    out = upstream_body(raw, "cheap-upstream", client_model="cheap", router_fields=[], values=top_level_values(raw))
+    assert out.count(b'"model"') == 1 and orjson.loads(out)["model"] == "cheap-upstream"
+
+
 @settings(max_examples=150, deadline=None)
 @given(body=st.dictionaries(st.sampled_from(["model", "messages", "tools", "user", "x"]), json_values, min_size=1),
-       nested=st.sampled_from(["model", "user"]), indent=st.booleans())
-def test_request_edits_with_any_nesting_keep_every_other_member(body, nested, indent):
+       nested=st.sampled_from(["model", "user"]), layout=st.sampled_from(["compact", "spaced", "indent"]))
+def test_request_edits_with_any_nesting_keep_every_other_member(body, nested, layout):
+    import json
+
     from providers.anthropic import upstream_body
     body = {"tools": [{nested: body.get(nested, "v")}], **body, "model": "m"}
-    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
-    known = {k: body[k] for k in ("model", "user") if k in body}
-    out = upstream_body(raw, "up", client_model="m", router_fields=[k for k in ("user",) if k in body], known=known)
+    raw = {"compact": orjson.dumps(body), "spaced": json.dumps(body).encode(),
+           "indent": orjson.dumps(body, option=orjson.OPT_INDENT_2)}[layout]
+    out = upstream_body(raw, "up", client_model="m", router_fields=[k for k in ("user",) if k in body],
+                        values=top_level_values(raw))
     expected = {k: v for k, v in body.items() if k != "user"}
     expected["model"] = "up"
     assert orjson.loads(out) == expected
