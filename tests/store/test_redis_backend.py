@@ -27,6 +27,14 @@ def own_server() -> RedisServer:
         yield server
 
 
+async def _team_and_key(store, team_limits: Limits | None = None, key_limits: Limits | None = None,
+                        created_at: float = NOW) -> None:
+    """Team "team-a" holding key "key-1" (secret "s")."""
+    await store.create_team(Team("team-a", team_limits or Limits(), created_at=created_at))
+    await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk", secret_hash=secret_hash("s"),
+                                     created_at=created_at, limits=key_limits or Limits()))
+
+
 async def _elapsed(call) -> float:
     started = time.monotonic()
     with pytest.raises(StoreUnavailable):
@@ -69,9 +77,7 @@ async def test_a_hung_redis_fails_admission_and_settlement_within_the_operation_
     # the whole connection once the oldest command has waited operation_timeout.
     store = create_store(own_server.url, operation_timeout=0.4, connect_timeout=0.3)
     try:
-        await store.create_team(Team("team-a", created_at=NOW))
-        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk", secret_hash=secret_hash("s"),
-                                         created_at=NOW))
+        await _team_and_key(store)
         admit = AdmissionRequest("team-a", "key-1", "r1", 10, 0.0, "m1", NOW)
         assert (await store.admit(admit)).admitted
         own_server.pause()
@@ -99,11 +105,8 @@ async def test_admission_is_one_evalsha_round_trip(redis_server):
     redis_server.flush()
     store = create_store(redis_server.url)
     try:
-        await store.create_team(Team("team-a", Limits(rpm=10, tpm=1000, max_concurrent=2,
-                                                      budget_daily_usd=1.0), created_at=NOW))
-        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
-                                         secret_hash=secret_hash("s"), created_at=NOW,
-                                         limits=Limits(rpm=5)))
+        await _team_and_key(store, Limits(rpm=10, tpm=1000, max_concurrent=2, budget_daily_usd=1.0),
+                            Limits(rpm=5))
         await store.ping()  # loads the scripts
         await store.admit(AdmissionRequest("team-a", "key-1", "warm", 10, 0.01, "m1", NOW))
         with CommandLog(redis_server) as log:
@@ -125,10 +128,7 @@ async def test_the_rate_window_keeps_one_entry_per_second_whatever_the_rate(redi
     redis_server.flush()
     store = create_store(redis_server.url)
     try:
-        await store.create_team(Team("team-a", Limits(rpm=100_000, tpm=10_000_000), created_at=NOW))
-        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
-                                         secret_hash=secret_hash("s"), created_at=NOW,
-                                         limits=Limits(rpm=50_000)))
+        await _team_and_key(store, Limits(rpm=100_000, tpm=10_000_000), Limits(rpm=50_000))
         for i in range(2000):
             await store.admit(AdmissionRequest("team-a", "key-1", f"r{i}", 10, 0.0, "m1", NOW + i / 1000))
         r = redis_server.client()
@@ -170,11 +170,8 @@ async def test_every_key_a_request_leaves_behind_expires_except_the_team_and_its
     store = create_store(redis_server.url)
     try:
         now = time.time()
-        await store.create_team(Team("team-a", Limits(rpm=100, tpm=100_000, max_concurrent=5,
-                                                      budget_daily_usd=10.0), created_at=now))
-        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="sk",
-                                         secret_hash=secret_hash("s"), created_at=now,
-                                         limits=Limits(rpm=50)))
+        await _team_and_key(store, Limits(rpm=100, tpm=100_000, max_concurrent=5, budget_daily_usd=10.0),
+                            Limits(rpm=50), created_at=now)
         for rid in ("r1", "r2"):
             assert (await store.admit(AdmissionRequest("team-a", "key-1", rid, 10, 0.01, "m1", now))).admitted
         await store.settle_and_append([("team-a", "key-1", rid, 0.005, 8, now) for rid in ("r1", "r2")],
@@ -221,9 +218,7 @@ async def test_settlements_and_usage_of_a_batch_share_one_pipelined_round_trip(r
     redis_server.flush()
     store = create_store(redis_server.url)
     try:
-        await store.create_team(Team("team-a", created_at=NOW, limits=Limits(budget_daily_usd=10)))
-        await store.create_key(KeyRecord(id="key-1", team="team-a", prefix="p", secret_hash=secret_hash("s"),
-                                         created_at=NOW))
+        await _team_and_key(store, Limits(budget_daily_usd=10))
         await store.ping()
         for i in range(5):
             assert (await store.admit(AdmissionRequest("team-a", "key-1", f"r{i}", 10, 0.5, "m1", NOW))).admitted
