@@ -76,20 +76,21 @@ def memory_replicas(fake, tmp_path_factory) -> Iterator[Replicas]:
         yield replicas
 
 
+def _two_replicas(fake, servers, folder) -> Iterator[Replicas]:
+    """Two gateways sharing the (flushed) Redis behind `servers`."""
+    servers.flush()
+    with Replicas(gateway_config(fake.url, servers.url), folder, count=2, admin_key=ADMIN_KEY) as replicas:
+        yield replicas
+
+
 @pytest.fixture(scope="module")
 def redis_replicas(fake, redis_server, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
-    redis_server.flush()
-    config = gateway_config(fake.url, redis_server.url)
-    with Replicas(config, tmp_path_factory.mktemp("redis"), count=2, admin_key=ADMIN_KEY) as replicas:
-        yield replicas
+    yield from _two_replicas(fake, redis_server, tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="module")
 def cluster_replicas(fake, redis_cluster, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
-    redis_cluster.flush()
-    config = gateway_config(fake.url, redis_cluster.url)
-    with Replicas(config, tmp_path_factory.mktemp("cluster"), count=2, admin_key=ADMIN_KEY) as replicas:
-        yield replicas
+    yield from _two_replicas(fake, redis_cluster, tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
