@@ -1,6 +1,6 @@
 """The embedded in-memory store: the Redis backend's twin for one process.
 
-Same structures and the same arithmetic as the Redis scripts (`admit.lua`, `settle.lua`, ...),
+Same structures and the same arithmetic as the Redis scripts (`admit.lua`, `settle_batch.lua`, ...),
 written in Python; the shared test suite holds the two to identical behaviour. Each method runs
 without awaiting in between, so on one event loop every operation is atomic, as a script is.
 """

@@ -68,7 +68,7 @@ from policies.limits import (
 
 T = TypeVar("T")
 
-SCRIPTS = ("admit", "settle", "settle_batch", "renew", "usage", "endpoint_stats", "cas")
+SCRIPTS = ("admit", "settle_batch", "renew", "usage", "endpoint_stats", "cas")
 USAGE_CLOCK_SLACK_S = 300.0  # a record's ts may run ahead of its stream id by this much
 CAS_ATTEMPTS = 20
 PAGE = 500
@@ -380,25 +380,11 @@ class RedisStore(Store):
                 [request_id, _num(now), _num(self.options.lease_ttl_s), self._lease_key_ttl()])
         return int(done) == 1
 
-    def _settle_call(self, team: str, key_id: str, request_id: str, cost_usd: float,
-                     tokens: int, now: float) -> tuple[list[str], list[Any]]:
-        tk = keys.TeamKeys(team)
-        script_keys = [
-            tk.window_tokens, tk.key_window_tokens(key_id), tk.leases, tk.key_concurrency,
-            tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
-            tk.spend_month(month_id(now)), tk.settled]
-        # Spend keys outlive their period by a day, measured on the caller's clock.
-        day_ttl = math.ceil(next_day_start(now) - now + 86400)
-        month_ttl = math.ceil(next_month_start(now) - now + 86400)
-        args = [key_id, request_id, usd_to_nanos(cost_usd), int(tokens), _num(now), day_ttl,
-                month_ttl, self._lease_key_ttl(), _num(self.options.settle_memory_s)]
-        return script_keys, args
-
     async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
                      tokens: int, now: float) -> bool:
-        script_keys, args = self._settle_call(team, key_id, request_id, cost_usd, tokens, now)
+        script_keys, args = self._settle_batch_call(team, [(team, key_id, request_id, cost_usd, tokens, now)])
         async with self._guard():
-            done = await self._script("settle", script_keys, args)
+            done = await self._script("settle_batch", script_keys, args)
         return int(done) == 1
 
     def _settle_batch_call(self, team: str,
@@ -417,6 +403,7 @@ class RedisStore(Store):
                     next_day_start(now), next_month_start(now), position(tk.key_window_tokens(key_id)),
                     position(tk.spend_day(day_id(now))), position(tk.spend_month(month_id(now))))
             next_day, next_month, window_pos, day_pos, month_pos = facts
+            # Spend keys outlive their period by a day, measured on the caller's clock.
             entries.append([key_id, request_id, usd_to_nanos(cost_usd), int(tokens), now,
                             math.ceil(next_day - now + 86400), math.ceil(next_month - now + 86400),
                             window_pos, day_pos, month_pos])

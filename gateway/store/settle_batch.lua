@@ -1,4 +1,5 @@
 -- Settlement of a batch of one team's requests in one call (see settle_one in the prelude).
+-- Mirrored by MemoryStore.settle: change both together.
 -- KEYS: 1 team window tokens, 2 leases, 3 key concurrency, 4 reservations, 5 reserved,
 --       6 settled, then every key window and spend key the batch names (by position).
 -- ARGV: 1 lease key ttl, 2 how long a settlement is remembered, 3 JSON array of settlements
