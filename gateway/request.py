@@ -132,7 +132,7 @@ def _member(values: dict[str, msgspec.Raw], name: str, default: Any = None) -> A
 
 
 def _check_model(model: Any) -> str:
-    if model is msgspec.UNSET or model is None:
+    if model is None:
         raise InvalidRequest("model: field required")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: must be a non-empty string")

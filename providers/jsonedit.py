@@ -6,10 +6,10 @@ router-only members removed; a response only gains `provider` and `usage.cost`. 
 key order, so the edits splice the original bytes.
 
 A request's members are located exactly from what the decoder read: every top-level value as raw
-bytes, in document order. A body laid out as SDKs write it is checked against those members joined
-with the usual separators, at the cost of a copy; any other layout is walked member by member. Either
-way the cost grows with the number of members, not with the body's size, and a body the decoder
-read differently (duplicate keys) is refused rather than guessed at. A response, which the gateway
+bytes, in document order. Each member is checked in place, key then value, without copying: with
+the usual separators when the body is laid out as SDKs write it, by a walk over any whitespace
+otherwise. Either way the cost grows with the number of members, not with the body's size, and a
+body the decoder read differently (duplicate keys) is refused rather than guessed at. A response, which the gateway
 parses anyway, is edited with the help of the parsed object.
 """
 from __future__ import annotations
