@@ -49,8 +49,9 @@ end
 -- tokens. The cost is charged even when the lease has already expired: the money was spent.
 -- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, settled}. Returns 1, or 0 when the
 -- request was already settled. The caller sets the expiries of the keys it names, once per call.
-local function settle_one(k, key_id, rid, cost, tokens, now)
+local function settle_one(k, key_id, rid, cost, tokens, now, remember)
   if redis.call('ZSCORE', k.settled, rid) then return 0 end
+  forget_before(k.settled, num(now - remember), 100)
   redis.call('ZADD', k.settled, num(now), rid)
 
   local second, reserved_tokens, scopes = release(k.leases, k.kconc, k.res, k.reserved, rid)

@@ -7,16 +7,12 @@
 --        key window position, day position, month position]
 local lease_key_ttl, remember = ARGV[1], tonumber(ARGV[2])
 local batch = cjson.decode(ARGV[3])
-local settled, oldest = 0, nil
+local settled = 0
 local spend_ttl = {}  -- key position -> the longest ttl the batch asks for
-for _, s in ipairs(batch) do
-  if oldest == nil or s[5] < oldest then oldest = s[5] end
-end
-if oldest ~= nil then forget_before(KEYS[6], num(oldest - remember), 100 * #batch) end
 for _, s in ipairs(batch) do
   local k = {wtok = KEYS[1], kwtok = KEYS[s[8]], leases = KEYS[2], kconc = KEYS[3], res = KEYS[4],
              reserved = KEYS[5], day = KEYS[s[9]], month = KEYS[s[10]], settled = KEYS[6]}
-  local done = settle_one(k, s[1], s[2], s[3], s[4], s[5])
+  local done = settle_one(k, s[1], s[2], s[3], s[4], s[5], remember)
   settled = settled + done
   if done == 1 and s[3] > 0 then
     spend_ttl[s[9]] = math.max(spend_ttl[s[9]] or 0, s[6])

@@ -322,6 +322,16 @@ async def test_settle_is_idempotent_per_request(store, make_team, make_key):
     assert (await store.admit(request("r2", cost=0.60))).admitted
 
 
+@pytest.mark.parametrize("store_options", [{"settle_memory_s": 60}])
+async def test_a_repeated_settlement_is_refused_until_a_new_one_lets_its_memory_go(store, make_team):
+    await make_team()
+    assert await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW)
+    assert not await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 60)
+    assert not await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 61)
+    assert await store.settle("team-a", "key-1", "r2", 0.0, 1, NOW + 61)  # forgets r1
+    assert await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 62)
+
+
 async def test_settle_with_zero_cost_releases_the_reservation(store, make_team, make_key):
     await make_team(budget_daily_usd=1.00)
     await make_key()
