@@ -15,7 +15,7 @@ import time
 
 from gateway import errors
 from gateway.exchange import Exchange
-from gateway.store.base import Admission, AdmissionRequest, Store, StoreUnavailable
+from gateway.store.base import Admission, AdmissionRequest, Invalid, Store, StoreUnavailable
 from gateway.usage import Ticket
 from policies.plan import Plan
 from policies.limits import reservation_usd
@@ -92,12 +92,18 @@ class Admitter:
 
     async def admit(self, ex: Exchange, plan: Plan) -> Ticket:
         principal = ex.principal
-        tokens, cost = reservation(ex.request.raw, ex.request.max_tokens, plan)
+        max_tokens, model = ex.request.max_tokens, plan.primary
+        if max_tokens > model.max_output:
+            raise errors.InvalidRequest(f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum "
+                                        f"allowed number of output tokens for {model.id}")
+        tokens, cost = reservation(ex.request.raw, max_tokens, plan)
         request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
-                                   tokens=tokens, cost_usd=cost, model=plan.primary.id, now=time.time(),
+                                   tokens=tokens, cost_usd=cost, model=model.id, now=time.time(),
                                    fallback_models=tuple(m.id for m in plan.models[1:]))
         try:
             adm = await self.store.admit(request)
+        except Invalid as exc:  # checked before the store changed anything
+            raise errors.InvalidRequest(f"this request cannot be admitted: {exc}") from None
         except StoreUnavailable:
             if not self.fail_open:
                 raise errors.Overloaded("the gateway's store is unavailable; try again shortly") from None

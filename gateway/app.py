@@ -53,7 +53,8 @@ GC_YOUNG_OBJECTS = 5000
 def store_options(settings: Settings) -> dict:
     options: dict = {"usage_max_age_s": settings.usage_retention_days * 86400}
     if settings.redis_url:
-        options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout)
+        options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout,
+                       operation_timeout=settings.store_timeout)
     return options
 
 
@@ -190,7 +191,7 @@ class Gateway:
         try:
             ex.principal = await self.auth.authenticate(ex.headers.api_keys)
             raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
-            ex.request = parse_messages_request(raw, ex.headers)
+            ex.request = parse_messages_request(raw, ex.headers, self.settings.input_limits)
             plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal, ex.request.preferences,
                              ex.request)
             ex.plan_model = plan.primary.id
@@ -202,6 +203,12 @@ class Gateway:
                 await send_error(send, exc, ex.request_id, ex.response_headers)
         except ConnectionAbortedError:
             ex.status, ex.client_gone = 499, True
+        except Exception:
+            # A defect, not the client's doing: still an answer in the envelope, never a bare 500.
+            log.exception("unhandled error on POST /v1/messages")
+            ex.status, ex.error_type = 500, "api_error"
+            if ex.first_byte_at is None:
+                await send_error(send, errors.InternalError("internal error"), ex.request_id, ex.response_headers)
         finally:
             metrics.INFLIGHT.dec()
             if ticket is not None:

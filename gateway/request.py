@@ -12,10 +12,13 @@ import msgspec
 import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
+from gateway.settings import InputLimits
 from providers.base import ROUTER_FIELDS
 from providers.jsonedit import top_level_values
 
-MAX_ID_CHARS = 128
+DEFAULT_LIMITS = InputLimits()
+MAX_ID_CHARS = DEFAULT_LIMITS.id_chars
+_INT64 = 2**63  # integers the usage record's encoder can write: [-2**63, 2**63)
 
 
 @dataclass(slots=True)
@@ -108,7 +111,10 @@ class MessagesRequest:
         """The whole body as objects, decoded on first use (translating protocols need it; the
         Anthropic passthrough does not)."""
         if self._body is None:
-            self._body = orjson.loads(self.raw)
+            try:
+                self._body = orjson.loads(self.raw)
+            except orjson.JSONDecodeError as exc:  # deeper than orjson's limit, or bad UTF-8 inside
+                raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
         return self._body
 
 
@@ -124,18 +130,34 @@ def _decode_values(raw: bytes) -> dict[str, msgspec.Raw]:
         raise InvalidRequest("request body must be a JSON object") from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The decoder's own guard: stepping over a value nested deeper than the interpreter's
+        # recursion limit (about a thousand levels) is refused rather than crashing the request.
+        raise InvalidRequest("request body is nested too deeply") from None
 
 
 def _member(values: dict[str, msgspec.Raw], name: str, default: Any = None) -> Any:
+    """A member decoded to objects. The top-level pass only stepped over its value, so this is
+    where its strings meet UTF-8 validation and its numbers their range."""
     value = values.get(name)
-    return default if value is None else msgspec.json.decode(value)
+    if value is None:
+        return default
+    try:
+        return msgspec.json.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        reason = str(exc)
+        raise InvalidRequest(f"{name}: {reason[:1].lower()}{reason[1:]}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{name}: nested too deeply") from None
 
 
-def _check_model(model: Any) -> str:
+def _check_model(model: Any, limit: int = DEFAULT_LIMITS.model_chars) -> str:
     if model is None:
         raise InvalidRequest("model: field required")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest("model: must be a non-empty string")
+    if len(model) > limit:
+        raise InvalidRequest(f"model: must be at most {limit} characters (got {len(model)})")
     return model
 
 
@@ -147,46 +169,107 @@ def _check_messages(messages: msgspec.Raw | None) -> None:
         raise InvalidRequest("messages: must be an array of messages")
 
 
-def _optional_id(value: Any, field: str) -> str | None:
+def _optional_id(value: Any, field: str, limit: int = MAX_ID_CHARS) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise InvalidRequest(f"{field}: must be a string")
-    if len(value) > MAX_ID_CHARS:
-        raise InvalidRequest(f"{field}: must be at most {MAX_ID_CHARS} characters (got {len(value)})")
+    if len(value) > limit:
+        raise InvalidRequest(f"{field}: must be at most {limit} characters (got {len(value)})")
     return value
 
 
-def parse_messages_request(raw: bytes, headers: InboundHeaders) -> MessagesRequest:
-    values = _decode_values(raw)
-    present = tuple(f for f in ROUTER_FIELDS if f in values)
-    model = _check_model(_member(values, "model"))
-    _check_messages(values.get("messages"))
-    max_tokens = _member(values, "max_tokens")
+def _check_max_tokens(max_tokens: Any, ceiling: int) -> int:
     if max_tokens is None:
         raise InvalidRequest("max_tokens: field required")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequest("max_tokens: must be a positive integer")
+    if max_tokens > ceiling:
+        raise InvalidRequest(f"max_tokens: must be at most {ceiling}")
+    return max_tokens
+
+
+def _check_fallbacks(models: Any, limits: InputLimits) -> list[str]:
+    if models is None:
+        return []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequest("models: must be an array of model ids")
+    if len(models) > limits.fallback_models:
+        raise InvalidRequest(f"models: must list at most {limits.fallback_models} model ids (got {len(models)})")
+    for m in models:
+        if len(m) > limits.model_chars:
+            raise InvalidRequest(f"models: each id must be at most {limits.model_chars} characters")
+    return models
+
+
+def _check_trace(raw: msgspec.Raw | None, trace: Any, limits: InputLimits) -> dict[str, Any] | None:
+    """`trace` is stored with the request's usage record, so it is bounded in size, depth and
+    number of entries, and may hold only what the record's encoder can write."""
+    if trace is None:
+        return None
+    if not isinstance(trace, dict):
+        raise InvalidRequest("trace: must be an object")
+    size = len(raw)  # type: ignore[arg-type]  # present: trace was decoded from it
+    if size > limits.trace_bytes:
+        raise InvalidRequest(f"trace: must be at most {limits.trace_bytes} bytes of JSON (got {size})")
+    entries = 0
+    level: list[Any] = [trace]
+    depth = 0
+    while level:  # breadth first, one level of containers at a time
+        depth += 1
+        if depth > limits.trace_depth:
+            raise InvalidRequest(f"trace: must be nested at most {limits.trace_depth} levels deep")
+        inner: list[Any] = []
+        for container in level:
+            items = container.values() if type(container) is dict else container
+            entries += len(container)
+            for item in items:
+                if type(item) is dict or type(item) is list:
+                    inner.append(item)
+                elif type(item) is int and not -_INT64 <= item < _INT64:
+                    raise InvalidRequest("trace: integers must fit in 64 bits")
+        if entries > limits.trace_keys:
+            raise InvalidRequest(f"trace: must hold at most {limits.trace_keys} keys and array items")
+        level = inner
+    return trace
+
+
+def _check_metadata(metadata: Any, limits: InputLimits) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise InvalidRequest("metadata: must be an object")
+    _optional_id(metadata.get("user_id"), "metadata.user_id", limits.metadata_user_id_chars)
+
+
+def parse_messages_request(raw: bytes, headers: InboundHeaders,
+                           limits: InputLimits = DEFAULT_LIMITS) -> MessagesRequest:
+    """Every member the gateway acts on or keeps is checked here, so that what reaches the store
+    is bounded by `limits`; the rest travels to the upstream untouched."""
+    values = _decode_values(raw)
+    present = tuple(f for f in ROUTER_FIELDS if f in values)
+    model = _check_model(_member(values, "model"), limits.model_chars)
+    _check_messages(values.get("messages"))
+    max_tokens = _check_max_tokens(_member(values, "max_tokens"), limits.max_tokens)
     stream = _member(values, "stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
     provider, models, session_id, trace, user, plugins = (
         _member(values, name) for name in ("provider", "models", "session_id", "trace", "user", "plugins"))
-    if models is None:
-        fallbacks: list[str] = []
-    elif isinstance(models, list) and all(isinstance(m, str) and m for m in models):
-        fallbacks = models
-    else:
-        raise InvalidRequest("models: must be an array of model ids")
-    if trace is not None and not isinstance(trace, dict):
-        raise InvalidRequest("trace: must be an object")
+    fallbacks = _check_fallbacks(models, limits)
+    trace = _check_trace(values.get("trace"), trace, limits)
     if provider is not None and not isinstance(provider, dict):
         raise InvalidRequest("provider: must be an object")
     if plugins is not None and not isinstance(plugins, list):
         raise InvalidRequest("plugins: must be an array")
-    session = _optional_id(session_id if session_id is not None else headers.session_id, "session_id")
-    return MessagesRequest(raw, model, fallbacks, stream, max_tokens, session, _optional_id(user, "user"), trace,
-                           provider, present, values)
+    if "metadata" in values:
+        _check_metadata(_member(values, "metadata"), limits)
+    if session_id is not None:
+        session = _optional_id(session_id, "session_id", limits.id_chars)
+    else:
+        session = _optional_id(headers.session_id, "session_id (header x-session-id)", limits.id_chars)
+    return MessagesRequest(raw, model, fallbacks, stream, max_tokens, session,
+                           _optional_id(user, "user", limits.id_chars), trace, provider, present, values)
 
 
 def parse_count_tokens_request(raw: bytes) -> tuple[dict[str, Any], str]:

@@ -91,6 +91,23 @@ class Cooldowns(BaseModel):
     max_seconds: float = Field(default=300.0, gt=0)
 
 
+class InputLimits(BaseModel):
+    """Bounds on what a request may carry, checked when its body is read: a request over one is
+    refused with 400 `invalid_request_error` naming the field, before it costs the store anything.
+    Everything the gateway keeps from a request (its usage record) is bounded by these."""
+    model_config = ConfigDict(extra="forbid")
+    max_tokens: int = Field(default=1_000_000, ge=1, le=2**31,
+                            description="ceiling on max_tokens; the model's own maximum output applies too")
+    id_chars: int = Field(default=128, ge=1, le=4096, description="session_id (or x-session-id) and user")
+    model_chars: int = Field(default=256, ge=16, le=4096, description="model and each id of models")
+    fallback_models: int = Field(default=16, ge=0, le=256, description="ids in models")
+    metadata_user_id_chars: int = Field(default=256, ge=1, le=4096, description="metadata.user_id")
+    trace_bytes: int = Field(default=8192, ge=64, le=1024 * 1024, description="trace, as sent")
+    trace_depth: int = Field(default=8, ge=1, le=64, description="objects and arrays nested in trace")
+    trace_keys: int = Field(default=128, ge=1, le=100_000,
+                            description="members and array items in trace, at every depth")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid")
 
@@ -113,6 +130,7 @@ class Settings(BaseSettings):
     teams: list[StaticTeam] = Field(default_factory=list)
 
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    input_limits: InputLimits = Field(default_factory=InputLimits)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     cooldowns: Cooldowns = Field(default_factory=Cooldowns)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -20,11 +21,18 @@ import orjson
 
 from gateway import metrics
 from gateway.exchange import Exchange
-from gateway.store.base import Store, StoreUnavailable
+from gateway.store.base import Invalid, Store, StoreUnavailable
+from gateway.store.rollups import usage_entry
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
 log = logging.getLogger("gateway.usage")
 BATCH = 500
+# An x-session-id header is checked with the body; a request refused before that keeps it only
+# this long, so that a record never carries more than the request limits allow.
+HEADER_SESSION_CHARS = 128
+# What a record that cannot be stored is reduced to: its attribution and what it counted.
+MINIMAL_FIELDS = ("request_id", "ts", "team", "key_id", "model", "provider", "status", "streamed", "input_tokens",
+                  "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd")
 
 
 @dataclass(slots=True)
@@ -35,6 +43,51 @@ class Ticket:
     request_id: str
     local: bool = False  # admitted without the store (fail-open outage); reconciled on settlement
     admitted_at: float = 0.0
+
+
+def _header_session(session: str | None) -> str | None:
+    return session if session is not None and len(session) <= HEADER_SESSION_CHARS else None
+
+
+def _plain(value: Any) -> Any:
+    """`value` when it is a string, boolean, number or null that any JSON encoder writes, else None."""
+    if type(value) is str:
+        return value if value.isascii() or _utf8(value) else None
+    if value is None or type(value) is bool or type(value) is int and -2**63 <= value < 2**63:
+        return value
+    return value if type(value) is float and math.isfinite(value) else None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def storable(record: dict[str, Any]) -> dict[str, Any] | None:
+    """`record` when the store can encode it; else, logged, a minimal record of its attribution
+    and counts (None when even that cannot be stored), so that one bad record never costs the
+    rest of its batch their records or their budget settlements."""
+    try:
+        usage_entry(record)
+        return record
+    except Invalid as exc:
+        reason = str(exc)
+    minimal: dict[str, Any] = {name: _plain(record.get(name)) for name in MINIMAL_FIELDS[:8]}
+    for name in MINIMAL_FIELDS[8:]:
+        value = record.get(name)
+        minimal[name] = value if type(value) in (int, float) and 0 <= value < 2**63 else 0
+    minimal["record_error"] = reason[:200]
+    try:
+        usage_entry(minimal)
+    except Invalid as exc:
+        log.error("usage record %r cannot be stored and is dropped: %s", record.get("request_id"), exc)
+        return None
+    log.error("usage record %r cannot be stored as it is (%s): a minimal record is kept", minimal["request_id"],
+              reason)
+    return minimal
 
 
 def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
@@ -51,7 +104,7 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
         "team": ex.principal.team if ex.principal else None,
         "key_id": ex.principal.key_id if ex.principal else None,
         "user": request.user if request else None,
-        "session_id": request.session_id if request else ex.headers.session_id,
+        "session_id": request.session_id if request else _header_session(ex.headers.session_id),
         "trace": request.trace if request and request.trace else {},
         "model_requested": request.model if request else None,
         "model": served.model.id if served else (ex.plan_model or None),
@@ -154,11 +207,19 @@ class UsageRecorder:
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
         for i in range(0, max(len(records), len(settlements)), BATCH):
-            await self.store.settle_and_append(settlements[i:i + BATCH], records[i:i + BATCH])
+            chunk = records[i:i + BATCH]
+            try:
+                await self.store.settle_and_append(settlements[i:i + BATCH], chunk)
+            except Invalid:
+                # The store refuses a batch before writing any of it when one record is bad
+                # (settlements are idempotent where a backend had applied them): go again
+                # with the bad records reduced to what they counted.
+                chunk = [r for r in map(storable, chunk) if r is not None]
+                await self.store.settle_and_append(settlements[i:i + BATCH], chunk)
 
     def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
         records, settlements = batch
-        lines = [orjson.dumps({"record": r}) for r in records]
+        lines = [line for line in map(_spill_line, records) if line is not None]
         lines += [orjson.dumps({"settle": list(s)}) for s in settlements]
         if not lines:
             return
@@ -197,6 +258,14 @@ class UsageRecorder:
             log.info("usage: %d spilled records and %d settlements written to the store", len(records),
                      len(settlements))
         self._store_down = False
+
+
+def _spill_line(record: dict[str, Any]) -> bytes | None:
+    try:
+        return orjson.dumps({"record": record})
+    except TypeError:
+        minimal = storable(record)
+        return None if minimal is None else orjson.dumps({"record": minimal})
 
 
 def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:

@@ -1,5 +1,9 @@
 -- Admission of one request: key still valid, model allowed, RPM, TPM, a concurrency lease and
--- the daily and monthly budget reservation, for the team and for the key. All or nothing.
+-- the daily and monthly budget reservation, for the team and for the key. All or nothing: Redis
+-- does not roll a script back, so the arguments are checked first, every check of the request
+-- comes before any write of it, and those writes (bounded integers into integer counters) cannot
+-- fail. The only writes before the checks forget expired state (leases whose holder died,
+-- window seconds that left the window), which is right whatever the verdict.
 -- Mirrored by MemoryStore.admit: change both together.
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
@@ -13,6 +17,18 @@ local next_day, next_month = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lease_ttl, window, lease_key_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local concurrency_wait = tonumber(ARGV[12])
 local kfield = 'k:' .. key_id
+
+-- Whole numbers below 2^53 stay exact in Lua's doubles and in Redis' 64-bit counters.
+local function whole(x) return x ~= nil and x >= 0 and x < 2^53 and x == math.floor(x) end
+local function finite(x) return x ~= nil and x == x and x > -2^53 and x < 2^53 end
+for name, ok in pairs({tokens = whole(tokens), cost = whole(cost), now = finite(now) and now > 0,
+                       ['next day'] = finite(next_day), ['next month'] = finite(next_month),
+                       ['lease ttl'] = finite(lease_ttl), window = finite(window) and window > 0,
+                       ['lease key ttl'] = whole(tonumber(lease_key_ttl)),
+                       ['concurrency wait'] = finite(concurrency_wait),
+                       ['key id'] = key_id ~= '', ['request id'] = rid ~= '', model = model ~= ''}) do
+  if not ok then return redis.error_reply('ERR admit: invalid ' .. name) end
+end
 
 local function out(v) if v == nil then return '' end return num(v) end
 local function verdict(admitted, reason, retry, req, tok)

@@ -102,6 +102,30 @@ class AdmissionRequest:
         return (self.model, *self.fallback_models)
 
 
+# Bounds on what one admission may charge: far above any real request, and far below where Redis'
+# 64-bit counters could overflow or the scripts' doubles lose units (2**53), so that no write of
+# the admission script can fail once its checks have passed.
+MAX_ADMISSION_TOKENS = 2**40
+MAX_ADMISSION_USD = 1e6
+
+
+def validate_admission(req: AdmissionRequest) -> None:
+    """Raise Invalid unless every number of the request is one the counters can take; both
+    backends call it before they change anything."""
+    tokens, cost, now = req.tokens, req.cost_usd, req.now
+    if type(tokens) is not int or not 0 <= tokens <= MAX_ADMISSION_TOKENS:
+        raise Invalid(f"admission tokens must be an integer from 0 to {MAX_ADMISSION_TOKENS}: {tokens!r}")
+    if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not 0 <= cost <= MAX_ADMISSION_USD:
+        raise Invalid(f"admission cost must be from 0 to {MAX_ADMISSION_USD:g} USD: {cost!r}")
+    if isinstance(now, bool) or not isinstance(now, (int, float)) or not 0 < now < 2**34:
+        raise Invalid(f"admission time must be an epoch timestamp: {now!r}")
+    for name, value in (("team", req.team), ("key id", req.key_id), ("request id", req.request_id)):
+        if not isinstance(value, str) or not value:
+            raise Invalid(f"admission {name} must be a non-empty string")
+    if not all(isinstance(m, str) and m and "\n" not in m for m in req.all_models):
+        raise Invalid("admission models must be non-empty strings without newlines")
+
+
 @dataclass(frozen=True)
 class Admission:
     """The verdict, plus what Anthropic's anthropic-ratelimit-requests-*/-tokens-* headers need.

@@ -34,6 +34,7 @@ from gateway.store.base import (
     key_to_json,
     team_from_json,
     team_to_json,
+    validate_admission,
     validate_key,
     validate_team,
 )
@@ -356,6 +357,7 @@ class MemoryStore(Store):
             state.reserved[fieldname] = state.reserved.get(fieldname, 0) + cost
 
     async def admit(self, req: AdmissionRequest) -> Admission:
+        validate_admission(req)  # before any change, as admit.lua checks its arguments first
         refusal, team, key = self._key_refusal(req)
         if refusal is not None:
             return Admission(False, refusal)

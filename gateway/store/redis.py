@@ -44,6 +44,7 @@ from gateway.store.base import (
     key_to_json,
     team_from_json,
     team_to_json,
+    validate_admission,
     validate_key,
     validate_team,
 )
@@ -361,6 +362,7 @@ class RedisStore(Store):
         return found
 
     async def admit(self, req: AdmissionRequest) -> Admission:
+        validate_admission(req)  # a script cannot roll back: nothing reaches it that could fail it
         now = req.now
         script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
         args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
