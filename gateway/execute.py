@@ -267,8 +267,11 @@ class Executor:
         provider = attempt.provider
         request = ex.request
         target = self.target(provider.base_url, "/v1/messages", ex.query)
-        body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
-                                       router_fields=request.router_fields, values=request.values)
+        try:
+            body = anthropic.upstream_body(request.raw, attempt.upstream_model, client_model=request.model,
+                                           router_fields=request.router_fields, values=request.values)
+        except anthropic.UnreadableBody as exc:
+            raise errors.InvalidRequest(str(exc)) from None
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
                                              bearer=provider.options.get("auth") == "bearer")

@@ -31,6 +31,11 @@ _CHARS_PER_TOKEN = 4
 _NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop|error)[ \t]*\n")
 
 
+class UnreadableBody(ValueError):
+    """A body that must be re-encoded (it repeats a member) but holds what the encoder cannot
+    write: nesting past its depth limit, a lone surrogate, an integer past 64 bits."""
+
+
 def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None = None,
                   router_fields: Sequence[str] = ROUTER_FIELDS,
                   values: Mapping[str, msgspec.Raw] | None = None) -> bytes:
@@ -47,10 +52,14 @@ def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None =
             values = top_level_values(raw)
         return edit_top_level(raw, values, replace={"model": upstream_model}, remove=router_fields)
     except (EditError, msgspec.DecodeError):
-        # Duplicate keys: decoding keeps the last of each, as routing did.
+        pass
+    # Duplicate keys: decoding keeps the last of each, as routing did.
+    try:
         body = {k: v for k, v in orjson.loads(raw).items() if k not in ROUTER_FIELDS}
         body["model"] = upstream_model
         return orjson.dumps(body)
+    except (orjson.JSONDecodeError, TypeError) as exc:  # orjson's encode error is a TypeError
+        raise UnreadableBody(f"request body repeats a member and cannot be re-encoded: {exc}") from None
 
 
 def upstream_headers(*, api_key: str | None, version: str | None, beta: str | None,

@@ -54,6 +54,13 @@ MALFORMED = {
     "a model id of 100,000 characters": (body(model=b'"' + b"m" * 100_000 + b'"'), "model"),
     "a deep provider object": (body(extra=b',"provider":' + b'{"a":' * 3000 + b"1" + b"}" * 3000), "nested"),
     "invalid UTF-8 in user": (body(extra=b',"user":"\xc3\x28"'), "user"),
+    # A repeated member makes the gateway re-encode the body for the upstream: what the encoder
+    # cannot write is then the client's to fix.
+    "a repeated member and messages nested 300 deep": (
+        b'{"model":"claude-sonnet-4-5","max_tokens":5,"messages":[' + b"[" * 300 + b"]" * 300
+        + b'],"max_tokens":6}', "repeats a member"),
+    "a repeated member and a surrogate encoded as UTF-8": (
+        body(extra=b',"system":"\xed\xa0\x80","max_tokens":6'), "repeats a member"),
 }
 
 
