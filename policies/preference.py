@@ -219,12 +219,10 @@ def _price(value: Any, label: str) -> float | None:
         return None
     # OpenRouter's schema types these as strings; its examples send numbers. Both are accepted.
     number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # an integer too large for a float is no price either
             number = None
     if number is None or not math.isfinite(number) or number < 0:
         raise InvalidPreferences(f"{label}: must be a non-negative number (USD per million tokens)")
@@ -263,11 +261,14 @@ def _threshold(raw: Mapping[str, Any], key: str,
 def _positive(value: Any, label: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0:
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer too large for a float
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
         raise InvalidPreferences(f"{label}: must be a non-negative number or an object of "
                                  f"percentile cutoffs ({', '.join(PERCENTILES)})")
-    return float(value)
+    return number
 
 
 # -- which parameters a request uses ------------------------------------------------------------

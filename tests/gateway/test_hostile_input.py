@@ -54,6 +54,10 @@ MALFORMED = {
     "a model id of 100,000 characters": (body(model=b'"' + b"m" * 100_000 + b'"'), "model"),
     "a deep provider object": (body(extra=b',"provider":' + b'{"a":' * 3000 + b"1" + b"}" * 3000), "nested"),
     "invalid UTF-8 in user": (body(extra=b',"user":"\xc3\x28"'), "user"),
+    "a price limit of 10**400": (body(extra=b',"provider":{"max_price":{"prompt":1' + b"0" * 400 + b"}}"),
+                                 "provider.max_price"),
+    "a throughput preference of 10**400": (body(extra=b',"provider":{"preferred_min_throughput":1' + b"0" * 400
+                                                + b"}"), "provider.preferred_min_throughput"),
     # A repeated member makes the gateway re-encode the body for the upstream: what the encoder
     # cannot write is then the client's to fix.
     "a repeated member and messages nested 300 deep": (
