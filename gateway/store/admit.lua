@@ -1,9 +1,9 @@
 -- Admission of one request: key still valid, model allowed, RPM, TPM, a concurrency lease and
 -- the daily and monthly budget reservation, for the team and for the key. All or nothing: Redis
--- does not roll a script back, so the arguments are checked first, every check of the request
--- comes before any write of it, and those writes (bounded integers into integer counters) cannot
--- fail. The only writes before the checks forget expired state (leases whose holder died,
--- window seconds that left the window), which is right whatever the verdict.
+-- does not roll a script back, so the arguments are checked first, every check comes before the
+-- first write, and the writes (bounded integers into integer counters) cannot fail. Expired
+-- state (leases whose holder died, window seconds that left the window) is counted out while
+-- checking and deleted with the writes.
 -- Mirrored by MemoryStore.admit: change both together.
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
@@ -61,49 +61,58 @@ if not allows(opt(team.allowed_models)) or not allows(opt(key.allowed_models)) t
   return verdict(false, 'model_not_allowed')
 end
 
--- Expired leases (a replica died, or nobody settled) give back their slot and reservation.
-for _, r in ipairs(redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now))) do
-  release(KEYS[7], KEYS[8], KEYS[9], KEYS[10], r)
+-- Expired leases (a replica died, or nobody settled) give back their slot and reservation. They
+-- are counted out here and released with the other writes, after every check.
+local expired, expired_ids = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now)), {}
+local freed = {leases = #expired, kconc = 0, team = 0, key = 0}  -- what releasing them gives back
+for _, r in ipairs(expired) do
+  expired_ids[r] = true
+  local held = redis.call('HGET', KEYS[9], r)
+  if held then
+    local cost, _, _, _, holder = parse_held(held)
+    freed.team = freed.team + cost
+    if holder == key_id then
+      freed.kconc = freed.kconc + 1
+      freed.key = freed.key + cost
+    end
+  end
 end
 
 -- Sliding windows, counted per second: the requests of second b count while b > now - window,
 -- so a window holds at most one entry per second whatever the request rate, and purging after
--- a burst costs at most a window's worth of seconds.
+-- a burst costs at most a window's worth of seconds. Seconds out of the window are counted out
+-- here and deleted with the other writes.
 local second = string.format('%d', math.floor(now))
-local function purge(win, wtok)
-  local cutoff = num(now - window)
+local cutoff = num(now - window)
+local function stale(win, wtok)
   local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
+  local fields, count, sum = {}, 0, 0
   if #old > 0 then
-    local fields = {}
     for _, b in ipairs(old) do
       fields[#fields + 1] = 'c:' .. b
       fields[#fields + 1] = 't:' .. b
     end
     local values = redis.call('HMGET', wtok, unpack(fields))
-    local count, sum = 0, 0
     for i = 1, #values, 2 do
       count = count + tonumber(values[i] or '0')
       sum = sum + tonumber(values[i + 1] or '0')
     end
-    redis.call('HINCRBY', wtok, '_count', -count)
-    redis.call('HINCRBY', wtok, '_sum', int(-sum))
-    redis.call('HDEL', wtok, unpack(fields))
-    redis.call('ZREMRANGEBYSCORE', win, '-inf', cutoff)
   end
+  return fields, count, sum
 end
 
 local scopes = {
-  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team'},
-  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield},
+  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team', freed = freed.team},
+  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield, freed = freed.key},
 }
 for _, s in ipairs(scopes) do
   s.rpm, s.tpm = opt(s.limits.rpm), opt(s.limits.tpm)
   s.windowed = s.rpm ~= nil or s.tpm ~= nil
   if s.windowed then
-    purge(s.win, s.wtok)
+    s.stale, s.stale_count, s.stale_sum = stale(s.win, s.wtok)
     local totals = redis.call('HMGET', s.wtok, '_count', '_sum')
-    s.count = tonumber(totals[1] or '0')
-    s.sum = tonumber(totals[2] or '0')
+    s.count = tonumber(totals[1] or '0') - s.stale_count
+    s.sum = tonumber(totals[2] or '0') - s.stale_sum
   end
 end
 
@@ -120,20 +129,21 @@ end
 
 -- How long until `need` of the window's requests (field 'c') or tokens ('t') have left it.
 local function wait_for(s, kind, need)
-  local seconds = redis.call('ZRANGE', s.win, 0, -1)
+  local seconds = redis.call('ZRANGEBYSCORE', s.win, '(' .. cutoff, '+inf')
   local fields = {}
   for i, b in ipairs(seconds) do fields[i] = kind .. ':' .. b end
-  local freed = 0
+  local left = 0
   if #fields > 0 then
     for i, v in ipairs(redis.call('HMGET', s.wtok, unpack(fields))) do
-      freed = freed + tonumber(v or '0')
-      if freed >= need then return tonumber(seconds[i]) + window - now end
+      left = left + tonumber(v or '0')
+      if left >= need then return tonumber(seconds[i]) + window - now end
     end
   end
   return window
 end
 
-local duplicate = redis.call('HEXISTS', KEYS[9], rid) == 1
+-- A request id that still holds a lease was admitted before: count it once.
+local duplicate = not expired_ids[rid] and redis.call('HEXISTS', KEYS[9], rid) == 1
 if not duplicate then
   for _, s in ipairs(scopes) do
     if s.rpm ~= nil and s.count + 1 > s.rpm then
@@ -147,16 +157,16 @@ if not duplicate then
   end
 
   local team_conc = opt(team.max_concurrent)
-  if team_conc ~= nil and redis.call('ZCARD', KEYS[7]) + 1 > team_conc then
+  if team_conc ~= nil and redis.call('ZCARD', KEYS[7]) - freed.leases + 1 > team_conc then
     fail('concurrency', concurrency_wait)
   end
   local key_conc = opt(key.max_concurrent)
-  if key_conc ~= nil and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') + 1 > key_conc then
+  if key_conc ~= nil and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed.kconc + 1 > key_conc then
     fail('concurrency', concurrency_wait)
   end
 
   for _, s in ipairs(scopes) do
-    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0')
+    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0') - s.freed
     local monthly = opt(s.limits.budget_monthly_usd)
     if monthly ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[12], s.field) or '0')
@@ -180,6 +190,20 @@ for _, r in ipairs({'rpm', 'tpm', 'concurrency', 'budget_monthly', 'budget_daily
 end
 local admitted = reason == nil
 local consume = admitted and not duplicate
+
+-- Every check is done: the writes. First forget the expired state counted out above (right
+-- whatever the verdict), then take the request's own slot, window entries and reservation.
+for _, r in ipairs(expired) do
+  release(KEYS[7], KEYS[8], KEYS[9], KEYS[10], r)
+end
+for _, s in ipairs(scopes) do
+  if s.windowed and #s.stale > 0 then
+    redis.call('HINCRBY', s.wtok, '_count', -s.stale_count)
+    redis.call('HINCRBY', s.wtok, '_sum', int(-s.stale_sum))
+    redis.call('HDEL', s.wtok, unpack(s.stale))
+    redis.call('ZREMRANGEBYSCORE', s.win, '-inf', cutoff)
+  end
+end
 
 if consume then
   local windowed = ''
