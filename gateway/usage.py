@@ -21,15 +21,13 @@ import orjson
 
 from gateway import metrics
 from gateway.exchange import Exchange
+from gateway.request import MAX_ID_CHARS
 from gateway.store.base import Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
 log = logging.getLogger("gateway.usage")
 BATCH = 500
-# An x-session-id header is checked with the body; a request refused before that keeps it only
-# this long, so that a record never carries more than the request limits allow.
-HEADER_SESSION_CHARS = 128
 # What a record that cannot be stored is reduced to: its attribution and what it counted.
 MINIMAL_FIELDS = ("request_id", "ts", "team", "key_id", "model", "provider", "status", "streamed", "input_tokens",
                   "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd")
@@ -46,7 +44,9 @@ class Ticket:
 
 
 def _header_session(session: str | None) -> str | None:
-    return session if session is not None and len(session) <= HEADER_SESSION_CHARS else None
+    """An x-session-id header is checked with the body; a request refused before that keeps it
+    only up to the default id length, so that no record carries more than the limits allow."""
+    return session if session is not None and len(session) <= MAX_ID_CHARS else None
 
 
 def _plain(value: Any) -> Any:

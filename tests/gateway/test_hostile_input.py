@@ -287,3 +287,17 @@ def test_the_store_still_refuses_a_record_it_cannot_encode():
     """The recorder, not the store, replaces bad records: the store's contract is unchanged."""
     with pytest.raises(ValueError):
         usage_entry({"request_id": "r", "ts": time.time(), "team": "team-a", "trace": nested(300)})
+
+
+def test_a_request_refused_before_its_body_is_read_keeps_no_overlong_session_header(
+        redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+    from tests.gateway.test_usage_recording import records
+    redis_server.flush()
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+                             usage_spill_path=str(tmp_path / "spill.jsonl"))
+    with GatewayThread(**settings) as gw, httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY}) as c:
+        for session in ("s" * 100_000, "sess-short"):
+            assert_error(c.post("/v1/messages", content=b'{"model": ', headers={"x-session-id": session}), 400,
+                         "invalid_request_error")
+        kept = records(redis_server.url, "team-a", 2)
+    assert sorted(r["session_id"] or "" for r in kept) == ["", "sess-short"]
