@@ -17,8 +17,8 @@ from gateway import errors
 from gateway.exchange import Exchange
 from gateway.store.base import Admission, AdmissionRequest, Invalid, Store, StoreUnavailable
 from gateway.usage import Ticket
-from policies.plan import Plan
 from policies.limits import reservation_usd
+from policies.plan import Plan
 
 log = logging.getLogger("gateway.admission")
 # Bytes of request body per input token, for the admission estimate: JSON syntax makes bodies

@@ -358,6 +358,8 @@ class MemoryStore(Store):
 
     async def admit(self, req: AdmissionRequest) -> Admission:
         validate_admission(req)  # before any change, as admit.lua checks its arguments first
+        # Expired leases and window seconds are forgotten first here; admit.lua counts them out
+        # while checking and deletes them after: the same verdicts, and no step here can fail.
         refusal, team, key = self._key_refusal(req)
         if refusal is not None:
             return Admission(False, refusal)

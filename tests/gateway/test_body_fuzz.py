@@ -89,8 +89,8 @@ HOSTILE_VALUES = [
     b'"\\ud800"', b'"\\udc00\\ud800"', b'"\xff\xfe"', b'"\xc3\x28"', b'"' + b"x" * 20000 + b'"', b"[]", b"{}",
     b"[null]", b'[{"role":"user"}]', b'{"trace_id":' + b"9" * 30 + b"}", b'"\\u0000"', b"NaN", b"Infinity",
     b'"' + "é".encode() * 300 + b'"', b'{"max_price":{"prompt":1' + b"0" * 400 + b',"completion":"1e999"}}',
-    b'{"preferred_max_latency":{"p50":1' + b"0" * 400 + b'}}', b'{"sort":{"by":"price","partition":[]}}', b"[" + b"1," * 5000 + b"1]", b'{"' + b'":1,"'.join(b"k%d" % i for i in
-                                                                                    range(500)) + b'":1}',
+    b'{"preferred_max_latency":{"p50":1' + b"0" * 400 + b"}}", b'{"sort":{"by":"price","partition":[]}}',
+    b"[" + b"1," * 5000 + b"1]", b'{"' + b'":1,"'.join(b"k%d" % i for i in range(500)) + b'":1}',
 ]
 BYTES = b'[]{}",:\\0123456789-+.eE \t\n\xff\x80\x00tfnu'
 
