@@ -498,12 +498,15 @@ class Client:
         when no connection opens, ConnectionBroken when it fails before the head arrives."""
         head = encode_head(method, target, headers, len(body))
         deadline = time.monotonic() + first_byte_timeout
+        pool = self._pools.get(target.origin)
+        conn = self._take_idle(pool) if pool is not None else None  # the usual case, without a wait
         while True:
-            conn = await self._acquire(target, deadline)
+            if conn is None:
+                conn = await self._acquire(target, deadline)
             try:
                 return await conn.exchange(head, body, max(0.0, deadline - time.monotonic()), idle_timeout)
             except _Stale:
-                continue
+                conn = None
             except UpstreamError:
                 raise
             except OSError as exc:  # a write on a socket that just failed
@@ -610,7 +613,7 @@ class Client:
             conn.abort()
             return
         pool = self._pool(conn.origin)
-        waiter = pool.next_waiter()
+        waiter = pool.next_waiter() if pool.waiters else None
         if waiter is not None:
             conn.reused = True
             waiter.set_result(conn)  # straight to the oldest waiting request, never idle in between
