@@ -215,7 +215,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_since is None:
                 self._head_since = now
             elif now - self._head_since > limits.header_timeout:
-                if self._bytes_in > self._head_mark:
+                if self._bytes_in > self._head_read_start:  # a request has begun
                     self.refuse(408, f"the request's headers did not arrive within {limits.header_timeout:g} s")
                 else:
                     self._refused = True  # nothing was asked: nothing to answer

@@ -262,3 +262,16 @@ def test_connections_beyond_the_cap_get_529_and_a_freed_slot_serves_again():
             sock.close()
     finally:
         gateway.stop()
+
+
+def test_a_second_request_whose_headers_stall_on_a_kept_alive_connection_gets_408(served):
+    with served.connect() as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        first = b""
+        while not first.endswith(b'{"status":"ok"}'):
+            first += sock.recv(65536)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")  # and nothing more
+        started = time.monotonic()
+        status, error = status_and_error(read_answer(sock))
+        assert time.monotonic() - started < 2.5
+    assert status == 408 and "within 1 s" in error["message"]
