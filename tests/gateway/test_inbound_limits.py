@@ -182,6 +182,11 @@ def test_300_clients_trickling_their_headers_all_get_408_after_the_header_timeou
                     pass
         if not checked and time.monotonic() - started > 0.3:
             assert healthz_ms(served) < 200
+            asked = time.monotonic()
+            response = httpx.post(served.url + "/v1/messages", headers={"x-api-key": DEMO_KEY}, timeout=5,
+                                  json={"model": "claude-opus-4-8", "max_tokens": 16,
+                                        "messages": [{"role": "user", "content": "Hello"}]})
+            assert response.status_code == 200 and time.monotonic() - asked < 0.5
             checked = True
     for sock in clients:
         sock.close()
