@@ -115,7 +115,10 @@ class Gateway:
                     pass
 
     async def start(self) -> None:
-        self.client = Client(connect_timeout=self.settings.timeouts.connect)
+        upstream = self.settings.upstream
+        self.client = Client(connect_timeout=self.settings.timeouts.connect,
+                             max_connections_per_origin=upstream.max_connections_per_origin,
+                             pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes)
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         try:
             await self.store.ping()  # also loads the store's scripts, so the first admission is one call
@@ -328,7 +331,7 @@ class Gateway:
                                                      idle_timeout=timeouts.idle)
                 answer = await response.read()
                 status = response.status
-        except (TimeoutError, UpstreamError, OSError):
+        except (TimeoutError, UpstreamError):  # TimeoutError: the asyncio.timeout above
             if response is not None:
                 response.close()
             return None  # count locally instead

@@ -65,11 +65,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"demo key: {gateway.demo_key}", flush=True)
     log.info("listening on http://%s:%d", settings.host, settings.port)
     import uvicorn
-    # No proxy-header rewriting (the gateway never reads the client address) and no Server header:
-    # both cost every request something for nothing.
-    options = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", lifespan="on",
-                   access_log=False, log_level="warning", timeout_graceful_shutdown=int(settings.shutdown_grace),
-                   proxy_headers=False, server_header=False)
+
+    from gateway.http_server import uvicorn_options
+    options = uvicorn_options(settings)
     if settings.workers > 1:
         # Each worker writes its metric values to files in this folder and /metrics sums them all.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="gateway-metrics-")

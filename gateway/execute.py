@@ -19,7 +19,8 @@ from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
 from gateway.settings import Retries, Timeouts
-from gateway.upstream import Client, ConnectFailed, Response, Target, UpstreamError
+from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, Response, Target, UpstreamError,
+                              UpstreamTimeout)
 from policies.health import COOLING, PROBE
 from policies.plan import Attempt, Plan
 from policies.pricing import cost_usd
@@ -163,8 +164,8 @@ class Executor:
                                                       + (deadline - time.monotonic())):
                             await self._try(attempt, ex, send)
                     else:
-                        # A JSON answer is bounded by the first-byte wait (capped by the deadline
-                        # below) and the idle timeout while its body arrives: one timer less.
+                        # A JSON answer is bounded by the deadline on the upstream connection's own
+                        # timer (first-byte and idle waits, and the whole read): one timer less.
                         ex.deadline = deadline
                         await self._try(attempt, ex, send)
                 except AttemptFailed as failure:
@@ -279,7 +280,7 @@ class Executor:
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
-                raw = await self._read(provider.name, response)
+                raw = await self._read(provider.name, response, ex.deadline)
                 raise classify_upstream_status(provider.name, response.status, raw, response.headers)
             upstream_id = response.headers.get("request-id")
             if upstream_id:
@@ -311,25 +312,35 @@ class Executor:
         try:
             return await self.client.request("POST", target, headers, body, first_byte_timeout=wait,
                                              idle_timeout=self.timeouts.idle)
-        except TimeoutError:
+        except UpstreamTimeout:
             raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
                                                        f"{self.timeouts.first_byte:g} s"), "timeout") from None
         except ConnectFailed:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached"),
                                 "connect_error") from None
-        except (UpstreamError, OSError) as exc:
+        except PoolExhausted as exc:
+            raise AttemptFailed(errors.Overloaded(f"provider {provider}: {exc}"), "pool_exhausted") from None
+        except UpstreamError as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} failed: {type(exc).__name__}"),
                                 "error") from None
 
-    async def _read(self, provider: str, response: Response) -> bytes:
+    async def _read(self, provider: str, response: Response, deadline: float | None = None) -> bytes:
+        """The whole answer, within the client's size limit and by `deadline` (monotonic) if given."""
         try:
-            return await response.read()
-        except (TimeoutError, UpstreamError, OSError) as exc:
+            return await response.read(timeout=None if deadline is None else deadline - time.monotonic())
+        except AnswerTooLarge:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} answered with more than "
+                                                      f"{self.client.max_answer_bytes} bytes"),
+                                "bad_response") from None
+        except UpstreamTimeout:
+            raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not complete its answer "
+                                                       f"in time"), "timeout") from None
+        except UpstreamError as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
                                                       f"{type(exc).__name__}"), "read_error") from None
 
     async def _relay_anthropic_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
-        raw = await self._read(attempt.provider.name, response)
+        raw = await self._read(attempt.provider.name, response, ex.deadline)
         try:
             message = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -357,7 +368,7 @@ class Executor:
         except StopAsyncIteration:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
                                                       f"event"), "empty_stream") from None
-        except (TimeoutError, UpstreamError, OSError) as exc:
+        except UpstreamError as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
                                                       f"{type(exc).__name__}"), "stream_error") from None
         if scanner.error is not None:
@@ -383,7 +394,7 @@ class Executor:
                         break
                     if block:
                         await send({"type": "http.response.body", "body": block, "more_body": True})
-        except (TimeoutError, UpstreamError, OSError) as exc:
+        except UpstreamError as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
         finally:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
@@ -422,7 +433,7 @@ class Executor:
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
             if response.status >= 400:
-                raw = await self._read(provider.name, response)
+                raw = await self._read(provider.name, response, ex.deadline)
                 raise classify_openai_status(provider.name, response.status, raw, response.headers)
             if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
                 await self._relay_openai_stream(attempt, ex, response, send)
@@ -435,7 +446,7 @@ class Executor:
 
     async def _relay_openai_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
         name = attempt.provider.name
-        raw = await self._read(name, response)
+        raw = await self._read(name, response, ex.deadline)
         try:
             completion = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -468,7 +479,7 @@ class Executor:
                 pending = translator.feed(await chunks.__anext__())
         except StopAsyncIteration:
             pending = translator.finish()
-        except (TimeoutError, UpstreamError, OSError) as exc:
+        except UpstreamError as exc:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
                                                       f"{type(exc).__name__}"), "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
@@ -485,7 +496,7 @@ class Executor:
                 if events:
                     await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
             tail = translator.finish()
-        except (TimeoutError, UpstreamError, OSError) as exc:
+        except UpstreamError as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
         finally:
             ex.usage = translator.close_usage()

@@ -108,6 +108,33 @@ class InputLimits(BaseModel):
                             description="members and array items in trace, at every depth")
 
 
+class Server(BaseModel):
+    """What one inbound connection may cost a worker before any key is checked."""
+    model_config = ConfigDict(extra="forbid")
+    max_request_line_bytes: int = Field(default=8192, ge=256, description="method, path and query (over: 414)")
+    max_header_bytes: int = Field(default=65536, ge=1024, description="all header names and values (over: 431)")
+    max_headers: int = Field(default=100, ge=8, description="header lines in one request (over: 431)")
+    header_timeout: float = Field(default=10.0, gt=0, description="seconds to receive the request line and "
+                                  "headers, from the connection's start or the request's first byte (over: 408)")
+    body_min_rate: int = Field(default=1024, ge=0, description="bytes per second a request body must average "
+                               "once body_rate_grace has passed (below: 408); 0 turns the check off")
+    body_rate_grace: float = Field(default=10.0, gt=0, description="seconds a body may take before its rate counts")
+    max_connections: int = Field(default=1024, ge=1, description="open connections per worker process "
+                                 "(over: 529 and closed)")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, description="seconds an idle keep-alive connection stays open")
+
+
+class Upstream(BaseModel):
+    """What the gateway holds of its providers: connections and answers."""
+    model_config = ConfigDict(extra="forbid")
+    max_connections_per_origin: int = Field(default=512, ge=1, description="connections per provider origin "
+                                            "(scheme, host, port) per worker process")
+    pool_wait: float = Field(default=5.0, ge=0, description="seconds a request waits for a connection when all "
+                             "are busy (then: 529 overloaded_error)")
+    max_answer_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="an upstream answer read whole: "
+                                  "JSON answers and error bodies (over: 502 api_error); streams are not capped")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid")
 
@@ -134,6 +161,8 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     cooldowns: Cooldowns = Field(default_factory=Cooldowns)
+    server: Server = Field(default_factory=Server)
+    upstream: Upstream = Field(default_factory=Upstream)
     shutdown_grace: float = Field(default=30.0, ge=0)
     usage_retention_days: int = Field(default=90, ge=1)
     usage_spill_path: str = "gateway-usage-spill.jsonl"

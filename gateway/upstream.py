@@ -6,12 +6,17 @@ needs: one request at a time per connection, the request written in one piece, t
 whole or chunk by chunk as it arrives (chunked framing and TLS included), a first-byte and an idle
 timeout kept by a single timer per request, back-pressure towards a slow reader, and one transparent
 retry when a reused connection turns out to have been closed by the upstream before it answered.
+What it holds is bounded: at most `max_connections_per_origin` connections per origin (a request
+beyond them waits up to `pool_wait` seconds for one to come free), an answer read whole at most
+`max_answer_bytes`, and a whole read may be given a deadline of its own.
+Every failure leaves it as an `UpstreamError`: callers catch one hierarchy.
 The README has the measurements that made it replace aiohttp on this path.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -35,6 +40,18 @@ class ConnectFailed(UpstreamError):
 
 class ConnectionBroken(UpstreamError):
     """The connection failed after the request was sent: closed, reset, or a malformed answer."""
+
+
+class UpstreamTimeout(UpstreamError, TimeoutError):
+    """No answer, or no next bytes of it, in time; or an answer read whole outlived its deadline."""
+
+
+class PoolExhausted(UpstreamError):
+    """Every connection the origin may have was busy, and none came free within the pool wait."""
+
+
+class AnswerTooLarge(UpstreamError):
+    """An answer read whole was longer than the limit."""
 
 
 class _Stale(Exception):
@@ -82,7 +99,7 @@ class Response:
     back for reuse, or `close` drops it (always safe, e.g. on cancellation)."""
 
     __slots__ = ("status", "headers", "_conn", "_chunks", "_buffered", "_complete", "_error", "_waiter",
-                 "_released", "_whole")
+                 "_released", "_whole", "_high_water")
 
     def __init__(self, conn: _Connection, status: int, headers: dict[str, str]) -> None:
         self.status = status
@@ -95,14 +112,29 @@ class Response:
         self._waiter: asyncio.Future | None = None
         self._released = False
         self._whole = False  # read whole: the caller wants every byte anyway, so no back-pressure
+        # Streamed: buffered bytes above which reading pauses. Read whole: the answer's size limit.
+        self._high_water: float = _HIGH_WATER
 
     # -- fed by the connection --------------------------------------------------------------------
     def _feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
         self._buffered += len(chunk)
-        if self._buffered > _HIGH_WATER and not self._whole:
+        if self._buffered > self._high_water:
+            if self._whole:
+                self._too_large()
+                return
             self._conn.pause()
         self._wake()
+
+    def _too_large(self) -> AnswerTooLarge:
+        """Drop what came and, unless it all came, the connection: the rest is not worth reading."""
+        error = AnswerTooLarge(f"the answer is longer than the limit of {int(self._high_water)} bytes")
+        self._chunks = []
+        self._buffered = 0
+        if not self._complete:
+            self._finish(error)
+            self._conn.abort()
+        return error
 
     def _finish(self, error: BaseException | None = None) -> None:
         if self._complete or self._error is not None:
@@ -134,8 +166,19 @@ class Response:
         return data
 
     # -- for the reader ---------------------------------------------------------------------------
-    async def read(self) -> bytes:
+    async def read(self, max_bytes: int | None = None, timeout: float | None = None) -> bytes:
+        """The whole body. Longer than `max_bytes` (default: the client's `max_answer_bytes`):
+        AnswerTooLarge, without reading the rest. Not complete within `timeout` seconds:
+        UpstreamTimeout, whatever the idle timeout."""
+        limit = self._conn.client.max_answer_bytes if max_bytes is None else max_bytes
+        self._high_water = math.inf if limit is None else limit
         self._whole = True
+        if limit is not None and self._error is None:
+            declared = self.headers.get("content-length", "")
+            if self._buffered > limit or (declared.isdigit() and int(declared) > limit):
+                raise self._too_large()
+        if timeout is not None and not self._complete:
+            self._conn.deadline_in(timeout)
         self._conn.resume()
         while not self._complete:
             if self._error is not None:
@@ -188,6 +231,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self.reused = False
         self.pooled = False
+        self.counted = False  # holds one of its origin's connection slots until it closes
         self._paused = False
         # Per exchange:
         self._head_waiter: asyncio.Future | None = None
@@ -200,6 +244,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._idle_timeout: float | None = None
         self._expires_at: float | None = None
+        self._deadline: float | None = None  # the whole body's, when the reader set one
         self._timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
@@ -289,12 +334,16 @@ class _Connection(asyncio.Protocol):
     # -- exchange ---------------------------------------------------------------------------------
     async def exchange(self, head: bytes, body: bytes, first_byte_timeout: float,
                        idle_timeout: float | None) -> Response:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            self.abort()
+            raise _Stale() if self.reused else ConnectionBroken("the connection closed before the request went out")
         self._head_waiter = waiter = self.loop.create_future()
         self._response = None
         self._received = False
         self._in_body = False
         self._keep_alive = False
         self._idle_timeout = idle_timeout
+        self._deadline = None
         self._arm(self.loop.time() + first_byte_timeout)
         transport = self.transport
         if body and len(body) > 16384:
@@ -339,24 +388,42 @@ class _Connection(asyncio.Protocol):
                 timer.cancel()
             self._timer = self.loop.call_at(at, self._on_timer)
 
+    def deadline_in(self, seconds: float) -> None:
+        """The answer must be complete within `seconds`, however steadily its bytes arrive."""
+        at = self._deadline = self.loop.time() + max(0.0, seconds)
+        timer = self._timer
+        if timer is None or at < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = self.loop.call_at(at, self._on_timer)
+
     def _cancel_timer(self) -> None:
         self._expires_at = None
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _on_timer(self) -> None:
         self._timer = None
+        now = self.loop.time()
+        deadline = self._deadline
+        if deadline is not None and now >= deadline:
+            self._fail(UpstreamTimeout("the upstream's answer did not complete within the request's deadline"))
+            self.abort()
+            return
         expires = self._expires_at
         if expires is None:
+            if deadline is not None:
+                self._timer = self.loop.call_at(deadline, self._on_timer)
             return
-        now = self.loop.time()
         if now < expires or self._paused:
             # While reading is paused the silence is the slow reader's, not the upstream's.
-            self._timer = self.loop.call_at(max(expires, now + (self._idle_timeout or 0.0)), self._on_timer)
+            at = max(expires, now + (self._idle_timeout or 0.0))
+            self._timer = self.loop.call_at(at if deadline is None else min(at, deadline), self._on_timer)
             return
         what = "answer" if self._response is None else "next bytes of its answer"
-        self._fail(TimeoutError(f"the upstream sent no {what} in time"))
+        self._fail(UpstreamTimeout(f"the upstream sent no {what} in time"))
         self.abort()
 
     def _fail(self, error: BaseException) -> None:
@@ -377,15 +444,40 @@ class _Connection(asyncio.Protocol):
             self.client._forget(self)
 
 
+class _Pool:
+    """One origin's connections: the idle ones, how many are open in all (idle, busy or being
+    opened), and the requests waiting for one, oldest first."""
+
+    __slots__ = ("idle", "open", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: collections.deque[_Connection] = collections.deque()
+        self.open = 0
+        # Each resolves to a connection handed over, or to None: a slot to open one in.
+        self.waiters: collections.deque[asyncio.Future] = collections.deque()
+
+    def next_waiter(self) -> asyncio.Future | None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():  # gone: its wait expired or its request was cancelled
+                return waiter
+        return None
+
+
 class Client:
-    """Pools of idle keep-alive connections, one per origin (scheme, host, port)."""
+    """Pools of keep-alive connections, one per origin (scheme, host, port), each capped."""
 
     def __init__(self, *, connect_timeout: float = 10.0, keepalive_s: float = 60.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, max_connections_per_origin: int = 512,
+                 pool_wait: float = 5.0, max_answer_bytes: int | None = None) -> None:
         self.connect_timeout = connect_timeout
         self.keepalive_s = keepalive_s
+        self.max_connections_per_origin = max_connections_per_origin
+        self.pool_wait = pool_wait
+        self.max_answer_bytes = max_answer_bytes
         self._ssl = ssl_context
-        self._idle: dict[tuple, collections.deque[_Connection]] = {}
+        self._pools: dict[tuple, _Pool] = {}
         self._closed = False
 
     def _ssl_context(self) -> ssl.SSLContext:
@@ -400,25 +492,84 @@ class Client:
                       first_byte_timeout: float = 300.0, idle_timeout: float | None = None) -> Response:
         """Send one request; return once the answer's status and headers have arrived.
 
-        `first_byte_timeout` bounds connecting and waiting for the answer's head (TimeoutError);
-        `idle_timeout` bounds each wait for the body's next bytes. Raises ConnectFailed when no
-        connection opens and ConnectionBroken when it fails before the head arrives."""
+        `first_byte_timeout` bounds waiting for a free connection, connecting and waiting for the
+        answer's head (UpstreamTimeout); `idle_timeout` bounds each wait for the body's next bytes.
+        Raises PoolExhausted when the origin's connections stay busy for `pool_wait`, ConnectFailed
+        when no connection opens, ConnectionBroken when it fails before the head arrives."""
         head = encode_head(method, target, headers, len(body))
         deadline = time.monotonic() + first_byte_timeout
-        conn = self._take_idle(target.origin)
+        pool = self._pools.get(target.origin)
+        conn = self._take_idle(pool) if pool is not None else None  # the usual case, without a wait
         while True:
             if conn is None:
-                conn = await self._connect(target, deadline)
+                conn = await self._acquire(target, deadline)
             try:
                 return await conn.exchange(head, body, max(0.0, deadline - time.monotonic()), idle_timeout)
             except _Stale:
-                conn = self._take_idle(target.origin)
+                conn = None
+            except UpstreamError:
+                raise
+            except OSError as exc:  # a write on a socket that just failed
+                conn.abort()
+                raise ConnectionBroken(f"the connection failed: {type(exc).__name__}") from None
 
-    async def _connect(self, target: Target, deadline: float) -> _Connection:
+    def _pool(self, origin: tuple) -> _Pool:
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = self._pools[origin] = _Pool()
+        return pool
+
+    async def _acquire(self, target: Target, deadline: float) -> _Connection:
+        """An idle connection, else a new one within the origin's cap, else the first to come free."""
         if self._closed:
             raise ConnectFailed("the client is closed")
+        pool = self._pool(target.origin)
+        conn = self._take_idle(pool)
+        if conn is not None:
+            return conn
+        if pool.open < self.max_connections_per_origin and not pool.waiters:
+            pool.open += 1
+            return await self._connect(target, deadline)
+        handed = await self._wait(pool, target, deadline)
+        return handed if handed is not None else await self._connect(target, deadline)
+
+    async def _wait(self, pool: _Pool, target: Target, deadline: float) -> _Connection | None:
+        loop = asyncio.get_running_loop()
+        wait = min(self.pool_wait, max(0.0, deadline - time.monotonic()))
+        waiter = loop.create_future()
+        pool.waiters.append(waiter)
+        timer = loop.call_later(wait, _expire, waiter)
+        try:
+            return await waiter
+        except PoolExhausted:
+            raise PoolExhausted(f"all {self.max_connections_per_origin} connections to {target.host_header} "
+                                f"stayed busy for {wait:g} s") from None
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._hand_back(pool, waiter.result())  # handed over just as the request was cancelled
+            raise
+        finally:
+            timer.cancel()
+
+    def _hand_back(self, pool: _Pool, handed: _Connection | None) -> None:
+        if handed is None:
+            pool.open -= 1
+            self._give_slot(pool)
+        else:
+            self._put_back(handed)
+
+    def _give_slot(self, pool: _Pool) -> None:
+        """A connection closed: the oldest waiter may open one instead."""
+        waiter = pool.next_waiter()
+        if waiter is not None:
+            pool.open += 1
+            waiter.set_result(None)
+
+    async def _connect(self, target: Target, deadline: float) -> _Connection:
+        """Open a connection in a slot already counted in the origin's `open`."""
         loop = asyncio.get_running_loop()
         conn = _Connection(self, target.origin)
+        conn.counted = True
         wait = min(self.connect_timeout, max(0.0, deadline - time.monotonic()))
         try:
             async with asyncio.timeout(wait):
@@ -427,25 +578,31 @@ class Client:
                                                  server_hostname=target.host)
                 else:
                     await loop.create_connection(lambda: conn, target.host, target.port)
-        except TimeoutError:
-            raise TimeoutError(f"connecting to {target.host_header} took longer than {wait:g} s") from None
-        except OSError as exc:  # refused, unresolvable, TLS failures (ssl.SSLError is an OSError)
-            raise ConnectFailed(f"could not connect to {target.host_header}: {exc}") from None
+        except BaseException as exc:
+            self._release(conn)
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout(f"connecting to {target.host_header} took longer than {wait:g} s") from None
+            if isinstance(exc, OSError):  # refused, unresolvable, TLS failures (ssl.SSLError is an OSError)
+                raise ConnectFailed(f"could not connect to {target.host_header}: {exc}") from None
+            raise
+        if self._closed:
+            conn.abort()
+            raise ConnectFailed("the client is closed")
         return conn
 
-    def _take_idle(self, origin: tuple) -> _Connection | None:
-        pool = self._idle.get(origin)
-        if not pool:
+    def _take_idle(self, pool: _Pool) -> _Connection | None:
+        idle = pool.idle
+        if not idle:
             return None
         now = time.monotonic()
-        while pool:
-            conn = pool.pop()
+        while idle:
+            conn = idle.pop()
             conn.pooled = False
             if conn.closed:
                 continue
             if now - conn.idle_since > self.keepalive_s:
                 conn.abort()  # the upstream may be closing it right now; the rest of the pool is older
-                _drop_all(pool)
+                _drop_all(idle)
                 return None
             conn.reused = True
             return conn
@@ -455,39 +612,61 @@ class Client:
         if self._closed:
             conn.abort()
             return
+        pool = self._pool(conn.origin)
+        waiter = pool.next_waiter() if pool.waiters else None
+        if waiter is not None:
+            conn.reused = True
+            waiter.set_result(conn)  # straight to the oldest waiting request, never idle in between
+            return
         now = time.monotonic()
         conn.idle_since = now
-        pool = self._idle.get(conn.origin)
-        if pool is None:
-            pool = self._idle[conn.origin] = collections.deque()
-        pool.append(conn)
+        idle = pool.idle
+        idle.append(conn)
         conn.pooled = True
         # The least recently used sit on the left: past their keep-alive, or beyond the cap, they go.
-        while pool and (len(pool) > _IDLE_PER_ORIGIN or now - pool[0].idle_since > self.keepalive_s):
-            oldest = pool.popleft()
+        while idle and (len(idle) > _IDLE_PER_ORIGIN or now - idle[0].idle_since > self.keepalive_s):
+            oldest = idle.popleft()
             oldest.pooled = False
             oldest.abort()
 
     def _forget(self, conn: _Connection) -> None:
-        """An idle connection the upstream closed leaves the pool at once."""
-        if not conn.pooled:
+        """A closed connection leaves the idle pool at once and frees its slot."""
+        pool = self._pools.get(conn.origin)
+        if pool is None:
             return
-        conn.pooled = False
-        pool = self._idle.get(conn.origin)
-        if pool:
+        if conn.pooled:
+            conn.pooled = False
             try:
-                pool.remove(conn)
+                pool.idle.remove(conn)
             except ValueError:
                 pass
+        self._release(conn)
+
+    def _release(self, conn: _Connection) -> None:
+        if conn.counted:
+            conn.counted = False
+            pool = self._pool(conn.origin)
+            pool.open -= 1
+            self._give_slot(pool)
 
     def idle_connections(self) -> int:
-        return sum(len(pool) for pool in self._idle.values())
+        return sum(len(pool.idle) for pool in self._pools.values())
+
+    def open_connections(self) -> int:
+        """Idle, busy and being opened, over every origin."""
+        return sum(pool.open for pool in self._pools.values())
 
     async def close(self) -> None:
         self._closed = True
-        for pool in self._idle.values():
-            _drop_all(pool)
-        self._idle.clear()
+        for pool in self._pools.values():
+            _drop_all(pool.idle)
+            while (waiter := pool.next_waiter()) is not None:
+                waiter.set_exception(ConnectFailed("the client is closed"))
+
+
+def _expire(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_exception(PoolExhausted())
 
 
 def _drop_all(pool: collections.deque[_Connection]) -> None:

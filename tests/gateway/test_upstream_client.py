@@ -11,7 +11,8 @@ from typing import Self
 
 import pytest
 
-from gateway.upstream import Client, ConnectFailed, ConnectionBroken, Target
+from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, ConnectionBroken, PoolExhausted, Target, UpstreamError,
+                              UpstreamTimeout)
 
 # Every test runs under this bound, so a client that hangs fails the test instead of the suite.
 GUARD_S = 3.0
@@ -897,3 +898,214 @@ def test_target_splits_a_url_once(url, tls, host, port, host_header, path):
 def test_target_refuses_what_is_not_an_http_url(url):
     with pytest.raises(ValueError):
         Target(url)
+
+
+# -- bounds: connections per origin, answer size, whole-read deadline -------------------------------
+
+def held_until(release: asyncio.Event, reply: bytes = OK) -> Script:
+    """Answers each request once `release` is set."""
+    async def script(peer: Peer) -> None:
+        while await peer.read_request() is not None:
+            await release.wait()
+            await peer.send(reply)
+    return script
+
+
+def test_requests_beyond_the_origins_connection_cap_wait_and_reuse_the_connections_that_come_free():
+    async def test() -> None:
+        release = asyncio.Event()
+        async with ScriptedServer(held_until(release)) as server:
+            client = Client(max_connections_per_origin=2, pool_wait=1.0)
+
+            async def one() -> bytes:
+                response = await client.request("GET", server.target(), {})
+                body = await response.read()
+                response.release()
+                return body
+
+            tasks = [asyncio.ensure_future(one()) for _ in range(5)]
+            assert await eventually(lambda: sum(len(p.requests) for p in server.peers) == 2)
+            await asyncio.sleep(0.05)
+            assert server.connections == 2 and client.open_connections() == 2
+            release.set()
+            assert await asyncio.gather(*tasks) == [JSON] * 5
+            assert server.connections == 2
+            assert sum(len(p.requests) for p in server.peers) == 5
+            await client.close()
+    run(test)
+
+
+def test_an_origin_busy_for_longer_than_the_pool_wait_raises_pool_exhausted_without_a_new_socket():
+    async def test() -> None:
+        release = asyncio.Event()
+        async with ScriptedServer(held_until(release)) as server:
+            client = Client(max_connections_per_origin=1, pool_wait=0.1)
+            held = asyncio.ensure_future(client.request("GET", server.target(), {}))
+            assert await eventually(lambda: server.peers and server.peers[0].requests)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            with pytest.raises(PoolExhausted) as raised:
+                await client.request("GET", server.target(), {})
+            assert 0.09 <= loop.time() - started < 0.3
+            assert "1 connections" in str(raised.value) and isinstance(raised.value, UpstreamError)
+            assert server.connections == 1
+            release.set()
+            response = await held
+            assert await response.read() == JSON
+            response.release()
+            await client.close()
+    run(test)
+
+
+def test_a_connection_that_closes_frees_its_slot_for_the_request_waiting_for_one():
+    closing = answer(b"200 OK", JSON, b"connection: close")
+
+    async def test() -> None:
+        release = asyncio.Event()
+        async with ScriptedServer(held_until(release, closing)) as server:
+            client = Client(max_connections_per_origin=1, pool_wait=1.0)
+            first = asyncio.ensure_future(client.request("GET", server.target(), {}))
+            assert await eventually(lambda: server.peers and server.peers[0].requests)
+            second = asyncio.ensure_future(client.request("GET", server.target("/second"), {}))
+            await asyncio.sleep(0.05)
+            assert server.connections == 1
+            release.set()
+            for task in (first, second):
+                response = await task
+                assert await response.read() == JSON
+                response.release()
+            assert server.connections == 2
+            assert server.peers[1].requests[0].startswith(b"GET /second ")
+            assert client.open_connections() == 0
+            await client.close()
+    run(test)
+
+
+def test_a_cancelled_wait_for_a_connection_takes_no_slot_with_it():
+    async def test() -> None:
+        release = asyncio.Event()
+        async with ScriptedServer(held_until(release)) as server:
+            client = Client(max_connections_per_origin=1, pool_wait=2.0)
+            held = asyncio.ensure_future(client.request("GET", server.target(), {}))
+            assert await eventually(lambda: server.peers and server.peers[0].requests)
+            waiting = asyncio.ensure_future(client.request("GET", server.target(), {}))
+            await asyncio.sleep(0.02)
+            waiting.cancel()
+            release.set()
+            response = await held
+            await response.read()
+            response.release()
+            assert client.open_connections() == 1 and client.idle_connections() == 1
+            response = await client.request("GET", server.target(), {})
+            assert await response.read() == JSON
+            response.release()
+            assert server.connections == 1
+            await client.close()
+    run(test)
+
+
+def test_an_answer_declaring_more_than_the_size_limit_is_refused_before_its_body_is_read():
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 209715200\r\n\r\n" + b"x" * 1000)
+        await peer.read_request()
+
+    async def test() -> None:
+        async with ScriptedServer(script) as server:
+            client = Client(max_answer_bytes=64 * 1024)
+            response = await client.request("GET", server.target(), {})
+            with pytest.raises(AnswerTooLarge):
+                await response.read()
+            response.close()
+            assert await saw_eof(server.peers[0])
+            await client.close()
+    run(test)
+
+
+def test_a_chunked_answer_growing_past_the_size_limit_is_cut_off_and_its_connection_dropped():
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(200):  # 200 x 64 KiB = 12.5 MiB offered; the client wants at most 256 KiB
+                await peer.send(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+        except ConnectionError:
+            peer.eof.set()
+            return
+        await peer.send(b"0\r\n\r\n")
+
+    async def test() -> None:
+        async with ScriptedServer(script) as server:
+            client = Client(max_answer_bytes=256 * 1024)
+            response = await client.request("GET", server.target(), {})
+            with pytest.raises(AnswerTooLarge):
+                await response.read()
+            response.close()
+            assert await saw_eof(server.peers[0], timeout=1.0)
+            assert client.open_connections() == 0
+            await client.close()
+    run(test)
+
+
+def test_a_streamed_answer_is_not_capped_by_the_size_limit():
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for _ in range(8):
+            await peer.send(b"10000\r\n" + b"x" * 65536 + b"\r\n")
+        await peer.send(b"0\r\n\r\n")
+        await peer.read_request()
+
+    async def test() -> None:
+        async with ScriptedServer(script) as server:
+            client = Client(max_answer_bytes=64 * 1024)
+            response = await client.request("GET", server.target(), {})
+            assert sum([len(chunk) async for chunk in response]) == 8 * 65536
+            response.release()
+            await client.close()
+    run(test)
+
+
+def test_a_whole_read_past_its_timeout_raises_even_while_bytes_keep_coming_within_the_idle_timeout():
+    async def script(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n")
+        try:
+            for _ in range(100):
+                await asyncio.sleep(0.02)
+                await peer.send(b"x")
+        except ConnectionError:
+            peer.eof.set()
+
+    async def test() -> None:
+        async with ScriptedServer(script) as server:
+            client = Client()
+            loop = asyncio.get_running_loop()
+            response = await client.request("GET", server.target(), {}, idle_timeout=0.2)
+            started = loop.time()
+            with pytest.raises(UpstreamTimeout):
+                await response.read(timeout=0.3)
+            assert 0.25 <= loop.time() - started < 0.6
+            response.close()
+            await client.close()
+    run(test)
+
+
+def test_every_failure_of_the_client_is_an_upstream_error():
+    async def silent(peer: Peer) -> None:
+        await peer.read_request()
+        await peer.read_request()
+
+    async def test() -> None:
+        with socket.socket() as unused:
+            unused.bind(("127.0.0.1", 0))
+            port = unused.getsockname()[1]
+        client = Client()
+        with pytest.raises(UpstreamError):
+            await client.request("GET", Target(f"http://127.0.0.1:{port}/"), {})
+        async with ScriptedServer(silent) as server:
+            with pytest.raises(UpstreamError) as raised:
+                await client.request("GET", server.target(), {}, first_byte_timeout=0.05)
+            assert isinstance(raised.value, UpstreamTimeout) and isinstance(raised.value, TimeoutError)
+        await client.close()
+    run(test)
