@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import errors, metrics
+from gateway import errors, logs, metrics
 from gateway.admin import admin_routes
 from gateway.admission import Admitter
 from gateway.auth import Authenticator, key_id_for, secret_hash
@@ -208,6 +208,8 @@ class Gateway:
                 self.admitter.done(ticket)
             if ex.principal is not None:
                 self.usage.finish(ex, ticket)
+            else:
+                self.usage.finish_unrecorded(ex)
 
     async def _admit(self, ex: Exchange, plan: Plan):
         try:
@@ -352,6 +354,10 @@ class Gateway:
         return json_response({"status": "ready", "store": backend, "reachable": True, "demo": self.demo})
 
     async def metrics(self, request: Request) -> Response:
+        token = self.settings.metrics_token
+        if token is not None and not metrics.authorized(request.headers.get("authorization"),
+                                                        token.get_secret_value()):
+            raise errors.AuthenticationFailed("/metrics needs the metrics token as Authorization: Bearer")
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
@@ -400,6 +406,7 @@ class GatewayApp:
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})
+        self.logged_router = logs.AccessLogged(self.router)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -413,4 +420,4 @@ class GatewayApp:
         if scope["type"] == "http" and scope["path"] == "/v1/messages" and scope["method"] == "POST":
             await self.gateway.messages(scope, receive, send)
         else:
-            await self.router(scope, receive, send)
+            await self.logged_router(scope, receive, send)

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.exchange import Exchange
 from gateway.store.base import Store, StoreUnavailable
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
@@ -82,9 +82,13 @@ class UsageRecorder:
         self.max_buffer = max_buffer
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
+        self._unrecorded: list[dict] = []  # answered before a key was known: counted and logged only
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._store_down = False
+        self._outage = logs.RepeatedFailure(log, "usage: the store is unreachable; records wait in the spill file",
+                                            expected=(StoreUnavailable,))
+        self._flush_failure = logs.RepeatedFailure(log, "usage flush failed")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -114,6 +118,11 @@ class UsageRecorder:
             self._spill(self._take())
         self._wake.set()
 
+    def finish_unrecorded(self, ex: Exchange) -> None:
+        """A request refused before it had a key (missing or invalid): metrics and the access log, no record."""
+        self._unrecorded.append(build_record(ex, time.perf_counter()))
+        self._wake.set()
+
     def _take(self) -> tuple[list[dict], list[tuple]]:
         records, settlements = self._records, self._settlements
         self._records, self._settlements = [], []
@@ -126,13 +135,18 @@ class UsageRecorder:
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
                 await self.flush()
-            except Exception:  # the recorder must outlive any single bad batch
-                log.exception("usage flush failed")
+            except Exception as exc:  # the recorder must outlive any single bad batch
+                self._flush_failure.failed(exc)
 
     async def flush(self) -> None:
         records, settlements = self._take()
+        if self._unrecorded:
+            unrecorded, self._unrecorded = self._unrecorded, []
+            metrics.observe(unrecorded)
+            logs.log_access(unrecorded)
         if records:
             metrics.observe(records)
+            logs.log_access(records)
         if self.tracer is not None and records:
             # Building spans takes tens of microseconds each: not on the event loop.
             await asyncio.to_thread(self.tracer.export, records)
@@ -144,13 +158,14 @@ class UsageRecorder:
             await self._write(records, settlements)
         except Exception as exc:
             # Whatever went wrong, what was counted waits in the spill file for the next replay.
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("usage write failed; the batch is kept in the spill file")
+            self._outage.failed(exc)
             self._spill((records, settlements))
             self._store_down = True
             return
         if self._store_down:
             await self._replay_spill()
+        else:
+            self._outage.recovered()
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
         for i in range(0, max(len(records), len(settlements)), BATCH):
@@ -197,6 +212,7 @@ class UsageRecorder:
             log.info("usage: %d spilled records and %d settlements written to the store", len(records),
                      len(settlements))
         self._store_down = False
+        self._outage.recovered()
 
 
 def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:
