@@ -30,7 +30,7 @@ from gateway.execute import Executor
 from gateway.model_listing import list_page, model_info
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.routing import RoutingState
-from gateway.serving import served_models, serving_catalog
+from gateway.serving import served_models, serving_catalog, without_empty_keys
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
 from gateway.tracing import create_tracer
@@ -62,7 +62,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
-        base = catalog or load_catalog(settings.models, settings.providers)
+        base = catalog or load_catalog(settings.models, without_empty_keys(settings.providers))
         self.catalog, self.demo = serving_catalog(base, settings.providers, settings.demo)
         self.static_keys: dict[str, Principal] = {}
         team_models = {t.name: tuple(t.allowed_models) for t in settings.teams if t.allowed_models is not None}

@@ -3,6 +3,7 @@ running gateway's admin API."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import socket
@@ -76,11 +77,14 @@ def serve(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
         from gateway.app import Gateway
+        from gateway.serving import NothingToServe
         from policies.catalog import CatalogError
         try:
             gateway = Gateway(settings)
         except CatalogError as exc:
             raise ConfigError(f"invalid catalog: {exc}") from None
+        except NothingToServe as exc:
+            raise ConfigError(str(exc)) from None
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -143,18 +147,24 @@ def models(args: argparse.Namespace) -> int:
     _apply_flags_to_env(args)
     try:
         settings = load_settings()
+        from gateway.serving import without_empty_keys
         from policies.catalog import CatalogError, load_catalog
         try:
-            catalog = load_catalog(settings.models, settings.providers)
+            catalog = load_catalog(settings.models, without_empty_keys(settings.providers))
         except CatalogError as exc:
             raise ConfigError(f"invalid catalog: {exc}") from None
     except ConfigError as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     from gateway.model_listing import format_table
-    from gateway.serving import serving_catalog
+    from gateway.serving import served_models, serving_catalog
     if not args.all:
-        catalog, demo = serving_catalog(catalog, settings.providers, settings.demo)
+        try:
+            catalog, demo = serving_catalog(catalog, settings.providers, settings.demo)
+        except ValueError as exc:
+            print(f"gateway: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        catalog = dataclasses.replace(catalog, models={m.id: m for m in served_models(catalog)})
         if demo:
             print("(demo: no provider has a key, the mock providers serve every model; --all shows the catalog)",
                   file=sys.stderr)

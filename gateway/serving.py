@@ -1,7 +1,8 @@
 """What this gateway serves: the catalog narrowed to providers it can reach, or the offline demo.
 
 A provider is usable when it has an API key, is named in the config file's `providers:` (a local
-server may need no key), or speaks the `mock` protocol. With `--demo`, or when no real provider is
+server may need no key); an empty `api_key` counts as none, and when every configured provider has
+an empty one startup stops instead of serving the mock. With `--demo`, or when no real provider is
 usable, two mock providers serve every catalog model, so routing choices show in the answers:
 `mock` at the model's catalog prices, slower, and `mock-fast` at twice those prices, quicker to its
 first token and faster per token. The config file's `providers:` entries of either name override
@@ -22,9 +23,26 @@ DEMO_PROVIDERS: dict[str, tuple[float, dict[str, float]]] = {
 }
 
 
+class NothingToServe(ValueError):
+    """Providers are configured, but every one has an empty `api_key` (its variable is unset)."""
+
+
+def _empty_key(entry: object) -> bool:
+    return isinstance(entry, Mapping) and entry.get("api_key") == ""
+
+
+def without_empty_keys(configured: Mapping[str, object]) -> dict[str, object]:
+    """The config's providers for the catalog, an empty `api_key` left out (the catalog wants a
+    non-empty one or none); `serving_catalog` still sees it and does not use that provider."""
+    return {name: ({k: v for k, v in entry.items() if k != "api_key"} if _empty_key(entry) else entry)
+            for name, entry in configured.items()}
+
+
 def usable_providers(catalog: Catalog, configured: Mapping[str, object]) -> set[str]:
+    """Providers with a key, or named in the config (a local server may need none); an explicitly
+    empty `api_key` (`${ANTHROPIC_API_KEY:-}` with the variable unset) is no key."""
     return {name for name, p in catalog.providers.items()
-            if p.protocol != "mock" and (p.api_key or name in configured)}
+            if p.protocol != "mock" and (p.api_key or (name in configured and not _empty_key(configured[name])))}
 
 
 def _scaled(pricing: Pricing, factor: float) -> Pricing:
@@ -54,6 +72,11 @@ def _demo_endpoints(template: Endpoint, model: Model) -> tuple[Endpoint, ...]:
 def serving_catalog(catalog: Catalog, configured: Mapping[str, object], demo: bool) -> tuple[Catalog, bool]:
     """The catalog with only usable endpoints, and whether the demo (mock) mode is on."""
     usable = usable_providers(catalog, configured)
+    empty = sorted(name for name, entry in configured.items() if _empty_key(entry))
+    if not usable and empty and not demo:
+        # Configured providers all lack their key: a forgotten variable, not a wish for the mock.
+        raise NothingToServe(f"no provider has a key: providers.{empty[0]}.api_key is empty "
+                             f"(set its variable, or GATEWAY_DEMO=1 for the offline demo)")
     demo = demo or not usable
     models: dict[str, Model] = {}
     for model_id, model in catalog.models.items():
