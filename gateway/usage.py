@@ -25,6 +25,7 @@ from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a trac
 
 log = logging.getLogger("gateway.usage")
 BATCH = 500
+REPLAY_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -86,7 +87,7 @@ class UsageRecorder:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._store_down = False
-        self._outage = logs.RepeatedFailure(log, "usage: the store is unreachable; records wait in the spill file",
+        self._outage = logs.RepeatedFailure(log, "usage: writing to the store failed; records wait in the spill file",
                                             expected=(StoreUnavailable,))
         self._flush_failure = logs.RepeatedFailure(log, "usage flush failed")
 
@@ -130,7 +131,14 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._store_down:
+                # Records wait in the spill file: try the store again soon, whether requests come or not.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), REPLAY_EVERY_S)
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:

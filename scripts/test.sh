@@ -4,6 +4,11 @@
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=python3
+if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
+  exit 2
+fi
 # Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
 # openssl makes the TLS tests' certificate.
 missing=()
@@ -13,11 +18,6 @@ command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
-python=python3
-if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
-  exit 2
 fi
 # A system Python that is externally managed (Debian, Ubuntu) refuses pip installs outside a
 # virtualenv: use (or create) .venv then.

@@ -134,7 +134,7 @@ def test_an_unreachable_redis_is_reported_once_per_interval_not_once_per_request
                 answers = list(pool.map(lambda _: post(served, HI).status_code, range(40)))
             assert answers == [200] * 40  # fail_open: a key from the config file keeps working
             served.wait_for("admission: the store is unreachable")
-            served.wait_for("usage: the store is unreachable")
+            served.wait_for("usage: writing to the store failed")
             redis_server.start()
             assert post(served, HI).status_code == 200
             served.wait_for("admission: the store is unreachable; admitting without limits (fail_open): recovered")
@@ -142,7 +142,7 @@ def test_an_unreachable_redis_is_reported_once_per_interval_not_once_per_request
     warnings = [line for line in output.splitlines() if " WARNING " in line]
     assert sum("admission: the store is unreachable; admitting without limits (fail_open): " in w
                for w in warnings) == 1, output
-    assert sum("usage: the store is unreachable; records wait in the spill file: " in w for w in warnings) == 1
+    assert sum("usage: writing to the store failed; records wait in the spill file: " in w for w in warnings) == 1
     assert "Traceback" not in output
 
 
