@@ -198,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
                    "line (or $GATEWAY_LOG_FORMAT)")
     p.epilog = ("Logs go to stderr: startup lines, one access line per request (method, path, status, "
                 "duration, team, key id, model, provider, attempts, request id; never a key or a prompt), "
-                "and failures that repeat, such as an unreachable Redis, once per 10 s. "
+                f"and failures that repeat, such as an unreachable Redis, once per {logs.REPEAT_INTERVAL_S:g} s. "
                 "Every setting also comes from the config file or a GATEWAY_* variable.")
     p.set_defaults(func=serve)
     p = commands.add_parser("models", help="print the models this gateway serves as a table")

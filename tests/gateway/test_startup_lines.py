@@ -73,3 +73,12 @@ def test_models_survives_a_reader_that_stops_early():
     _, errors = process.communicate(timeout=30)
     assert process.returncode == 0
     assert errors == b""
+
+
+def test_serve_help_documents_the_log_level_and_format():
+    result = subprocess.run(GATEWAY + ["serve", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "--log-level {debug,info,warning,error}" in text and "$GATEWAY_LOG_LEVEL" in text
+    assert "--log-format {text,json}" in text and "$GATEWAY_LOG_FORMAT" in text and "one JSON object per line" in text
+    assert "one access line per request" in text
