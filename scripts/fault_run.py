@@ -11,7 +11,8 @@ Redis is killed from OUTAGE_AT for OUTAGE seconds. Afterwards it checks:
   transport error, no hung client);
 - the gateway's log holds at most one traceback per REPEAT_INTERVAL of the run;
 - once Redis is back and the gateway's spill file is replayed, every request id a client saw has
-  exactly one usage record in Redis.
+  exactly one usage record in Redis, and GET /admin/usage counts as many requests as there are
+  records.
 
 It prints a summary per policy and exits 1 if any check failed (2 if the run itself could not
 start). Run it from the repository root: `python3 scripts/fault_run.py [--duration 30]`.
@@ -211,6 +212,14 @@ def usage_record_counts(redis: RedisServer) -> Counter:
     return counts
 
 
+def admin_usage_requests(url: str) -> int:
+    """Requests the admin API's usage query counts for the run's teams (from the rollups)."""
+    answer = httpx.get(url + "/admin/usage", params={"group_by": "team"}, headers={"x-api-key": ADMIN_KEY},
+                       timeout=10)
+    answer.raise_for_status()
+    return sum(row["requests"] for row in answer.json()["data"] if row["team"] in TEAMS)
+
+
 def tracebacks(log_text: str) -> int:
     return log_text.count("Traceback (most recent call last)")
 
@@ -247,6 +256,7 @@ def run_policy(policy: str, args: argparse.Namespace) -> bool:
                 replayed = wait_until_replayed(workdir, args.settle)
                 time.sleep(1.0)  # the recorder's last batch after the replay
                 counts = usage_record_counts(redis)
+                rolled_up = admin_usage_requests(url)
             finally:
                 process.terminate()
                 try:
@@ -271,6 +281,8 @@ def run_policy(policy: str, args: argparse.Namespace) -> bool:
         "spill file replayed after Redis returned": (replayed, replayed),
         "requests without a usage record (must be 0)": (len(missing), not missing),
         "requests with more than one usage record (must be 0)": (len(repeated), not repeated),
+        "requests counted by GET /admin/usage = records in Redis": (
+            f"{rolled_up} = {sum(counts.values())}", rolled_up == sum(counts.values())),
     }
     total = sum(outcome.answers.values())
     print(f"  {total} answers in {elapsed:.1f} s: " + ", ".join(f"{s}: {n}" for s, n in sorted(outcome.answers.items()))
