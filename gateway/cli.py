@@ -100,7 +100,10 @@ def serve(args: argparse.Namespace) -> int:
     _describe(gateway)
     if gateway.demo_key:
         os.environ["GATEWAY_DEMO_KEY"] = gateway.demo_key
-        print(f"demo key: {gateway.demo_key}", flush=True)
+        if settings.log_format == "json":
+            log.info("demo key: %s", gateway.demo_key)  # every line of the output stays one JSON object
+        else:
+            print(f"demo key: {gateway.demo_key}", flush=True)
     host, port = listener.getsockname()[:2]
     log.info("listening on http://%s:%d%s", f"[{host}]" if ":" in host else host, port,
              f" ({settings.workers} workers)" if settings.workers > 1 else "")

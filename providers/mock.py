@@ -2,8 +2,8 @@
 
 The reply text is derived from the request, usage numbers are plausible for its size (a prompt that
 carries `cache_control` reads most of itself from the cache), and a stream follows Anthropic's
-event sequence: message_start, ping, per content block content_block_start / deltas /
-content_block_stop, message_delta, message_stop. With `thinking` enabled a thinking block (with a
+event sequence: message_start, per content block content_block_start / deltas /
+content_block_stop (a ping after the first start), message_delta, message_stop. With `thinking` enabled a thinking block (with a
 signature) comes first; with `tools` the mock calls one (see `chosen_tool`) with an input built from
 the tool's `input_schema` (its required properties), and stops with `tool_use`. Timing (time to
 first token, tokens per second) and `fail_status` are provider options the executor applies.
@@ -246,7 +246,6 @@ def stream_events(body: Mapping[str, Any], *, message_id: str, model: str, provi
         encode_event("message_start", {"type": "message_start", "message": {
             "id": message_id, "type": "message", "role": "assistant", "model": model, "provider": provider,
             "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
-        encode_event("ping", {"type": "ping"}),
     ]
     index = 0
     if reply.thinking is not None:
@@ -262,6 +261,7 @@ def stream_events(body: Mapping[str, Any], *, message_id: str, model: str, provi
         pieces = [arguments[i:i + 16] for i in range(0, len(arguments), 16)]
         events += _block_events(index, {**reply.tool, "input": {}},
                                 [{"type": "input_json_delta", "partial_json": p} for p in pieces])
+    events.insert(2, encode_event("ping", {"type": "ping"}))  # after the first content_block_start, as Anthropic does
     events += [
         encode_event("message_delta", {"type": "message_delta",
                                        "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},

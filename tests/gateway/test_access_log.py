@@ -96,6 +96,14 @@ def test_json_log_format_writes_one_json_object_per_line(tmp_path, upstream):
     assert any(e["logger"] == "gateway" and e["message"].startswith("listening on") for e in entries)
 
 
+def test_json_log_format_of_the_demo_keeps_every_line_json_the_demo_key_included():
+    with ServedProcess(["--demo", "--log-format", "json"]) as served:
+        served.wait_for("listening on")
+        output = served.stop()
+    entries = [json.loads(line) for line in output.splitlines()]
+    assert any(e["message"].startswith("demo key: sk-gw-demo-") for e in entries)
+
+
 def test_log_level_warning_leaves_out_access_lines(tmp_path, upstream):
     config = write_config(tmp_path, upstream.url)
     with ServedProcess(["--config", str(config), "--log-level", "warning"]) as served:
