@@ -160,17 +160,16 @@ def models(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     from gateway.model_listing import format_table
-    from gateway.serving import served_models, serving_catalog
+    from gateway.serving import NothingToServe, served_models, serving_catalog
     if not args.all:
         try:
             catalog, demo = serving_catalog(catalog, settings.providers, settings.demo)
-        except ValueError as exc:
+        except NothingToServe as exc:
             print(f"gateway: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         catalog = dataclasses.replace(catalog, models={m.id: m for m in served_models(catalog)})
         if demo:
-            print("(demo: no provider has a key, the mock providers serve every model; --all shows the catalog)",
-                  file=sys.stderr)
+            print("(demo: the mock providers serve every model; --all shows the catalog)", file=sys.stderr)
     return _write_stdout(format_table(catalog) + "\n")
 
 
