@@ -510,3 +510,41 @@ def test_compose_gateway_probe_passes_on_healthz_200_and_fails_otherwise(health_
     server.shutdown()
     server.server_close()
     assert run_probe(test[1:], port) != 0, "nothing listens: the probe must fail"
+
+
+def test_prometheus_with_the_deploy_config_scrapes_a_token_guarded_gateway(tmp_path: Path) -> None:
+    """deploy/prometheus.yml's gateway job, run by a real Prometheus: with the compose secret's file
+    it is up; the same job without the token is refused."""
+    from tests.fakes.base import wait_for
+    from tests.gateway_server import GatewayThread
+
+    job = {j["job_name"]: j for j in load_yaml("deploy/prometheus.yml")["scrape_configs"]}["gateway"]
+    secret = tmp_path / "metrics_token"  # what compose mounts at /run/secrets/metrics_token
+    secret.write_text("metrics-token-for-prometheus\n")
+    with GatewayThread(demo=True, demo_key="sk-demo-prometheus-1", metrics_token="metrics-token-for-prometheus") as gw:
+        target = [f"127.0.0.1:{gw.port}"]
+        guarded = {**job, "static_configs": [{"targets": target}],
+                   "authorization": {**job["authorization"], "credentials_file": str(secret)}}
+        bare = {"job_name": "gateway-without-token", "metrics_path": job["metrics_path"],
+                "static_configs": [{"targets": target}]}
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [guarded, bare]}))
+        port = free_port()
+        proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up() -> dict[str, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query=up", timeout=2) as answer:
+                    results = json.loads(answer.read())["data"]["result"]
+            except (OSError, ValueError, KeyError):
+                return {}
+            return {r["metric"]["job"]: r["value"][1] for r in results}
+
+        try:
+            assert wait_for(lambda: up() == {"gateway": "1", "gateway-without-token": "0"}, timeout=30,
+                            interval=0.3), up()
+        finally:
+            proc.terminate()
+            proc.wait(10)
