@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 
-from gateway import errors
+from gateway import errors, logs
 from gateway.exchange import Exchange
 from gateway.store.base import Admission, AdmissionRequest, Invalid, Store, StoreUnavailable
 from gateway.usage import Ticket
@@ -73,6 +73,9 @@ class Admitter:
         self.store = store
         self.fail_open = outage_policy == "fail_open"
         self.open: dict[str, Ticket] = {}  # admitted requests still running, whose leases need renewing
+        effect = "admitting without limits (fail_open)" if self.fail_open else "answering 529 (fail_closed)"
+        self.outage = logs.RepeatedFailure(log, f"admission: the store is unreachable; {effect}",
+                                           expected=(StoreUnavailable,))
 
     def done(self, ticket: Ticket) -> None:
         self.open.pop(ticket.request_id, None)
@@ -104,10 +107,13 @@ class Admitter:
             adm = await self.store.admit(request)
         except Invalid as exc:  # checked before the store changed anything
             raise errors.InvalidRequest(f"this request cannot be admitted: {exc}") from None
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            self.outage.failed(exc)
             if not self.fail_open:
                 raise errors.Overloaded("the gateway's store is unavailable; try again shortly") from None
             return Ticket(principal.team, principal.key_id, ex.request_id, local=True)
+        if self.outage.failing:
+            self.outage.recovered()
         headers = ratelimit_headers(adm)
         ex.response_headers.extend(headers)
         if adm.admitted:

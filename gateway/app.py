@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway import errors, metrics
+from gateway import errors, logs, metrics
 from gateway.admin import admin_routes
 from gateway.admission import Admitter
 from gateway.auth import Authenticator, key_id_for, secret_hash
@@ -30,7 +30,7 @@ from gateway.execute import Executor
 from gateway.model_listing import list_page, model_info
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.routing import RoutingState
-from gateway.serving import served_models, serving_catalog
+from gateway.serving import served_models, serving_catalog, without_empty_keys
 from gateway.settings import Settings
 from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
 from gateway.tracing import create_tracer
@@ -63,7 +63,7 @@ class Gateway:
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
-        base = catalog or load_catalog(settings.models, settings.providers)
+        base = catalog or load_catalog(settings.models, without_empty_keys(settings.providers))
         self.catalog, self.demo = serving_catalog(base, settings.providers, settings.demo)
         self.static_keys: dict[str, Principal] = {}
         team_models = {t.name: tuple(t.allowed_models) for t in settings.teams if t.allowed_models is not None}
@@ -218,6 +218,8 @@ class Gateway:
                 self.admitter.done(ticket)
             if ex.principal is not None:
                 self.usage.finish(ex, ticket)
+            else:
+                self.usage.finish_unrecorded(ex)
 
     async def _admit(self, ex: Exchange, plan: Plan):
         try:
@@ -362,6 +364,10 @@ class Gateway:
         return json_response({"status": "ready", "store": backend, "reachable": True, "demo": self.demo})
 
     async def metrics(self, request: Request) -> Response:
+        token = self.settings.metrics_token
+        if token is not None and not metrics.authorized(request.headers.get("authorization"),
+                                                        token.get_secret_value()):
+            raise errors.AuthenticationFailed("/metrics needs the metrics token as Authorization: Bearer")
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
@@ -410,6 +416,7 @@ class GatewayApp:
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})
+        self.logged_router = logs.AccessLogged(self.router)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -423,4 +430,4 @@ class GatewayApp:
         if scope["type"] == "http" and scope["path"] == "/v1/messages" and scope["method"] == "POST":
             await self.gateway.messages(scope, receive, send)
         else:
-            await self.router(scope, receive, send)
+            await self.logged_router(scope, receive, send)

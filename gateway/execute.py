@@ -514,10 +514,14 @@ class Executor:
         rate = float(options.get("tokens_per_second", 0))
         request = ex.request
         message_id = "msg_" + ex.request_id[4:]
-        ex.usage = mock.usage_of(request.body)
-        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if ttft:
             await asyncio.sleep(ttft)
+        fail_status = options.get("fail_status")
+        if fail_status:  # a mock provider that is down, to show retries and fallbacks offline
+            raise classify_upstream_status(attempt.provider.name, int(fail_status), mock.error_body(int(fail_status)),
+                                           {})
+        ex.usage = mock.usage_of(request.body)
+        ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if not request.stream:
             message = mock.message(request.body, message_id=message_id, model=attempt.model.id,
                                    provider=attempt.provider.name)

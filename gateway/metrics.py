@@ -7,6 +7,7 @@ start) and /metrics sums them, so every worker answers with the same totals.
 """
 from __future__ import annotations
 
+import hmac
 import os
 
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram,
@@ -84,6 +85,12 @@ def observe(records: list[dict]) -> None:
             counts[key] = counts.get(key, 0) + 1
     for (metric, labels), amount in counts.items():
         _child(metric, *labels).inc(amount)
+
+
+def authorized(authorization: str | None, token: str) -> bool:
+    """Whether an `Authorization` header carries the metrics token as Bearer (compared in constant time)."""
+    scheme, _, value = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
 def exposition() -> tuple[bytes, str]:

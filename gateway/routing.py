@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Mapping
 
+from gateway import logs
 from gateway.store.base import RoutingSnapshot, Store, StoreUnavailable
 from gateway.settings import Cooldowns
 from policies.health import (PROBE_WINDOW_S, EndpointHealth, ProviderLimits, RoutingView, after_failure,
@@ -52,6 +53,9 @@ class RoutingState:
         self._limits: dict[str, dict[str, float]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._limits_read_at: dict[str, float] = {}
+        self._refresh_failure = logs.RepeatedFailure(
+            log, "routing: cannot share state through the store; routing on this replica's own view",
+            expected=(StoreUnavailable,))
 
     # -- what the executor reports ----------------------------------------------------------------
     def claim_probe(self, key: str, now: float) -> bool:
@@ -110,10 +114,10 @@ class RoutingState:
         while True:
             try:
                 await self.refresh()
-            except StoreUnavailable:
-                pass  # keep routing on what this replica knows
-            except Exception:
-                log.exception("routing state refresh failed")
+            except Exception as exc:  # keep routing on what this replica knows
+                self._refresh_failure.failed(exc)
+            else:
+                self._refresh_failure.recovered()
             await asyncio.sleep(REFRESH_S)
 
     async def refresh(self) -> None:

@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     demo: bool = False
     demo_key: SecretStr | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = "text"
 
     redis_url: str | None = None
     store_outage: Literal["fail_open", "fail_closed"] = "fail_open"
@@ -167,13 +168,19 @@ class Settings(BaseSettings):
     usage_retention_days: int = Field(default=90, ge=1)
     usage_spill_path: str = "gateway-usage-spill.jsonl"
     otlp_endpoint: str | None = None
+    metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as Authorization: Bearer
 
     @field_validator("redis_url", "otlp_endpoint", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-    @field_validator("admin_key", "demo_key", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+    @field_validator("admin_key", "demo_key", "metrics_token", mode="before")
     @classmethod
     def _empty_key_is_none(cls, v: Any) -> Any:
         return None if v in ("", None) else v

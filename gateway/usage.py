@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway import metrics
+from gateway import logs, metrics
 from gateway.exchange import Exchange
 from gateway.request import MAX_ID_CHARS
 from gateway.store.base import Invalid, Store, StoreUnavailable
@@ -31,6 +31,7 @@ BATCH = 500
 # What a record that cannot be stored is reduced to: its attribution and what it counted.
 MINIMAL_FIELDS = ("request_id", "ts", "team", "key_id", "model", "provider", "status", "streamed", "input_tokens",
                   "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd")
+REPLAY_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -135,9 +136,13 @@ class UsageRecorder:
         self.max_buffer = max_buffer
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
+        self._unrecorded: list[dict] = []  # answered before a key was known: counted and logged only
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._store_down = False
+        self._outage = logs.RepeatedFailure(log, "usage: writing to the store failed; records wait in the spill file",
+                                            expected=(StoreUnavailable,))
+        self._flush_failure = logs.RepeatedFailure(log, "usage flush failed")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -167,6 +172,11 @@ class UsageRecorder:
             self._spill(self._take())
         self._wake.set()
 
+    def finish_unrecorded(self, ex: Exchange) -> None:
+        """A request refused before it had a key (missing or invalid): metrics and the access log, no record."""
+        self._unrecorded.append(build_record(ex, time.perf_counter()))
+        self._wake.set()
+
     def _take(self) -> tuple[list[dict], list[tuple]]:
         records, settlements = self._records, self._settlements
         self._records, self._settlements = [], []
@@ -174,18 +184,30 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            if self._store_down:
+                # Records wait in the spill file: try the store again soon, whether requests come or not.
+                try:
+                    await asyncio.wait_for(self._wake.wait(), REPLAY_EVERY_S)
+                except TimeoutError:
+                    pass
+            else:
+                await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
                 await self.flush()
-            except Exception:  # the recorder must outlive any single bad batch
-                log.exception("usage flush failed")
+            except Exception as exc:  # the recorder must outlive any single bad batch
+                self._flush_failure.failed(exc)
 
     async def flush(self) -> None:
         records, settlements = self._take()
+        if self._unrecorded:
+            unrecorded, self._unrecorded = self._unrecorded, []
+            metrics.observe(unrecorded)
+            logs.log_access(unrecorded)
         if records:
             metrics.observe(records)
+            logs.log_access(records)
         if self.tracer is not None and records:
             # Building spans takes tens of microseconds each: not on the event loop.
             await asyncio.to_thread(self.tracer.export, records)
@@ -197,13 +219,14 @@ class UsageRecorder:
             await self._write(records, settlements)
         except Exception as exc:
             # Whatever went wrong, what was counted waits in the spill file for the next replay.
-            if not isinstance(exc, StoreUnavailable):
-                log.exception("usage write failed; the batch is kept in the spill file")
+            self._outage.failed(exc)
             self._spill((records, settlements))
             self._store_down = True
             return
         if self._store_down:
             await self._replay_spill()
+        else:
+            self._outage.recovered()
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
         for i in range(0, max(len(records), len(settlements)), BATCH):
@@ -258,6 +281,7 @@ class UsageRecorder:
             log.info("usage: %d spilled records and %d settlements written to the store", len(records),
                      len(settlements))
         self._store_down = False
+        self._outage.recovered()
 
 
 def _spill_line(record: dict[str, Any]) -> bytes | None:

@@ -2,15 +2,21 @@
 
 The reply text is derived from the request, usage numbers are plausible for its size (a prompt that
 carries `cache_control` reads most of itself from the cache), and a stream follows Anthropic's
-event sequence: message_start, content_block_start, ping, text deltas, content_block_stop,
-message_delta, message_stop. Timing (time to first token, tokens per second) is returned as data;
-the caller sleeps.
+event sequence: message_start, per content block content_block_start / deltas /
+content_block_stop (a ping after the first start), message_delta, message_stop. With `thinking` enabled a thinking block (with a
+signature) comes first; with `tools` the mock calls one (see `chosen_tool`) with an input built from
+the tool's `input_schema` (its required properties), and stops with `tool_use`. Timing (time to
+first token, tokens per second) and `fail_status` are provider options the executor applies.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from providers.base import Usage
 from providers.sse import encode_event
@@ -75,12 +81,121 @@ def usage_for(body: Mapping[str, Any], output_tokens: int) -> Usage:
     return usage
 
 
-def _plan(body: Mapping[str, Any]) -> tuple[list[str], str]:
+def _thinking_enabled(body: Mapping[str, Any]) -> bool:
+    thinking = body.get("thinking")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _thinking_tokens(body: Mapping[str, Any]) -> list[str]:
+    words = ["The", "user", "wrote:", *(_last_user_text(body).split()[:16] or ["nothing"]), "-", "an", "offline",
+             "demo", "answer", "will", "do."]
+    budget = body["thinking"].get("budget_tokens")
+    if isinstance(budget, int) and 0 < budget < len(words):
+        words = words[:budget]
+    return [w + " " for w in words[:-1]] + [words[-1]]
+
+
+def _signature(text: str) -> str:
+    return base64.b64encode(hashlib.sha256(b"mock-thinking:" + text.encode()).digest()).decode()
+
+
+def _custom_tools(body: Mapping[str, Any]) -> list[dict]:
+    """Tools the mock can call: custom tools with a name (server tools are answered by their vendor)."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return []
+    return [t for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
+            and t.get("type", "custom") == "custom"]
+
+
+def _answers_tool_result(body: Mapping[str, Any]) -> bool:
+    messages = body.get("messages") or []
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    content = last.get("content")
+    return last.get("role") == "user" and isinstance(content, list) and any(
+        isinstance(b, dict) and b.get("type") == "tool_result" for b in content)
+
+
+def chosen_tool(body: Mapping[str, Any]) -> dict | None:
+    """The tool the mock calls: the one `tool_choice` names, the first for `any`, for `auto` the first
+    whose name the prompt mentions (else the first); none for `none`, without tools, or when the
+    conversation just answered a tool call (the mock then replies in text, so agent loops end)."""
+    tools = _custom_tools(body)
+    choice = body.get("tool_choice")
+    kind = choice.get("type", "auto") if isinstance(choice, dict) else "auto"
+    if not tools or kind == "none":
+        return None
+    if kind == "tool":
+        return next((t for t in tools if t["name"] == choice.get("name")), None)
+    if kind == "auto" and _answers_tool_result(body):
+        return None
+    if kind == "auto":
+        prompt = _last_user_text(body).lower()
+        return next((t for t in tools if t["name"].lower() in prompt), tools[0])
+    return tools[0]
+
+
+def example_value(schema: Any, prompt: str = "") -> Any:
+    """A value that satisfies a JSON Schema's type, enum, const and required properties."""
+    if not isinstance(schema, dict):
+        return prompt[:60] or "example"
+    for key in ("const", "default"):
+        if key in schema:
+            return schema[key]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example_value(schema[key][0], prompt)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = schema.get("required") if isinstance(schema.get("required"), list) else []
+        return {name: example_value(properties.get(name), prompt) for name in required if isinstance(name, str)}
+    if kind == "array":
+        count = schema.get("minItems") if isinstance(schema.get("minItems"), int) else 1
+        return [example_value(schema.get("items"), prompt) for _ in range(max(count, 1))]
+    if kind == "integer":
+        return int(schema.get("minimum", 1))
+    if kind == "number":
+        return float(schema.get("minimum", 1))
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    text = prompt[:60] or "example"
+    limit = schema.get("maxLength")
+    return text[:limit] if isinstance(limit, int) and limit > 0 else text
+
+
+@dataclass(slots=True)
+class _Reply:
+    thinking: list[str] | None
+    text: list[str]
+    tool: dict | None  # a tool_use block
+    stop_reason: str
+
+    @property
+    def output_tokens(self) -> int:
+        tool = len(orjson.dumps(self.tool["input"])) // _CHARS_PER_TOKEN + 1 if self.tool else 0
+        return len(self.thinking or ()) + len(self.text) + tool
+
+
+def _plan(body: Mapping[str, Any], message_id: str = "") -> _Reply:
+    thinking = _thinking_tokens(body) if _thinking_enabled(body) else None
+    tool = chosen_tool(body)
+    if tool is not None:
+        block_id = "toolu_" + hashlib.sha256((message_id + tool["name"]).encode()).hexdigest()[:24]
+        use = {"type": "tool_use", "id": block_id, "name": tool["name"],
+               "input": example_value(tool.get("input_schema") or {"type": "object"}, _last_user_text(body))}
+        return _Reply(thinking, [f"I will call {tool['name']}."], use, "tool_use")
     tokens = reply_tokens(body)
     max_tokens = body.get("max_tokens")
     if isinstance(max_tokens, int) and 0 < max_tokens < len(tokens):
-        return tokens[:max_tokens], "max_tokens"
-    return tokens, "end_turn"
+        return _Reply(thinking, tokens[:max_tokens], None, "max_tokens")
+    return _Reply(thinking, tokens, None, "end_turn")
 
 
 def _usage_dict(usage: Usage) -> dict[str, Any]:
@@ -94,34 +209,62 @@ def _final_usage(usage: Usage, cost: float | None) -> dict[str, Any]:
     return final
 
 
+def _content(reply: _Reply) -> list[dict[str, Any]]:
+    content: list[dict[str, Any]] = []
+    if reply.thinking is not None:
+        text = "".join(reply.thinking)
+        content.append({"type": "thinking", "thinking": text, "signature": _signature(text)})
+    content.append({"type": "text", "text": "".join(reply.text)})
+    if reply.tool is not None:
+        content.append(reply.tool)
+    return content
+
+
 def message(body: Mapping[str, Any], *, message_id: str, model: str, provider: str) -> dict[str, Any]:
-    tokens, stop_reason = _plan(body)
-    usage = usage_for(body, len(tokens))
+    reply = _plan(body, message_id)
+    usage = usage_for(body, reply.output_tokens)
     return {"id": message_id, "type": "message", "role": "assistant", "model": model, "provider": provider,
-            "content": [{"type": "text", "text": "".join(tokens)}], "stop_reason": stop_reason,
+            "content": _content(reply), "stop_reason": reply.stop_reason,
             "stop_sequence": None, "usage": _usage_dict(usage)}
+
+
+def _block_events(index: int, start: dict[str, Any], deltas: list[dict[str, Any]]) -> list[bytes]:
+    events = [encode_event("content_block_start", {"type": "content_block_start", "index": index,
+                                                   "content_block": start})]
+    events += [encode_event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": d})
+               for d in deltas]
+    events.append(encode_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+    return events
 
 
 def stream_events(body: Mapping[str, Any], *, message_id: str, model: str, provider: str,
                   cost: float | None = None) -> list[bytes]:
-    tokens, stop_reason = _plan(body)
-    usage = usage_for(body, len(tokens))
+    reply = _plan(body, message_id)
+    usage = usage_for(body, reply.output_tokens)
     start_usage = {**_usage_dict(usage), "output_tokens": 1}
     events = [
         encode_event("message_start", {"type": "message_start", "message": {
             "id": message_id, "type": "message", "role": "assistant", "model": model, "provider": provider,
             "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}}),
-        encode_event("content_block_start", {"type": "content_block_start", "index": 0,
-                                             "content_block": {"type": "text", "text": ""}}),
-        encode_event("ping", {"type": "ping"}),
     ]
-    for token in tokens:
-        events.append(encode_event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                                           "delta": {"type": "text_delta", "text": token}}))
+    index = 0
+    if reply.thinking is not None:
+        deltas = [{"type": "thinking_delta", "thinking": t} for t in reply.thinking]
+        deltas.append({"type": "signature_delta", "signature": _signature("".join(reply.thinking))})
+        events += _block_events(index, {"type": "thinking", "thinking": "", "signature": ""}, deltas)
+        index += 1
+    events += _block_events(index, {"type": "text", "text": ""},
+                            [{"type": "text_delta", "text": t} for t in reply.text])
+    index += 1
+    if reply.tool is not None:
+        arguments = orjson.dumps(reply.tool["input"]).decode()
+        pieces = [arguments[i:i + 16] for i in range(0, len(arguments), 16)]
+        events += _block_events(index, {**reply.tool, "input": {}},
+                                [{"type": "input_json_delta", "partial_json": p} for p in pieces])
+    events.insert(2, encode_event("ping", {"type": "ping"}))  # after the first content_block_start, as Anthropic does
     events += [
-        encode_event("content_block_stop", {"type": "content_block_stop", "index": 0}),
         encode_event("message_delta", {"type": "message_delta",
-                                       "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                       "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
                                        "usage": _final_usage(usage, cost)}),
         encode_event("message_stop", {"type": "message_stop"}),
     ]
@@ -129,5 +272,10 @@ def stream_events(body: Mapping[str, Any], *, message_id: str, model: str, provi
 
 
 def usage_of(body: Mapping[str, Any]) -> Usage:
-    tokens, _ = _plan(body)
-    return usage_for(body, len(tokens))
+    return usage_for(body, _plan(body).output_tokens)
+
+
+def error_body(status: int) -> bytes:
+    """What a mock configured with `fail_status` answers, in Anthropic's error envelope."""
+    kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
+    return orjson.dumps({"type": "error", "error": {"type": kind, "message": f"mock provider answers {status}"}})

@@ -4,6 +4,11 @@
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python=python3
+if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
+  exit 2
+fi
 # Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
 # openssl makes the TLS tests' certificate.
 missing=()
@@ -14,5 +19,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-python3 -m pip install -q -e '.[test]'
-exec python3 -m pytest "$@"
+# A system Python that is externally managed (Debian, Ubuntu) refuses pip installs outside a
+# virtualenv: use (or create) .venv then.
+if $python -c 'import os, sys, sysconfig; sys.exit(not (sys.prefix == sys.base_prefix and os.path.exists(
+        os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED"))))'; then
+  if [ ! -x .venv/bin/pip ]; then
+    if ! $python -m venv .venv >/dev/null 2>&1; then
+      # Debian and Ubuntu ship venv's pip bootstrap separately.
+      rm -rf .venv
+      sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+      $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+      $python -m venv .venv
+    fi
+  fi
+  python=.venv/bin/python
+fi
+$python -m pip install -q -e '.[test]'
+exec $python -m pytest "$@"

@@ -268,21 +268,64 @@ def test_example_config_loads_with_the_compose_environment(monkeypatch: pytest.M
     monkeypatch.delenv("GATEWAY_REDIS_URL", raising=False)
     monkeypatch.setenv("GATEWAY_CONFIG", str(EXAMPLE_CONFIG))
     monkeypatch.setenv("GATEWAY_ADMIN_KEY", "admin-key-for-the-test")
+    monkeypatch.setenv("GATEWAY_METRICS_TOKEN", "metrics-token-for-the-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     settings = load_settings()
     assert settings.redis_url == "redis://redis:6379/0"
     assert settings.admin_key is not None and settings.admin_key.get_secret_value() == "admin-key-for-the-test"
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == "metrics-token-for-the-test"
     assert settings.providers == {"anthropic": {"api_key": "sk-ant-test"}}
 
 
-@pytest.mark.parametrize("missing", ["GATEWAY_ADMIN_KEY", "ANTHROPIC_API_KEY"])
+@pytest.mark.parametrize("missing", ["GATEWAY_ADMIN_KEY", "GATEWAY_METRICS_TOKEN"])
 def test_example_config_refuses_to_start_without_its_secrets(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     monkeypatch.setenv("GATEWAY_CONFIG", str(EXAMPLE_CONFIG))
     monkeypatch.setenv("GATEWAY_ADMIN_KEY", "admin-key-for-the-test")
+    monkeypatch.setenv("GATEWAY_METRICS_TOKEN", "metrics-token-for-the-test")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
     monkeypatch.delenv(missing)
     with pytest.raises(ConfigError, match=missing):
         load_settings()
+
+
+def _compose_env(**values: str) -> dict[str, str]:
+    """What the compose gateway container's environment holds, with compose's defaults applied."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_") and not k.endswith("_API_KEY")}
+    env.update(GATEWAY_CONFIG=str(EXAMPLE_CONFIG), GATEWAY_ADMIN_KEY="admin-key-for-the-test",
+               GATEWAY_METRICS_TOKEN="metrics-token-for-the-test", ANTHROPIC_API_KEY="", GATEWAY_DEMO="false",
+               GATEWAY_DEMO_KEY="")
+    env.update(values)
+    return env
+
+
+def test_compose_without_a_provider_key_stops_naming_it_and_the_demo_switch(tmp_path: Path) -> None:
+    result = subprocess.run([_gateway_command(), "serve", "--port", str(free_port())], env=_compose_env(),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "providers.anthropic.api_key is empty" in result.stderr and "GATEWAY_DEMO=1" in result.stderr
+
+
+def test_compose_defaults_let_the_demo_run_without_a_provider_key() -> None:
+    env = load_compose()["services"]["gateway"]["environment"]
+    assert env["ANTHROPIC_API_KEY"] == "${ANTHROPIC_API_KEY:-}"
+    assert env["GATEWAY_DEMO"] == "${GATEWAY_DEMO:-false}"
+    assert env["GATEWAY_DEMO_KEY"] == "${GATEWAY_DEMO_KEY:-}"
+
+
+def test_metrics_are_not_published_without_protection() -> None:
+    """The gateway's port is published on every interface, so /metrics needs a token that the
+    compose file requires, hands to Prometheus as a secret, and Prometheus sends as Bearer."""
+    compose = load_compose()
+    gateway, prometheus = compose["services"]["gateway"], compose["services"]["prometheus"]
+    assert any(not port.startswith("127.0.0.1:") for port in gateway["ports"])
+    assert re.fullmatch(r"\$\{GATEWAY_METRICS_TOKEN:\?.+\}", gateway["environment"]["GATEWAY_METRICS_TOKEN"])
+    assert yaml.safe_load(EXAMPLE_CONFIG.read_text())["metrics_token"] == "${GATEWAY_METRICS_TOKEN}"
+    secret = compose["secrets"]["metrics_token"]
+    assert secret == {"environment": "GATEWAY_METRICS_TOKEN"}
+    assert "metrics_token" in prometheus["secrets"]
+    job = {j["job_name"]: j for j in load_yaml("deploy/prometheus.yml")["scrape_configs"]}["gateway"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
 
 
 def test_compose_passes_every_secret_the_example_config_reads() -> None:
@@ -311,6 +354,48 @@ def _get(url: str) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
+def _get_with(url: str, headers: dict[str, str], data: bytes | None = None) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _wait_healthy(port: int, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if _get(f"http://127.0.0.1:{port}/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"gateway did not come up:\n{log.read_text()[-3000:]}")
+
+
+def test_compose_demo_answers_with_the_mock_providers_and_no_provider_key(tmp_path: Path) -> None:
+    with RedisServer() as redis_server:
+        port = free_port()
+        env = _compose_env(GATEWAY_REDIS_URL=redis_server.url, GATEWAY_DEMO="1", GATEWAY_DEMO_KEY="sk-demo-compose-1")
+        log = tmp_path / "gateway.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen([_gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+                                       env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            _wait_healthy(port, process, log)
+            body = json.dumps({"model": "claude-opus-4-8", "max_tokens": 20,
+                               "messages": [{"role": "user", "content": "hi"}]}).encode()
+            status, answer = _get_with(f"http://127.0.0.1:{port}/v1/messages",
+                                       {"x-api-key": "sk-demo-compose-1", "content-type": "application/json",
+                                        "anthropic-version": "2023-06-01"}, body)
+            assert status == 200, answer
+            assert json.loads(answer)["provider"] in ("mock", "mock-fast")
+        finally:
+            process.terminate()
+            process.wait(15)
+
+
 def _gateway_command() -> str:
     beside = Path(sys.executable).with_name("gateway")
     return str(beside) if beside.is_file() else (shutil.which("gateway") or "gateway")
@@ -324,7 +409,8 @@ def test_gateway_serves_the_example_config_with_redis_behind_the_container_probe
     with RedisServer() as redis_server:
         port = free_port()
         env.update(GATEWAY_CONFIG=str(EXAMPLE_CONFIG), GATEWAY_REDIS_URL=redis_server.url,
-                   GATEWAY_ADMIN_KEY="admin-key-for-the-test", ANTHROPIC_API_KEY="sk-ant-unused-here")
+                   GATEWAY_ADMIN_KEY="admin-key-for-the-test", ANTHROPIC_API_KEY="sk-ant-unused-here",
+                   GATEWAY_METRICS_TOKEN="metrics-token-for-the-test")
         log = tmp_path / "gateway.log"
         with open(log, "wb") as out:
             process = subprocess.Popen([_gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -345,6 +431,10 @@ def test_gateway_serves_the_example_config_with_redis_behind_the_container_probe
             assert run_probe(probe, port) == 0
             ready, body = _get(f"http://127.0.0.1:{port}/readyz")
             assert ready == 200 and b"degraded" not in body, body
+            assert _get(f"http://127.0.0.1:{port}/metrics")[0] == 401
+            status, metrics = _get_with(f"http://127.0.0.1:{port}/metrics",
+                                        {"authorization": "Bearer metrics-token-for-the-test"})
+            assert status == 200 and b"gateway_inflight_requests" in metrics
         finally:
             process.terminate()
             try:
@@ -420,3 +510,41 @@ def test_compose_gateway_probe_passes_on_healthz_200_and_fails_otherwise(health_
     server.shutdown()
     server.server_close()
     assert run_probe(test[1:], port) != 0, "nothing listens: the probe must fail"
+
+
+def test_prometheus_with_the_deploy_config_scrapes_a_token_guarded_gateway(tmp_path: Path) -> None:
+    """deploy/prometheus.yml's gateway job, run by a real Prometheus: with the compose secret's file
+    it is up; the same job without the token is refused."""
+    from tests.fakes.base import wait_for
+    from tests.gateway_server import GatewayThread
+
+    job = {j["job_name"]: j for j in load_yaml("deploy/prometheus.yml")["scrape_configs"]}["gateway"]
+    secret = tmp_path / "metrics_token"  # what compose mounts at /run/secrets/metrics_token
+    secret.write_text("metrics-token-for-prometheus\n")
+    with GatewayThread(demo=True, demo_key="sk-demo-prometheus-1", metrics_token="metrics-token-for-prometheus") as gw:
+        target = [f"127.0.0.1:{gw.port}"]
+        guarded = {**job, "static_configs": [{"targets": target}],
+                   "authorization": {**job["authorization"], "credentials_file": str(secret)}}
+        bare = {"job_name": "gateway-without-token", "metrics_path": job["metrics_path"],
+                "static_configs": [{"targets": target}]}
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1s"}, "scrape_configs": [guarded, bare]}))
+        port = free_port()
+        proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
+                                 f"--web.listen-address=127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up() -> dict[str, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/query?query=up", timeout=2) as answer:
+                    results = json.loads(answer.read())["data"]["result"]
+            except (OSError, ValueError, KeyError):
+                return {}
+            return {r["metric"]["job"]: r["value"][1] for r in results}
+
+        try:
+            assert wait_for(lambda: up() == {"gateway": "1", "gateway-without-token": "0"}, timeout=30,
+                            interval=0.3), up()
+        finally:
+            proc.terminate()
+            proc.wait(10)

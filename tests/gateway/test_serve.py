@@ -64,7 +64,7 @@ def test_demo_answers_the_official_sdk(demo):
     assert message.model == "anthropic/claude-opus-4.8"
     assert message.content[0].text
     assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
-    assert message.provider == "mock"
+    assert message.provider in ("mock", "mock-fast")  # the demo balances over two mock providers
 
 
 def test_demo_streams_to_the_official_sdk_with_usage_in_the_final_message(demo):

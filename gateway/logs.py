@@ -1,0 +1,208 @@
+"""Logging: one setup for every process, the access line of each request, and repeated failures
+reported once per interval.
+
+`GATEWAY_LOG_LEVEL` (debug, info, warning, error; default info) and `GATEWAY_LOG_FORMAT` (`text`,
+the default, or `json`: one JSON object per line) apply to the gateway's own lines and to uvicorn's,
+in the parent process and in every worker. Access lines come from the logger `gateway.access` at
+INFO: method, path, status, duration, team, key id, model, provider, attempts and request id;
+never a secret, a prompt, a user or a session id. They are rendered off the response path: the
+usage recorder hands over a whole batch of finished requests as one log record, and the formatter
+renders it as one line per request, so a busy gateway pays one handler call per batch.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, TextIO
+
+import orjson
+
+ACCESS = logging.getLogger("gateway.access")
+REPEAT_INTERVAL_S = 10.0
+LEVELS = ("debug", "info", "warning", "error")
+FORMATS = ("text", "json")
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def timestamp(wall: float) -> str:
+    """UTC, millisecond precision, ISO 8601 (the text of each second is computed once)."""
+    second = int(wall)
+    return f"{_second(second)}.{int((wall - second) * 1000):03d}Z"
+
+
+def _attempts(record: Mapping[str, Any]) -> str:
+    return ",".join(f"{a['provider']}/{a['model']}={a['outcome']}" for a in record.get("attempts") or ())
+
+
+def access_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What an access line says about a request, from its usage record (or a record-like entry)."""
+    return {"method": record.get("method", "POST"), "path": record.get("path", "/v1/messages"),
+            "status": record["status"], "duration_ms": record["latency_ms"], "team": record.get("team"),
+            "key_id": record.get("key_id"), "model": record.get("model"), "provider": record.get("provider"),
+            "attempts": _attempts(record), "request_id": record.get("request_id")}
+
+
+def _ended(record: Mapping[str, Any]) -> float:
+    return record["ts"] + record["latency_ms"] / 1000
+
+
+class TextFormatter(logging.Formatter):
+    """`<time> <LEVEL> <logger>: <message>`; an access batch becomes one such line per request."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        batch = getattr(record, "access", None)
+        if batch is not None:
+            return "\n".join(self._access_line(r) for r in batch)
+        line = f"{timestamp(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
+        if record.exc_info:
+            line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return line
+
+    @staticmethod
+    def _access_line(r: Mapping[str, Any]) -> str:
+        get = r.get
+        return (f"{timestamp(_ended(r))} INFO gateway.access: {get('method', 'POST')} {get('path', '/v1/messages')} "
+                f"{r['status']} {r['latency_ms']}ms team={get('team') or '-'} key={get('key_id') or '-'} "
+                f"model={get('model') or '-'} provider={get('provider') or '-'} "
+                f"attempts={_attempts(r) or '-'} request_id={get('request_id') or '-'}")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, message (and exception), access fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        batch = getattr(record, "access", None)
+        if batch is not None:
+            return "\n".join(self._access_line(r) for r in batch)
+        entry: dict[str, Any] = {"ts": timestamp(record.created), "level": record.levelname.lower(),
+                                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
+        return orjson.dumps(entry, default=str).decode()
+
+    @staticmethod
+    def _access_line(r: Mapping[str, Any]) -> str:
+        f = access_fields(r)
+        return orjson.dumps({"ts": timestamp(_ended(r)), "level": "info", "logger": "gateway.access",
+                             "message": f"{f['method']} {f['path']} {f['status']}", **f}).decode()
+
+
+class _GatewayHandler(logging.StreamHandler):
+    """The one handler `setup` installs (and replaces when called again)."""
+
+
+def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) -> None:
+    """Configure this process's logging; uvicorn's loggers are folded into the same handler and format."""
+    handler = _GatewayHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _GatewayHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for name in _UVICORN_LOGGERS:
+        # uvicorn installs its own handlers; its lines then come out in the gateway's format.
+        uv = logging.getLogger(name)
+        uv.handlers.clear()
+        uv.propagate = True
+
+
+def log_access(records: list[Mapping[str, Any]]) -> None:
+    """One access line per finished request; one log call for the whole batch."""
+    if records and ACCESS.isEnabledFor(logging.INFO):
+        ACCESS.info("%d requests", len(records), extra={"access": records})
+
+
+class RepeatedFailure:
+    """A failure that may repeat on every request (the store is down): logged when it starts and then
+    at most once per interval, saying how often it happened meanwhile, and once when it ends.
+
+    A traceback is attached only for an unexpected exception, and at most once per interval."""
+
+    def __init__(self, logger: logging.Logger, what: str, *, interval: float = REPEAT_INTERVAL_S,
+                 expected: tuple[type[BaseException], ...] = (), clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.what = what
+        self.interval = interval
+        self.expected = expected
+        self.clock = clock
+        self.failing = False
+        self._reported_at: float | None = None
+        self._since_report = 0
+        self._total = 0
+
+    def failed(self, exc: BaseException | None = None) -> None:
+        now = self.clock()
+        self.failing = True
+        self._total += 1
+        if self._reported_at is not None and now - self._reported_at < self.interval:
+            self._since_report += 1
+            return
+        more = f" ({self._since_report} more since the last report)" if self._since_report else ""
+        reason = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+        unexpected = exc is not None and not isinstance(exc, self.expected)
+        self.logger.warning("%s%s%s", self.what, reason, more, exc_info=exc if unexpected else None)
+        self._reported_at = now
+        self._since_report = 0
+
+    def recovered(self) -> None:
+        if self.failing:
+            self.logger.info("%s: recovered after %d failures", self.what, self._total)
+        self.failing = False
+        self._reported_at = None
+        self._since_report = 0
+        self._total = 0
+
+
+def redact_url(url: str) -> str:
+    """A URL with its password replaced by `***` (Redis URLs carry one in their user info)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at:
+        return url
+    user, colon, _password = userinfo.partition(":")
+    # Without a colon the user info may be a bare password (`redis://secret@host`): hide it all.
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}://{shown}@{host}{slash}{path}"
+
+
+class AccessLogged:
+    """ASGI wrapper giving the routes other than `POST /v1/messages` their access line (that path
+    logs through its usage record instead)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        entry: dict[str, Any] = {"method": scope["method"], "path": scope["path"], "status": 500,
+                                 "ts": time.time(), "request_id": None}
+        started = time.perf_counter()
+
+        async def send_logged(message) -> None:
+            if message["type"] == "http.response.start":
+                entry["status"] = message["status"]
+                for name, value in message.get("headers") or ():
+                    if name == b"request-id":
+                        entry["request_id"] = value.decode("latin-1")
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_logged)
+        finally:
+            entry["latency_ms"] = round((time.perf_counter() - started) * 1000, 3)
+            log_access([entry])
