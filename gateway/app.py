@@ -349,7 +349,7 @@ class Gateway:
                                        router_fields=[f for f in ROUTER_FIELDS if f in body])
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
                                                       beta=headers.beta, extra=provider.headers,
-                                                      bearer=provider.options.get("auth") == "bearer")
+                                                      bearer=provider.options.auth == "bearer")
         timeouts = self.settings.timeouts
         response = None
         try:

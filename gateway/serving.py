@@ -32,7 +32,7 @@ def serving_catalog(catalog: Catalog, configured: Mapping[str, object], demo: bo
         else:
             # An endpoint that only speaks OpenAI's Responses API has no protocol module yet.
             endpoints = tuple(e for e in model.endpoints
-                              if e.provider in usable and e.options.get("api") != "responses")
+                              if e.provider in usable and e.options.api != "responses")
         models[model_id] = dataclasses.replace(model, endpoints=endpoints)
     return dataclasses.replace(catalog, models=models), demo
 
