@@ -148,3 +148,20 @@ def test_fail_closed_answers_overloaded_for_every_store_key(upstream, redis, tmp
             time.sleep(0.1)
     finally:
         gw.stop()
+
+
+def test_fail_open_serves_a_seen_key_and_refuses_an_unseen_one_quickly_while_redis_hangs(upstream, redis, tmp_path):
+    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open")
+    try:
+        _, key = issue_key(gw)
+        assert statuses(call(gw, key["key"])) == all_are(200)
+        redis.pause()  # connections stay open, nothing answers
+        time.sleep(CACHE_TTL_S * 2)
+        started = time.monotonic()
+        assert statuses(call(gw, key["key"])) == all_are(200)
+        unseen = call(gw, UNKNOWN_KEY)
+        assert time.monotonic() - started < 8, "each store call gives up after its timeout"
+        assert_overloaded(unseen)
+    finally:
+        redis.resume()
+        gw.stop()
