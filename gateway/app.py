@@ -329,6 +329,9 @@ class Gateway:
             ex.status, ex.error_type = exc.status, exc.error_type
             exc.headers = {**_str_headers(ex.response_headers), **exc.headers}
             raise
+        except ConnectionAbortedError:  # the client left while sending its body: nobody to answer
+            ex.status, ex.client_gone = 499, True
+            return Response(status_code=499)
         finally:
             if ex.principal is not None:
                 self.usage.finish(ex, None)  # nothing was reserved: nothing to settle

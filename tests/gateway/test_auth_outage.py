@@ -2,7 +2,6 @@
 the gateway cannot vouch for gets 529 (never 401, never a 500), and what was served is counted."""
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -135,7 +134,7 @@ def test_fail_open_still_refuses_a_key_seen_revoked(upstream, redis, tmp_path):
 def test_fail_closed_answers_overloaded_for_every_store_key(upstream, redis, tmp_path):
     gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_closed")
     try:
-        team, key = issue_key(gw)
+        _, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
         redis.stop()
         time.sleep(CACHE_TTL_S * 2)
