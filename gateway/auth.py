@@ -18,6 +18,7 @@ may well be valid. Under `fail_closed` every key that needs the store gets 529.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -76,6 +77,7 @@ class Authenticator:
         self._fail_open = fail_open
         self._seen: dict[str, _Seen] = {}
         self._where: dict[str, tuple[str, str]] = {}  # secret hash → (team, key id), for good
+        self._asking: dict[str, asyncio.Future[_Seen]] = {}  # cache refills under way
 
     def is_admin(self, keys: Iterable[str]) -> bool:
         """Whether the request presents the admin key (401 when it presents two different keys)."""
@@ -103,11 +105,26 @@ class Authenticator:
         seen = self._seen.get(digest)
         if seen is None or verify or now >= seen.checked + self._ttl:
             try:
-                seen = await self._ask_store(digest, now)
+                # A verified answer must be read after the request arrived; a cache refill may be
+                # shared, so that a burst from a key not seen yet costs the store one read.
+                seen = await (self._ask_store(digest, now) if verify else self._refill(digest, now))
             except StoreUnavailable:
                 return self._during_outage(seen, now)
             _remember(self._seen, digest, seen)
         return _verdict(seen)
+
+    def _refill(self, digest: str, now: float) -> asyncio.Future[_Seen]:
+        asking = self._asking.get(digest)
+        if asking is None:
+            asking = self._asking[digest] = asyncio.ensure_future(self._ask_store(digest, now))
+            asking.add_done_callback(lambda done: self._asked(digest, done))
+        return asyncio.shield(asking)  # one waiter's cancellation does not cancel the others' read
+
+    def _asked(self, digest: str, done: asyncio.Future[_Seen]) -> None:
+        if self._asking.get(digest) is done:
+            del self._asking[digest]
+        if not done.cancelled():
+            done.exception()  # retrieved here too, in case every waiter was cancelled
 
     async def _ask_store(self, digest: str, now: float) -> _Seen:
         where = self._where.get(digest)
