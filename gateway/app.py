@@ -476,15 +476,21 @@ class GatewayApp:
             await self.router(scope, receive, send)
 
     async def _route(self, scope, receive, send) -> None:
-        """A Starlette route, with the one catch-all for what no handler expected: Starlette
-        answers it through `_starlette_error` and raises it again; here it is logged, once."""
+        """A Starlette route, with its request id on the answer, and the one catch-all for what no
+        handler expected: Starlette answers it through `_starlette_error` and raises it again;
+        here it is logged, once."""
         request_id = new_request_id()
         scope["state"] = {**scope.get("state", {}), "request_id": request_id}
         started = False
 
         async def tracked(message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"request-id" for name, _ in headers):
+                    headers.append((b"request-id", request_id.encode()))
+                    message = {**message, "headers": headers}
             await send(message)
 
         try:

@@ -112,3 +112,10 @@ def test_the_gateway_answers_normally_after_an_unexpected_failure(gateway, redis
     assert httpx.post(gateway.url + "/admin/teams", json={"name": team}, headers=admin).status_code == 201
     fresh = httpx.post(gateway.url + f"/admin/teams/{team}/keys", json={}, headers=admin).json()["key"]
     assert httpx.post(gateway.url + "/v1/messages", json=ASK, headers={"x-api-key": fresh}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/models", "/healthz", "/readyz", "/admin/teams", "/no/such/route"])
+def test_every_answer_of_the_other_routes_carries_one_request_id(gateway, path):
+    response = httpx.get(gateway.url + path, headers={"x-api-key": ADMIN_KEY})
+    assert len(response.headers.get_list("request-id")) == 1
+    assert response.headers["request-id"].startswith("req_")
