@@ -8,8 +8,9 @@ Store keys are found in two steps. Where a secret hash leads (team and key id) n
 is kept in process for good: a Redis Cluster node that holds the lookup record can die without
 touching keys seen before, because every later read is of the key's and its team's records, which
 live in the team's own slot. Whether the key is still valid is read from those records:
-- `verify=True` (every route but `POST /v1/messages`): on each request, one read in the team's
-  slot, so a revocation, expiry or team deletion holds on every replica as soon as it is written;
+- `verify=True` (the other routes): on each request, one read in the team's slot, so a
+  revocation, expiry or team deletion holds on every replica as soon as it is written (for the
+  config file's keys too, which otherwise need no store);
 - `verify=False` (`POST /v1/messages` and token counting, whose admission script checks the key
   again in its one round trip): from the cache for `key_cache_ttl`.
 When the store is unreachable, a key the store vouched for within `key_cache_ttl` plus
@@ -96,6 +97,8 @@ class Authenticator:
         digest = secret_hash(key)
         principal = self._static.get(digest)
         if principal is not None:
+            if verify and self._store is not None:
+                await self._check_static(principal)
             return principal
         if self._admin is not None and hmac.compare_digest(key.encode(), self._admin):
             return ADMIN
@@ -125,6 +128,20 @@ class Authenticator:
             del self._asking[digest]
         if not done.cancelled():
             done.exception()  # retrieved here too, in case every waiter was cancelled
+
+    async def _check_static(self, principal: Principal) -> None:
+        """A key of the config file works without the store, unless the store says it was revoked
+        or expired through the admin API (as admission would)."""
+        try:
+            record, _ = await self._store.key_and_team(principal.team, principal.key_id)
+        except StoreUnavailable:
+            return
+        if record is None:
+            return
+        if record.revoked:
+            raise AuthenticationFailed(_REFUSALS["revoked"])
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise AuthenticationFailed(_REFUSALS["expired"])
 
     async def _ask_store(self, digest: str, now: float) -> _Seen:
         where = self._where.get(digest)

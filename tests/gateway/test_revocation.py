@@ -14,6 +14,7 @@ from tests.gateway.replicas import Replicas
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 ADMIN_KEY = "sk-test-revocation-admin-0000"
+CONFIG_KEY = "sk-test-revocation-config-0001"
 COUNT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
 ASK = {**COUNT, "max_tokens": 5}
 
@@ -30,6 +31,7 @@ def replicas(fake, redis_server: RedisServer, tmp_path_factory) -> Iterator[Repl
     config = {"admin_key": ADMIN_KEY, "redis_url": redis_server.url,
               "providers": {"anthropic": {"base_url": fake.url, "api_key": "sk-upstream-revocation"}},
               # Far longer than any test: only a check against the store can notice a change.
+              "keys": [{"key": CONFIG_KEY, "team": "rv-config"}],
               "key_cache_ttl": 300}
     with Replicas(config, tmp_path_factory.mktemp("revocation"), count=2, admin_key=ADMIN_KEY) as running:
         yield running
@@ -108,3 +110,10 @@ def test_the_admin_key_beside_a_team_key_opens_no_admin_route(replicas):
                          headers={"x-api-key": key["key"], "authorization": f"Bearer {ADMIN_KEY}"})
     assert response.status_code == 401
     assert response.json()["error"]["type"] == "authentication_error"
+
+
+def test_a_config_file_key_revoked_through_the_admin_api_is_refused_on_every_route(replicas):
+    assert routes(replicas.urls[1], CONFIG_KEY) == all_are(200)
+    [listed] = replicas.admin("GET", "/admin/keys", params={"team": "rv-config"}).json()["data"]
+    assert replicas.admin("DELETE", f"/admin/keys/{listed['id']}", via=0).status_code == 200
+    assert routes(replicas.urls[1], CONFIG_KEY) == all_are(401)
