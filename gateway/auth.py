@@ -15,7 +15,8 @@ live in the team's own slot. Whether the key is still valid is read from those r
   again in its one round trip): from the cache for `key_cache_ttl`.
 When the store is unreachable, a key the store vouched for within `key_cache_ttl` plus
 `key_cache_grace` keeps working under `fail_open`; any other key gets 529, never 401, because it
-may well be valid. Under `fail_closed` every key that needs the store gets 529.
+may well be valid. Under `fail_closed` every request that needs the store gets 529 (from admission
+where there is one, so that it is recorded under the key's team).
 """
 from __future__ import annotations
 
@@ -112,7 +113,7 @@ class Authenticator:
                 # shared, so that a burst from a key not seen yet costs the store one read.
                 seen = await (self._ask_store(digest, now) if verify else self._refill(digest, now))
             except StoreUnavailable:
-                return self._during_outage(seen, now)
+                return self._during_outage(seen, now, verify)
             _remember(self._seen, digest, seen)
         return _verdict(seen)
 
@@ -160,9 +161,12 @@ class Authenticator:
         principal = Principal(key_id=record.id, team=record.team, allowed_models=limits.allowed_models)
         return _Seen(principal, "", record.expires_at, now)
 
-    def _during_outage(self, seen: _Seen | None, now: float) -> Principal:
-        if self._fail_open and seen is not None and now < seen.checked + self._ttl + self._grace \
-                and (seen.principal is not None or seen.refusal == "revoked"):  # revoked stays revoked
+    def _during_outage(self, seen: _Seen | None, now: float, verify: bool) -> Principal:
+        recent = seen is not None and now < seen.checked + self._ttl + self._grace \
+            and (seen.principal is not None or seen.refusal == "revoked")  # revoked stays revoked
+        # Under fail_closed a key with admission still passes here: admission answers the 529,
+        # and the request is recorded under the key's team.
+        if recent and (self._fail_open or not verify):
             return _verdict(seen)
         raise Overloaded("the gateway's store is unavailable, so this API key cannot be checked; "
                          "try again shortly")

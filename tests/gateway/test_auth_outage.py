@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_KEY, TEAM_KEY, base_settings
+from tests.fakes.base import wait_for
 from tests.gateway.test_store_outage import DurableRedis
 from tests.gateway.test_usage_recording import records
 from tests.gateway_server import GatewayThread
@@ -84,7 +85,7 @@ def test_fail_open_keeps_a_recently_seen_admin_key_working_and_counts_its_reques
         during = call(gw, key["key"])
         assert statuses(during) == all_are(200)
         assert statuses(call(gw, TEAM_KEY)) == all_are(200), "the config file's keys need no store"
-        assert requests_counted(gw, team, 200) >= 4  # two messages, two counts
+        assert wait_for(lambda: requests_counted(gw, team, 200) == 4, timeout=3)  # two messages, two counts
         redis.start()
         # The recorder replays its spill file when a request next finishes.
         assert httpx.post(gw.url + "/v1/messages", json=ASK, headers={"x-api-key": TEAM_KEY}).status_code == 200
@@ -131,16 +132,23 @@ def test_fail_open_still_refuses_a_key_seen_revoked(upstream, redis, tmp_path):
         gw.stop()
 
 
-def test_fail_closed_answers_overloaded_for_every_store_key(upstream, redis, tmp_path):
+def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refusals(upstream, redis, tmp_path):
     gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_closed")
     try:
-        _, key = issue_key(gw)
+        team, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
         redis.stop()
         time.sleep(CACHE_TTL_S * 2)
-        assert_overloaded(call(gw, key["key"]))
+        refused = call(gw, key["key"])
+        assert_overloaded(refused)
         assert_overloaded(call(gw, UNKNOWN_KEY))
+        # The message and the count (usage and metrics count the routes that are admitted).
+        assert wait_for(lambda: requests_counted(gw, team, 529) == 2, timeout=3)
         redis.start()
+        assert httpx.post(gw.url + "/v1/messages", json=ASK, headers={"x-api-key": TEAM_KEY}).status_code == 200
+        found = {r["request_id"]: r for r in records(redis.url, team, 4, timeout=15)}
+        for route in ("messages", "count_tokens"):
+            assert found[refused[route].headers["request-id"]]["status"] == 529
         deadline = time.monotonic() + 10
         while statuses(call(gw, key["key"])) != all_are(200):
             assert time.monotonic() < deadline, "the key works again once the store is back"
