@@ -63,21 +63,24 @@ def presented_key(keys: Iterable[str]) -> str:
 class _Seen:
     """What the store last said about a key."""
     principal: Principal | None  # None: not a valid key
-    refusal: str                 # why not: unknown, revoked, expired ("" when valid)
+    refusal: str                 # why not: "unknown" or "revoked" ("" when valid)
     expires_at: float | None     # epoch seconds; checked on every use
     checked: float               # time.monotonic() of the store's answer
 
 
 class Authenticator:
     def __init__(self, *, static_keys: dict[str, Principal], admin_key: str | None, store=None,
-                 cache_ttl: float = 5.0, grace: float = 600.0, fail_open: bool = True) -> None:
+                 cache_ttl: float = 5.0, grace: float = 600.0, fail_open: bool = True,
+                 max_cached: int = MAX_CACHED) -> None:
         self._static = static_keys  # secret hash → principal
         self._admin = admin_key.encode() if admin_key else None
         self._store = store
         self._ttl = cache_ttl
         self._grace = grace
         self._fail_open = fail_open
-        self._seen: dict[str, _Seen] = {}
+        self._max = max_cached
+        self._seen: dict[str, _Seen] = {}     # keys that exist
+        self._unknown: dict[str, _Seen] = {}  # apart, so that a spray of made-up keys evicts none of them
         self._where: dict[str, tuple[str, str]] = {}  # secret hash → (team, key id), for good
         self._asking: dict[str, asyncio.Future[_Seen]] = {}  # cache refills under way
 
@@ -90,8 +93,10 @@ class Authenticator:
         """Forget what the store said (this replica's `POST /v1/messages` then asks again)."""
         if hash_hex is None:
             self._seen.clear()
+            self._unknown.clear()
         else:
             self._seen.pop(hash_hex, None)
+            self._unknown.pop(hash_hex, None)
 
     async def authenticate(self, keys: list[str], *, verify: bool = True) -> Principal:
         key = presented_key(keys)
@@ -106,7 +111,7 @@ class Authenticator:
         if self._store is None:
             raise AuthenticationFailed(_REFUSALS["unknown"])
         now = time.monotonic()
-        seen = self._seen.get(digest)
+        seen = self._seen.get(digest) or self._unknown.get(digest)
         if seen is None or verify or now >= seen.checked + self._ttl:
             try:
                 # A verified answer must be read after the request arrived; a cache refill may be
@@ -114,7 +119,11 @@ class Authenticator:
                 seen = await (self._ask_store(digest, now) if verify else self._refill(digest, now))
             except StoreUnavailable:
                 return self._during_outage(seen, now, verify)
-            _remember(self._seen, digest, seen)
+            if seen.refusal == "unknown":
+                _remember(self._unknown, digest, seen, self._max)
+            else:
+                self._unknown.pop(digest, None)
+                _remember(self._seen, digest, seen, self._max)
         return _verdict(seen)
 
     def _refill(self, digest: str, now: float) -> asyncio.Future[_Seen]:
@@ -150,7 +159,7 @@ class Authenticator:
             where = await self._store.locate_key(digest)
             if where is None:
                 return _Seen(None, "unknown", None, now)
-            _remember(self._where, digest, where)
+            _remember(self._where, digest, where, self._max)
         team_name, key_id = where
         record, team = await self._store.key_and_team(team_name, key_id)
         # A key whose team was deleted is refused by admission too.
@@ -180,9 +189,9 @@ def _verdict(seen: _Seen) -> Principal:
     return seen.principal
 
 
-def _remember(cache: dict, digest: str, value) -> None:
+def _remember(cache: dict, digest: str, value, limit: int) -> None:
     """Insert, dropping the oldest entry once the cache is full."""
     cache.pop(digest, None)
-    if len(cache) >= MAX_CACHED:
+    if len(cache) >= limit:
         del cache[next(iter(cache))]
     cache[digest] = value
