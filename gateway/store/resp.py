@@ -177,12 +177,15 @@ class PipelinedRedis:
                         await self._send(protocol, [b"AUTH", *auth])
                     if self.db:
                         await self._send(protocol, [b"SELECT", self.db])
-            except (RespError, OSError, TimeoutError) as exc:
-                # A connection that could not be set up (refused, slow, or an error reply to AUTH or
-                # SELECT) is closed with its watchdog, and reads as an unreachable store to callers.
+            except BaseException as exc:
+                # A connection that could not be set up (refused, slow, an error reply to AUTH or
+                # SELECT, or a caller cancelled meanwhile) is closed with its watchdog; to callers
+                # a failed setup reads as an unreachable store.
                 if protocol is not None:
-                    protocol.close(exc)
-                raise SetupFailed(f"redis connection setup failed: {type(exc).__name__}: {exc}") from exc
+                    protocol.close(ConnectionError(f"redis connection setup failed: {exc!r}"))
+                if isinstance(exc, (RespError, OSError, TimeoutError)):
+                    raise SetupFailed(f"redis connection setup failed: {type(exc).__name__}: {exc}") from exc
+                raise
             self._protocol = protocol
             return protocol
 
