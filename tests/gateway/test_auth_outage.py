@@ -158,7 +158,7 @@ def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refu
 
 
 def test_fail_open_serves_a_seen_key_and_refuses_an_unseen_one_quickly_while_redis_hangs(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open")
+    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open", store_timeout=0.2)
     try:
         _, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
