@@ -93,16 +93,18 @@ class Admitter:
                 except StoreUnavailable:
                     break
 
-    async def admit(self, ex: Exchange, plan: Plan) -> Ticket:
+    async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False) -> Ticket:
+        """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is
+        reserved, so the ticket needs no settlement."""
         principal = ex.principal
         max_tokens, model = ex.request.max_tokens, plan.primary
-        if max_tokens > model.max_output:
+        if not rate_only and max_tokens > model.max_output:
             raise errors.InvalidRequest(f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum "
                                         f"allowed number of output tokens for {model.id}")
-        tokens, cost = reservation(ex.request.raw, max_tokens, plan)
+        tokens, cost = (0, 0.0) if rate_only else reservation(ex.request.raw, max_tokens, plan)
         request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
                                    tokens=tokens, cost_usd=cost, model=model.id, now=time.time(),
-                                   fallback_models=tuple(m.id for m in plan.models[1:]))
+                                   fallback_models=tuple(m.id for m in plan.models[1:]), rate_only=rate_only)
         try:
             adm = await self.store.admit(request)
         except Invalid as exc:  # checked before the store changed anything
@@ -118,7 +120,8 @@ class Admitter:
         ex.response_headers.extend(headers)
         if adm.admitted:
             ticket = Ticket(principal.team, principal.key_id, ex.request_id, admitted_at=request.now)
-            self.open[ex.request_id] = ticket
+            if not rate_only:
+                self.open[ex.request_id] = ticket
             return ticket
         kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
         limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit

@@ -80,7 +80,8 @@ class Gateway:
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
         self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,
-                                  cache_ttl=settings.key_cache_ttl)
+                                  cache_ttl=settings.key_cache_ttl, grace=settings.key_cache_grace,
+                                  fail_open=settings.store_outage == "fail_open")
         self.client: Client | None = None
         self.executor: Executor | None = None
         self.admitter = Admitter(self.store, settings.store_outage)
@@ -192,7 +193,8 @@ class Gateway:
         ticket = None
         metrics.INFLIGHT.inc()
         try:
-            ex.principal = await self.auth.authenticate(ex.headers.api_keys)
+            # Admission checks the key again in its one round trip: the cache may answer here.
+            ex.principal = await self.auth.authenticate(ex.headers.api_keys, verify=False)
             raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
             ex.request = parse_messages_request(raw, ex.headers, self.settings.input_limits)
             plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal, ex.request.preferences,
@@ -201,17 +203,14 @@ class Gateway:
             ticket = await self._admit(ex, plan)
             await self._run_watched(ex, plan, receive, send)
         except GatewayError as exc:
-            ex.status, ex.error_type = exc.status, exc.error_type
-            if ex.first_byte_at is None:
-                await send_error(send, exc, ex.request_id, ex.response_headers)
+            await self._fail(ex, exc, send)
         except ConnectionAbortedError:
             ex.status, ex.client_gone = 499, True
-        except Exception:
-            # A defect, not the client's doing: still an answer in the envelope, never a bare 500.
-            log.exception("unhandled error on POST /v1/messages")
-            ex.status, ex.error_type = 500, "api_error"
-            if ex.first_byte_at is None:
-                await send_error(send, errors.InternalError("internal error"), ex.request_id, ex.response_headers)
+        except StoreUnavailable:  # a store call outside admission's own outage policy
+            await self._fail(ex, errors.Overloaded("the gateway's store is unavailable; try again shortly"), send)
+        except Exception:  # a bug: one log line with the request id, and still Anthropic's envelope
+            log.exception("request %s: unexpected error on POST /v1/messages", ex.request_id)
+            await self._fail(ex, internal_error(ex.request_id), send)
         finally:
             metrics.INFLIGHT.dec()
             if ticket is not None:
@@ -221,15 +220,25 @@ class Gateway:
             else:
                 self.usage.finish_unrecorded(ex)
 
-    async def _admit(self, ex: Exchange, plan: Plan):
+    async def _fail(self, ex: Exchange, exc: GatewayError, send) -> None:
+        ex.status, ex.error_type = exc.status, exc.error_type
+        if ex.first_byte_at is None:
+            await send_error(send, exc, ex.request_id, ex.response_headers)
+        elif not ex.finished:
+            # The answer has begun: end it, a stream with an error event.
+            tail = errors.sse_error_event(exc.error_type, exc.message) if ex.request and ex.request.stream else b""
+            ex.finished = True
+            await send({"type": "http.response.body", "body": tail})
+
+    async def _admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False):
         try:
-            return await self.admitter.admit(ex, plan)
+            return await self.admitter.admit(ex, plan, rate_only=rate_only)
         except errors.AuthenticationFailed:
             if not ex.principal.from_config:
                 raise
         # The store lost the config file's keys (a Redis without persistence restarted): restore them.
         await self.register_static_principals()
-        return await self.admitter.admit(ex, plan)
+        return await self.admitter.admit(ex, plan, rate_only=rate_only)
 
     async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
         """Run the plan, cancelling it (and so the upstream call) if the client goes away.
@@ -269,7 +278,8 @@ class Gateway:
 
     # -- the other endpoints ----------------------------------------------------------------------
     async def principal_of(self, request: Request) -> Principal:
-        return await self.auth.authenticate(read_headers(request.headers.raw).api_keys)
+        """The caller, checked against the store on every request (a revoked key stops at once)."""
+        return await self.auth.authenticate(read_headers(request.headers.raw).api_keys, verify=True)
 
     def visible_models(self, principal: Principal):
         models = served_models(self.catalog)
@@ -303,18 +313,43 @@ class Gateway:
         return json_response(model_info(model))
 
     async def count_tokens(self, request: Request) -> Response:
-        principal = await self.principal_of(request)
+        """Admitted like a message (key validity, allowed models, RPM; not TPM, concurrency or
+        budget, since counting costs nothing) and recorded in usage at zero cost."""
         headers = read_headers(request.headers.raw)
-        raw = await read_body(request.receive, self.settings.max_body_bytes, headers.content_length)
-        body, model_id = parse_count_tokens_request(raw)
-        plan = self.plan(model_id, [], principal)
+        ex = Exchange(request_id_of(request), headers, request.url.query)
+        try:
+            # Admission checks the key again in its one round trip: the cache may answer here.
+            ex.principal = await self.auth.authenticate(headers.api_keys, verify=False)
+            raw = await read_body(request.receive, self.settings.max_body_bytes, headers.content_length)
+            body, model_id = parse_count_tokens_request(raw)
+            ex.request = MessagesRequest(raw=raw, model=model_id, fallbacks=[], stream=False, max_tokens=0,
+                                         session_id=None, user=None, trace=None, preferences=None,
+                                         router_fields=(), values={})
+            plan = self.plan(model_id, [], ex.principal)
+            ex.plan_model = plan.primary.id
+            await self._admit(ex, plan, rate_only=True)
+            counted = await self._count(plan, raw, body, headers, request.url.query)
+            ex.status = 200
+            return json_response(counted, headers={"request-id": ex.request_id, **_str_headers(ex.response_headers)})
+        except GatewayError as exc:
+            ex.status, ex.error_type = exc.status, exc.error_type
+            exc.headers = {**_str_headers(ex.response_headers), **exc.headers}
+            raise
+        except ConnectionAbortedError:  # the client left while sending its body: nobody to answer
+            ex.status, ex.client_gone = 499, True
+            return Response(status_code=499)
+        finally:
+            if ex.principal is not None:
+                self.usage.finish(ex, None)  # nothing was reserved: nothing to settle
+
+    async def _count(self, plan: Plan, raw: bytes, body: dict, headers, query: str) -> dict:
         for attempt in plan.attempts:
             if attempt.provider.protocol != "anthropic":
                 continue
-            counted = await self._count_upstream(attempt, raw, body, headers, request.url.query)
+            counted = await self._count_upstream(attempt, raw, body, headers, query)
             if counted is not None:
-                return json_response(counted)
-        return json_response({"input_tokens": estimate_input_tokens(body, plan.primary)})
+                return counted
+        return {"input_tokens": estimate_input_tokens(body, plan.primary)}
 
     async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
         provider = attempt.provider
@@ -323,7 +358,7 @@ class Gateway:
                                        router_fields=[f for f in ROUTER_FIELDS if f in body])
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
                                                       beta=headers.beta, extra=provider.headers,
-                                                      bearer=provider.options.get("auth") == "bearer")
+                                                      bearer=provider.options.auth == "bearer")
         timeouts = self.settings.timeouts
         response = None
         try:
@@ -386,17 +421,34 @@ async def send_error(send, exc: GatewayError, request_id: str, extra: list[tuple
     await send({"type": "http.response.body", "body": body})
 
 
+def internal_error(request_id: str) -> GatewayError:
+    return errors.InternalError(f"internal error; the gateway's log has the details under request-id {request_id}")
+
+
+def request_id_of(request: Request) -> str:
+    """The id `GatewayApp` gave this request (one of its own when called without it)."""
+    return request.scope.get("state", {}).get("request_id") or new_request_id()
+
+
+def _str_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
 def _starlette_error(request: Request, exc: Exception) -> Response:
+    """Every answer of the Starlette routes in Anthropic's envelope. An unexpected exception is
+    logged once by `GatewayApp`, after Starlette has sent this answer and raised it again."""
+    request_id = request_id_of(request)
     if isinstance(exc, GatewayError):
         error = exc
     elif isinstance(exc, HTTPException):
         kind = {404: errors.NotFound, 405: errors.InvalidRequest}.get(exc.status_code, errors.InvalidRequest)
         error = kind(f"{request.method} {request.url.path}: {exc.detail}", status=exc.status_code)
+    elif isinstance(exc, StoreUnavailable):
+        error = errors.Overloaded("the gateway's store is unavailable; try again shortly")
     else:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        error = errors.InternalError("internal error")
+        error = internal_error(request_id)
     return Response(error.body(), status_code=error.status, media_type="application/json",
-                    headers={"request-id": new_request_id(), **error.headers})
+                    headers={"request-id": request_id, **error.headers})
 
 
 class GatewayApp:
@@ -416,7 +468,7 @@ class GatewayApp:
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})
-        self.logged_router = logs.AccessLogged(self.router)
+        self.logged_route = logs.AccessLogged(self._route)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
@@ -429,5 +481,32 @@ class GatewayApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/messages" and scope["method"] == "POST":
             await self.gateway.messages(scope, receive, send)
+        elif scope["type"] == "http":
+            await self.logged_route(scope, receive, send)
         else:
-            await self.logged_router(scope, receive, send)
+            await self.router(scope, receive, send)
+
+    async def _route(self, scope, receive, send) -> None:
+        """A Starlette route, with its request id on the answer, and the one catch-all for what no
+        handler expected: Starlette answers it through `_starlette_error` and raises it again;
+        here it is logged, once."""
+        request_id = new_request_id()
+        scope["state"] = {**scope.get("state", {}), "request_id": request_id}
+        started = False
+
+        async def tracked(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", ()))
+                if not any(name.lower() == b"request-id" for name, _ in headers):
+                    headers.append((b"request-id", request_id.encode()))
+                    message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.router(scope, receive, tracked)
+        except Exception:
+            log.exception("request %s: unexpected error on %s %s", request_id, scope["method"], scope["path"])
+            if not started:
+                await send_error(send, internal_error(request_id), request_id)

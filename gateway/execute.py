@@ -104,13 +104,10 @@ def chat_options(attempt: Attempt, require_parameters: bool) -> openai_chat.Chat
         if name in supported:
             supported.update(implied)
     options = attempt.endpoint.options
-    kwargs = {"supported": frozenset(supported & openai_chat.DEFAULT_SUPPORTED | supported & {"top_k"}),
-              "require_parameters": require_parameters}
-    if options.get("max_tokens_field"):
-        kwargs["max_tokens_field"] = options["max_tokens_field"]
-    if "reasoning" in options:
-        kwargs["reasoning"] = options["reasoning"]
-    return openai_chat.ChatOptions(**kwargs)
+    return openai_chat.ChatOptions(
+        supported=frozenset(supported & openai_chat.DEFAULT_SUPPORTED | supported & {"top_k"}),
+        require_parameters=require_parameters, max_tokens_field=options.max_tokens_field,
+        reasoning=options.reasoning)
 
 
 def _retry_after(headers) -> float | None:
@@ -275,7 +272,7 @@ class Executor:
             raise errors.InvalidRequest(str(exc)) from None
         headers = anthropic.upstream_headers(api_key=provider.api_key, version=ex.headers.version,
                                              beta=ex.headers.beta, extra=provider.headers,
-                                             bearer=provider.options.get("auth") == "bearer")
+                                             bearer=provider.options.auth == "bearer")
         response = await self._post(provider.name, target, body, headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
         try:
@@ -510,16 +507,15 @@ class Executor:
     # -- mock -----------------------------------------------------------------------------------
     async def _mock(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         options = attempt.provider.options
-        ttft = float(options.get("ttft_ms", 0)) / 1000
-        rate = float(options.get("tokens_per_second", 0))
+        ttft = options.ttft_ms / 1000
+        rate = options.tokens_per_second
         request = ex.request
         message_id = "msg_" + ex.request_id[4:]
         if ttft:
             await asyncio.sleep(ttft)
-        fail_status = options.get("fail_status")
+        fail_status = options.fail_status
         if fail_status:  # a mock provider that is down, to show retries and fallbacks offline
-            raise classify_upstream_status(attempt.provider.name, int(fail_status), mock.error_body(int(fail_status)),
-                                           {})
+            raise classify_upstream_status(attempt.provider.name, fail_status, mock.error_body(fail_status), {})
         ex.usage = mock.usage_of(request.body)
         ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if not request.stream:

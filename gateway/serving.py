@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from types import MappingProxyType
 
-from policies.catalog import Catalog, Endpoint, Model, Pricing, ProviderInfo
+from policies.catalog import Catalog, Endpoint, Model, Options, Pricing, ProviderInfo
 
 # name → (price factor over the catalog's, provider options)
 DEMO_PROVIDERS: dict[str, tuple[float, dict[str, float]]] = {
     "mock": (1.0, {"ttft_ms": 150, "tokens_per_second": 150}),
     "mock-fast": (2.0, {"ttft_ms": 15, "tokens_per_second": 600}),
 }
+
+
+DEFAULT_OPTIONS = Options()
 
 
 class NothingToServe(ValueError):
@@ -58,14 +60,17 @@ def demo_providers(catalog: Catalog) -> dict[str, ProviderInfo]:
     base = catalog.providers["mock"]
     providers = {}
     for name, (_factor, options) in DEMO_PROVIDERS.items():
-        configured = catalog.providers.get(name, dataclasses.replace(base, name=name, options=MappingProxyType({})))
-        providers[name] = dataclasses.replace(configured, options=MappingProxyType({**options, **configured.options}))
+        configured = catalog.providers.get(name, dataclasses.replace(base, name=name, options=Options()))
+        # A timing the config file set (one that differs from the default) wins over the demo's.
+        laid = {key: value for key, value in options.items()
+                if getattr(configured.options, key) == getattr(DEFAULT_OPTIONS, key)}
+        providers[name] = dataclasses.replace(configured, options=dataclasses.replace(configured.options, **laid))
     return providers
 
 
 def _demo_endpoints(template: Endpoint, model: Model) -> tuple[Endpoint, ...]:
     return tuple(dataclasses.replace(template, provider=name, upstream_model=model.id, retains_prompts=False,
-                                     zdr=True, pricing=_scaled(template.pricing, factor), options=MappingProxyType({}))
+                                     zdr=True, pricing=_scaled(template.pricing, factor), options=DEFAULT_OPTIONS)
                  for name, (factor, _options) in DEMO_PROVIDERS.items())
 
 
@@ -88,7 +93,7 @@ def serving_catalog(catalog: Catalog, configured: Mapping[str, object], demo: bo
         else:
             # An endpoint that only speaks OpenAI's Responses API has no protocol module yet.
             endpoints = tuple(e for e in model.endpoints
-                              if e.provider in usable and e.options.get("api") != "responses")
+                              if e.provider in usable and e.options.api != "responses")
         models[model_id] = dataclasses.replace(model, endpoints=endpoints)
     providers = {**catalog.providers, **demo_providers(catalog)} if demo else catalog.providers
     return dataclasses.replace(catalog, models=models, providers=providers), demo

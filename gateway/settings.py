@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     store_timeout: float = Field(default=0.5, gt=0)
     admin_key: SecretStr | None = None
     key_cache_ttl: float = Field(default=5.0, ge=0)
+    key_cache_grace: float = Field(default=600.0, ge=0, description="seconds past key_cache_ttl that a key "
+                                   "the store vouched for keeps working while the store is down (fail_open)")
 
     providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)

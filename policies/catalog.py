@@ -16,11 +16,17 @@ Merging:
 
 `api_key` comes only from the config file; nothing here reads the environment.
 
-Endpoint and provider `options` are hints for the wire translators. Known keys:
-`max_tokens_field` (the OpenAI field that carries `max_tokens`, e.g. `max_completion_tokens`),
-`reasoning` (the upstream field that carries thinking: `reasoning_effort`, `enable_thinking`),
-`api` (`responses` when a model is served only by OpenAI's Responses API), `auth` (`bearer` when
-the key goes in `Authorization: Bearer` instead of the protocol's usual header).
+Endpoint and provider `options` are hints for the wire translators, validated at load into
+`Options` (each protocol accepts its own keys, see `OPTION_KEYS`; an unknown key or value stops
+startup naming it):
+- `anthropic`: `auth` (`x-api-key`, the default, or `bearer` when the key goes in
+  `Authorization: Bearer`, as Bedrock's Anthropic-compatible API wants).
+- `openai`: `max_tokens_field` (`max_tokens` or `max_completion_tokens`: the field that carries
+  `max_tokens`), `reasoning` (how thinking travels: `reasoning_effort`, `enable_thinking`,
+  `thinking`, or null for not at all), `api` (`chat`, or `responses` when a model is served only
+  by OpenAI's Responses API).
+- `mock`: `ttft_ms` and `tokens_per_second` (non-negative numbers: a simulated latency and rate),
+  `fail_status` (an HTTP error status the provider answers every time, to show fallbacks offline).
 
 Every problem found at load raises `CatalogError` naming the entry and the field.
 """
@@ -28,7 +34,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from importlib import resources
@@ -36,6 +42,8 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
+
+from providers.openai_chat_request import REASONING_MODES
 
 PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "mock"})
 LIFECYCLES = frozenset({"active", "deprecated", "retired"})
@@ -66,6 +74,75 @@ class Pricing:
 
 
 @dataclass(frozen=True)
+class Options:
+    """A provider's or endpoint's `options`, checked against its protocol's keys at load."""
+    auth: str = "x-api-key"                      # anthropic
+    max_tokens_field: str = "max_tokens"         # openai
+    reasoning: str | None = "reasoning_effort"   # openai
+    api: str = "chat"                            # openai
+    ttft_ms: float = 0.0                         # mock
+    tokens_per_second: float = 0.0               # mock
+    fail_status: int | None = None               # mock: answer this error status every time
+
+
+def _one_of(*choices: str | None):
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join("null" if c is None else c for c in choices))
+        return value
+    return check
+
+
+def _error_status(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599:
+        raise ValueError("must be an HTTP error status (400-599) or null")
+    return value
+
+
+def _non_negative(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+            or value == float("inf"):
+        raise ValueError("must be a non-negative number")
+    return float(value)
+
+
+_OPTION_CHECKS = {
+    "auth": _one_of("x-api-key", "bearer"),
+    "max_tokens_field": _one_of("max_tokens", "max_completion_tokens"),
+    "reasoning": _one_of(*REASONING_MODES, None),
+    "api": _one_of("chat", "responses"),
+    "ttft_ms": _non_negative,
+    "tokens_per_second": _non_negative,
+    "fail_status": _error_status,
+}
+OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "anthropic": frozenset({"auth"}),
+    "openai": frozenset({"max_tokens_field", "reasoning", "api"}),
+    "gemini": frozenset(),
+    "mock": frozenset({"ttft_ms", "tokens_per_second", "fail_status"}),
+})
+
+
+def _options(label: str, raw: Mapping[str, Any], protocol: str, base: Options) -> Options:
+    """`raw`'s `options` laid over `base`, each key and value checked for `protocol`."""
+    given = _mapping(label, raw, "options")
+    known = OPTION_KEYS.get(protocol, frozenset())
+    values = {}
+    for key, value in given.items():
+        if key not in known:
+            expected = ", ".join(sorted(known)) or "none"
+            raise CatalogError(f"{label}: unknown option '{key}' for protocol '{protocol}' "
+                               f"(known: {expected})")
+        try:
+            values[key] = _OPTION_CHECKS[key](value)
+        except ValueError as exc:
+            raise CatalogError(f"{label}: option '{key}' {exc}, got {value!r}") from None
+    return replace(base, **values) if values else base
+
+
+@dataclass(frozen=True)
 class ProviderInfo:
     name: str
     protocol: str
@@ -74,7 +151,7 @@ class ProviderInfo:
     retains_prompts: bool = False
     zdr: bool = False
     headers: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, hash=False)
-    options: Mapping[str, Any] = field(default_factory=_empty_mapping, hash=False)
+    options: Options = field(default_factory=Options, hash=False)
 
 
 @dataclass(frozen=True)
@@ -89,7 +166,7 @@ class Endpoint:
     context_length: int
     max_output: int
     supported_parameters: frozenset[str]
-    options: Mapping[str, Any] = field(default_factory=_empty_mapping, hash=False)
+    options: Options = field(default_factory=Options, hash=False)
 
 
 @dataclass(frozen=True)
@@ -302,7 +379,7 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
         retains_prompts=_boolean(label, raw, "retains_prompts", default=False),
         zdr=_boolean(label, raw, "zdr", default=False),
         headers=MappingProxyType(dict(headers)),
-        options=MappingProxyType(dict(_mapping(label, raw, "options"))),
+        options=_options(label, raw, protocol, Options()),
     )
 
 
@@ -365,7 +442,7 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
                            f"'{provider_name}'")
     if "supported_parameters" in raw:
         parameters = frozenset(_strings(label, raw, "supported_parameters"))
-    options = {**provider.options, **_mapping(label, raw, "options")}
+    options = _options(label, raw, provider.protocol, provider.options)
     return Endpoint(
         provider=provider.name,
         upstream_model=_string(label, raw, "upstream_model", required=True),
@@ -376,7 +453,7 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
         context_length=_positive_int(label, raw, "context_length") or context_length,
         max_output=_positive_int(label, raw, "max_output") or max_output,
         supported_parameters=parameters,
-        options=MappingProxyType(options),
+        options=options,
     )
 
 

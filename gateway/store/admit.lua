@@ -10,12 +10,14 @@
 --       11 spend of the day, 12 spend of the month
 -- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 models (newline-separated), 6 now,
 --       7 next UTC day start, 8 next UTC month start, 9 lease ttl, 10 window, 11 lease key ttl,
---       12 retry hint when the concurrency is full
+--       12 retry hint when the concurrency is full, 13 rate only: 1 counts the request against
+--       RPM alone (token counting), with no TPM, concurrency or budget check and no lease
 local key_id, rid, model = ARGV[1], ARGV[2], ARGV[5]
 local tokens, cost, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local next_day, next_month = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lease_ttl, window, lease_key_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local concurrency_wait = tonumber(ARGV[12])
+local rate_only = ARGV[13] == '1'
 local kfield = 'k:' .. key_id
 
 -- Whole numbers below 2^53 stay exact in Lua's doubles and in Redis' 64-bit counters.
@@ -150,22 +152,23 @@ if not duplicate then
       if s.rpm == 0 then fail('rpm', nil)
       else fail('rpm', wait_for(s, 'c', s.count + 1 - s.rpm)) end
     end
-    if s.tpm ~= nil and s.sum + tokens > s.tpm then
+    if s.tpm ~= nil and not rate_only and s.sum + tokens > s.tpm then
       if tokens > s.tpm then fail('tpm', nil)
       else fail('tpm', wait_for(s, 't', s.sum + tokens - s.tpm)) end
     end
   end
 
   local team_conc = opt(team.max_concurrent)
-  if team_conc ~= nil and redis.call('ZCARD', KEYS[7]) - freed.leases + 1 > team_conc then
+  if team_conc ~= nil and not rate_only and redis.call('ZCARD', KEYS[7]) - freed.leases + 1 > team_conc then
     fail('concurrency', concurrency_wait)
   end
   local key_conc = opt(key.max_concurrent)
-  if key_conc ~= nil and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed.kconc + 1 > key_conc then
+  if key_conc ~= nil and not rate_only
+      and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed.kconc + 1 > key_conc then
     fail('concurrency', concurrency_wait)
   end
 
-  for _, s in ipairs(scopes) do
+  for _, s in ipairs(rate_only and {} or scopes) do
     local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0') - s.freed
     local monthly = opt(s.limits.budget_monthly_usd)
     if monthly ~= nil then
@@ -219,12 +222,14 @@ if consume then
       touch(math.ceil(window * 2), s.win, s.wtok)
     end
   end
-  redis.call('ZADD', KEYS[7], num(now + lease_ttl), rid)
-  redis.call('HINCRBY', KEYS[8], kfield, 1)
-  redis.call('HSET', KEYS[9], rid, table.concat({int(cost), second, int(tokens), windowed, key_id}, ':'))
-  redis.call('HINCRBY', KEYS[10], 'team', int(cost))
-  redis.call('HINCRBY', KEYS[10], kfield, int(cost))
-  touch(lease_key_ttl, KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+  if not rate_only then
+    redis.call('ZADD', KEYS[7], num(now + lease_ttl), rid)
+    redis.call('HINCRBY', KEYS[8], kfield, 1)
+    redis.call('HSET', KEYS[9], rid, table.concat({int(cost), second, int(tokens), windowed, key_id}, ':'))
+    redis.call('HINCRBY', KEYS[10], 'team', int(cost))
+    redis.call('HINCRBY', KEYS[10], kfield, int(cost))
+    touch(lease_key_ttl, KEYS[7], KEYS[8], KEYS[9], KEYS[10])
+  end
 end
 
 -- Headers: the scope with the fewest remaining; the window is empty again one window after

@@ -96,6 +96,9 @@ class AdmissionRequest:
     model: str
     now: float
     fallback_models: tuple[str, ...] = ()  # the plan may reach these too: each must be allowed
+    # Counted against RPM only (token counting): key validity and allowed models are checked,
+    # TPM, concurrency and budgets are not, and nothing is leased or reserved, so nothing is settled.
+    rate_only: bool = False
 
     @property
     def all_models(self) -> tuple[str, ...]:
@@ -386,6 +389,20 @@ class Store(ABC):
 
     @abstractmethod
     async def get_key(self, key_id: str) -> KeyRecord | None: ...
+
+    async def locate_key(self, secret_hash: str) -> tuple[str, str] | None:
+        """(team, key id) of the key with this secret hash, or None. A hash names the same key for
+        good (revoking keeps the record), so a caller may keep the answer as long as it likes."""
+        key = await self.find_key(secret_hash)
+        return None if key is None else (key.team, key.id)
+
+    async def key_and_team(self, team: str, key_id: str) -> tuple[KeyRecord | None, Team | None]:
+        """The key's record and its team's, as they are now (in one round trip where the backend
+        can: both live in the team's slot)."""
+        key = await self.get_key(key_id)
+        if key is not None and key.team != team:
+            key = None
+        return key, await self.get_team(team)
 
     @abstractmethod
     async def list_keys(self, team: str | None = None) -> list[KeyRecord]:

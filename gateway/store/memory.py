@@ -321,8 +321,10 @@ class MemoryStore(Store):
             w = s.window
             if s.rpm is not None and w is not None and w.count + 1 > s.rpm:
                 failures.add("rpm", w.rpm_wait(s.rpm, now))
-            if s.tpm is not None and w is not None and w.total + tokens > s.tpm:
+            if s.tpm is not None and w is not None and w.total + tokens > s.tpm and not req.rate_only:
                 failures.add("tpm", w.tpm_wait(s.tpm, tokens, now))
+        if req.rate_only:
+            return failures
         team, key = scopes
         if team.max_concurrent is not None and len(state.leases) + 1 > team.max_concurrent:
             failures.add("concurrency", CONCURRENCY_RETRY_S)
@@ -347,6 +349,8 @@ class MemoryStore(Store):
         for s in scopes:
             if s.window is not None:
                 s.window.add(second, req.tokens)
+        if req.rate_only:
+            return
         state.leases[req.request_id] = req.now + self.options.lease_ttl_s
         state.key_concurrency[req.key_id] = state.key_concurrency.get(req.key_id, 0) + 1
         team, key = scopes

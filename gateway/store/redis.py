@@ -305,6 +305,21 @@ class RedisStore(Store):
             lookup = orjson.loads(raw)
             return await self._read_key(lookup["team"], lookup["id"])
 
+    async def locate_key(self, secret_hash: str) -> tuple[str, str] | None:
+        async with self._guard():
+            raw = await self._io(self._redis.get(keys.key_by_hash(secret_hash)))
+        if raw is None:
+            return None
+        lookup = orjson.loads(raw)
+        return lookup["team"], lookup["id"]
+
+    async def key_and_team(self, team: str, key_id: str) -> tuple[KeyRecord | None, Team | None]:
+        tk = keys.TeamKeys(team)
+        async with self._guard():
+            team_raw, key_raw = await self._io(self._redis.mget(tk.record, tk.key_record(key_id)))
+        return (None if key_raw is None else key_from_json(orjson.loads(key_raw)),
+                None if team_raw is None else team_from_json(orjson.loads(team_raw)))
+
     async def get_key(self, key_id: str) -> KeyRecord | None:
         async with self._guard():
             team = await self._io(self._redis.get(keys.key_by_id(key_id)))
@@ -366,7 +381,7 @@ class RedisStore(Store):
         now = req.now
         script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
         args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                "\n".join(req.all_models), _num(now), *day_args)
+                "\n".join(req.all_models), _num(now), *day_args, 1 if req.rate_only else 0)
         out = await self._hot_script("admit", script_keys, args)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),

@@ -21,6 +21,10 @@ class RespError(Exception):
     """An error reply from Redis (e.g. NOSCRIPT)."""
 
 
+class SetupFailed(ConnectionError):
+    """The connection could not be opened and prepared (AUTH, SELECT); nothing was sent on it."""
+
+
 def encode_command(args: Sequence[Any]) -> bytes:
     """One command in RESP; hiredis packs str, bytes, int and float in C, four times faster."""
     try:
@@ -91,6 +95,13 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
         self._fail_all(error)
 
+    def close(self, error: Exception) -> None:
+        """Drop the connection for good: transport, watchdog and any waiter."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self.lost is None:
+            self._give_up(error)
+
     def write(self, data: bytes) -> None:
         """Queue a command; everything queued in one turn of the event loop leaves in one write,
         so concurrent requests share a system call as well as the connection."""
@@ -156,14 +167,25 @@ class PipelinedRedis:
             if self._protocol is not None and self._protocol.lost is None:
                 return self._protocol
             loop = asyncio.get_running_loop()
-            async with asyncio.timeout(self.connect_timeout):
-                _, protocol = await loop.create_connection(lambda: _Protocol(self.operation_timeout),
-                                                           self.host, self.port)
-                if self.password:
-                    auth = [self.username, self.password] if self.username else [self.password]
-                    await self._send(protocol, [b"AUTH", *auth])
-                if self.db:
-                    await self._send(protocol, [b"SELECT", self.db])
+            protocol = None
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    _, protocol = await loop.create_connection(lambda: _Protocol(self.operation_timeout),
+                                                               self.host, self.port)
+                    if self.password:
+                        auth = [self.username, self.password] if self.username else [self.password]
+                        await self._send(protocol, [b"AUTH", *auth])
+                    if self.db:
+                        await self._send(protocol, [b"SELECT", self.db])
+            except BaseException as exc:
+                # A connection that could not be set up (refused, slow, an error reply to AUTH or
+                # SELECT, or a caller cancelled meanwhile) is closed with its watchdog; to callers
+                # a failed setup reads as an unreachable store.
+                if protocol is not None:
+                    protocol.close(ConnectionError(f"redis connection setup failed: {exc!r}"))
+                if isinstance(exc, (RespError, OSError, TimeoutError)):
+                    raise SetupFailed(f"redis connection setup failed: {type(exc).__name__}: {exc}") from exc
+                raise
             self._protocol = protocol
             return protocol
 

@@ -32,10 +32,11 @@ def test_wrong_key_is_authentication_error(gateway):
                  401, "authentication_error")
 
 
-def test_bearer_key_authenticates_even_beside_a_wrong_x_api_key(gateway, upstream):
+def test_a_valid_bearer_key_beside_a_different_x_api_key_is_refused(gateway, upstream):
     response = httpx.post(gateway.url + "/v1/messages", json=HI,
                           headers={"x-api-key": "sk-placeholder", "authorization": f"Bearer {TEAM_KEY}"})
-    assert response.status_code == 200
+    assert "different keys" in assert_error(response, 401, "authentication_error")["message"]
+    assert upstream.requests == []
 
 
 def test_malformed_json_is_invalid_request(client):

@@ -102,13 +102,13 @@ def test_bedrock_endpoints_retain_nothing_and_their_prices_are_marked_unverified
     bedrock = load_catalog().models["anthropic/claude-sonnet-4.5"].endpoint("amazon-bedrock")
     assert (bedrock.retains_prompts, bedrock.zdr) == (False, True)
     assert bedrock.pricing.verified is False
-    assert bedrock.options["auth"] == "bearer"  # inherited from the provider
+    assert bedrock.options.auth == "bearer"  # inherited from the provider
 
 
 def test_openai_reasoning_endpoints_name_their_protocol_options():
     endpoint = load_catalog().models["openai/gpt-5.5"].endpoint("openai")
-    assert endpoint.options["max_tokens_field"] == "max_completion_tokens"
-    assert endpoint.options["reasoning"] == "reasoning_effort"
+    assert endpoint.options.max_tokens_field == "max_completion_tokens"
+    assert endpoint.options.reasoning == "reasoning_effort"
 
 
 def test_endpoints_inherit_limits_and_parameters_from_their_model():

@@ -1,0 +1,84 @@
+"""Provider and endpoint `options` are checked at load against their protocol: a wrong key or value
+stops startup (exit code 2) naming it, instead of failing every request that reaches it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from policies.catalog import CatalogError, Options, load_catalog
+
+OPENAI_MODEL = "openai/gpt-5.4"
+
+
+def endpoint_with(options: dict, *, provider: str = "openai", model: str = OPENAI_MODEL):
+    catalog = load_catalog([{"id": model, "endpoints": [{"provider": provider, "options": options}]}])
+    return catalog.get(model).endpoint(provider)
+
+
+def test_options_become_typed_values_with_defaults_for_what_is_left_out():
+    endpoint = endpoint_with({"reasoning": None})
+    assert endpoint.options.reasoning is None
+    # A config entry's `options` replace the built-in endpoint's as a whole; the rest are defaults.
+    assert endpoint.options.max_tokens_field == "max_tokens"
+    assert Options().auth == "x-api-key" and Options().api == "chat"
+
+
+def test_endpoint_options_are_laid_over_the_providers():
+    catalog = load_catalog(provider_overrides={"kimi-local": {"protocol": "openai", "base_url": "http://127.0.0.1:1",
+                                                              "options": {"reasoning": "thinking"}}},
+                           model_overrides=[{"id": "moonshotai/kimi-k2.6", "endpoints": [
+                               {"provider": "kimi-local", "upstream_model": "kimi",
+                                "pricing": {"input": 1.0, "output": 2.0},
+                                "options": {"max_tokens_field": "max_completion_tokens"}}]}])
+    options = catalog.get("moonshotai/kimi-k2.6").endpoint("kimi-local").options
+    assert (options.reasoning, options.max_tokens_field) == ("thinking", "max_completion_tokens")
+    assert catalog.provider("kimi-local").options.reasoning == "thinking"
+
+
+@pytest.mark.parametrize("options,named", [
+    ({"max_tokens_field": "max_tokenz"}, "max_tokens_field"),
+    ({"reasoning": "think_hard"}, "reasoning"),
+    ({"api": "completions"}, "api"),
+    ({"reasoning_effort": "high"}, "reasoning_effort"),  # not an option at all
+    ({"auth": "bearer"}, "auth"),                        # an Anthropic-protocol option
+])
+def test_a_wrong_openai_option_is_refused_naming_it(options, named):
+    with pytest.raises(CatalogError) as refused:
+        endpoint_with(options)
+    message = str(refused.value)
+    assert named in message and OPENAI_MODEL in message and "'openai'" in message
+
+
+@pytest.mark.parametrize("options", [{"auth": "basic"}, {"max_tokens_field": "max_tokens"}])
+def test_a_wrong_anthropic_provider_option_is_refused_naming_the_provider(options):
+    with pytest.raises(CatalogError, match="provider 'anthropic'"):
+        load_catalog(provider_overrides={"anthropic": {"options": options}})
+
+
+@pytest.mark.parametrize("value", [-1, "fast", float("nan"), True])
+def test_mock_timings_must_be_non_negative_numbers(value):
+    with pytest.raises(CatalogError, match="ttft_ms"):
+        load_catalog(provider_overrides={"mock": {"options": {"ttft_ms": value}}})
+
+
+def test_mock_timings_are_read_as_numbers():
+    catalog = load_catalog(provider_overrides={"mock": {"options": {"ttft_ms": 40, "tokens_per_second": 120.5}}})
+    assert (catalog.provider("mock").options.ttft_ms, catalog.provider("mock").options.tokens_per_second) == (40.0, 120.5)
+
+
+def test_gateway_serve_with_a_wrong_option_exits_2_naming_it(tmp_path):
+    config = tmp_path / "gateway.yaml"
+    config.write_text(yaml.safe_dump({
+        "providers": {"openai": {"api_key": "sk-x"}},
+        "models": [{"id": OPENAI_MODEL, "endpoints": [{"provider": "openai",
+                                                       "options": {"max_tokens_field": "max_tokenz"}}]}]}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--port", "0"],
+                            check=False, capture_output=True, text=True, timeout=30, env=env)
+    assert result.returncode == 2
+    assert "max_tokens_field" in result.stderr and "max_tokenz" in result.stderr
+    assert "Traceback" not in result.stderr
