@@ -26,6 +26,7 @@ from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from providers import anthropic, mock, openai_chat
 from providers.base import Usage
+from providers.redaction import redact_bytes
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -61,8 +62,11 @@ def _upstream_side_failure(provider: str, status: int, client_status: int, detai
     return None
 
 
-def classify_upstream_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
-    """An Anthropic error answer → what the client would see; any other 4xx passes through."""
+def classify_upstream_status(provider: str, status: int, raw: bytes, headers,
+                             secrets: tuple[str | None, ...] = ()) -> AttemptFailed:
+    """An Anthropic error answer → what the client would see; any other 4xx passes through.
+    Credentials the upstream quotes back (`secrets`: the provider's key) are redacted first."""
+    raw = redact_bytes(raw, secrets)
     error_type, message = anthropic.error_of(raw)
     detail = f"provider {provider}: {message}" if message else f"provider {provider} answered {status}"
     failure = _upstream_side_failure(provider, status, status, detail, headers)
@@ -77,9 +81,10 @@ def classify_upstream_status(provider: str, status: int, raw: bytes, headers) ->
                          str(status))
 
 
-def classify_openai_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
+def classify_openai_status(provider: str, status: int, raw: bytes, headers,
+                           secrets: tuple[str | None, ...] = ()) -> AttemptFailed:
     """An OpenAI-style error answer → the Anthropic error the client would see."""
-    client_status, error_type, message = openai_chat.map_error(status, raw)
+    client_status, error_type, message = openai_chat.map_error(status, redact_bytes(raw, secrets))
     failure = _upstream_side_failure(provider, status, client_status, f"provider {provider}: {message}", headers)
     if failure is not None:
         return failure
@@ -203,8 +208,11 @@ class Executor:
         if last is None:
             raise errors.NotFound("no provider is available to serve this model right now")
         error = last.error
+        # The same debugging headers as a success: what was tried, and who answered last.
+        error.headers = {**error.headers, "x-gateway-provider": ex.attempts[-1].provider,
+                         "x-gateway-attempts": ex.attempts_header().decode()}
         if len(ex.attempts) > 1:
-            error.headers = {**error.headers, "x-should-retry": "false"}
+            error.headers["x-should-retry"] = "false"
         raise error
 
     def _report_success(self, attempt: Attempt, ex: Exchange, started: float) -> None:
@@ -277,7 +285,8 @@ class Executor:
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response)
-                raise classify_upstream_status(provider.name, response.status, raw, response.headers)
+                raise classify_upstream_status(provider.name, response.status, raw, response.headers,
+                                               (provider.api_key,))
             upstream_id = response.headers.get("request-id")
             if upstream_id:
                 ex.response_headers.append((b"upstream-request-id", upstream_id.encode()))
@@ -344,7 +353,8 @@ class Executor:
     async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response: Response,
                                       send: Send) -> None:
         name = attempt.provider.name
-        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt))
+        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt),
+                                          secrets=(attempt.provider.api_key,))
         chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
         block = b""
@@ -420,7 +430,8 @@ class Executor:
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response)
-                raise classify_openai_status(provider.name, response.status, raw, response.headers)
+                raise classify_openai_status(provider.name, response.status, raw, response.headers,
+                                             (provider.api_key,))
             if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
                 await self._relay_openai_stream(attempt, ex, response, send)
             else:
@@ -444,7 +455,8 @@ class Executor:
         embedded = openai_chat.error_in_response(completion)
         if embedded is not None:
             raise classify_openai_status(name, embedded[0], orjson.dumps({"error": {"message": embedded[2],
-                                                                                    "type": embedded[1]}}), None)
+                                                                                    "type": embedded[1]}}), None,
+                                         (attempt.provider.api_key,))
         message = openai_chat.from_chat_response(completion, model=attempt.model.id, provider=name,
                                                  stop_sequences=ex.request.body.get("stop_sequences") or (),
                                                  message_id="msg_" + ex.request_id[4:])
@@ -472,7 +484,8 @@ class Executor:
             error_type, message = translator.failure
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
             raise classify_openai_status(name, status, orjson.dumps({"error": {"message": message,
-                                                                               "type": error_type}}), None)
+                                                                               "type": error_type}}), None,
+                                         (attempt.provider.api_key,))
         await self._start_stream(ex, attempt, send)
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
         await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
@@ -480,7 +493,10 @@ class Executor:
             async for chunk in chunks:
                 events = translator.feed(chunk)
                 if events:
-                    await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+                    block = b"".join(events)
+                    if translator.failure is not None:  # the upstream's own error event: no keys in it
+                        block = redact_bytes(block, (attempt.provider.api_key,))
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
             tail = translator.finish()
         except (TimeoutError, UpstreamError, OSError) as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
