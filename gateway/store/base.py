@@ -122,6 +122,8 @@ class Admission:
     tokens_limit: int | None = None
     tokens_remaining: int | None = None
     tokens_reset: float | None = None
+    # A budget refusal: what that budget has left (USD, after spend and reservations in flight).
+    budget_left_usd: float | None = None
 
 
 @dataclass(frozen=True)

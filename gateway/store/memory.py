@@ -52,6 +52,7 @@ from policies.limits import (
     month_id,
     next_day_start,
     next_month_start,
+    nanos_to_usd,
     usd_to_nanos,
 )
 
@@ -192,6 +193,10 @@ class _Failures:
 
     def __init__(self) -> None:
         self.waits: dict[str, float | None] = {}
+        self.budget_left: dict[str, int] = {}  # nano-USD a refusing budget has left, least of team and key
+
+    def budget_short(self, reason: str, left: int) -> None:
+        self.budget_left[reason] = min(left, self.budget_left.get(reason, left))
 
     def add(self, reason: str, wait: float | None) -> None:
         if reason not in self.waits:
@@ -335,9 +340,10 @@ class MemoryStore(Store):
                      next_month_start(now) - now),
                     (s.budget_daily, "d:" + day_id(now), "budget_daily",
                      next_day_start(now) - now)):
-                if budget is not None and \
-                        state.spend.get((period, s.field), 0) + reserved + cost > budget:
+                spent = state.spend.get((period, s.field), 0)
+                if budget is not None and spent + reserved + cost > budget:
                     failures.add(reason, wait)
+                    failures.budget_short(reason, budget - spent - reserved)
         return failures
 
     def _reserve(self, state: _TeamState, scopes: list[_Scope], req: AdmissionRequest,
@@ -382,7 +388,9 @@ class MemoryStore(Store):
             retry_after=None if reason is None else failures.waits[reason],
             requests_limit=requests[0], requests_remaining=requests[1],
             requests_reset=requests[2], tokens_limit=tokens[0], tokens_remaining=tokens[1],
-            tokens_reset=tokens[2])
+            tokens_reset=tokens[2],
+            budget_left_usd=nanos_to_usd(max(0, failures.budget_left[reason]))
+            if reason in failures.budget_left else None)
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         state = self._team_state(team)

@@ -63,6 +63,7 @@ from policies.limits import (
     month_id,
     next_day_start,
     next_month_start,
+    nanos_to_usd,
     usd_to_nanos,
 )
 
@@ -370,7 +371,8 @@ class RedisStore(Store):
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
             requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
             requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
-            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]))
+            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]),
+            budget_left_usd=_budget_left(out[9]) if len(out) > 9 else None)
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         tk = keys.TeamKeys(team)
@@ -572,6 +574,12 @@ class RedisStore(Store):
             cooldowns={e: _cooldown(raw) for e, raw in cooldowns.items()},
             stats={e: _endpoint_stats(raw) for e, raw in stats.items()},
             ratelimits={p: orjson.loads(raw) for p, raw in ratelimits.items()})
+
+
+def _budget_left(raw: Any) -> float | None:
+    """A refusing budget's remainder: nano-USD from the script, never below zero."""
+    left = _opt_float(raw)
+    return None if left is None else nanos_to_usd(max(0, int(left)))
 
 
 def _revoked(data: dict[str, Any]) -> tuple[KeyRecord, bytes]:
