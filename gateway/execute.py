@@ -62,6 +62,14 @@ def _upstream_side_failure(provider: str, status: int, client_status: int, detai
     return None
 
 
+def broken_off(provider: str, exc: BaseException, what: str, outcome: str) -> AttemptFailed:
+    """An upstream that failed while its answer arrived, before anything reached the client, on any
+    protocol: silence past a timeout is 504 timeout_error (outcome `timeout`), anything else 502."""
+    if isinstance(exc, TimeoutError):
+        return AttemptFailed(errors.UpstreamTimeout(f"provider {provider} {what}: it timed out"), "timeout")
+    return AttemptFailed(errors.UpstreamFailed(f"provider {provider} {what}: {type(exc).__name__}"), outcome)
+
+
 def classify_upstream_status(provider: str, status: int, raw: bytes, headers,
                              secrets: tuple[str | None, ...] = ()) -> AttemptFailed:
     """An Anthropic error answer → what the client would see; any other 4xx passes through.
@@ -331,8 +339,7 @@ class Executor:
         try:
             return await response.read()
         except (TimeoutError, UpstreamError, OSError) as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
-                                                      f"{type(exc).__name__}"), "read_error") from None
+            raise broken_off(provider, exc, "broke off its answer", "read_error") from None
 
     async def _relay_anthropic_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
         raw = await self._read(attempt.provider.name, response)
@@ -365,17 +372,22 @@ class Executor:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
                                                       f"event"), "empty_stream") from None
         except (TimeoutError, UpstreamError, OSError) as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error") from None
+            raise broken_off(name, exc, "failed before its first event", "stream_error") from None
         if scanner.error is not None:
             error_type, message = scanner.error
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type or "", 502)
             raise classify_upstream_status(name, status, orjson.dumps(
                 {"type": "error", "error": {"type": error_type or "api_error", "message": message}}), None)
+        if not scanner.started:
+            # Not Anthropic's stream (garbage, an HTML page sent as SSE...): unreadable, so another
+            # endpoint may serve, as for an unreadable JSON answer.
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with a stream that does not "
+                                                      f"begin with message_start"), "bad_response")
         await self._start_stream(ex, attempt, send)
         ex.usage = scanner.usage
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
         failure: str | None = None
+        failure_type = "api_error"
         last = b""
         try:
             # The block that completes the stream leaves with the response's end in one write.
@@ -392,6 +404,8 @@ class Executor:
                         await send({"type": "http.response.body", "body": block, "more_body": True})
         except (TimeoutError, UpstreamError, OSError) as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
+            if isinstance(exc, TimeoutError):
+                failure_type = "timeout_error"
         finally:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
             ex.usage = scanner.close_usage()
@@ -399,11 +413,11 @@ class Executor:
         if failure is None and not scanner.finished and scanner.error is None:
             failure = f"provider {name} ended the stream before message_stop"
         if failure is not None:
-            ex.status = 502
-            ex.error_type = "api_error"
+            ex.status = 504 if failure_type == "timeout_error" else 502
+            ex.error_type = failure_type
             ex.attempts[-1].outcome = "stream_error"
             ex.finished = True
-            await send({"type": "http.response.body", "body": errors.sse_error_event("api_error", failure)})
+            await send({"type": "http.response.body", "body": errors.sse_error_event(failure_type, failure)})
             return
         ex.finished = True
         await send({"type": "http.response.body", "body": last})
@@ -478,36 +492,41 @@ class Executor:
         except StopAsyncIteration:
             pending = translator.finish()
         except (TimeoutError, UpstreamError, OSError) as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error") from None
+            raise broken_off(name, exc, "failed before its first event", "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
             error_type, message = translator.failure
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
             raise classify_openai_status(name, status, orjson.dumps({"error": {"message": message,
                                                                                "type": error_type}}), None,
                                          (attempt.provider.api_key,))
+        secrets = (attempt.provider.api_key,)
+
+        def joined(events: list[bytes]) -> bytes:
+            block = b"".join(events)
+            # The upstream's own error event ends the stream: no key of ours may be in it.
+            return redact_bytes(block, secrets) if translator.failure is not None else block
+
         await self._start_stream(ex, attempt, send)
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
-        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+        await send({"type": "http.response.body", "body": joined(pending), "more_body": True})
         try:
             async for chunk in chunks:
                 events = translator.feed(chunk)
                 if events:
-                    block = b"".join(events)
-                    if translator.failure is not None:  # the upstream's own error event: no keys in it
-                        block = redact_bytes(block, (attempt.provider.api_key,))
-                    await send({"type": "http.response.body", "body": block, "more_body": True})
+                    await send({"type": "http.response.body", "body": joined(events), "more_body": True})
             tail = translator.finish()
         except (TimeoutError, UpstreamError, OSError) as exc:
-            tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
+            tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}",
+                                    "timeout_error" if isinstance(exc, TimeoutError) else "api_error")
         finally:
             ex.usage = translator.close_usage()
             ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
-            ex.status, ex.error_type = 502, translator.failure[0]
+            ex.status = 504 if translator.failure[0] == "timeout_error" else 502
+            ex.error_type = translator.failure[0]
             ex.attempts[-1].outcome = "stream_error"
         ex.finished = True
-        await send({"type": "http.response.body", "body": b"".join(tail)})
+        await send({"type": "http.response.body", "body": joined(tail)})
 
     # -- mock -----------------------------------------------------------------------------------
     async def _mock(self, attempt: Attempt, ex: Exchange, send: Send) -> None:

@@ -147,8 +147,8 @@ class StreamScanner:
     event leaves as the bytes that arrived, so the cost is accounted for but not added to the stream.
     """
 
-    __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "finished", "error",
-                 "_splitter", "_delta_bytes", "_final_usage")
+    __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
+                 "error", "_splitter", "_delta_bytes", "_final_usage")
 
     def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
                  secrets: Sequence[str | None] = ()) -> None:
@@ -159,6 +159,7 @@ class StreamScanner:
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.events = 0
+        self.started = False  # a readable message_start seen: the stream is Anthropic's
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
         self._splitter = EventSplitter()
@@ -173,6 +174,8 @@ class StreamScanner:
         block = self._splitter.feed(chunk)
         if not block:
             return block
+        # Only a message_start as the stream's very first event makes it Anthropic's.
+        first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
         count = block.count(b"\n\n")
         self.events += count
         special = 0
@@ -190,7 +193,7 @@ class StreamScanner:
             special_bytes += end - begin
             name = match.group(1)
             if name == b"message_start":
-                edits.append((begin, end, self._rewrite_start(event)))
+                edits.append((begin, end, self._rewrite_start(event, first=end == first_event_end)))
             elif name == b"message_delta":
                 self._read_delta(event)
             elif name == b"message_stop":
@@ -221,12 +224,15 @@ class StreamScanner:
             self.usage.estimated = True
         return self.usage
 
-    def _rewrite_start(self, event: bytes) -> bytes:
+    def _rewrite_start(self, event: bytes, *, first: bool) -> bytes:
         try:
             payload = orjson.loads(event_data(event))
             message = payload["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return event
+        if not isinstance(message, dict):
+            return event
+        self.started = self.started or first
         if isinstance(message.get("usage"), dict):
             self.usage.update_from(message["usage"])
         message["model"] = self.model

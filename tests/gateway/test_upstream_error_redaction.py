@@ -91,7 +91,7 @@ def test_an_anthropic_error_event_mid_stream_has_the_provider_key_redacted(gw, u
     events = stream_events(["Hello", " there"])[:4]
     events.append(event("error", {"type": "error", "error": {
         "type": "overloaded_error", "message": f"overloaded, key {ANTHROPIC_KEY} throttled"}}))
-    upstreams[0].enqueue(sse_reply(events))
+    upstreams[0].enqueue(sse_reply(events, delay_between=0.05))  # the error comes after the first byte
     response = ask(gw, "test/anth", stream=True)
     assert response.status_code == 200
     last = response.content.strip().split(b"\n\n")[-1]
@@ -109,7 +109,7 @@ def test_an_openai_error_has_the_provider_key_redacted(gw, upstreams):
 
 def test_an_openai_error_chunk_mid_stream_has_the_provider_key_redacted(gw, upstreams):
     upstreams[1].enqueue(chat_stream(StreamScript(text=["Hello"], error={
-        "message": f"quota of {OPENAI_KEY} exhausted", "type": "server_error"})))
+        "message": f"quota of {OPENAI_KEY} exhausted", "type": "server_error"}), delay_between=0.05))
     response = ask(gw, "test/oai", stream=True)
     assert response.status_code == 200
     assert response.content.strip().split(b"\n\n")[-1].startswith(b"event: error")
