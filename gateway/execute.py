@@ -20,8 +20,9 @@ from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
 from gateway.settings import Retries, Timeouts
 from gateway.upstream import Client, ConnectFailed, Response, Target, UpstreamError
-from policies.health import COOLING, PROBE
+from policies.health import PROBE
 from policies.plan import Attempt, Plan
+from policies.preference import try_order
 from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from providers import anthropic, mock, openai_chat
@@ -135,6 +136,10 @@ def _retry_after(headers) -> float | None:
         return None
 
 
+def _health_of(attempt: Attempt) -> str:
+    return attempt.health
+
+
 class Executor:
     def __init__(self, client: Client, timeouts: Timeouts, retries: Retries, routing: RoutingState) -> None:
         self.client = client
@@ -150,19 +155,21 @@ class Executor:
         Within the request's deadline and the attempt limit: a transient failure is retried on the
         same endpoint with backoff while the retry budget allows, then the next endpoint is tried;
         a failure that is the model's (context length, moderation) skips to the next model; a
-        client error stops. Endpoints in cooldown are tried only when nothing else is left.
+        client error stops. Endpoints in cooldown are tried last, after every other attempt of
+        every model (`policies.preference.try_order`).
         """
         now = time.time()
         self.budget.record_request(now)
         deadline = time.monotonic() + self.timeouts.total
-        attempts = [a for a in plan.attempts if a.health != COOLING] or list(plan.attempts)
+        attempts = try_order(plan.attempts, _health_of)
         last: AttemptFailed | None = None
         skip_model = None
         for index, attempt in enumerate(attempts):
             if attempt.model is skip_model:
                 continue
-            if attempt.health == PROBE and index < len(attempts) - 1 \
-                    and not self.routing.claim_probe(attempt.endpoint_key, now):
+            # A half-open endpoint takes one trial request; the last attempt goes anyway.
+            if attempt.health == PROBE and not self.routing.claim_probe(attempt.endpoint_key, now) \
+                    and index < len(attempts) - 1:
                 continue
             tries = 0
             while True:

@@ -29,7 +29,6 @@ from gateway.store.base import (
     Team,
     apply_key_changes,
     apply_team_changes,
-    ewma,
     key_from_json,
     key_to_json,
     team_from_json,
@@ -45,6 +44,7 @@ from gateway.store.rollups import (
     matches,
     usage_entry,
 )
+from policies.health import moving_average
 from policies.limits import (
     CONCURRENCY_RETRY_S,
     WINDOW_S,
@@ -483,8 +483,8 @@ class MemoryStore(Store):
         return [_copy(item[2]) for item in found[:max(0, limit)]]
 
     # -- routing state -------------------------------------------------------------------------
-    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
-        self._cooldowns[endpoint] = (float(until), reason)
+    async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
+        self._cooldowns[endpoint] = (float(until), reason, int(episodes))
 
     async def clear_cooldown(self, endpoint: str) -> None:
         self._cooldowns.pop(endpoint, None)
@@ -492,10 +492,9 @@ class MemoryStore(Store):
     async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
                                     output_tps: float | None, ok: bool, now: float) -> None:
         old = self._stats.get(endpoint, EndpointStats())
-        alpha = self.options.ewma_alpha
         self._stats[endpoint] = EndpointStats(
-            ttft_s=ewma(old.ttft_s, ttft_s, alpha),
-            output_tps=ewma(old.output_tps, output_tps, alpha),
+            ttft_s=moving_average(old.ttft_s, ttft_s),
+            output_tps=moving_average(old.output_tps, output_tps),
             failures=0 if ok else old.failures + 1, samples=old.samples + 1,
             updated_at=float(now))
 

@@ -56,6 +56,7 @@ from gateway.store.rollups import (
     matches,
     usage_entry,
 )
+from policies.health import MEASUREMENT_WEIGHT
 from policies.limits import (
     CONCURRENCY_RETRY_S,
     WINDOW_S,
@@ -542,10 +543,10 @@ class RedisStore(Store):
         return [record for _, record in found[:limit]]
 
     # -- routing state -------------------------------------------------------------------------
-    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
+    async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
         async with self._guard():
             await self._io(self._redis.hset(keys.COOLDOWNS, endpoint,
-                                            orjson.dumps([float(until), reason])))
+                                            orjson.dumps([float(until), reason, int(episodes)])))
 
     async def clear_cooldown(self, endpoint: str) -> None:
         async with self._guard():
@@ -555,7 +556,7 @@ class RedisStore(Store):
                                     output_tps: float | None, ok: bool, now: float) -> None:
         args = [endpoint, "" if ttft_s is None else _num(ttft_s),
                 "" if output_tps is None else _num(output_tps), 1 if ok else 0, _num(now),
-                _num(self.options.ewma_alpha)]
+                _num(MEASUREMENT_WEIGHT)]
         async with self._guard():
             await self._script("endpoint_stats", [keys.ENDPOINT_STATS], args)
 
@@ -587,9 +588,9 @@ def _revoked(data: dict[str, Any]) -> tuple[KeyRecord, bytes]:
     return key, orjson.dumps(key_to_json(key))
 
 
-def _cooldown(raw: str) -> tuple[float, str]:
-    until, reason = orjson.loads(raw)
-    return float(until), reason
+def _cooldown(raw: str) -> tuple[float, str, int]:
+    until, reason, *episodes = orjson.loads(raw)  # written without the episode before it was kept
+    return float(until), reason, int(episodes[0]) if episodes else 1
 
 
 def _endpoint_stats(raw: str) -> EndpointStats:

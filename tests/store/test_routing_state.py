@@ -13,15 +13,15 @@ pytestmark = pytest.mark.anyio
 async def test_a_cooldown_set_by_one_replica_is_seen_by_another(store, replica):
     await store.set_cooldown("anthropic/claude-sonnet-4.5@anthropic", NOW + 30, "529")
     snapshot = await replica.routing_snapshot()
-    assert snapshot.cooldowns == {"anthropic/claude-sonnet-4.5@anthropic": (NOW + 30, "529")}
+    assert snapshot.cooldowns == {"anthropic/claude-sonnet-4.5@anthropic": (NOW + 30, "529", 1)}
     await replica.clear_cooldown("anthropic/claude-sonnet-4.5@anthropic")
     assert (await store.routing_snapshot()).cooldowns == {}
 
 
 async def test_a_later_cooldown_replaces_the_earlier_one(store, replica):
     await store.set_cooldown("e1", NOW + 30, "429")
-    await replica.set_cooldown("e1", NOW + 90, "connect_error")
-    assert (await store.routing_snapshot()).cooldowns == {"e1": (NOW + 90, "connect_error")}
+    await replica.set_cooldown("e1", NOW + 90, "connect_error", 2)
+    assert (await store.routing_snapshot()).cooldowns == {"e1": (NOW + 90, "connect_error", 2)}
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
