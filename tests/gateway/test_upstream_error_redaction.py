@@ -122,3 +122,12 @@ def test_a_plain_text_error_page_has_the_provider_key_redacted(gw, upstreams):
     response = ask(gw, "test/anth")
     assert response.status_code == 502
     assert ANTHROPIC_KEY not in response.text
+
+
+def test_a_count_tokens_error_passed_through_has_the_provider_key_redacted(gw, upstreams):
+    upstreams[0].enqueue(error_reply(400, "invalid_request_error", f"tools invalid for key {ANTHROPIC_KEY}"))
+    response = httpx.post(gw.url + "/v1/messages/count_tokens", headers={"x-api-key": TEAM_KEY}, timeout=20,
+                          json={"model": "test/anth", "messages": [{"role": "user", "content": "hi"}]})
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "tools invalid for key [redacted]"
+    assert_no_secret(response)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.base import EndpointStats
+from policies.health import MEASUREMENT_WEIGHT, moving_average
 from tests.store.conftest import ALL_BACKENDS, NOW
 
 pytestmark = pytest.mark.anyio
@@ -29,9 +30,11 @@ async def test_endpoint_stats_are_moving_averages_shared_by_replicas(store, repl
     await store.record_endpoint_stats("e1", 1.0, 100.0, True, NOW)
     await replica.record_endpoint_stats("e1", 2.0, None, True, NOW + 1)
     stats = (await store.routing_snapshot()).stats["e1"]
-    # alpha 0.3: 1.0 * 0.7 + 2.0 * 0.3; a missing rate sample keeps the average
-    assert stats == EndpointStats(ttft_s=pytest.approx(1.3), output_tps=100.0, failures=0,
-                                  samples=2, updated_at=NOW + 1)
+    # The policy's one weight, in the script as in the memory store; a missing rate sample keeps
+    # the average.
+    assert stats == EndpointStats(ttft_s=pytest.approx(moving_average(1.0, 2.0, MEASUREMENT_WEIGHT)),
+                                  output_tps=100.0, failures=0, samples=2, updated_at=NOW + 1)
+    assert MEASUREMENT_WEIGHT == 0.3 and stats.ttft_s == pytest.approx(1.3)
 
 
 async def test_failures_count_in_a_row_and_a_success_resets_them(store, replica):
