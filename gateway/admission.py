@@ -60,10 +60,10 @@ _REFUSALS = {
     "rpm": (errors.RateLimited, "request rate limit reached for team {team!r}: {limit} requests per minute"),
     "tpm": (errors.RateLimited, "token rate limit reached for team {team!r}: {limit} tokens per minute"),
     "concurrency": (errors.RateLimited, "too many concurrent requests for team {team!r}"),
-    "budget_daily": (errors.RateLimited, "the daily budget of this key (team {team!r}) is spent; "
-                                         "it renews at 00:00 UTC"),
-    "budget_monthly": (errors.RateLimited, "the monthly budget of this key (team {team!r}) is spent; "
-                                           "it renews on the 1st at 00:00 UTC"),
+    "budget_daily": (errors.RateLimited, "the daily budget of this key (team {team!r}) is spent (or held by "
+                                         "requests still running); it renews at 00:00 UTC"),
+    "budget_monthly": (errors.RateLimited, "the monthly budget of this key (team {team!r}) is spent (or held by "
+                                           "requests still running); it renews on the 1st at 00:00 UTC"),
 }
 _BUDGET_TOO_SMALL = ("this request's worst case ({cost} USD: all of max_tokens at the output price) exceeds "
                      "the {left} USD left of the {period} budget of this key (team {team!r}); lower max_tokens, "
@@ -86,7 +86,8 @@ def refusal(adm: Admission, *, team: str, models: str, cost_usd: float) -> error
     the headers saying whether and when to retry."""
     kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
     limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit
-    if adm.reason in _RENEWS and adm.budget_left_usd is not None and adm.budget_left_usd > 0:
+    # Less than a millionth of a dollar left reads as spent: "exceeds the 0 USD left" would puzzle.
+    if adm.reason in _RENEWS and adm.budget_left_usd is not None and adm.budget_left_usd >= 5e-7:
         period, renews = _RENEWS[adm.reason]
         message = _BUDGET_TOO_SMALL.format(cost=_usd(cost_usd), left=_usd(adm.budget_left_usd), period=period,
                                            team=team, renews=renews)
