@@ -493,14 +493,25 @@ class Executor:
             stop_sequences=ex.request.body.get("stop_sequences") or ())
         chunks = aiter(response)
         pending: list[bytes] = []
+        received = reported = False  # any bytes before the first event; an error object among them
         try:
             while not pending:
-                pending = translator.feed(await chunks.__anext__())
+                chunk = await chunks.__anext__()
+                received = received or bool(chunk)
+                reported = reported or b'"error"' in chunk
+                pending = translator.feed(chunk)
         except StopAsyncIteration:
             pending = translator.finish()
         except (TimeoutError, UpstreamError, OSError) as exc:
             raise broken_off(name, exc, "failed before its first event", "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
+            # Classified as on the Anthropic path: nothing at all, nothing readable, or the upstream's error.
+            if not received:
+                raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
+                                                          f"event"), "empty_stream")
+            if not reported:
+                raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with a stream that holds no "
+                                                          f"readable chunk"), "bad_response")
             error_type, message = translator.failure
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
             raise classify_openai_status(name, status, orjson.dumps({"error": {"message": message,

@@ -72,11 +72,20 @@ def test_a_garbage_first_stream_event_falls_back_to_the_next_provider(gw, upstre
     assert len(upstreams["spare"].requests) == 1
 
 
-def test_an_anthropic_garbage_stream_is_an_unreadable_answer_not_retried_on_the_same_endpoint(gw, upstreams):
-    upstreams["anth"].enqueue(garbage_stream("anth", False))
-    response = ask(gw, "anth", fallbacks=False, stream=True)
+@pytest.mark.parametrize("provider", ["anth", "oai"])
+def test_a_garbage_stream_is_classified_as_an_unreadable_answer_on_both_protocols(gw, upstreams, provider):
+    upstreams[provider].enqueue(garbage_stream(provider, False))
+    response = ask(gw, provider, fallbacks=False, stream=True)
     assert response.status_code == 502 and response.json()["error"]["type"] == "api_error"
-    assert response.headers["x-gateway-attempts"] == "anth/test/faults=bad_response"
+    assert response.headers["x-gateway-attempts"] == f"{provider}/test/faults=bad_response"
+
+
+@pytest.mark.parametrize("provider", ["anth", "oai"])
+def test_a_stream_that_ends_before_any_byte_is_an_empty_stream(gw, upstreams, provider):
+    upstreams[provider].enqueue(Reply(content_type=STREAM_CONTENT_TYPE, chunks=[]))
+    response = ask(gw, provider, fallbacks=False, stream=True)
+    assert response.status_code == 502
+    assert response.headers["x-gateway-attempts"] == f"{provider}/test/faults=empty_stream"
 
 
 def stalled_json(provider: str) -> Reply:
