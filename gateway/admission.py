@@ -60,9 +60,45 @@ _REFUSALS = {
     "rpm": (errors.RateLimited, "request rate limit reached for team {team!r}: {limit} requests per minute"),
     "tpm": (errors.RateLimited, "token rate limit reached for team {team!r}: {limit} tokens per minute"),
     "concurrency": (errors.RateLimited, "too many concurrent requests for team {team!r}"),
-    "budget_daily": (errors.RateLimited, "daily budget of team {team!r} is spent"),
-    "budget_monthly": (errors.RateLimited, "monthly budget of team {team!r} is spent"),
+    "budget_daily": (errors.RateLimited, "the daily budget of this key (team {team!r}) is spent (or held by "
+                                         "requests still running); it renews at 00:00 UTC"),
+    "budget_monthly": (errors.RateLimited, "the monthly budget of this key (team {team!r}) is spent (or held by "
+                                           "requests still running); it renews on the 1st at 00:00 UTC"),
 }
+_BUDGET_TOO_SMALL = ("this request's worst case ({cost} USD: all of max_tokens at the output price) exceeds "
+                     "the {left} USD left of the {period} budget of this key (team {team!r}); lower max_tokens, "
+                     "or wait until the budget renews {renews}")
+_RENEWS = {"budget_daily": ("daily", "at 00:00 UTC"), "budget_monthly": ("monthly", "on the 1st at 00:00 UTC")}
+# Budget refusals are not cured by a retry within the request's life: `x-should-retry: false` keeps
+# SDKs from waiting for hours (the retry-after runs to the next UTC day or month). Revoked, expired
+# and disallowed-model refusals say so by their kind (`errors.GatewayError.final`).
+_BUDGETS = frozenset({"budget_daily", "budget_monthly"})
+
+
+def _usd(amount: float) -> str:
+    if amount >= 1:
+        return f"{amount:.2f}"
+    return f"{amount:.6f}".rstrip("0").rstrip(".")
+
+
+def refusal(adm: Admission, *, team: str, models: str, cost_usd: float) -> errors.GatewayError:
+    """The error a refused admission answers with: its kind, a message saying what to change, and
+    the headers saying whether and when to retry."""
+    kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
+    limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit
+    # Less than a millionth of a dollar left reads as spent: "exceeds the 0 USD left" would puzzle.
+    if adm.reason in _RENEWS and adm.budget_left_usd is not None and adm.budget_left_usd >= 5e-7:
+        period, renews = _RENEWS[adm.reason]
+        message = _BUDGET_TOO_SMALL.format(cost=_usd(cost_usd), left=_usd(adm.budget_left_usd), period=period,
+                                           team=team, renews=renews)
+    else:
+        message = template.format(team=team, models=models, limit=limit)
+    headers = {}
+    if kind is errors.RateLimited and adm.retry_after is not None:
+        headers["retry-after"] = str(max(1, int(adm.retry_after + 0.999)))
+    if adm.reason in _BUDGETS or (kind is errors.RateLimited and adm.retry_after is None):
+        headers.update(errors.NO_RETRY)
+    return kind(message, headers=headers)
 
 
 RENEW_EVERY_S = 10.0
@@ -123,14 +159,9 @@ class Admitter:
             if not rate_only:
                 self.open[ex.request_id] = ticket
             return ticket
-        kind, template = _REFUSALS.get(adm.reason or "", (errors.RateLimited, "limit reached"))
-        limit = adm.tokens_limit if adm.reason == "tpm" else adm.requests_limit
         models = " or ".join(repr(m.id) for m in plan.models)
-        message = template.format(team=principal.team, models=f"model {models}" if len(plan.models) == 1
-                                  else f"every model of {models}", limit=limit)
-        extra = {}
-        if kind is errors.RateLimited:
+        error = refusal(adm, team=principal.team, cost_usd=cost,
+                        models=f"model {models}" if len(plan.models) == 1 else f"every model of {models}")
+        if isinstance(error, errors.RateLimited):
             ex.limited_by = adm.reason
-            if adm.retry_after is not None:
-                extra["retry-after"] = str(max(1, int(adm.retry_after + 0.999)))
-        raise kind(message, headers=extra)
+        raise error

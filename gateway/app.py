@@ -44,6 +44,7 @@ from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
 from providers import anthropic
 from providers.base import ROUTER_FIELDS
+from providers.redaction import redact_bytes
 
 log = logging.getLogger("gateway")
 WATCH_AFTER_S = 0.25
@@ -379,6 +380,7 @@ class Gateway:
             except orjson.JSONDecodeError:
                 return None
         if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
+            answer = redact_bytes(answer, (provider.api_key,))
             error_type, message = anthropic.error_of(answer)
             raise errors.PassThrough(status, answer, error_type or "invalid_request_error", message)
         return None

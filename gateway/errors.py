@@ -8,14 +8,19 @@ from __future__ import annotations
 import orjson
 
 
+# Tells Anthropic's SDKs (and others that read it) not to retry: the answer will not change by waiting.
+NO_RETRY = {"x-should-retry": "false"}
+
+
 class GatewayError(Exception):
     status = 500
     error_type = "api_error"
+    final = False  # True: no retry can succeed, and the answer says so with `x-should-retry: false`
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.headers = headers or {}
+        self.headers = {**NO_RETRY, **(headers or {})} if self.final else headers or {}
         if status is not None:
             self.status = status
 
@@ -29,13 +34,17 @@ class InvalidRequest(GatewayError):
 
 
 class AuthenticationFailed(GatewayError):
+    """A missing, unknown, revoked or expired key: only a different key helps."""
     status = 401
     error_type = "authentication_error"
+    final = True
 
 
 class PermissionDenied(GatewayError):
+    """A model outside the key's allow-list."""
     status = 403
     error_type = "permission_error"
+    final = True
 
 
 class NotFound(GatewayError):

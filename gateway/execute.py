@@ -21,12 +21,14 @@ from gateway.routing import RoutingState
 from gateway.settings import Retries, Timeouts
 from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, Response, Target, UpstreamError,
                               UpstreamTimeout)
-from policies.health import COOLING, PROBE
+from policies.health import PROBE
 from policies.plan import Attempt, Plan
+from policies.preference import try_order
 from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from providers import anthropic, mock, openai_chat
 from providers.base import Usage
+from providers.redaction import redact_bytes
 
 Send = Callable[[dict], Awaitable[None]]
 
@@ -62,8 +64,19 @@ def _upstream_side_failure(provider: str, status: int, client_status: int, detai
     return None
 
 
-def classify_upstream_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
-    """An Anthropic error answer → what the client would see; any other 4xx passes through."""
+def broken_off(provider: str, exc: BaseException, what: str, outcome: str) -> AttemptFailed:
+    """An upstream that failed while its answer arrived, before anything reached the client, on any
+    protocol: silence past a timeout is 504 timeout_error (outcome `timeout`), anything else 502."""
+    if isinstance(exc, TimeoutError):
+        return AttemptFailed(errors.UpstreamTimeout(f"provider {provider} {what}: it timed out"), "timeout")
+    return AttemptFailed(errors.UpstreamFailed(f"provider {provider} {what}: {type(exc).__name__}"), outcome)
+
+
+def classify_upstream_status(provider: str, status: int, raw: bytes, headers,
+                             secrets: tuple[str | None, ...] = ()) -> AttemptFailed:
+    """An Anthropic error answer → what the client would see; any other 4xx passes through.
+    Credentials the upstream quotes back (`secrets`: the provider's key) are redacted first."""
+    raw = redact_bytes(raw, secrets)
     error_type, message = anthropic.error_of(raw)
     detail = f"provider {provider}: {message}" if message else f"provider {provider} answered {status}"
     failure = _upstream_side_failure(provider, status, status, detail, headers)
@@ -78,9 +91,10 @@ def classify_upstream_status(provider: str, status: int, raw: bytes, headers) ->
                          str(status))
 
 
-def classify_openai_status(provider: str, status: int, raw: bytes, headers) -> AttemptFailed:
+def classify_openai_status(provider: str, status: int, raw: bytes, headers,
+                           secrets: tuple[str | None, ...] = ()) -> AttemptFailed:
     """An OpenAI-style error answer → the Anthropic error the client would see."""
-    client_status, error_type, message = openai_chat.map_error(status, raw)
+    client_status, error_type, message = openai_chat.map_error(status, redact_bytes(raw, secrets))
     failure = _upstream_side_failure(provider, status, client_status, f"provider {provider}: {message}", headers)
     if failure is not None:
         return failure
@@ -120,6 +134,10 @@ def _retry_after(headers) -> float | None:
         return None
 
 
+def _health_of(attempt: Attempt) -> str:
+    return attempt.health
+
+
 class Executor:
     def __init__(self, client: Client, timeouts: Timeouts, retries: Retries, routing: RoutingState) -> None:
         self.client = client
@@ -135,19 +153,21 @@ class Executor:
         Within the request's deadline and the attempt limit: a transient failure is retried on the
         same endpoint with backoff while the retry budget allows, then the next endpoint is tried;
         a failure that is the model's (context length, moderation) skips to the next model; a
-        client error stops. Endpoints in cooldown are tried only when nothing else is left.
+        client error stops. Endpoints in cooldown are tried last, after every other attempt of
+        every model (`policies.preference.try_order`).
         """
         now = time.time()
         self.budget.record_request(now)
         deadline = time.monotonic() + self.timeouts.total
-        attempts = [a for a in plan.attempts if a.health != COOLING] or list(plan.attempts)
+        attempts = try_order(plan.attempts, _health_of)
         last: AttemptFailed | None = None
         skip_model = None
         for index, attempt in enumerate(attempts):
             if attempt.model is skip_model:
                 continue
-            if attempt.health == PROBE and index < len(attempts) - 1 \
-                    and not self.routing.claim_probe(attempt.endpoint_key, now):
+            # A half-open endpoint takes one trial request; the last attempt goes anyway.
+            if attempt.health == PROBE and not self.routing.claim_probe(attempt.endpoint_key, now) \
+                    and index < len(attempts) - 1:
                 continue
             tries = 0
             while True:
@@ -201,8 +221,11 @@ class Executor:
         if last is None:
             raise errors.NotFound("no provider is available to serve this model right now")
         error = last.error
+        # The same debugging headers as a success: what was tried, and who answered last.
+        error.headers = {**error.headers, "x-gateway-provider": ex.attempts[-1].provider,
+                         "x-gateway-attempts": ex.attempts_header().decode()}
         if len(ex.attempts) > 1:
-            error.headers = {**error.headers, "x-should-retry": "false"}
+            error.headers["x-should-retry"] = "false"
         raise error
 
     def _report_success(self, attempt: Attempt, ex: Exchange, started: float) -> None:
@@ -278,7 +301,8 @@ class Executor:
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response, ex.deadline)
-                raise classify_upstream_status(provider.name, response.status, raw, response.headers)
+                raise classify_upstream_status(provider.name, response.status, raw, response.headers,
+                                               (provider.api_key,))
             upstream_id = response.headers.get("request-id")
             if upstream_id:
                 ex.response_headers.append((b"upstream-request-id", upstream_id.encode()))
@@ -329,12 +353,8 @@ class Executor:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} answered with more than "
                                                       f"{self.client.max_answer_bytes} bytes"),
                                 "bad_response") from None
-        except UpstreamTimeout:
-            raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not complete its answer "
-                                                       f"in time"), "timeout") from None
         except UpstreamError as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} broke off its answer: "
-                                                      f"{type(exc).__name__}"), "read_error") from None
+            raise broken_off(provider, exc, "broke off its answer", "read_error") from None
 
     async def _relay_anthropic_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
         raw = await self._read(attempt.provider.name, response, ex.deadline)
@@ -355,7 +375,8 @@ class Executor:
     async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response: Response,
                                       send: Send) -> None:
         name = attempt.provider.name
-        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt))
+        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt),
+                                          secrets=(attempt.provider.api_key,))
         chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
         block = b""
@@ -366,17 +387,22 @@ class Executor:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
                                                       f"event"), "empty_stream") from None
         except UpstreamError as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error") from None
+            raise broken_off(name, exc, "failed before its first event", "stream_error") from None
         if scanner.error is not None:
             error_type, message = scanner.error
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type or "", 502)
             raise classify_upstream_status(name, status, orjson.dumps(
                 {"type": "error", "error": {"type": error_type or "api_error", "message": message}}), None)
+        if not scanner.started:
+            # Not Anthropic's stream (garbage, an HTML page sent as SSE...): unreadable, so another
+            # endpoint may serve, as for an unreadable JSON answer.
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with a stream that does not "
+                                                      f"begin with message_start"), "bad_response")
         await self._start_stream(ex, attempt, send)
         ex.usage = scanner.usage
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
         failure: str | None = None
+        failure_type = "api_error"
         last = b""
         try:
             # The block that completes the stream leaves with the response's end in one write.
@@ -393,6 +419,8 @@ class Executor:
                         await send({"type": "http.response.body", "body": block, "more_body": True})
         except UpstreamError as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
+            if isinstance(exc, TimeoutError):
+                failure_type = "timeout_error"
         finally:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
             ex.usage = scanner.close_usage()
@@ -400,11 +428,11 @@ class Executor:
         if failure is None and not scanner.finished and scanner.error is None:
             failure = f"provider {name} ended the stream before message_stop"
         if failure is not None:
-            ex.status = 502
-            ex.error_type = "api_error"
+            ex.status = 504 if failure_type == "timeout_error" else 502
+            ex.error_type = failure_type
             ex.attempts[-1].outcome = "stream_error"
             ex.finished = True
-            await send({"type": "http.response.body", "body": errors.sse_error_event("api_error", failure)})
+            await send({"type": "http.response.body", "body": errors.sse_error_event(failure_type, failure)})
             return
         ex.finished = True
         await send({"type": "http.response.body", "body": last})
@@ -431,7 +459,8 @@ class Executor:
         try:
             if response.status >= 400:
                 raw = await self._read(provider.name, response, ex.deadline)
-                raise classify_openai_status(provider.name, response.status, raw, response.headers)
+                raise classify_openai_status(provider.name, response.status, raw, response.headers,
+                                             (provider.api_key,))
             if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
                 await self._relay_openai_stream(attempt, ex, response, send)
             else:
@@ -455,7 +484,8 @@ class Executor:
         embedded = openai_chat.error_in_response(completion)
         if embedded is not None:
             raise classify_openai_status(name, embedded[0], orjson.dumps({"error": {"message": embedded[2],
-                                                                                    "type": embedded[1]}}), None)
+                                                                                    "type": embedded[1]}}), None,
+                                         (attempt.provider.api_key,))
         message = openai_chat.from_chat_response(completion, model=attempt.model.id, provider=name,
                                                  stop_sequences=ex.request.body.get("stop_sequences") or (),
                                                  message_id="msg_" + ex.request_id[4:])
@@ -471,38 +501,58 @@ class Executor:
             stop_sequences=ex.request.body.get("stop_sequences") or ())
         chunks = aiter(response)
         pending: list[bytes] = []
+        received = reported = False  # any bytes before the first event; an error object among them
         try:
             while not pending:
-                pending = translator.feed(await chunks.__anext__())
+                chunk = await chunks.__anext__()
+                received = received or bool(chunk)
+                reported = reported or b'"error"' in chunk
+                pending = translator.feed(chunk)
         except StopAsyncIteration:
             pending = translator.finish()
         except UpstreamError as exc:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} failed before its first event: "
-                                                      f"{type(exc).__name__}"), "stream_error") from None
+            raise broken_off(name, exc, "failed before its first event", "stream_error") from None
         if translator.failure is not None and len(pending) == 1:
+            # Classified as on the Anthropic path: nothing at all, nothing readable, or the upstream's error.
+            if not received:
+                raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
+                                                          f"event"), "empty_stream")
+            if not reported:
+                raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with a stream that holds no "
+                                                          f"readable chunk"), "bad_response")
             error_type, message = translator.failure
             status = {"overloaded_error": 529, "rate_limit_error": 429}.get(error_type, 502)
             raise classify_openai_status(name, status, orjson.dumps({"error": {"message": message,
-                                                                               "type": error_type}}), None)
+                                                                               "type": error_type}}), None,
+                                         (attempt.provider.api_key,))
+        secrets = (attempt.provider.api_key,)
+
+        def joined(events: list[bytes]) -> bytes:
+            block = b"".join(events)
+            # The upstream's own error event ends the stream: no key of ours may be in it.
+            return redact_bytes(block, secrets) if translator.failure is not None else block
+
         await self._start_stream(ex, attempt, send)
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
-        await send({"type": "http.response.body", "body": b"".join(pending), "more_body": True})
+        await send({"type": "http.response.body", "body": joined(pending), "more_body": True})
         try:
             async for chunk in chunks:
                 events = translator.feed(chunk)
                 if events:
-                    await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
+                    await send({"type": "http.response.body", "body": joined(events), "more_body": True})
             tail = translator.finish()
         except UpstreamError as exc:
-            tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}")
+            tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}",
+                                    "timeout_error" if isinstance(exc, TimeoutError) else "api_error")
         finally:
             ex.usage = translator.close_usage()
             ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
-            ex.status, ex.error_type = 502, translator.failure[0]
+            ex.status = 504 if translator.failure[0] == "timeout_error" else 502
+            ex.error_type = translator.failure[0]
             ex.attempts[-1].outcome = "stream_error"
         ex.finished = True
-        await send({"type": "http.response.body", "body": b"".join(tail)})
+        await send({"type": "http.response.body", "body": joined(tail)})
 
     # -- mock -----------------------------------------------------------------------------------
     async def _mock(self, attempt: Attempt, ex: Exchange, send: Send) -> None:

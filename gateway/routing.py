@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from gateway import logs
 from gateway.store.base import RoutingSnapshot, Store, StoreUnavailable
 from gateway.settings import Cooldowns
-from policies.health import (PROBE_WINDOW_S, EndpointHealth, ProviderLimits, RoutingView, after_failure,
-                             parse_ratelimit_headers)
+from policies.health import (COOLING, PROBE, PROBING, EndpointHealth, ProviderLimits, RoutingView, after_failure,
+                             after_success, begin_probe, cooldown_state, end_probe, parse_ratelimit_headers)
 from policies.plan import Attempt
 from policies.retry import is_endpoint_failure
 
@@ -36,9 +36,9 @@ def view_of(snapshot: RoutingSnapshot) -> RoutingView:
     for key, stats in snapshot.stats.items():
         endpoints[key] = EndpointHealth(failures=stats.failures, ttft_s=stats.ttft_s, output_tps=stats.output_tps,
                                         samples=stats.samples)
-    for key, (until, reason) in snapshot.cooldowns.items():
+    for key, (until, reason, episodes) in snapshot.cooldowns.items():
         endpoints[key] = dataclasses.replace(endpoints.get(key, EndpointHealth()), cooldown_until=until,
-                                             cooldown_reason=reason)
+                                             cooldown_reason=reason, episodes=episodes)
     providers = {name: ProviderLimits.from_headers(values) for name, values in snapshot.ratelimits.items()}
     return RoutingView(endpoints=endpoints, providers=providers)
 
@@ -48,7 +48,6 @@ class RoutingState:
         self.store = store
         self.cooldowns = cooldowns
         self.view = RoutingView.EMPTY
-        self._probing: dict[str, float] = {}  # endpoint key → when this replica's trial started
         self._samples: dict[str, list[tuple[float | None, float | None]]] = {}
         self._limits: dict[str, dict[str, float]] = {}
         self._tasks: set[asyncio.Task] = set()
@@ -59,34 +58,40 @@ class RoutingState:
 
     # -- what the executor reports ----------------------------------------------------------------
     def claim_probe(self, key: str, now: float) -> bool:
-        """One trial request at a time per replica for an endpoint whose cooldown is over."""
-        started = self._probing.get(key)
-        if started is not None and now - started < PROBE_WINDOW_S:
+        """Take the one trial request of a half-open endpoint (`health.begin_probe`): False when
+        another request, here or on a replica that shared it, holds the trial."""
+        health = self.view.health(key)
+        state = cooldown_state(health, now)
+        if state == COOLING:
             return False
-        self._probing[key] = now
+        if state == PROBE:
+            self._set_cooldown(key, begin_probe(health, now))
         return True
 
     def failed(self, attempt: Attempt, outcome: str, retry_after: float | None, now: float) -> None:
         key = attempt.endpoint_key
-        self._probing.pop(key, None)
-        if not is_endpoint_failure(outcome):
-            return
         before = self.view.health(key)
+        if not is_endpoint_failure(outcome):
+            released = end_probe(before, now)
+            if released is not before:
+                self._set_cooldown(key, released)
+            return
         after = after_failure(before, now, reason=outcome, retry_after=retry_after,
                               threshold=self.cooldowns.failures, base=self.cooldowns.seconds,
                               cap=self.cooldowns.max_seconds)
         self._set_health(key, after)
         self._spawn(self.store.record_endpoint_stats(key, None, None, False, now))
-        if after.cooldown_until is not None and after.cooldown_until != before.cooldown_until:
-            log.warning("endpoint %s cools down for %.0f s after %s", key, after.cooldown_until - now, outcome)
-            self._spawn(self.store.set_cooldown(key, after.cooldown_until, outcome))
+        if (after.cooldown_until, after.cooldown_reason) != (before.cooldown_until, before.cooldown_reason):
+            if after.episodes != before.episodes:
+                log.warning("endpoint %s cools down for %.0f s after %s (episode %d)", key,
+                            after.cooldown_until - now, outcome, after.episodes)
+            self._set_cooldown(key, after)
 
     def succeeded(self, attempt: Attempt, ttft_s: float | None, output_tps: float | None) -> None:
         key = attempt.endpoint_key
-        self._probing.pop(key, None)
         health = self.view.endpoints.get(key)
         if health is not None and (health.cooldown_until is not None or health.failures):
-            self._set_health(key, dataclasses.replace(health, cooldown_until=None, cooldown_reason=None, failures=0))
+            self._set_health(key, after_success(health))
             if health.cooldown_until is not None:
                 log.info("endpoint %s is healthy again", key)
                 self._spawn(self.store.clear_cooldown(key))
@@ -132,6 +137,12 @@ class RoutingState:
         for provider, values in limits.items():
             await self.store.record_upstream_ratelimit(provider, values, now)
         self.view = view_of(await self.store.routing_snapshot())
+
+    def _set_cooldown(self, key: str, health: EndpointHealth) -> None:
+        """Apply a cooldown (or trial) here at once, and share it through the store."""
+        self._set_health(key, health)
+        self._spawn(self.store.set_cooldown(key, health.cooldown_until, health.cooldown_reason or PROBING,
+                                            health.episodes))
 
     def _set_health(self, key: str, health: EndpointHealth) -> None:
         endpoints = dict(self.view.endpoints)

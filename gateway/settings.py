@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from policies import retry
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -79,16 +81,18 @@ class Retries(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_attempts: int = Field(default=4, ge=1, description="attempts per request over every endpoint and model")
     per_endpoint: int = Field(default=2, ge=1, description="attempts on one endpoint before moving on")
-    backoff_base: float = Field(default=0.25, ge=0)
-    backoff_max: float = Field(default=4.0, ge=0)
-    budget_ratio: float = Field(default=0.2, ge=0, description="retries allowed as a share of recent requests")
+    backoff_base: float = Field(default=retry.BACKOFF_BASE_S, ge=0)
+    backoff_max: float = Field(default=retry.BACKOFF_CAP_S, ge=0)
+    budget_ratio: float = Field(default=retry.RETRY_BUDGET_RATIO, ge=0,
+                                description="retries allowed as a share of recent requests")
 
 
 class Cooldowns(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    failures: int = Field(default=3, ge=1, description="consecutive failures that put an endpoint in cooldown")
-    seconds: float = Field(default=30.0, gt=0)
-    max_seconds: float = Field(default=300.0, gt=0)
+    failures: int = Field(default=retry.COOLDOWN_THRESHOLD, ge=1,
+                          description="consecutive failures that put an endpoint in cooldown")
+    seconds: float = Field(default=retry.COOLDOWN_BASE_S, gt=0, description="the first cooldown; each episode doubles it")
+    max_seconds: float = Field(default=retry.COOLDOWN_CAP_S, gt=0)
 
 
 class InputLimits(BaseModel):

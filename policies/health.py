@@ -7,13 +7,18 @@ transitions:
 
 - `cooldown_state`: an endpoint is `healthy`, `cooling` (skipped while others remain) or `probe`
   (its cooldown has run out but no success has cleared it yet: half-open, one trial request).
-- `after_failure` / `after_success` / `begin_probe`: the circuit breaker's transitions.
-  `COOLDOWN_THRESHOLD` consecutive failures open it for `cooldown_seconds` (growing with each
-  further failure, capped); an upstream `retry-after` opens it at once for that long. Starting a
-  trial re-arms the cooldown for `PROBE_WINDOW_S`, so that other requests keep away while the one
-  trial runs (replicas see it within a snapshot refresh); its success closes the breaker, its
-  failure opens it again for longer.
-- `with_measurement`: moving averages of time to first token and output tokens per second.
+- `after_failure` / `after_success` / `begin_probe` / `end_probe`: the circuit breaker's
+  transitions. `COOLDOWN_THRESHOLD` consecutive failures open it for `cooldown_seconds`; an upstream
+  `retry-after` opens it at once for that long. Cooldowns escalate by episode, not by failure: a
+  failure while the endpoint already sits out (requests that were in flight when it opened, a last
+  resort tried anyway) leaves the cooldown as it is. Starting a trial re-arms the cooldown for
+  `PROBE_WINDOW_S` (reason `PROBING`), so that other requests keep away while the one trial runs
+  (replicas see it within a snapshot refresh); its success closes the breaker, its failure opens
+  the next episode, twice as long (capped); a trial that fails for the request's own fault hands
+  the endpoint back to half-open.
+- `moving_average`: the moving averages of time to first token and output tokens per second, with
+  the one weight `MEASUREMENT_WEIGHT`; the store folds every replica's samples with it (the Redis
+  script mirrors the formula).
 - `parse_ratelimit_headers` / `ProviderLimits`: an upstream's rate-limit headers, and whether the
   provider is close to its limit.
 
@@ -38,8 +43,9 @@ HEALTHY = "healthy"
 COOLING = "cooling"
 PROBE = "probe"
 
+PROBING = "probe"            # cooldown_reason while one trial request holds a half-open endpoint
 PROBE_WINDOW_S = 30.0        # how long one trial request holds a half-open endpoint
-MEASUREMENT_WEIGHT = 0.2     # share of the newest sample in the moving averages
+MEASUREMENT_WEIGHT = 0.3     # share of the newest sample in the moving averages
 NEAR_EXHAUSTION = 0.05       # remaining / limit below this: the provider is nearly out
 
 
@@ -48,6 +54,7 @@ class EndpointHealth:
     cooldown_until: float | None = None   # epoch seconds; None: not cooling and not half-open
     cooldown_reason: str | None = None    # the outcome that opened the cooldown, e.g. "529"
     failures: int = 0                     # consecutive failures since the last success
+    episodes: int = 0                     # cooldowns opened since the last success (the escalation step)
     ttft_s: float | None = None           # moving average, seconds to the first token
     output_tps: float | None = None       # moving average, output tokens per second
     samples: int = 0                      # how many measurements the averages hold
@@ -112,10 +119,6 @@ class RoutingView:
 RoutingView.EMPTY = RoutingView()
 
 
-def empty_view() -> RoutingView:
-    return RoutingView.EMPTY
-
-
 # -- the circuit breaker ------------------------------------------------------------------------
 
 def cooldown_state(health: EndpointHealth, now: float) -> str:
@@ -130,52 +133,58 @@ def cooldown_state(health: EndpointHealth, now: float) -> str:
 def after_failure(health: EndpointHealth, now: float, *, reason: str,
                   retry_after: float | None = None, threshold: int = COOLDOWN_THRESHOLD,
                   base: float = COOLDOWN_BASE_S, cap: float = COOLDOWN_CAP_S) -> EndpointHealth:
-    """The endpoint's state after a failure that counts against it (`retry.is_endpoint_failure`)."""
+    """The endpoint's state after a failure that counts against it (`retry.is_endpoint_failure`).
+
+    Healthy: the `threshold`-th consecutive failure opens episode 1. Sitting out already: the
+    failure joins the open episode (a longer `retry-after` only extends it). Half-open, or its
+    trial failing: the next episode opens, twice as long as the last."""
     failures = health.failures + 1
-    was_open = health.cooldown_until is not None
-    if retry_after is not None:
-        wait = cooldown_seconds(failures, retry_after=retry_after)
-    elif failures >= threshold or was_open:
-        # A failed trial (or a failure while cooling) re-opens at least at the first step.
-        wait = cooldown_seconds(max(failures, threshold), base=base, cap=cap, threshold=threshold)
-    else:
+    state = cooldown_state(health, now)
+    if state == COOLING and health.cooldown_reason != PROBING:
+        if retry_after is not None and now + retry_after > health.cooldown_until:
+            return dataclasses.replace(health, failures=failures, cooldown_until=now + retry_after)
         return dataclasses.replace(health, failures=failures)
-    return dataclasses.replace(health, failures=failures, cooldown_until=now + wait,
-                               cooldown_reason=reason)
+    if retry_after is not None:
+        return dataclasses.replace(health, failures=failures, cooldown_until=now + max(0.0, retry_after),
+                                   cooldown_reason=reason, episodes=max(health.episodes, 1))
+    if state == HEALTHY and failures < threshold:
+        return dataclasses.replace(health, failures=failures)
+    episodes = health.episodes + 1
+    return dataclasses.replace(health, failures=failures, episodes=episodes, cooldown_reason=reason,
+                               cooldown_until=now + cooldown_seconds(episodes, base=base, cap=cap))
 
 
 def after_success(health: EndpointHealth) -> EndpointHealth:
     """A success closes the breaker and resets the failure count; measurements are kept."""
-    if health.failures == 0 and health.cooldown_until is None:
+    if health.failures == 0 and health.cooldown_until is None and health.episodes == 0:
         return health
-    return dataclasses.replace(health, failures=0, cooldown_until=None, cooldown_reason=None)
+    return dataclasses.replace(health, failures=0, episodes=0, cooldown_until=None, cooldown_reason=None)
 
 
 def begin_probe(health: EndpointHealth, now: float, *,
                 window_s: float = PROBE_WINDOW_S) -> EndpointHealth:
     """Mark a half-open endpoint as taken by one trial request: others see it cooling until the
     trial reports (or `window_s` passes, when another trial may go)."""
-    return dataclasses.replace(health, cooldown_until=now + window_s)
+    return dataclasses.replace(health, cooldown_until=now + window_s, cooldown_reason=PROBING)
 
 
-def with_measurement(health: EndpointHealth, *, ttft_s: float | None = None,
-                     output_tps: float | None = None,
-                     weight: float = MEASUREMENT_WEIGHT) -> EndpointHealth:
-    """Fold one request's measurements into the moving averages (the first sample counts
-    as is)."""
-    if ttft_s is None and output_tps is None:
+def end_probe(health: EndpointHealth, now: float) -> EndpointHealth:
+    """A trial that proved nothing about the endpoint (the request's own fault): half-open again,
+    so that the next request may try."""
+    if health.cooldown_reason != PROBING:
         return health
-    return dataclasses.replace(health, ttft_s=_average(health.ttft_s, ttft_s, weight),
-                               output_tps=_average(health.output_tps, output_tps, weight),
-                               samples=health.samples + 1)
+    return dataclasses.replace(health, cooldown_until=now)
 
 
-def _average(current: float | None, sample: float | None, weight: float) -> float | None:
+def moving_average(current: float | None, sample: float | None,
+                   weight: float = MEASUREMENT_WEIGHT) -> float | None:
+    """An exponentially weighted moving average; the store's script (endpoint_stats.lua) folds
+    other replicas' samples with the same formula."""
     if sample is None:
         return current
     if current is None:
         return sample
-    return current + weight * (sample - current)
+    return current * (1 - weight) + sample * weight
 
 
 # -- upstream rate-limit headers ----------------------------------------------------------------

@@ -31,7 +31,9 @@ Ordering, as a stable sort on these keys, most significant first:
    endpoints of providers near their upstream rate limit (remaining / limit < 5 % with a reset
    still ahead), then cooling endpoints. Cooling endpoints are kept, at the very end, as a last
    resort: when everything else has failed, a recovered upstream still beats a certain error, and
-   a model with a single endpoint is not turned away for the length of a cooldown;
+   a model with a single endpoint is not turned away for the length of a cooldown. "The very end"
+   spans the fallback models too: `try_order` puts the cooling endpoints of every model after
+   every other endpoint of every model, and the executor tries a plan's attempts in that order;
 2. `order`: the named providers first, in that order; the rest after them;
 3. preferred thresholds (among the rest): endpoints measured below `preferred_min_throughput`
    or above `preferred_max_latency` go after those that meet them or are not measured yet; they
@@ -60,11 +62,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from policies.catalog import Endpoint, Model
 from policies.health import COOLING, PROBE, RoutingView, cooldown_state
 
+T = TypeVar("T")
 SORTS = ("price", "throughput", "latency")
 PARTITIONS = ("model", "none")
 DATA_COLLECTION = ("allow", "deny")
@@ -429,6 +432,15 @@ def availability(endpoint: Endpoint, view: RoutingView, now: float) -> int:
     if limits is not None and limits.near_exhaustion(now):
         return 2
     return 1 if state == PROBE else 0
+
+
+def try_order(attempts: Sequence[T], state: Callable[[T], str]) -> list[T]:
+    """A plan's attempts in the order they are tried: plan order, except that those whose `state`
+    is COOLING go after all the others (of every model), as the last resort."""
+    ready = [a for a in attempts if state(a) != COOLING]
+    if len(ready) == len(attempts):
+        return list(attempts)
+    return ready + [a for a in attempts if state(a) == COOLING]
 
 
 RankKey = tuple[int, int, int, tuple[bool, float]]

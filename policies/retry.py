@@ -32,18 +32,21 @@ TRANSIENT_OUTCOMES = frozenset({
     "connect_error", "timeout", "error", "read_error", "empty_stream", "stream_error",
     "408", "429", "500", "502", "503", "504", "529",
 })
-# The endpoint cannot serve (wrong key, unreadable answer), but another endpoint may.
-ENDPOINT_OUTCOMES = frozenset({"401", "403", "bad_response", "unsupported"})
+# The endpoint cannot serve (wrong key, unreadable answer, every connection to it busy for the
+# whole pool wait), but another endpoint may.
+ENDPOINT_OUTCOMES = frozenset({"401", "403", "bad_response", "unsupported", "pool_exhausted"})
 # The model cannot serve this request; another model may.
 MODEL_OUTCOMES = frozenset({"context_length", "moderation"})
 
 # A `retry-after` longer than this is not waited out within a request: the next endpoint is tried.
 MAX_RETRY_AFTER_S = 5.0
 
+# The defaults of the `retries` and `cooldowns` settings (gateway.settings takes them from here).
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 4.0
+RETRY_BUDGET_RATIO = 0.2   # retries allowed as a share of recent requests
 COOLDOWN_THRESHOLD = 3     # consecutive failures before an endpoint cools down
-COOLDOWN_BASE_S = 5.0
+COOLDOWN_BASE_S = 30.0     # the first cooldown episode; each further one doubles it
 COOLDOWN_CAP_S = 300.0
 
 # What the executor does after a failed attempt.
@@ -90,7 +93,7 @@ def next_step(outcome: str, retry_after: float | None = None, *,
         return RETRY
     if allows_next_endpoint(outcome):
         return NEXT_ENDPOINT
-    if outcome in MODEL_OUTCOMES:
+    if allows_model_fallback(outcome):
         return NEXT_MODEL
     return STOP
 
@@ -111,18 +114,13 @@ def backoff_delay(retry_number: int, *, base: float = BACKOFF_BASE_S, cap: float
     return delay
 
 
-def cooldown_seconds(failures: int, *, base: float = COOLDOWN_BASE_S,
-                     cap: float = COOLDOWN_CAP_S, retry_after: float | None = None,
-                     threshold: int = COOLDOWN_THRESHOLD) -> float:
-    """How long an endpoint sits out after `failures` consecutive failures.
-
-    A `retry-after` from the upstream wins (it knows its own limits); otherwise nothing below
-    `threshold` failures, then base, 2 x base, 4 x base ... up to `cap`."""
-    if retry_after is not None:
-        return max(0.0, retry_after)
-    if failures < threshold:
-        return 0.0
-    return min(cap, base * 2.0 ** min(failures - threshold, 64))
+def cooldown_seconds(episode: int, *, base: float = COOLDOWN_BASE_S, cap: float = COOLDOWN_CAP_S) -> float:
+    """How long an endpoint sits out in its `episode`-th cooldown since its last success (1 for the
+    first): base, 2 x base, 4 x base ... up to `cap`. Concurrent failures within one episode do not
+    count (`policies.health.after_failure`); an upstream's `retry-after` is used as it is instead."""
+    if episode < 1:
+        raise ValueError(f"episode must be at least 1, got {episode}")
+    return min(cap, base * 2.0 ** min(episode - 1, 64))
 
 
 class RetryBudget:
@@ -137,7 +135,7 @@ class RetryBudget:
     counters: the time is always passed in. Not thread-safe; one per event loop.
     """
 
-    def __init__(self, *, ratio: float = 0.2, min_per_second: float = 3.0,
+    def __init__(self, *, ratio: float = RETRY_BUDGET_RATIO, min_per_second: float = 3.0,
                  window_s: float = 10.0) -> None:
         if ratio < 0 or min_per_second < 0 or window_s <= 0:
             raise ValueError("ratio and min_per_second must be >= 0 and window_s > 0")

@@ -21,6 +21,7 @@ from providers.jsonedit import (
     member_span,
     top_level_values,
 )
+from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
 DEFAULT_VERSION = "2023-06-01"
@@ -155,16 +156,19 @@ class StreamScanner:
     event leaves as the bytes that arrived, so the cost is accounted for but not added to the stream.
     """
 
-    __slots__ = ("model", "provider", "price", "usage", "stop_reason", "events", "finished", "error",
-                 "_splitter", "_delta_bytes", "_final_usage")
+    __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
+                 "error", "_splitter", "_delta_bytes", "_final_usage")
 
-    def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None) -> None:
+    def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
+                 secrets: Sequence[str | None] = ()) -> None:
         self.model = model
         self.provider = provider
         self.price = price
+        self.secrets = secrets  # redacted from `error` events, which go to the client
         self.usage = Usage()
         self.stop_reason: str | None = None
         self.events = 0
+        self.started = False  # a readable message_start seen: the stream is Anthropic's
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
         self._splitter = EventSplitter()
@@ -179,11 +183,13 @@ class StreamScanner:
         block = self._splitter.feed(chunk)
         if not block:
             return block
+        # Only a message_start as the stream's very first event makes it Anthropic's.
+        first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
         count = block.count(b"\n\n")
         self.events += count
         special = 0
         special_bytes = 0
-        start_edit: tuple[int, int, bytes] | None = None
+        edits: list[tuple[int, int, bytes]] = []  # (begin, end, replacement), in block order
         for match in _NOTABLE_EVENT.finditer(block):
             at = match.start()
             if at and block[at - 1] != 0x0A:
@@ -196,19 +202,28 @@ class StreamScanner:
             special_bytes += end - begin
             name = match.group(1)
             if name == b"message_start":
-                start_edit = (begin, end, self._rewrite_start(event))
+                edits.append((begin, end, self._rewrite_start(event, first=end == first_event_end)))
             elif name == b"message_delta":
                 self._read_delta(event)
             elif name == b"message_stop":
                 self.finished = True
             else:
-                self.error = error_of(event_data(event))
+                redacted = redact_bytes(event, self.secrets)
+                if redacted is not event:
+                    edits.append((begin, end, redacted))
+                self.error = error_of(event_data(redacted))
         # The rest is text deltas and small framing events (block start and stop, pings): their bytes
         # beyond an event's envelope estimate the output of a stream cut short.
         self._delta_bytes += max(0, len(block) - special_bytes - _DELTA_ENVELOPE_BYTES * (count - special))
-        if start_edit is not None:
-            begin, end, rewritten = start_edit
-            block = block[:begin] + rewritten + block[end:]
+        if edits:
+            parts, done = [], 0
+            for begin, end, replacement in edits:
+                if begin < done:
+                    continue  # a second notable line inside an event already replaced
+                parts += (block[done:begin], replacement)
+                done = end
+            parts.append(block[done:])
+            block = b"".join(parts)
         return block
 
     def close_usage(self) -> Usage:
@@ -218,12 +233,15 @@ class StreamScanner:
             self.usage.estimated = True
         return self.usage
 
-    def _rewrite_start(self, event: bytes) -> bytes:
+    def _rewrite_start(self, event: bytes, *, first: bool) -> bytes:
         try:
             payload = orjson.loads(event_data(event))
             message = payload["message"]
         except (orjson.JSONDecodeError, KeyError, TypeError):
             return event
+        if not isinstance(message, dict):
+            return event
+        self.started = self.started or first
         if isinstance(message.get("usage"), dict):
             self.usage.update_from(message["usage"])
         message["model"] = self.model

@@ -3,26 +3,19 @@
 Reads the error shapes OpenAI-compatible servers answer with: `{"error": {"message", "type",
 "code"}}` (OpenAI and most), `{"error": "text"}`, `{"object": "error", "message", ...}` (vLLM),
 `{"detail": ...}` (FastAPI servers), a one-element list of those (Gemini's compatibility layer), or
-plain text. Every message leaving here has anything resembling a credential redacted.
+plain text. Every message leaving here has anything resembling a credential redacted
+(`providers.redaction`).
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
-_MAX_MESSAGE = 1000
-_CREDENTIALS = (
-    (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI, Anthropic, DeepSeek, Moonshot...
-    (re.compile(r"\bAIza[0-9A-Za-z_\-]{20,}"), "[redacted]"),  # Google
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (MiniMax)
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._\-~+/=*]{8,}"), "Bearer [redacted]"),
-    (re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|secret|password)(\"?\s*[:=]\s*\"?)[^\s\"',;&]{6,}"),
-     r"\1\2[redacted]"),
-)
+from providers.redaction import redact_secrets
 
+_MAX_MESSAGE = 1000
 _TYPE_BY_STATUS = {
     400: "invalid_request_error", 401: "authentication_error", 402: "billing_error", 403: "permission_error",
     404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
@@ -51,13 +44,6 @@ _MODERATION_PHRASES = (
     "content filter", "content_filter", "content policy", "content management policy", "flagged",
     "moderation", "usage policies", "usage policy", "high risk", "inappropriate content", "content exists risk",
     "data inspection", "safety system")
-
-
-def redact_secrets(text: str) -> str:
-    """`text` with API keys, bearer tokens and similar credentials replaced by [redacted]."""
-    for pattern, replacement in _CREDENTIALS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _error_object(body: bytes) -> tuple[dict[str, Any], str]:

@@ -9,18 +9,22 @@ import orjson
 
 class EventSplitter:
     """Cuts an arbitrarily chunked SSE byte stream after its last complete event (events end in a
-    blank line), holding back the incomplete rest until the next chunk."""
+    blank line), holding back the incomplete rest until the next chunk.
 
-    __slots__ = ("_tail",)
+    Lines may end in LF, CRLF or a lone CR (the SSE grammar allows all three, mixed); every line end
+    leaves as LF, whatever the chunking: a CRLF split across two chunks is one line end, not two."""
+
+    __slots__ = ("_tail", "_cr")
 
     def __init__(self) -> None:
         self._tail = b""
+        self._cr = False  # the last chunk ended in CR: an LF starting the next one belongs to it
 
     def feed(self, chunk: bytes) -> bytes:
-        """The events completed so far as one block of bytes, as they arrived with CRLF line ends made LF
+        """The events completed so far as one block of bytes, as they arrived with line ends made LF
         (b"" when none)."""
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
+        if self._cr or b"\r" in chunk:
+            chunk = self._to_lf(chunk)
         data = self._tail + chunk if self._tail else chunk
         end = data.rfind(b"\n\n")
         if end < 0:
@@ -32,6 +36,14 @@ class EventSplitter:
             return data
         self._tail = data[end:]
         return data[:end]
+
+    def _to_lf(self, chunk: bytes) -> bytes:
+        if not chunk:
+            return chunk
+        if self._cr and chunk[0] == 0x0A:
+            chunk = chunk[1:]
+        self._cr = chunk.endswith(b"\r")
+        return chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
 def event_data(event: bytes) -> bytes:

@@ -4,6 +4,8 @@
 -- first write, and the writes (bounded integers into integer counters) cannot fail. Expired
 -- state (leases whose holder died, window seconds that left the window) is counted out while
 -- checking and deleted with the writes.
+-- Returns the verdict, retry hint, the requests and tokens header triples, and what a refusing
+-- budget has left (nano-USD).
 -- Mirrored by MemoryStore.admit: change both together.
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
@@ -33,11 +35,11 @@ for name, ok in pairs({tokens = whole(tokens), cost = whole(cost), now = finite(
 end
 
 local function out(v) if v == nil then return '' end return num(v) end
-local function verdict(admitted, reason, retry, req, tok)
+local function verdict(admitted, reason, retry, req, tok, budget_left)
   req = req or {}
   tok = tok or {}
   return {admitted and 1 or 0, reason or '', out(retry), out(req[1]), out(req[2]), out(req[3]),
-          out(tok[1]), out(tok[2]), out(tok[3])}
+          out(tok[1]), out(tok[2]), out(tok[3]), out(budget_left)}
 end
 
 local team_raw = redis.call('GET', KEYS[1])
@@ -129,6 +131,12 @@ local function fail(reason, wait)
   end
 end
 
+-- What a refusing budget has left (nano-USD, the least over team and key), for the message.
+local budget_left = {}
+local function budget_short(reason, left)
+  if budget_left[reason] == nil or left < budget_left[reason] then budget_left[reason] = left end
+end
+
 -- How long until `need` of the window's requests (field 'c') or tokens ('t') have left it.
 local function wait_for(s, kind, need)
   local seconds = redis.call('ZRANGEBYSCORE', s.win, '(' .. cutoff, '+inf')
@@ -173,15 +181,19 @@ if not duplicate then
     local monthly = opt(s.limits.budget_monthly_usd)
     if monthly ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[12], s.field) or '0')
-      if spent + reserved + cost > math.floor(monthly * 1e9 + 0.5) then
+      local limit = math.floor(monthly * 1e9 + 0.5)
+      if spent + reserved + cost > limit then
         fail('budget_monthly', next_month - now)
+        budget_short('budget_monthly', limit - spent - reserved)
       end
     end
     local daily = opt(s.limits.budget_daily_usd)
     if daily ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[11], s.field) or '0')
-      if spent + reserved + cost > math.floor(daily * 1e9 + 0.5) then
+      local limit = math.floor(daily * 1e9 + 0.5)
+      if spent + reserved + cost > limit then
         fail('budget_daily', next_day - now)
+        budget_short('budget_daily', limit - spent - reserved)
       end
     end
   end
@@ -249,4 +261,4 @@ local function header(limit_name, used_name)
   return best
 end
 return verdict(admitted, reason, reason and waits[reason], header('rpm', 'count'),
-               header('tpm', 'sum'))
+               header('tpm', 'sum'), reason and budget_left[reason])

@@ -149,6 +149,8 @@ class Admission:
     tokens_limit: int | None = None
     tokens_remaining: int | None = None
     tokens_reset: float | None = None
+    # A budget refusal: what that budget has left (USD, after spend and reservations in flight).
+    budget_left_usd: float | None = None
 
 
 @dataclass(frozen=True)
@@ -162,9 +164,9 @@ class EndpointStats:
 
 @dataclass(frozen=True)
 class RoutingSnapshot:
-    """Routing state shared by replicas. Cooldowns may include ones already over: compare
-    `until` with the clock."""
-    cooldowns: dict[str, tuple[float, str]] = field(default_factory=dict)
+    """Routing state shared by replicas. Cooldowns, (until, reason, episode), may include ones
+    already over: compare `until` with the clock."""
+    cooldowns: dict[str, tuple[float, str, int]] = field(default_factory=dict)
     stats: dict[str, EndpointStats] = field(default_factory=dict)
     ratelimits: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -179,7 +181,6 @@ class StoreOptions:
     usage_max_records: int = 200_000         # ... and at most this many per team
     rollup_hour_ttl_s: float = 35 * 86400    # hourly rollups kept this long after the last write
     rollup_day_ttl_s: float = 400 * 86400
-    ewma_alpha: float = 0.3                  # weight of a new sample in the endpoint averages
 
 
 # -- validation and JSON shape ----------------------------------------------------------------
@@ -466,14 +467,18 @@ class Store(ABC):
 
     # routing state -------------------------------------------------------------------------
     @abstractmethod
-    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None: ...
+    async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
+        """Replace the endpoint's cooldown: until when, why, and its escalation step
+        (`policies.health.EndpointHealth.episodes`)."""
 
     @abstractmethod
     async def clear_cooldown(self, endpoint: str) -> None: ...
 
     @abstractmethod
     async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
-                                    output_tps: float | None, ok: bool, now: float) -> None: ...
+                                    output_tps: float | None, ok: bool, now: float) -> None:
+        """Fold one observation into the endpoint's moving averages
+        (`policies.health.moving_average`, weight `MEASUREMENT_WEIGHT`) and consecutive failures."""
 
     @abstractmethod
     async def record_upstream_ratelimit(self, provider: str, values: Mapping[str, float],
@@ -482,15 +487,6 @@ class Store(ABC):
 
     @abstractmethod
     async def routing_snapshot(self) -> RoutingSnapshot: ...
-
-
-def ewma(previous: float | None, sample: float | None, alpha: float) -> float | None:
-    """Moving average; the same formula runs in the Redis script."""
-    if sample is None:
-        return previous
-    if previous is None:
-        return sample
-    return previous * (1 - alpha) + sample * alpha
 
 
 MEMORY_MAX_RECORDS = 20_000  # per team, for the in-memory store

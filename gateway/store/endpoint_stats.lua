@@ -1,7 +1,8 @@
 -- One observation of an upstream endpoint: moving averages of time to first token and output
--- rate, and the count of consecutive failures. Mirrors base.ewma: change both together.
+-- rate, and the count of consecutive failures. The average is policies.health.moving_average
+-- (Redis cannot run it), with its weight MEASUREMENT_WEIGHT passed in: change both together.
 -- KEYS: 1 stats hash
--- ARGV: 1 endpoint, 2 ttft seconds or '', 3 output tokens/s or '', 4 ok (1/0), 5 now, 6 alpha
+-- ARGV: 1 endpoint, 2 ttft seconds or '', 3 output tokens/s or '', 4 ok (1/0), 5 now, 6 weight
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 local s = {}
 if raw then s = cjson.decode(raw) end

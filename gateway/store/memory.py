@@ -29,7 +29,6 @@ from gateway.store.base import (
     Team,
     apply_key_changes,
     apply_team_changes,
-    ewma,
     key_from_json,
     key_to_json,
     team_from_json,
@@ -46,6 +45,7 @@ from gateway.store.rollups import (
     matches,
     usage_entry,
 )
+from policies.health import moving_average
 from policies.limits import (
     CONCURRENCY_RETRY_S,
     WINDOW_S,
@@ -53,6 +53,7 @@ from policies.limits import (
     month_id,
     next_day_start,
     next_month_start,
+    nanos_to_usd,
     usd_to_nanos,
 )
 
@@ -193,6 +194,10 @@ class _Failures:
 
     def __init__(self) -> None:
         self.waits: dict[str, float | None] = {}
+        self.budget_left: dict[str, int] = {}  # nano-USD a refusing budget has left, least of team and key
+
+    def budget_short(self, reason: str, left: int) -> None:
+        self.budget_left[reason] = min(left, self.budget_left.get(reason, left))
 
     def add(self, reason: str, wait: float | None) -> None:
         if reason not in self.waits:
@@ -338,9 +343,10 @@ class MemoryStore(Store):
                      next_month_start(now) - now),
                     (s.budget_daily, "d:" + day_id(now), "budget_daily",
                      next_day_start(now) - now)):
-                if budget is not None and \
-                        state.spend.get((period, s.field), 0) + reserved + cost > budget:
+                spent = state.spend.get((period, s.field), 0)
+                if budget is not None and spent + reserved + cost > budget:
                     failures.add(reason, wait)
+                    failures.budget_short(reason, budget - spent - reserved)
         return failures
 
     def _reserve(self, state: _TeamState, scopes: list[_Scope], req: AdmissionRequest,
@@ -390,7 +396,9 @@ class MemoryStore(Store):
             retry_after=None if reason is None else failures.waits[reason],
             requests_limit=requests[0], requests_remaining=requests[1],
             requests_reset=requests[2], tokens_limit=tokens[0], tokens_remaining=tokens[1],
-            tokens_reset=tokens[2])
+            tokens_reset=tokens[2],
+            budget_left_usd=nanos_to_usd(max(0, failures.budget_left[reason]))
+            if reason in failures.budget_left else None)
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         state = self._team_state(team)
@@ -483,8 +491,8 @@ class MemoryStore(Store):
         return [_copy(item[2]) for item in found[:max(0, limit)]]
 
     # -- routing state -------------------------------------------------------------------------
-    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
-        self._cooldowns[endpoint] = (float(until), reason)
+    async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
+        self._cooldowns[endpoint] = (float(until), reason, int(episodes))
 
     async def clear_cooldown(self, endpoint: str) -> None:
         self._cooldowns.pop(endpoint, None)
@@ -492,10 +500,9 @@ class MemoryStore(Store):
     async def record_endpoint_stats(self, endpoint: str, ttft_s: float | None,
                                     output_tps: float | None, ok: bool, now: float) -> None:
         old = self._stats.get(endpoint, EndpointStats())
-        alpha = self.options.ewma_alpha
         self._stats[endpoint] = EndpointStats(
-            ttft_s=ewma(old.ttft_s, ttft_s, alpha),
-            output_tps=ewma(old.output_tps, output_tps, alpha),
+            ttft_s=moving_average(old.ttft_s, ttft_s),
+            output_tps=moving_average(old.output_tps, output_tps),
             failures=0 if ok else old.failures + 1, samples=old.samples + 1,
             updated_at=float(now))
 

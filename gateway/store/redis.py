@@ -57,6 +57,7 @@ from gateway.store.rollups import (
     matches,
     usage_entry,
 )
+from policies.health import MEASUREMENT_WEIGHT
 from policies.limits import (
     CONCURRENCY_RETRY_S,
     WINDOW_S,
@@ -64,6 +65,7 @@ from policies.limits import (
     month_id,
     next_day_start,
     next_month_start,
+    nanos_to_usd,
     usd_to_nanos,
 )
 
@@ -387,7 +389,8 @@ class RedisStore(Store):
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
             requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
             requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
-            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]))
+            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]),
+            budget_left_usd=_budget_left(out[9]) if len(out) > 9 else None)
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         tk = keys.TeamKeys(team)
@@ -557,10 +560,10 @@ class RedisStore(Store):
         return [record for _, record in found[:limit]]
 
     # -- routing state -------------------------------------------------------------------------
-    async def set_cooldown(self, endpoint: str, until: float, reason: str) -> None:
+    async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
         async with self._guard():
             await self._io(self._redis.hset(keys.COOLDOWNS, endpoint,
-                                            orjson.dumps([float(until), reason])))
+                                            orjson.dumps([float(until), reason, int(episodes)])))
 
     async def clear_cooldown(self, endpoint: str) -> None:
         async with self._guard():
@@ -570,7 +573,7 @@ class RedisStore(Store):
                                     output_tps: float | None, ok: bool, now: float) -> None:
         args = [endpoint, "" if ttft_s is None else _num(ttft_s),
                 "" if output_tps is None else _num(output_tps), 1 if ok else 0, _num(now),
-                _num(self.options.ewma_alpha)]
+                _num(MEASUREMENT_WEIGHT)]
         async with self._guard():
             await self._script("endpoint_stats", [keys.ENDPOINT_STATS], args)
 
@@ -591,14 +594,20 @@ class RedisStore(Store):
             ratelimits={p: orjson.loads(raw) for p, raw in ratelimits.items()})
 
 
+def _budget_left(raw: Any) -> float | None:
+    """A refusing budget's remainder: nano-USD from the script, never below zero."""
+    left = _opt_float(raw)
+    return None if left is None else nanos_to_usd(max(0, int(left)))
+
+
 def _revoked(data: dict[str, Any]) -> tuple[KeyRecord, bytes]:
     key = key_from_json({**data, "revoked": True})
     return key, orjson.dumps(key_to_json(key))
 
 
-def _cooldown(raw: str) -> tuple[float, str]:
-    until, reason = orjson.loads(raw)
-    return float(until), reason
+def _cooldown(raw: str) -> tuple[float, str, int]:
+    until, reason, *episodes = orjson.loads(raw)  # written without the episode before it was kept
+    return float(until), reason, int(episodes[0]) if episodes else 1
 
 
 def _endpoint_stats(raw: str) -> EndpointStats:

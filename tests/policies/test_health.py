@@ -17,9 +17,8 @@ from policies.health import (
     after_success,
     begin_probe,
     cooldown_state,
-    empty_view,
+    moving_average,
     parse_ratelimit_headers,
-    with_measurement,
 )
 
 T0 = datetime(2026, 6, 1, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -36,7 +35,7 @@ def fail(health: EndpointHealth, now: float, times: int = 1, **kwargs) -> Endpoi
 
 def test_an_endpoint_nothing_is_known_about_is_healthy():
     assert cooldown_state(EndpointHealth(), T0) == HEALTHY
-    assert empty_view().health("anthropic/claude-opus-4-8") == EndpointHealth()
+    assert RoutingView.EMPTY.health("anthropic/claude-opus-4-8") == EndpointHealth()
     assert RoutingView.EMPTY.limits("anthropic") is None
 
 
@@ -79,8 +78,11 @@ def test_a_failed_trial_reopens_for_twice_as_long():
 
 
 def test_cooldowns_grow_no_longer_than_the_cap():
-    health = fail(EndpointHealth(), T0, times=12)
-    assert health.cooldown_until == T0 + 120.0
+    health, now = fail(EndpointHealth(), T0, times=3), T0
+    for _ in range(6):  # each episode's cooldown runs out and the endpoint fails again
+        now = health.cooldown_until
+        health = fail(health, now)
+    assert health.episodes == 7 and health.cooldown_until == now + 120.0
 
 
 def test_retry_after_opens_the_cooldown_at_once_for_that_long():
@@ -103,21 +105,15 @@ def test_a_success_keeps_the_measurements():
 # -- measurements ---------------------------------------------------------------------------------
 
 def test_the_first_measurement_is_taken_as_is():
-    health = with_measurement(EndpointHealth(), ttft_s=0.5, output_tps=80.0)
-    assert (health.ttft_s, health.output_tps, health.samples) == (0.5, 80.0, 1)
+    assert moving_average(None, 0.5) == 0.5
 
 
 def test_later_measurements_move_the_average_by_their_weight():
-    health = EndpointHealth(ttft_s=1.0, output_tps=100.0, samples=4)
-    health = with_measurement(health, ttft_s=2.0, output_tps=50.0, weight=0.25)
-    assert (health.ttft_s, health.output_tps, health.samples) == (1.25, 87.5, 5)
+    assert moving_average(1.0, 2.0, 0.25) == 1.25 and moving_average(100.0, 50.0, 0.25) == 87.5
 
 
 def test_a_missing_figure_leaves_its_average_alone():
-    health = with_measurement(EndpointHealth(ttft_s=1.0, output_tps=100.0, samples=4), ttft_s=3.0,
-                              weight=0.5)
-    assert (health.ttft_s, health.output_tps) == (2.0, 100.0)
-    assert with_measurement(health) is health
+    assert moving_average(1.0, None, 0.5) == 1.0 and moving_average(None, None) is None
 
 
 # -- rate-limit headers ---------------------------------------------------------------------------

@@ -103,22 +103,15 @@ def test_backoff_refuses_arguments_outside_its_domain(retry, rand):
 
 # -- cooldown -------------------------------------------------------------------------------------
 
-def test_no_cooldown_below_the_failure_threshold():
-    assert cooldown_seconds(1, base=5, cap=300, retry_after=None, threshold=3) == 0.0
-    assert cooldown_seconds(2, base=5, cap=300, retry_after=None, threshold=3) == 0.0
-
-
-def test_cooldown_doubles_with_each_failure_past_the_threshold_up_to_the_cap():
-    growth = [cooldown_seconds(n, base=5, cap=60, retry_after=None, threshold=3)
-              for n in range(3, 9)]
+def test_cooldown_doubles_with_each_episode_up_to_the_cap():
+    growth = [cooldown_seconds(n, base=5, cap=60) for n in range(1, 7)]
     assert growth == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
-    assert cooldown_seconds(10_000, base=5, cap=60, retry_after=None) == 60.0
+    assert cooldown_seconds(10_000, base=5, cap=60) == 60.0
 
 
-def test_retry_after_wins_over_the_schedule():
-    assert cooldown_seconds(1, base=5, cap=60, retry_after=12.0) == 12.0
-    assert cooldown_seconds(6, base=5, cap=60, retry_after=3.0) == 3.0
-    assert cooldown_seconds(6, base=5, cap=60, retry_after=600.0) == 600.0
+def test_there_is_no_episode_zero():
+    with pytest.raises(ValueError):
+        cooldown_seconds(0)
 
 
 # -- retry budget ---------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.base import EndpointStats
+from policies.health import MEASUREMENT_WEIGHT, moving_average
 from tests.store.conftest import ALL_BACKENDS, NOW
 
 pytestmark = pytest.mark.anyio
@@ -13,15 +14,15 @@ pytestmark = pytest.mark.anyio
 async def test_a_cooldown_set_by_one_replica_is_seen_by_another(store, replica):
     await store.set_cooldown("anthropic/claude-sonnet-4.5@anthropic", NOW + 30, "529")
     snapshot = await replica.routing_snapshot()
-    assert snapshot.cooldowns == {"anthropic/claude-sonnet-4.5@anthropic": (NOW + 30, "529")}
+    assert snapshot.cooldowns == {"anthropic/claude-sonnet-4.5@anthropic": (NOW + 30, "529", 1)}
     await replica.clear_cooldown("anthropic/claude-sonnet-4.5@anthropic")
     assert (await store.routing_snapshot()).cooldowns == {}
 
 
 async def test_a_later_cooldown_replaces_the_earlier_one(store, replica):
     await store.set_cooldown("e1", NOW + 30, "429")
-    await replica.set_cooldown("e1", NOW + 90, "connect_error")
-    assert (await store.routing_snapshot()).cooldowns == {"e1": (NOW + 90, "connect_error")}
+    await replica.set_cooldown("e1", NOW + 90, "connect_error", 2)
+    assert (await store.routing_snapshot()).cooldowns == {"e1": (NOW + 90, "connect_error", 2)}
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
@@ -29,9 +30,11 @@ async def test_endpoint_stats_are_moving_averages_shared_by_replicas(store, repl
     await store.record_endpoint_stats("e1", 1.0, 100.0, True, NOW)
     await replica.record_endpoint_stats("e1", 2.0, None, True, NOW + 1)
     stats = (await store.routing_snapshot()).stats["e1"]
-    # alpha 0.3: 1.0 * 0.7 + 2.0 * 0.3; a missing rate sample keeps the average
-    assert stats == EndpointStats(ttft_s=pytest.approx(1.3), output_tps=100.0, failures=0,
-                                  samples=2, updated_at=NOW + 1)
+    # The policy's one weight, in the script as in the memory store; a missing rate sample keeps
+    # the average.
+    assert stats == EndpointStats(ttft_s=pytest.approx(moving_average(1.0, 2.0, MEASUREMENT_WEIGHT)),
+                                  output_tps=100.0, failures=0, samples=2, updated_at=NOW + 1)
+    assert MEASUREMENT_WEIGHT == 0.3 and stats.ttft_s == pytest.approx(1.3)
 
 
 async def test_failures_count_in_a_row_and_a_success_resets_them(store, replica):
