@@ -28,6 +28,7 @@ _FIELDS = {
 }
 _ALL_FIELDS = set().union(*_FIELDS.values())
 _DEFAULT_BY_PROTOCOL = {"anthropic": "x-api-key", "bedrock": "sigv4", "vertex": "google"}
+_KIND_LIKE = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 _BEDROCK_HOST = re.compile(r"^https?://bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:[:/]|$)")
 
 
@@ -39,8 +40,9 @@ def auth_kind(provider: str, settings: Mapping[str, Any]) -> str:
     if kind is None:
         return _DEFAULT_BY_PROTOCOL.get(str(settings.get("protocol", "")), "bearer")
     if kind not in KINDS:
-        shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
-        raise ConfigError(f"provider '{provider}': field 'auth' must be one of {', '.join(KINDS)}, got '{shown}'")
+        # Echo only what looks like a kind's name: a secret pasted into the wrong field must not be printed.
+        shown = f"'{kind}'" if isinstance(kind, str) and _KIND_LIKE.match(kind) else "another value"
+        raise ConfigError(f"provider '{provider}': field 'auth' must be one of {', '.join(KINDS)}, got {shown}")
     return kind
 
 

@@ -16,8 +16,8 @@ import secrets
 import time
 from urllib.parse import parse_qs
 
-from tests.fakes.base import RecordedRequest, Reply
-from tests.fakes.openai import OpenAIFake
+from tests.fakes.base import RecordedRequest, Reply, ScriptedServer
+from tests.fakes.openai import OpenAIFake, chat_request_errors
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 SUPPORTED_VERSIONS = frozenset({"2024-10-21", "2024-06-01", "2025-04-01-preview"})
@@ -59,8 +59,17 @@ class AzureFake(OpenAIFake):
             return _azure_error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. "
                                 "Make sure to provide a valid key for an active subscription and use a correct "
                                 "regional API endpoint for your resource.")
-        self.deployments.append(deployment["deployment"] if deployment else request.json().get("model", ""))
-        return super().next_reply(request)
+        try:
+            body = request.json()
+        except ValueError:
+            return _azure_error(400, "BadRequest", "We could not parse the JSON body of your request.")
+        if deployment is not None:
+            body.setdefault("model", deployment["deployment"])  # the deployment path names it in the URL
+        problems = chat_request_errors(body)
+        if problems:
+            return _azure_error(400, "BadRequest", "Invalid request: " + "; ".join(problems[:3]))
+        self.deployments.append(body["model"])
+        return ScriptedServer.next_reply(self, request)
 
     def _authorized(self, request: RecordedRequest) -> bool:
         if "api-key" in request.headers:

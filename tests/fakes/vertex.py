@@ -3,7 +3,7 @@
 `service_account_file(path, fake)` writes a real service-account key file (a fresh RSA key) whose
 `token_uri` points at the fake. The token endpoint (`POST /token`) takes the JWT-bearer grant,
 verifies the assertion's RS256 signature with that service account's public key and its claims
-(issuer, audience, scope, expiry), and issues an access token that lives `token_lifetime` seconds.
+(issuer, audience `https://oauth2.googleapis.com/token`, scope, expiry), and issues an access token that lives `token_lifetime` seconds.
 `rawPredict` / `streamRawPredict` accept only a live token it issued (401 UNAUTHENTICATED
 otherwise, as Google answers), check the body (`anthropic_version: vertex-2023-10-16`, no
 `model`) and answer as Anthropic does; unscripted, with the Anthropic fake's automatic answer.
@@ -26,6 +26,8 @@ from tests.fakes import anthropic as anthropic_fake
 from tests.fakes.base import RecordedRequest, Reply, ScriptedServer
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+# The audience Google's token endpoint requires in the assertion, wherever the request is sent.
+TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 _PREDICT = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/publishers/anthropic/"
                       r"models/(?P<model>[^/:]+):(?P<op>rawPredict|streamRawPredict)$")
 
@@ -128,7 +130,7 @@ class VertexFake(ScriptedServer):
         now = time.time()
         if claims.get("iss") != self.client_email:
             return "Invalid JWT: unknown issuer"
-        if claims.get("aud") != self.token_uri:
+        if claims.get("aud") != TOKEN_AUDIENCE:
             return "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe (aud)"
         if CLOUD_PLATFORM not in str(claims.get("scope", "")).split():
             return "Invalid JWT: missing the cloud-platform scope"
