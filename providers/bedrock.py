@@ -167,7 +167,9 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 class EventStreamError(ValueError):
     """Corrupt event-stream framing: a CRC that does not match, a length out of bounds, a header
-    that runs past its message."""
+    that runs past its message. `messages` are the good ones the same feed completed before it."""
+
+    messages: list["Message"] = []
 
 
 @dataclass(slots=True)
@@ -230,10 +232,19 @@ class EventStreamDecoder:
         self._max = max_message
 
     def feed(self, data: bytes) -> list[Message]:
-        """The messages completed by `data`; raises EventStreamError on corrupt framing."""
+        """The messages completed by `data`; raises EventStreamError on corrupt framing (carrying the
+        messages before it: what came before a corrupt frame was good)."""
+        messages: list[Message] = []
+        try:
+            self._read(data, messages)
+        except EventStreamError as exc:
+            exc.messages = messages
+            raise
+        return messages
+
+    def _read(self, data: bytes, messages: list[Message]) -> None:
         buffer = self._buffer
         buffer += data
-        messages: list[Message] = []
         at = 0
         while len(buffer) - at >= _PRELUDE:
             total, headers_len, prelude_crc = struct.unpack_from(">III", buffer, at)
@@ -253,7 +264,6 @@ class EventStreamDecoder:
             at = end
         if at:
             del buffer[:at]
-        return messages
 
 
 _EVENT_TYPE = re.compile(rb'^\s*\{\s*"type"\s*:\s*"([A-Za-z_]+)"')
@@ -289,7 +299,11 @@ class InvokeStreamTranslator:
             return b""
         out: list[bytes] = []
         try:
-            for message in self._decoder.feed(data):
+            messages, corrupt = self._decoder.feed(data), None
+        except EventStreamError as exc:
+            messages, corrupt = exc.messages, exc
+        try:
+            for message in messages:
                 kind = message.headers.get(":message-type")
                 if kind == "event":
                     if message.headers.get(":event-type") == "chunk":
@@ -303,9 +317,10 @@ class InvokeStreamTranslator:
                     self.error = map_exception(str(message.headers.get(":error-code") or ""),
                                                orjson.dumps({"message": text}))
                 break
-        except (EventStreamError, orjson.JSONDecodeError, KeyError, TypeError, binascii.Error,
-                UnicodeDecodeError) as exc:
-            self.error = (502, "api_error", f"unreadable Bedrock stream: {exc}")
+        except (orjson.JSONDecodeError, KeyError, TypeError, binascii.Error, UnicodeDecodeError) as exc:
+            self.error = (502, "api_error", f"unreadable Bedrock stream event: {type(exc).__name__}")
+        if self.error is None and corrupt is not None:
+            self.error = (502, "api_error", f"unreadable Bedrock stream: {corrupt}")
         if self.error is not None:
             out.append(encode_event("error", {"type": "error", "error": {"type": self.error[1],
                                                                          "message": self.error[2]}}))
