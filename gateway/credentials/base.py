@@ -41,8 +41,9 @@ class CredentialsUnavailable(Exception):
 class Credentials:
     """What a provider's requests are authenticated with.
 
-    `headers_for(method, url, headers, body)` returns the headers to add to that request; it is
-    synchronous and cheap, and raises `CredentialsUnavailable` when there is nothing valid to add.
+    `headers_for(method, url, headers, body)` returns the headers to add to that request (a dict
+    the caller must not change: token kinds hand out their cached one); it is synchronous and
+    cheap, and raises `CredentialsUnavailable` when there is nothing valid to add.
     `start()` resolves the credentials for the first time (a failure there is not fatal: the
     background refresh keeps trying and `headers_for` says why meanwhile); `close()` stops it.
     """

@@ -75,7 +75,7 @@ def test_token_is_refreshed_before_it_expires_and_no_request_fails(fake, tmp_pat
         await creds.start()
         statuses = []
         async with httpx.AsyncClient() as client:
-            end = time.monotonic() + 3.5
+            end = time.monotonic() + 2.6
             while time.monotonic() < end:
                 statuses.append((await predict(client, creds, fake)).status_code)
                 await asyncio.sleep(0.05)
