@@ -124,10 +124,10 @@ def map_exception(name: str | None, payload: bytes, *, status: int | None = None
     """(status for the client, Anthropic error type, redacted message) of a Bedrock error, named as
     the `x-amzn-errortype` header or a stream's `:exception-type` names it."""
     key = error_name(name)
-    message = _message_of(payload) or (f"Bedrock {key or 'error'}" if key else "")
+    message = _message_of(payload)
     if key in _ERRORS:
         client_status, error_type = _ERRORS[key]
-        return client_status, error_type, message or f"Bedrock answered {name}"
+        return client_status, error_type, message or f"Bedrock answered {name.split(':', 1)[0]}"
     if status is not None:
         return openai_chat_errors.map_error(status, payload)
     return 502, "api_error", message or "Bedrock reported an error in the stream"

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import calendar
 import os
-from collections.abc import Callable, Mapping
 import time
+from collections.abc import Callable, Mapping
 
 import httpx
 from google.auth import exceptions as google_exceptions
@@ -71,7 +71,7 @@ class GoogleToken(RefreshingToken):
         self._project = project
         self._credentials = None
         self._file_mtime: int | None = None
-        self._http = httpx.Client(timeout=30.0)
+        self._http: httpx.Client | None = None
 
     @property
     def project(self) -> str | None:
@@ -97,6 +97,8 @@ class GoogleToken(RefreshingToken):
 
     def _refresh_blocking(self) -> tuple[dict[str, str], float]:
         credentials = self._load_blocking()
+        if self._http is None:
+            self._http = httpx.Client(timeout=30.0)
         credentials.refresh(HttpxTransport(self._http))
         expiry = getattr(credentials, "expiry", None)
         # google-auth keeps expiry as a naive UTC datetime.
@@ -108,7 +110,9 @@ class GoogleToken(RefreshingToken):
 
     async def close(self) -> None:
         await super().close()
-        self._http.close()
+        if self._http is not None:
+            self._http.close()
+            self._http = None
 
     def __repr__(self) -> str:
         return f"GoogleToken(provider={self.provider!r}, source={self.source!r}, project={self._project!r})"

@@ -24,7 +24,12 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import quote, urlsplit
 
-from gateway.credentials.base import Credentials, CredentialsUnavailable, retry_delay, scrub
+from gateway.credentials.base import (
+    Credentials,
+    CredentialsUnavailable,
+    retry_delay,
+    scrub,
+)
 
 log = logging.getLogger("gateway.credentials")
 
@@ -186,7 +191,7 @@ class SigV4Credentials(Credentials):
 
     async def start(self) -> None:
         await self.resolve()
-        if self._task is None:
+        if self._task is None and self._explicit is None:  # keys in the settings never change
             self._task = asyncio.create_task(self._run(), name=f"credentials-{self.provider}")
 
     async def close(self) -> None:
@@ -205,8 +210,6 @@ class SigV4Credentials(Credentials):
                 await self.resolve()
                 continue
             await asyncio.sleep(self.check_interval)
-            if self._explicit is not None:
-                continue
             if self._files_changed():
                 await self.resolve()
             elif self._refreshable is not None:

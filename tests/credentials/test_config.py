@@ -28,7 +28,8 @@ def test_auth_defaults_by_protocol_and_can_be_chosen(settings, kind):
 
 
 def test_static_keys_become_their_headers():
-    assert credentials_from("a", {"protocol": "anthropic", "api_key": "sk-ant-x"}).headers_for("POST", "u", {}, b"") == {"x-api-key": "sk-ant-x"}
+    anthropic = credentials_from("a", {"protocol": "anthropic", "api_key": "sk-ant-x"})
+    assert anthropic.headers_for("POST", "u", {}, b"") == {"x-api-key": "sk-ant-x"}
     assert credentials_from("o", {"auth": "bearer", "api_key": "sk-x"}).headers_for("POST", "u", {}, b"") == \
         {"authorization": "Bearer sk-x"}
     assert credentials_from("z", {"auth": "azure", "api_key": "az"}).headers_for("POST", "u", {}, b"") == \

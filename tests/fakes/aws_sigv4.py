@@ -71,7 +71,7 @@ def verify(method: str, raw_path: str, raw_query: str, headers: Mapping[str, str
     if token is not None and headers.get("x-amz-security-token") != token:
         return Refusal(403, "UnrecognizedClientException", "The security token included in the request is invalid.")
     if cred_region != region:
-        return Refusal(403, "InvalidSignatureException", f"Credential should be scoped to a valid region. ")
+        return Refusal(403, "InvalidSignatureException", "Credential should be scoped to a valid region. ")
     if cred_service != service:
         return Refusal(403, "InvalidSignatureException",
                        f"Credential should be scoped to correct service: '{service}'. ")

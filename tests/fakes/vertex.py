@@ -3,7 +3,8 @@
 `service_account_file(path, fake)` writes a real service-account key file (a fresh RSA key) whose
 `token_uri` points at the fake. The token endpoint (`POST /token`) takes the JWT-bearer grant,
 verifies the assertion's RS256 signature with that service account's public key and its claims
-(issuer, audience `https://oauth2.googleapis.com/token`, scope, expiry), and issues an access token that lives `token_lifetime` seconds.
+(issuer, audience `https://oauth2.googleapis.com/token`, scope, expiry), and issues an access
+token that lives `token_lifetime` seconds.
 `rawPredict` / `streamRawPredict` accept only a live token it issued (401 UNAUTHENTICATED
 otherwise, as Google answers), check the body (`anthropic_version: vertex-2023-10-16`, no
 `model`) and answer as Anthropic does; unscripted, with the Anthropic fake's automatic answer.

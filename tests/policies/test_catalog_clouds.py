@@ -38,7 +38,8 @@ def merged(clouds):
 
 def test_header_names_the_price_lists_and_the_date():
     head = CLOUDS.read_text().split("\nproviders:", 1)[0]
-    for source in ("https://aws.amazon.com/bedrock/pricing/", "https://cloud.google.com/vertex-ai/generative-ai/pricing",
+    for source in ("https://aws.amazon.com/bedrock/pricing/",
+                   "https://cloud.google.com/vertex-ai/generative-ai/pricing",
                    "https://azure.microsoft.com/en-us/pricing/details/cognitive-services/openai-service/"):
         assert source in head
     assert "2026-12-01" in head
@@ -55,7 +56,8 @@ def test_one_router_id_is_served_by_several_clouds(merged):
     assert {"anthropic", "amazon-bedrock", "google-vertex"} <= {
         e.provider for e in merged["anthropic/claude-sonnet-4.5"].endpoints}
     assert "azure" in {e.provider for e in merged["openai/gpt-5.4"].endpoints}
-    assert merged["anthropic/claude-sonnet-4.5"].endpoint("google-vertex").upstream_model == "claude-sonnet-4-5@20250929"
+    vertex_sonnet = merged["anthropic/claude-sonnet-4.5"].endpoint("google-vertex")
+    assert vertex_sonnet.upstream_model == "claude-sonnet-4-5@20250929"
 
 
 def test_every_cloud_price_not_confirmed_is_marked(merged):

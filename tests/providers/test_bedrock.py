@@ -15,10 +15,22 @@ from hypothesis import strategies as st
 
 from gateway.credentials.sigv4 import SigV4Credentials
 from providers import bedrock
-from providers.bedrock import EventStreamDecoder, EventStreamError, InvokeStreamTranslator
+from providers.bedrock import (
+    EventStreamDecoder,
+    EventStreamError,
+    InvokeStreamTranslator,
+)
 from tests.fakes.anthropic import stream_events
-from tests.fakes.bedrock import (BedrockFake, chunk_frame, error_reply, events_of, exception_frame, frame,
-                                 stream_frames, stream_reply)
+from tests.fakes.bedrock import (
+    BedrockFake,
+    chunk_frame,
+    error_reply,
+    events_of,
+    exception_frame,
+    frame,
+    stream_frames,
+    stream_reply,
+)
 from tests.fakes.openai import anthropic_events, assemble_message
 
 KEY = ("AKIAFAKEKEYAAAAAAAAA", "secretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
@@ -244,7 +256,8 @@ async def _signed_post(fake, path, body, headers):
 
 def test_streamed_invoke_over_the_wire_becomes_anthropic_sse(fake):
     fake.reset()
-    raw = b'{"model":"anthropic/claude-sonnet-4.5","stream":true,"max_tokens":6,"messages":[{"role":"user","content":"hi"}]}'
+    raw = (b'{"model":"anthropic/claude-sonnet-4.5","stream":true,"max_tokens":6,'
+           b'"messages":[{"role":"user","content":"hi"}]}')
     response, chunks = asyncio.run(_signed_post(fake, bedrock.invoke_path(MODEL_ID, stream=True),
                                                 bedrock.invoke_body(raw), bedrock.invoke_headers(stream=True)))
     assert response.status_code == 200
@@ -278,9 +291,10 @@ def test_fake_refuses_a_body_that_still_names_the_model(fake):
 
 def test_messages_path_is_anthropic_passthrough(fake):
     fake.reset()
-    raw = b'{"model":"anthropic.claude-sonnet-4-5-20250929-v1:0","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
-    response, chunks = asyncio.run(_signed_post(fake, "/anthropic/v1/messages", raw,
-                                                {"content-type": "application/json", "anthropic-version": "2023-06-01"}))
+    raw = (b'{"model":"anthropic.claude-sonnet-4-5-20250929-v1:0","max_tokens":3,'
+           b'"messages":[{"role":"user","content":"hi"}]}')
+    headers = {"content-type": "application/json", "anthropic-version": "2023-06-01"}
+    response, chunks = asyncio.run(_signed_post(fake, "/anthropic/v1/messages", raw, headers))
     assert response.status_code == 200
     assert orjson.loads(b"".join(chunks))["usage"]["output_tokens"] == 3
     assert fake.requests[-1].body == raw

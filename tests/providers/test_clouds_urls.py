@@ -40,7 +40,8 @@ def test_azure_deployment_and_v1_urls():
     assert azure.deployment_url(base + "/openai/", "d").endswith("/openai/deployments/d/chat/completions"
                                                                  "?api-version=2024-10-21")
     assert azure.v1_url(base + "/openai/v1") == "https://contoso.openai.azure.com/openai/v1/chat/completions"
-    assert azure.v1_url(base, "preview") == "https://contoso.openai.azure.com/openai/v1/chat/completions?api-version=preview"
+    assert azure.v1_url(base, "preview") == (
+        "https://contoso.openai.azure.com/openai/v1/chat/completions?api-version=preview")
 
 
 def test_azure_key_and_entra_headers():
