@@ -252,3 +252,48 @@ def test_unknown_profile_names_the_profile(aws_env):
     run(creds.start())
     with pytest.raises(CredentialsUnavailable, match="AWS profile 'nope'"):
         creds.headers_for("POST", "https://h/x", {}, b"")
+
+
+def test_temporary_credentials_from_container_metadata_are_renewed_in_the_background(aws_env, bedrock_fake,
+                                                                                     monkeypatch):
+    """The chain's refreshable kind (container metadata, as on ECS or EKS): botocore renews them when
+    they near expiry, called from the background task; requests keep being signed meanwhile."""
+    import datetime
+    import json
+
+    from tests.fakes.base import Reply, ScriptedServer
+
+    issued = [("ASIAFAKETEMPORARY001", "tempsecret1" * 4, "temptoken1")]
+
+    class Metadata(ScriptedServer):
+        def auto_reply(self, request):
+            key, secret, token = issued[-1]
+            # Eleven minutes left: inside botocore's advisory refresh window, so each check renews.
+            expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=11)
+            return Reply(chunks=[json.dumps({"AccessKeyId": key, "SecretAccessKey": secret, "Token": token,
+                                             "Expiration": expiry.strftime("%Y-%m-%dT%H:%M:%SZ")}).encode()])
+
+    with Metadata() as metadata:
+        monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", metadata.url + "/v2/credentials")
+        bedrock_fake.keys = {issued[0][0]: (issued[0][1], issued[0][2])}
+
+        async def scenario():
+            creds = SigV4Credentials("bedrock", region="us-east-1", check_interval=0.05)
+            await creds.start()
+            statuses = []
+            async with httpx.AsyncClient() as client:
+                statuses.append((await invoke(client, creds, bedrock_fake)).status_code)
+                issued.append(("ASIAFAKETEMPORARY002", "tempsecret2" * 4, "temptoken2"))
+                bedrock_fake.keys[issued[1][0]] = (issued[1][1], issued[1][2])
+                deadline = time.monotonic() + 3
+                while creds.access_key_id != issued[1][0] and time.monotonic() < deadline:
+                    await asyncio.sleep(0.02)
+                del bedrock_fake.keys[issued[0][0]]
+                statuses.append((await invoke(client, creds, bedrock_fake)).status_code)
+            await creds.close()
+            return creds, statuses
+
+        creds, statuses = run(scenario())
+    assert statuses == [200, 200]
+    assert creds.method == "container-role"
+    assert bedrock_fake.signed_by == [issued[0][0], issued[1][0]]
