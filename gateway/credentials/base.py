@@ -21,6 +21,8 @@ log = logging.getLogger("gateway.credentials")
 # A token is refreshed this long before it expires, or half-way through its life if that is shorter.
 REFRESH_MARGIN = 300.0
 RETRY_MIN = 1.0
+# Never refresh more often than this, even when a source hands out tokens already (nearly) expired.
+REFRESH_FLOOR = 0.5
 RETRY_MAX = 60.0
 _MAX_REASON = 300
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?(-----END [A-Z ]+-----|$)", re.S)
@@ -76,12 +78,14 @@ def scrub(text: str, secrets: Iterable[str | None]) -> str:
     return redact_secrets(_PEM.sub("[redacted key]", text))[:_MAX_REASON]
 
 
-def refresh_delay(now: float, fetched_at: float, expires_at: float, margin: float = REFRESH_MARGIN) -> float:
+def refresh_delay(now: float, fetched_at: float, expires_at: float, margin: float = REFRESH_MARGIN,
+                  floor: float = REFRESH_FLOOR) -> float:
     """Seconds from `now` until a token fetched at `fetched_at` and valid until `expires_at` should be
     refreshed: `margin` before expiry, or half-way through its life when that comes later (a token
-    that lives two minutes is not refreshed at once and then every second)."""
+    that lives two minutes is not refreshed at once and then every second), and at least `floor`
+    (a source answering with expired tokens is not hammered)."""
     lifetime = max(0.0, expires_at - fetched_at)
-    return max(0.0, expires_at - min(margin, lifetime / 2) - now)
+    return max(floor, expires_at - min(margin, lifetime / 2) - now)
 
 
 def retry_delay(failures: int, now: float, expires_at: float | None,

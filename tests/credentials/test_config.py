@@ -115,5 +115,6 @@ def test_a_failure_message_that_echoes_a_secret_is_scrubbed():
 def test_refresh_comes_before_expiry_and_retries_back_off():
     assert refresh_delay(now=1000, fetched_at=1000, expires_at=4600) == 3300  # 5 minutes early
     assert refresh_delay(now=1000, fetched_at=1000, expires_at=1002) == 1  # half-way through a short life
+    assert refresh_delay(now=1000, fetched_at=1000, expires_at=999) == 0.5  # expired at once: not hammered
     assert [retry_delay(n, 0, None) for n in (1, 2, 3, 10)] == [1, 2, 4, 60]
     assert retry_delay(10, now=0, expires_at=20) == 10  # retried while the held token is still valid
