@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from urllib.parse import quote
 
 import msgspec
+import orjson
 
+from providers import openai_chat_errors
 from providers.anthropic_cloud import cloud_body
 
 VERTEX_VERSION = "vertex-2023-10-16"
@@ -54,3 +56,21 @@ def claude_headers(*, beta: str | None) -> dict[str, str]:
     if beta:
         headers["anthropic-beta"] = beta
     return headers
+
+
+def map_error(status: int, body: bytes) -> tuple[int, str, str]:
+    """(status for the client, Anthropic error type, redacted message) of a Vertex AI error answer.
+
+    Errors of the model come in Anthropic's envelope (its `error.type` is kept); errors of Google's
+    front end (quota, authentication, a wrong URL) in Google's, `{"error": {"code", "message",
+    "status"}}`, read like any other `{"error": {...}}` body."""
+    client_status, error_type, message = openai_chat_errors.map_error(status, body)
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return client_status, error_type, message
+    if isinstance(parsed, dict) and parsed.get("type") == "error" and isinstance(parsed.get("error"), dict):
+        anthropic_type = parsed["error"].get("type")
+        if isinstance(anthropic_type, str) and anthropic_type and client_status < 500:
+            error_type = anthropic_type
+    return client_status, error_type, message

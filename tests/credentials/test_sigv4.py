@@ -297,3 +297,15 @@ def test_temporary_credentials_from_container_metadata_are_renewed_in_the_backgr
     assert statuses == [200, 200]
     assert creds.method == "container-role"
     assert bedrock_fake.signed_by == [issued[0][0], issued[1][0]]
+
+
+def test_a_signature_from_a_clock_ten_minutes_off_is_refused(bedrock_fake):
+    async def scenario():
+        creds = SigV4Credentials("bedrock", region="us-east-1", access_key_id=KEY_A[0],
+                                 secret_access_key=KEY_A[1], clock=lambda: time.time() - 600)
+        await creds.start()
+        async with httpx.AsyncClient() as client:
+            return await invoke(client, creds, bedrock_fake)
+
+    response = run(scenario())
+    assert response.status_code == 403 and response.json()["message"].startswith("Signature expired")

@@ -298,3 +298,18 @@ def test_messages_path_is_anthropic_passthrough(fake):
     assert response.status_code == 200
     assert orjson.loads(b"".join(chunks))["usage"]["output_tokens"] == 3
     assert fake.requests[-1].body == raw
+
+
+def test_translated_stream_feeds_the_anthropic_scanner_that_counts_usage():
+    from providers.anthropic import StreamScanner
+
+    scanner = StreamScanner(model="anthropic/claude-sonnet-4.5", provider="amazon-bedrock")
+    translator = InvokeStreamTranslator()
+    data = b"".join(STREAM)
+    out = b"".join(scanner.feed(translator.feed(data[i:i + 50])) for i in range(0, len(data), 50))
+    assert scanner.finished and scanner.stop_reason == "end_turn"
+    assert scanner.close_usage().as_dict() == {"input_tokens": 7, "output_tokens": 4,
+                                               "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    start = anthropic_events(split_sse(out))[0]
+    assert start["message"]["model"] == "anthropic/claude-sonnet-4.5"
+    assert start["message"]["provider"] == "amazon-bedrock"

@@ -47,3 +47,17 @@ def test_azure_deployment_and_v1_urls():
 def test_azure_key_and_entra_headers():
     assert azure.api_key_headers("k") == {"api-key": "k"}
     assert azure.bearer_headers("t") == {"authorization": "Bearer t"}
+
+
+def test_vertex_errors_in_googles_envelope_and_anthropics():
+    quota = (b'{"error":{"code":429,"message":"Quota exceeded for aiplatform.googleapis.com/'
+             b'online_prediction_requests_per_base_model","status":"RESOURCE_EXHAUSTED"}}')
+    assert vertex.map_error(429, quota)[:2] == (429, "rate_limit_error")
+    denied = b'{"error":{"code":403,"message":"Permission denied on resource project p.","status":"PERMISSION_DENIED"}}'
+    assert vertex.map_error(403, denied) == (403, "permission_error", "Permission denied on resource project p.")
+    overloaded = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
+    assert vertex.map_error(529, overloaded) == (529, "overloaded_error", "Overloaded")
+    too_long = b'{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long"}}'
+    assert vertex.map_error(400, too_long) == (400, "invalid_request_error", "prompt is too long")
+    assert vertex.map_error(503, b'{"error":{"code":503,"message":"The service is currently unavailable.",'
+                                 b'"status":"UNAVAILABLE"}}')[:2] == (502, "api_error")
