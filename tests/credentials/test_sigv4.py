@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import calendar
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.credentials import CredentialsUnavailable, credentials_from
 from gateway.credentials.sigv4 import SigV4Credentials, signed_headers, signing_key
 from providers import bedrock
+from tests.fakes.aws_sigv4 import verify
 from tests.fakes.bedrock import BedrockFake
 
 KEY_A = ("AKIAFAKEKEYAAAAAAAAA", "secretAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
@@ -309,3 +313,31 @@ def test_a_signature_from_a_clock_ten_minutes_off_is_refused(bedrock_fake):
 
     response = run(scenario())
     assert response.status_code == 403 and response.json()["message"].startswith("Signature expired")
+
+
+_HEADER_NAME = st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True).filter(
+    lambda n: n not in {"host", "x-amz-date", "x-amz-security-token", "authorization", "user-agent", "expect",
+                        "transfer-encoding", "x-amzn-trace-id"})
+_HEADER_VALUE = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=30).map(
+    lambda v: v.strip() or "v")
+_SEGMENT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(headers=st.dictionaries(_HEADER_NAME, _HEADER_VALUE, max_size=6), model=_SEGMENT,
+       body=st.binary(max_size=300), stream=st.booleans(), token=st.none() | st.just("FwoGZXIvYXdzE"))
+def test_signature_matches_botocore_for_any_headers_model_id_and_body(headers, model, body, stream, token):
+    url = "https://bedrock-runtime.us-east-1.amazonaws.com" + bedrock.invoke_path(model, stream=stream)
+    reference = AWSRequest("POST", url, data=body, headers=dict(headers))
+    SigV4Auth(BotoCredentials(*KEY_A, token), "bedrock", "us-east-1").add_auth(reference)
+    amz_date = reference.headers["X-Amz-Date"]
+    ours = signed_headers("POST", url, headers, body, access_key=KEY_A[0],
+                          key=signing_key(KEY_A[1], amz_date[:8], "us-east-1", "bedrock"), token=token,
+                          region="us-east-1", service="bedrock", amz_date=amz_date)
+    assert ours["authorization"] == reference.headers["Authorization"]
+    # The fake's verification, written from AWS's documentation, accepts it too.
+    sent = {name.lower(): value for name, value in {**headers, **ours}.items()}
+    sent["host"] = "bedrock-runtime.us-east-1.amazonaws.com"
+    signed_at = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+    assert verify("POST", urlsplit(url).path, "", sent, body, keys={KEY_A[0]: (KEY_A[1], token)},
+                  region="us-east-1", service="bedrock", now=signed_at) is None
