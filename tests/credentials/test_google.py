@@ -30,6 +30,7 @@ def fake(server):
     server.reset()
     server.tokens.clear()
     server.grant_errors.clear()
+    server.grant_key_ids.clear()
     server.refuse_grants = False
     server.token_lifetime = 3600
     return server
@@ -170,3 +171,31 @@ def test_vertex_refuses_a_token_it_did_not_issue(fake):
 
     response = asyncio.run(scenario())
     assert response.status_code == 401 and response.json()["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_rotated_service_account_key_file_is_used_from_the_next_refresh(fake, tmp_path):
+    fake.token_lifetime = 2
+    path = fake.write_service_account(tmp_path / "sa.json")
+    old_key = fake.key_id
+
+    async def scenario():
+        creds = credentials_from("vertex", {"auth": "google", "credentials_file": str(path)})
+        await creds.start()
+        new_key = fake.add_key()
+        fake.write_service_account(path, new_key)  # the operator rotates the key file...
+        statuses = []
+        async with httpx.AsyncClient() as client:
+            statuses.append((await predict(client, creds, fake)).status_code)
+            deadline = time.monotonic() + 3
+            while fake.grant_key_ids[-1] != new_key and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            fake.delete_key(old_key)  # ...then deletes the old key
+            await asyncio.sleep(1.2)  # one more refresh, signed with the new key only
+            statuses.append((await predict(client, creds, fake)).status_code)
+        await creds.close()
+        return new_key, statuses
+
+    new_key, statuses = asyncio.run(scenario())
+    assert statuses == [200, 200]
+    assert fake.grant_key_ids[0] == old_key and set(fake.grant_key_ids[1:]) == {new_key}
+    assert not fake.grant_errors

@@ -47,24 +47,38 @@ class VertexFake(ScriptedServer):
         self.token_lifetime = token_lifetime
         self.project = project
         self.client_email = f"gateway@{project}.iam.gserviceaccount.com"
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._keys: dict[str, rsa.RSAPrivateKey] = {}  # the service account's keys by key id
+        self.key_id = self.add_key()
         self.tokens: dict[str, float] = {}  # issued access token → expiry (Unix time)
         self.refuse_grants = False  # the token endpoint answers invalid_grant (a revoked key)
         self.grant_errors: list[str] = []
+        self.grant_key_ids: list[str] = []  # the key that signed each accepted assertion
+
+    def add_key(self) -> str:
+        """A new key of the service account (as `gcloud iam service-accounts keys create` makes); its id."""
+        key_id = secrets.token_hex(20)
+        self._keys[key_id] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return key_id
+
+    def delete_key(self, key_id: str) -> None:
+        del self._keys[key_id]
+        if key_id == self.key_id:
+            self.key_id = next(iter(self._keys))  # key files written from now on use a key that exists
 
     @property
     def token_uri(self) -> str:
         return f"{self.url}/token"
 
-    def service_account_info(self) -> dict:
-        pem = self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+    def service_account_info(self, key_id: str | None = None) -> dict:
+        key_id = key_id or self.key_id
+        pem = self._keys[key_id].private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()).decode()
-        return {"type": "service_account", "project_id": self.project, "private_key_id": "f4ke" * 10,
+        return {"type": "service_account", "project_id": self.project, "private_key_id": key_id,
                 "private_key": pem, "client_email": self.client_email, "client_id": "1234567890",
                 "auth_uri": "https://accounts.google.com/o/oauth2/auth", "token_uri": self.token_uri}
 
-    def write_service_account(self, path: Path) -> Path:
-        path.write_text(json.dumps(self.service_account_info()))
+    def write_service_account(self, path: Path, key_id: str | None = None) -> Path:
+        path.write_text(json.dumps(self.service_account_info(key_id)))
         return path
 
     def live_tokens(self) -> list[str]:
@@ -123,8 +137,9 @@ class VertexFake(ScriptedServer):
             return "Invalid JWT: malformed"
         if header.get("alg") != "RS256":
             return "Invalid JWT: alg must be RS256"
+        key = self._keys.get(header.get("kid")) or next(iter(self._keys.values()))
         try:
-            self._key.public_key().verify(signature, f"{header_b64}.{claims_b64}".encode(),
+            key.public_key().verify(signature, f"{header_b64}.{claims_b64}".encode(),
                                           padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             return "Invalid JWT Signature."
@@ -137,4 +152,5 @@ class VertexFake(ScriptedServer):
             return "Invalid JWT: missing the cloud-platform scope"
         if not (claims.get("iat", 0) - 60 <= now < claims.get("exp", 0)) or claims["exp"] - claims["iat"] > 3600:
             return "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe."
+        self.grant_key_ids.append(header.get("kid"))
         return None
