@@ -5,6 +5,7 @@ URL and `api-version` is required, and the v1 path (`/openai/v1/chat/completions
 deployment name goes in the body's `model` as with OpenAI and no `api-version` is needed. Both take
 the OpenAI chat completions protocol (`providers/openai_chat*`); the deployment name is the
 endpoint's `upstream_model`. A key goes in `api-key`; an Entra ID token in `Authorization: Bearer`.
+Claude on Foundry speaks Anthropic's protocol instead (`foundry_anthropic_base_url`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,13 @@ DEFAULT_API_VERSION = "2024-10-21"  # the latest generally available data-plane 
 
 def resource_base_url(resource: str) -> str:
     return f"https://{resource}.openai.azure.com"
+
+
+def foundry_anthropic_base_url(resource: str) -> str:
+    """Claude on Microsoft Foundry: Anthropic's own protocol under the resource's `/anthropic` path
+    (`.../anthropic/v1/messages`), the deployment name as `model`, the key in `x-api-key` or an
+    Entra token as a bearer: a provider with `protocol: anthropic` and this base URL."""
+    return f"https://{resource}.services.ai.azure.com/anthropic"
 
 
 def deployment_url(base_url: str, deployment: str, api_version: str | None = None) -> str:

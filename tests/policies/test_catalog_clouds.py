@@ -53,7 +53,7 @@ def test_cloud_endpoints_attach_to_built_in_models(clouds):
 def test_one_router_id_is_served_by_several_clouds(merged):
     providers = {e.provider for e in merged["anthropic/claude-sonnet-4.6"].endpoints}
     assert {"anthropic", "amazon-bedrock", "google-vertex"} <= providers
-    assert {"anthropic", "amazon-bedrock", "google-vertex"} <= {
+    assert {"anthropic", "amazon-bedrock", "google-vertex", "azure-foundry"} <= {
         e.provider for e in merged["anthropic/claude-sonnet-4.5"].endpoints}
     assert "azure" in {e.provider for e in merged["openai/gpt-5.4"].endpoints}
     vertex_sonnet = merged["anthropic/claude-sonnet-4.5"].endpoint("google-vertex")
@@ -63,7 +63,7 @@ def test_one_router_id_is_served_by_several_clouds(merged):
 def test_every_cloud_price_not_confirmed_is_marked(merged):
     for model in merged.values():
         for endpoint in model.endpoints:
-            if endpoint.provider == "google-vertex" or endpoint.provider == "azure":
+            if endpoint.provider in ("google-vertex", "azure", "azure-foundry"):
                 assert endpoint.pricing.verified is False, (model.id, endpoint.provider)
                 assert endpoint.pricing.input is not None and endpoint.pricing.output is not None
 
@@ -74,7 +74,8 @@ def test_gemini_on_vertex_speaks_the_gemini_protocol(merged):
 
 
 @pytest.mark.parametrize("name, extra", [("amazon-bedrock", {}), ("google-vertex", {}),
-                                         ("azure", {"api_key": "configured-in-the-config-file"})])
+                                         ("azure", {"api_key": "configured-in-the-config-file"}),
+                                         ("azure-foundry", {"api_key": "configured-in-the-config-file"})])
 def test_cloud_providers_auth_settings_are_valid(clouds, name, extra):
     settings = {**clouds["providers"][name], **extra}
     assert set(clouds["providers"][name]) - _CATALOG_PROVIDER_FIELDS <= {"auth", "region"}

@@ -44,6 +44,10 @@ def test_azure_deployment_and_v1_urls():
         "https://contoso.openai.azure.com/openai/v1/chat/completions?api-version=preview")
 
 
+def test_claude_on_foundry_is_anthropics_protocol_under_the_resource():
+    assert azure.foundry_anthropic_base_url("contoso") == "https://contoso.services.ai.azure.com/anthropic"
+
+
 def test_azure_key_and_entra_headers():
     assert azure.api_key_headers("k") == {"api-key": "k"}
     assert azure.bearer_headers("t") == {"authorization": "Bearer t"}
