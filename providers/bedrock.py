@@ -145,7 +145,7 @@ def map_error(status: int, headers: Mapping[str, str], body: bytes) -> tuple[int
     return map_exception(name, body, status=status)
 
 
-def is_credentials_error(headers: Mapping[str, str], body: bytes = b"") -> bool:
+def is_credentials_error(headers: Mapping[str, str]) -> bool:
     """The error says the gateway's own AWS credentials were refused: another endpoint may serve."""
     return error_name(_header(headers, "x-amzn-errortype")) in CREDENTIAL_ERRORS
 
