@@ -55,6 +55,7 @@ class ResponsesStreamTranslator:
         self.finished = False  # message_stop emitted
         self.failure: tuple[str, str] | None = None  # (type, message) of the error event emitted
         self._splitter = EventSplitter()
+        self._held_cr = b""
         self._started = False
         self._ended = False
         self._open: _Block | None = None
@@ -67,15 +68,18 @@ class ResponsesStreamTranslator:
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[bytes]:
-        if self._ended:
+        if self._ended or not data:
             return []
-        return self._events(self._splitter.feed(data))
+        # A CRLF cut between two chunks must reach the splitter whole, which only joins CRLFs it sees.
+        data = self._held_cr + data
+        self._held_cr = b"\r" if data.endswith(b"\r") else b""
+        return self._events(self._splitter.feed(data[:-1] if self._held_cr else data))
 
     def finish(self) -> list[bytes]:
         """The upstream body ended: an unterminated last event is read, then the answer must be over."""
         if self._ended:
             return []
-        events = self._events(self._splitter.feed(b"\n\n"))
+        events = self._events(self._splitter.feed(self._held_cr + b"\n\n"))
         if not self._ended:
             events += self._fail("api_error", "the upstream stream ended before the response was complete")
         return events
