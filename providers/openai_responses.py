@@ -31,10 +31,25 @@ from providers.openai_responses_response import anthropic_usage, from_response
 from providers.openai_responses_stream import ResponsesStreamTranslator
 
 __all__ = [
-    "DEFAULT_SUPPORTED", "ResponsesOptions", "ResponsesStreamTranslator", "SIGNATURE_PREFIX", "UnsupportedParameters",
-    "anthropic_usage", "decode_signature", "effort_for_budget", "encode_signature", "error_in_response",
-    "error_of_object", "from_response", "is_context_length_error", "is_moderation_error", "map_error",
-    "responses_url", "to_responses_request", "upstream_headers"]
+    "DEFAULT_SUPPORTED",
+    "SIGNATURE_PREFIX",
+    "ResponsesOptions",
+    "ResponsesStreamTranslator",
+    "UnsupportedParameters",
+    "anthropic_usage",
+    "decode_signature",
+    "effort_for_budget",
+    "encode_signature",
+    "error_in_response",
+    "error_of_object",
+    "from_response",
+    "is_context_length_error",
+    "is_moderation_error",
+    "map_error",
+    "responses_url",
+    "to_responses_request",
+    "upstream_headers",
+]
 
 
 def responses_url(base_url: str) -> str:

@@ -154,8 +154,8 @@ class ResponsesStreamTranslator:
             error = mapping_at(mapping_at(event, "response"), "error")
             _, error_type, message = error_of_object(error or {"message": "the upstream response failed"})
             return out + self._fail(error_type, message)
-        if kind == "error":
-            _, error_type, message = error_of_object(event)
+        if kind == "error":  # the reference's flat form, or the error object nested as in other OpenAI streams
+            _, error_type, message = error_of_object(mapping_at(event, "error") or event)
             return out + self._fail(error_type, message)
         return out  # created, in_progress, part added, annotations, built-in tool progress...
 

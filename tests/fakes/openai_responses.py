@@ -28,7 +28,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import jsonschema
 from jsonschema import validators
@@ -97,7 +97,7 @@ class Text:
     refusal: bool = False  # the parts are refusal parts instead
 
     @classmethod
-    def of(cls, *deltas: str, **kwargs: Any) -> "Text":
+    def of(cls, *deltas: str, **kwargs: Any) -> Text:
         return cls(parts=(deltas,), **kwargs)
 
 
@@ -121,7 +121,7 @@ class Reasoning:
     id: str = "rs_fake0001"
 
 
-Item = Union[Text, FunctionCall, Reasoning]
+Item = Text | FunctionCall | Reasoning
 
 
 @dataclass

@@ -3,9 +3,12 @@ CreateResponse (extracted from OpenAI's OpenAPI spec into tests/data)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from providers.openai_responses import (
     DEFAULT_SUPPORTED,
@@ -27,6 +30,7 @@ from tests.fakes.openai_responses import (
     responses_request_errors,
     responses_request_fields,
 )
+from tests.providers.test_openai_properties import requests as any_request
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 WEATHER_TOOL = {"name": "get_weather", "description": "Weather for a city",
@@ -184,7 +188,7 @@ def test_text_documents_become_text_with_their_title() -> None:
 
 def test_unknown_user_blocks_are_reported() -> None:
     request, dropped = translate({"messages": [user(text("Hi"), {"type": "search_result", "source": "x"})]})
-    assert dropped == ["search_result"]
+    assert request["input"][0]["content"] == [{"type": "input_text", "text": "Hi"}] and dropped == ["search_result"]
 
 
 # -- tools ---------------------------------------------------------------------------------------
@@ -352,3 +356,49 @@ def test_answers_of_every_kind_translate_back_into_a_valid_next_request() -> Non
         "message", "reasoning", "message", "function_call", "reasoning", "function_call",
         "function_call_output", "function_call_output"]
     assert request["input"][3]["arguments"] == "not json" and dropped == []
+
+
+# -- any request ---------------------------------------------------------------------------------
+
+VOCABULARY = tuple(sorted(DEFAULT_SUPPORTED))
+REPORTABLE = set(VOCABULARY) | {"server_tools", "top_k", "stop_sequences"}
+
+
+@st.composite
+def requests_with_carried_reasoning(draw: st.DrawFn) -> dict[str, Any]:
+    """Any Anthropic request (the chat translator's generator), its thinking blocks carrying a
+    reasoning item of ours or someone else's signature."""
+    body = draw(any_request())
+    for message in body["messages"]:
+        for block in message["content"] if isinstance(message["content"], list) else ():
+            if block.get("type") == "thinking" and draw(st.booleans()):
+                block["signature"] = encode_signature(draw(st.from_regex(r"rs_[a-z0-9]{1,12}", fullmatch=True)),
+                                                      draw(st.from_regex(r"gAAAA[A-Za-z0-9+/=]{1,40}", fullmatch=True)))
+    return body
+
+
+@settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=requests_with_carried_reasoning(), stream=st.booleans(),
+       options=st.builds(ResponsesOptions, supported=st.frozensets(st.sampled_from(VOCABULARY)),
+                         reasoning=st.booleans(),
+                         reasoning_efforts=st.sampled_from([("minimal", "low", "medium", "high"),
+                                                            ("none", "low", "medium", "high", "xhigh")])))
+def test_any_valid_request_translates_to_a_valid_create_response(body: dict[str, Any], stream: bool,
+                                                                 options: ResponsesOptions) -> None:
+    request, dropped = to_responses_request(body, upstream_model="gpt-5.5-pro", options=options, stream=stream)
+    assert responses_request_errors(request) == []
+    assert set(request) <= responses_request_fields()
+    assert json.loads(json.dumps(request)) == request
+    assert set(dropped) <= REPORTABLE and len(dropped) == len(set(dropped))
+    assert request["store"] is False
+    called: set[str] = set()
+    items = request["input"]
+    for position, item in enumerate(items):
+        if item["type"] == "function_call":
+            called.add(item["call_id"])
+        elif item["type"] == "function_call_output":
+            assert item["call_id"] in called, "an output answers a call made before it"
+        elif item["type"] == "reasoning":
+            assert position + 1 < len(items) and items[position + 1]["type"] in ("message", "function_call",
+                                                                                  "reasoning")
+            assert items[position + 1].get("role", "assistant") == "assistant", "reasoning leads to its own turn's items"

@@ -7,12 +7,16 @@ from collections.abc import Iterable
 from typing import Any
 
 import anthropic.types
+import openai.types.responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-import openai.types.responses
-from providers.openai_responses import ResponsesStreamTranslator, decode_signature, from_response
+from providers.openai_responses import (
+    ResponsesStreamTranslator,
+    decode_signature,
+    from_response,
+)
 from tests.fakes.openai import anthropic_events, assemble_message
 from tests.fakes.openai_responses import (
     FunctionCall,
@@ -112,6 +116,12 @@ def test_an_error_event_ends_the_stream_with_an_anthropic_error() -> None:
         "code": "server_error", "message": "An error occurred; key sk-abcdefghijklmnopq"})))
     assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "api_error"
     assert "sk-abcdef" not in events[-1]["error"]["message"]
+
+
+def test_an_error_event_with_a_nested_error_object_is_read_too() -> None:
+    events = run([sse_event({"type": "error", "sequence_number": 0, "error": {
+        "type": "invalid_request_error", "code": "rate_limit_exceeded", "message": "Too many", "param": None}})])
+    assert events[-1]["error"] == {"type": "rate_limit_error", "message": "Too many"}
 
 
 def test_a_stream_that_stops_before_the_response_ends_is_an_error_and_usage_is_estimated() -> None:
