@@ -62,7 +62,7 @@ class ResponsesOptions:
     `reasoning_efforts`, the levels the model accepts) with `reasoning.summary` so that summaries
     come back as thinking, and encrypted reasoning is asked for so that it can travel back. Without
     it, `thinking` is dropped and reported and no reasoning parameter is sent (non-reasoning models
-    refuse them).
+    refuse them). `output_config.effort` alone sets the effort and, as with Anthropic, shows no thinking.
     """
     supported: frozenset[str] = DEFAULT_SUPPORTED
     reasoning: bool = True
@@ -115,11 +115,11 @@ def to_responses_request(body: Mapping[str, Any], *, upstream_model: str, option
         if body.get(name):
             t.drop(name)
     _tools(body, request, t)
-    _reasoning(body, request, t)
+    carried = _reasoning(body, request, t)
     _output_format(body, request, t)
     _user(body, request, t)
     request["store"] = False
-    if options.reasoning:
+    if carried:
         request["include"] = ["reasoning.encrypted_content"]
     if stream:
         request["stream"] = True
@@ -219,7 +219,12 @@ def _tools(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) ->
             t.drop("parallel_tool_calls")
 
 
-def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
+def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> bool:
+    """Sets `reasoning`; True when the answer's reasoning is to come back as thinking blocks.
+
+    Only a request that asks for thinking gets thinking blocks, as from Anthropic: without it no
+    summary and no encrypted content are asked for, so reasoning items leave no block behind.
+    """
     thinking = mapping_at(body, "thinking")
     output_config = mapping_at(body, "output_config")
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
@@ -234,7 +239,7 @@ def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation
     if not reasons:
         if wanted:
             t.drop("thinking")
-        return
+        return False
     efforts = t.options.reasoning_efforts
     level = effort or (effort_for_budget(budget) if budget is not None else None)
     if wanted is False and not effort:
@@ -242,10 +247,11 @@ def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation
     reasoning: dict[str, Any] = {}
     if level:
         reasoning["effort"] = nearest_effort(level, efforts)
-    if wanted or (wanted is None and effort):
+    if wanted:
         reasoning["summary"] = t.options.reasoning_summary
     if reasoning:
         request["reasoning"] = reasoning
+    return bool(wanted)
 
 
 def _output_format(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:

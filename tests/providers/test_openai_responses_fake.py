@@ -208,6 +208,17 @@ def test_json_round_trip_through_the_fake(fake: ResponsesFake) -> None:
                                 "cache_read_input_tokens": 0}
 
 
+def test_a_request_without_thinking_gets_no_thinking_block_back(fake: ResponsesFake) -> None:
+    body = {**ANTHROPIC_BODY, "tools": [], "output_config": {"effort": "low"}}
+    del body["thinking"]
+    request = translate(body, stream=False)
+    assert request["reasoning"] == {"effort": "low"}  # the model still reasons, as it was asked to
+    message = from_response(post(fake, request, stream=False).json(), model="openai/gpt-5.5-pro", provider="openai")
+    assert [b["type"] for b in message["content"]] == ["text"]
+    events = stream_through(fake, translate(body, stream=True))
+    assert [b.type for b in assemble_message(events).content] == ["text"]
+
+
 def test_two_tool_turns_carry_the_encrypted_reasoning_back_statelessly(fake: ResponsesFake) -> None:
     fake.enqueue(responses_stream(Script(items=[
         Reasoning(summary=[["Need the ", "weather."]], encrypted_content="gAAAAFirstTurnSecret", id="rs_turn1"),

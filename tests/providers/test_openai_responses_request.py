@@ -85,8 +85,16 @@ def test_a_plain_request_is_a_stateless_responses_request() -> None:
     request, dropped = translate({"messages": [{"role": "user", "content": "Hello"}]})
     assert request == {"model": "gpt-5.5-pro",
                        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hello"}]}],
-                       "max_output_tokens": 256, "store": False, "include": ["reasoning.encrypted_content"]}
+                       "max_output_tokens": 256, "store": False}
     assert dropped == []
+
+
+def test_thinking_asks_for_the_encrypted_reasoning_to_carry_it_statelessly() -> None:
+    request, _ = translate({"thinking": {"type": "enabled", "budget_tokens": 2048}})
+    assert request["store"] is False and request["include"] == ["reasoning.encrypted_content"]
+    for no_thinking in ({}, {"thinking": {"type": "disabled"}}, {"output_config": {"effort": "high"}}):
+        request, _ = translate(no_thinking)
+        assert "include" not in request and "summary" not in request.get("reasoning", {})
 
 
 def test_stream_is_set_by_the_caller_not_the_body() -> None:
@@ -274,8 +282,10 @@ def test_adaptive_thinking_keeps_the_models_effort_and_asks_for_summaries() -> N
 
 
 def test_output_config_effort_is_sent_at_the_nearest_level_the_model_accepts() -> None:
-    request, _ = translate({"output_config": {"effort": "max"}}, reasoning_efforts=("low", "medium", "high", "xhigh"))
+    request, _ = translate({"output_config": {"effort": "max"}, "thinking": {"type": "adaptive"}},
+                           reasoning_efforts=("low", "medium", "high", "xhigh"))
     assert request["reasoning"] == {"effort": "xhigh", "summary": "auto"}
+    assert translate({"output_config": {"effort": "low"}})[0]["reasoning"] == {"effort": "low"}
 
 
 def test_disabled_thinking_asks_for_no_effort_where_the_model_allows_it() -> None:
