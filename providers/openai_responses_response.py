@@ -88,7 +88,10 @@ def text_parts(item: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def from_response(response: Mapping[str, Any], *, model: str, provider: str,
                   message_id: str | None = None) -> dict[str, Any]:
-    """The Anthropic Message for a finished Response, carrying the router's `model` and `provider`."""
+    """The Anthropic Message for a finished Response, carrying the router's `model` and `provider`.
+
+    A 200 answer whose Response failed is an error, not a message: check `error_in_response` first.
+    """
     msg_id = message_id or message_id_for(response.get("id"), orjson.dumps(response, option=orjson.OPT_SORT_KEYS,
                                                                            default=str))
     content: list[dict[str, Any]] = []
