@@ -29,6 +29,7 @@ from tests.fakes.openai_responses import (
     stream_events,
     stream_payloads,
 )
+from tests.providers.test_openai_stream import kinds
 
 SETTINGS = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 OPENAI_EVENT: TypeAdapter[Any] = TypeAdapter(openai.types.responses.ResponseStreamEvent)
@@ -53,18 +54,6 @@ def script_events(script: Script) -> list[bytes]:
     for payload in stream_payloads(script):  # the fake sends what OpenAI sends
         OPENAI_EVENT.validate_python(payload)
     return stream_events(script)
-
-
-def kinds(events: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for event in events:
-        kind = event["type"]
-        if kind == "content_block_start":
-            kind += ":" + event["content_block"]["type"]
-        elif kind == "content_block_delta":
-            kind += ":" + event["delta"]["type"]
-        out.append(kind)
-    return out
 
 
 def test_text_stream_follows_anthropics_event_sequence() -> None:
