@@ -96,11 +96,11 @@ class GeminiStreamTranslator:
         return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
 
     def close_usage(self) -> Usage:
-        """Usage to account for; output estimated from the content seen when the upstream never said."""
+        """Usage to account for; output estimated from the content seen when the upstream never counted it."""
         usage = Usage()
         usage.update_from(self.usage)
         if not self._usage_seen:
-            usage.output_tokens = math.ceil(self._output_chars / _CHARS_PER_TOKEN)
+            usage.output_tokens = max(usage.output_tokens, math.ceil(self._output_chars / _CHARS_PER_TOKEN))
             usage.estimated = True
         return usage
 
@@ -144,7 +144,8 @@ class GeminiStreamTranslator:
     def _chunk(self, chunk: Mapping[str, Any]) -> list[bytes]:
         if isinstance(chunk.get("usageMetadata"), Mapping):
             self.usage = anthropic_usage(chunk["usageMetadata"])
-            self._usage_seen = True
+            self._usage_seen = "candidatesTokenCount" in chunk["usageMetadata"]  # chunks before the last may
+            # count the prompt only
         events = [] if self._started else [self._message_start()]
         self._started = True
         if mapping_at(chunk, "promptFeedback").get("blockReason"):

@@ -341,13 +341,11 @@ def signature_problem(contents: Sequence[Mapping[str, Any]], issued: set[str]) -
 
 def token_count(request: Mapping[str, Any]) -> int:
     """The fake's deterministic count: a token per 4 characters of text, tool declaration and media data."""
-    total = 0
+    total = len(json.dumps(request["tools"])) if request.get("tools") else 0
     for content in [*(request.get("contents") or ()), request.get("systemInstruction") or {}]:
         for part in content.get("parts") or ():
-            total += len(part.get("text") or "") + len(json.dumps(part.get("functionCall") or ""))
-            total += len(json.dumps(part.get("functionResponse") or "")) + len((part.get("inlineData") or {})
-                                                                                .get("data", ""))
-    total += len(json.dumps(request.get("tools") or ""))
+            total += len(part.get("text") or "") + len((part.get("inlineData") or {}).get("data", ""))
+            total += sum(len(json.dumps(part[k])) for k in ("functionCall", "functionResponse") if k in part)
     return math.ceil(total / 4)
 
 
