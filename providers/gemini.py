@@ -20,13 +20,13 @@ from providers.gemini_request import (
     DEFAULT_SUPPORTED,
     FOREIGN_CALL_SIGNATURE,
     GeminiOptions,
-    UnsupportedParameters,
     signature_in_tool_id,
     to_gemini_request,
 )
 from providers.gemini_response import anthropic_usage, error_in_response, from_gemini_response
 from providers.gemini_stream import GeminiStreamTranslator
 from providers.openai_chat_errors import redact_secrets
+from providers.openai_chat_request import UnsupportedParameters
 
 __all__ = [
     "DEFAULT_SUPPORTED", "FOREIGN_CALL_SIGNATURE", "GeminiOptions", "GeminiStreamTranslator", "UnsupportedParameters",

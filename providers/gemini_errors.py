@@ -37,16 +37,16 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
 def error_object(body: bytes) -> tuple[dict[str, Any], str]:
-    """(the `error` object, or {}, and the body as text) of a Google error response."""
-    text = body.decode("utf-8", "replace").strip()
+    """(the `error` object, or {}, and the body as text) of a Google error response; some Google front
+    ends wrap it in a one-element array."""
     try:
         parsed: Any = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return {}, text
-    if isinstance(parsed, list) and parsed:
-        parsed = parsed[0]
+        parsed = None
+    if isinstance(parsed, list):
+        parsed = parsed[0] if parsed else None
     error = parsed.get("error") if isinstance(parsed, Mapping) else None
-    return (dict(error) if isinstance(error, Mapping) else {}), text
+    return (dict(error) if isinstance(error, Mapping) else {}), body.decode("utf-8", "replace").strip()
 
 
 def _reasons(error: Mapping[str, Any]) -> set[str]:

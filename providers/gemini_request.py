@@ -27,9 +27,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.anthropic_input import (
+    Drops,
+    document_blocks,
+    is_custom_tool,
+    is_server_tool_block,
+    message_blocks,
+    stop_sequences,
+    system_text,
+)
 from providers.base import ROUTER_FIELDS
 from providers.gemini_schema import reduce_schema
-from providers.openai_chat_request import UnsupportedParameters, effort_for_budget, list_at, mapping_at
+from providers.openai_chat_request import effort_for_budget, list_at, mapping_at
 
 DEFAULT_SUPPORTED = frozenset({
     "tools", "tool_choice", "temperature", "top_p", "top_k", "stop_sequences", "thinking", "output_format",
@@ -48,7 +57,8 @@ _HANDLED = frozenset({
     "model", "messages", "max_tokens", "stream", "system", "metadata", "tools", "tool_choice", "temperature",
     "top_p", "top_k", "stop_sequences", "thinking", "output_config", "output_format", "cache_control",
     *ROUTER_FIELDS})
-_SAMPLING = (("temperature", "temperature"), ("top_p", "topP"), ("top_k", "topK"))
+_SAMPLING = {"temperature": "temperature", "top_p": "topP", "top_k": "topK"}
+_OPTION_NAMES = ("thinking", "can_disable_thinking", "thinking_levels", "foreign_call_signature")
 _TOOL_ID = re.compile(r"^toolu_[0-9a-f]{24}_ts_([A-Za-z0-9_-]+)$")
 _TO_URLSAFE = str.maketrans("+/", "-_")
 _FROM_URLSAFE = str.maketrans("-_", "+/")
@@ -73,19 +83,31 @@ class GeminiOptions:
     def __post_init__(self) -> None:
         if self.thinking not in THINKING_MODES:
             raise ValueError(f"thinking must be one of {THINKING_MODES}, not {self.thinking!r}")
+        if not self.thinking_levels:
+            raise ValueError("thinking_levels must name at least one level")
+
+    @classmethod
+    def from_endpoint(cls, supported_parameters: Iterable[str], options: Mapping[str, Any], *,
+                      require_parameters: bool = False) -> GeminiOptions:
+        """The options of a catalog endpoint: its `supported_parameters` (catalog names: `output_config`
+        stands for output_format) and its `options:` (thinking, can_disable_thinking, thinking_levels,
+        foreign_call_signature). An unknown option is a ValueError naming it, for the catalog check."""
+        supported = set(supported_parameters)
+        if "output_config" in supported:
+            supported.add("output_format")
+        kwargs: dict[str, Any] = {"supported": frozenset(supported & DEFAULT_SUPPORTED),
+                                  "require_parameters": require_parameters}
+        for name, value in options.items():
+            if name not in _OPTION_NAMES:
+                raise ValueError(f"unknown option {name!r} for protocol gemini; known: {', '.join(_OPTION_NAMES)}")
+            kwargs[name] = tuple(value) if name == "thinking_levels" else value
+        return cls(**kwargs)
 
 
 @dataclass
-class _Translation:
-    options: GeminiOptions
-    dropped: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
+class _Translation(Drops):
+    options: GeminiOptions = field(default_factory=GeminiOptions)
     tool_names: dict[str, str] = field(default_factory=dict)  # tool_use id → function name
-
-    def drop(self, name: str) -> None:
-        self.dropped[name] = None
-
-    def supports(self, name: str) -> bool:
-        return name in self.options.supported
 
 
 # -- signatures in ids -----------------------------------------------------------------------------
@@ -126,50 +148,32 @@ def to_gemini_request(body: Mapping[str, Any], *, options: GeminiOptions) -> tup
     The model travels in the URL (`generate_url`), not in the body. Raises UnsupportedParameters
     instead of dropping when `options.require_parameters` is set.
     """
-    t = _Translation(options)
+    t = _Translation(options.supported, options.require_parameters, options=options)
     request: dict[str, Any] = {"contents": _contents(body, t)}
-    system = _system_text(body.get("system"))
+    system = system_text(body.get("system"))
     if system:
         request["systemInstruction"] = {"parts": [{"text": system}]}
     config: dict[str, Any] = {}
     if isinstance(body.get("max_tokens"), int):
         config["maxOutputTokens"] = body["max_tokens"]
-    for name, gemini_name in _SAMPLING:
-        if body.get(name) is not None:
-            if t.supports(name):
-                config[gemini_name] = body[name]
-            else:
-                t.drop(name)
-    _stop(body, config, t)
-    _tools(body, request, t)
-    _thinking(body, config, t)
-    _output_format(body, config, t)
+    config.update((_SAMPLING[name], value) for name, value in t.honoured(body, _SAMPLING).items())
+    config.update(_stop_sequences(body, t))
+    request.update(_function_declarations(body, t))
+    config.update(_thinking_config(body, t))
+    config.update(_response_schema(body, t))
     if config:
         request["generationConfig"] = config
-    for name in body:
-        if name not in _HANDLED and not (name == "service_tier" and body[name] == "auto"):
-            t.drop(name)
-    dropped = list(t.dropped)
-    if dropped and options.require_parameters:
-        raise UnsupportedParameters(dropped)
-    return request, dropped
+    t.unknown_fields(body, _HANDLED)
+    return request, t.result()
 
 
-def _stop(body: Mapping[str, Any], config: dict[str, Any], t: _Translation) -> None:
-    sequences = [s for s in body.get("stop_sequences") or () if isinstance(s, str) and s]
+def _stop_sequences(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
+    sequences = stop_sequences(body)
     if not sequences:
-        return
-    if not t.supports("stop_sequences"):
-        t.drop("stop_sequences")
-        return
-    config["stopSequences"] = sequences[:MAX_STOP_SEQUENCES]
-    if len(sequences) > MAX_STOP_SEQUENCES:
-        t.drop("stop_sequences")  # partly honoured is not honoured
-
-
-def _is_custom_tool(tool: Mapping[str, Any]) -> bool:
-    return (tool.get("type") in (None, "custom") and isinstance(tool.get("name"), str)
-            and isinstance(tool.get("input_schema"), Mapping))
+        return {}
+    if not t.supports("stop_sequences") or len(sequences) > MAX_STOP_SEQUENCES:
+        t.drop("stop_sequences")  # partly honoured is not honoured: reported, and the first five still sent
+    return {"stopSequences": sequences[:MAX_STOP_SEQUENCES]} if t.supports("stop_sequences") else {}
 
 
 def _declaration(tool: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
@@ -183,121 +187,80 @@ def _declaration(tool: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
     return declaration
 
 
-def _tools(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
+def _function_declarations(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
+    """`tools` and `toolConfig` for the client's own tools (AUTO, Gemini's default, needs no toolConfig)."""
     tools = [tool for tool in body.get("tools") or () if isinstance(tool, Mapping)]
-    if any(not _is_custom_tool(tool) for tool in tools):
+    if any(not is_custom_tool(tool) for tool in tools):
         t.drop("server_tools")
-    custom = [tool for tool in tools if _is_custom_tool(tool)]
+    custom = [tool for tool in tools if is_custom_tool(tool)]
     if custom and not t.supports("tools"):
         t.drop("tools")
         custom = []
     declarations = [_declaration(tool, t) for tool in custom]
-    if declarations:
-        request["tools"] = [{"functionDeclarations": declarations}]
-    choice = body.get("tool_choice")
-    if not isinstance(choice, Mapping):
-        return
-    kind = choice.get("type")
-    names = [d["name"] for d in declarations]
-    if kind == "auto" or (kind == "none" and not declarations):
-        config = None  # the API's default already, or nothing to refrain from
-    elif not declarations or not t.supports("tool_choice"):
-        t.drop("tool_choice")
-        config = None
-    elif kind == "any":
-        config = {"mode": "ANY"}
-    elif kind == "none":
-        config = {"mode": "NONE"}
-    elif kind == "tool" and choice.get("name") in names:
-        config = {"mode": "ANY", "allowedFunctionNames": [choice["name"]]}
-    else:
-        t.drop("tool_choice")
-        config = None
-    if config is not None:
-        request["toolConfig"] = {"functionCallingConfig": config}
-    if choice.get("disable_parallel_tool_use") and declarations and kind != "none":
-        t.drop("parallel_tool_calls")
+    members: dict[str, Any] = {"tools": [{"functionDeclarations": declarations}]} if declarations else {}
+    choice = t.tool_choice(body, [d["name"] for d in declarations])
+    if choice is not None:
+        kind, name = choice
+        calling: dict[str, Any] = {"mode": "NONE" if kind == "none" else "ANY"}
+        if name is not None:
+            calling["allowedFunctionNames"] = [name]
+        members["toolConfig"] = {"functionCallingConfig": calling}
+    return members
 
 
-def _thinking(body: Mapping[str, Any], config: dict[str, Any], t: _Translation) -> None:
+def _thinking_config(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
     if isinstance(mapping_at(body, "output_config").get("effort"), str):
         t.drop("effort")
     thinking = mapping_at(body, "thinking")
     kind = thinking.get("type")
-    if kind is None:
-        return
-    if not t.supports("thinking"):
-        if kind != "disabled":
-            t.drop("thinking")
-        return
     options = t.options
+    if kind is None or (kind == "disabled" and not (options.can_disable_thinking and t.supports("thinking"))):
+        return {}  # a model that cannot stop thinking keeps its default
+    if not t.supports("thinking"):
+        t.drop("thinking")
+        return {}
     if kind == "disabled":
-        if options.can_disable_thinking:
-            config["thinkingConfig"] = ({"thinkingBudget": 0} if options.thinking == "budget"
-                                        else {"thinkingLevel": options.thinking_levels[0]})
-        return
+        off = {"thinkingBudget": 0} if options.thinking == "budget" else {"thinkingLevel": options.thinking_levels[0]}
+        return {"thinkingConfig": off}
     budget = thinking.get("budget_tokens")
     budget = budget if isinstance(budget, int) and not isinstance(budget, bool) else None
-    thinking_config: dict[str, Any] = {"includeThoughts": True}
+    config: dict[str, Any] = {"includeThoughts": True}
     if options.thinking == "budget":
-        thinking_config["thinkingBudget"] = budget if budget is not None else -1  # -1: the model decides
+        config["thinkingBudget"] = budget if budget is not None else -1  # -1: the model decides
     elif budget is not None:
         level = effort_for_budget(budget)
-        thinking_config["thinkingLevel"] = level if level in options.thinking_levels else options.thinking_levels[-1]
-    config["thinkingConfig"] = thinking_config
+        config["thinkingLevel"] = level if level in options.thinking_levels else options.thinking_levels[-1]
+    return {"thinkingConfig": config}
 
 
-def _output_format(body: Mapping[str, Any], config: dict[str, Any], t: _Translation) -> None:
-    output_config = mapping_at(body, "output_config")
-    for name in output_config:
-        if name not in ("effort", "format"):
-            t.drop(f"output_config.{name}")
-    fmt = output_config.get("format") or body.get("output_format")
-    if not isinstance(fmt, Mapping):
-        return
-    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), Mapping) \
-            or not t.supports("output_format"):
-        t.drop("output_format")
-        return
-    config["responseMimeType"] = "application/json"
-    config["responseSchema"] = reduce_schema(fmt["schema"], where="output_format", drop=t.drop)
+def _response_schema(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
+    schema = t.output_schema(body)
+    if schema is None:
+        return {}
+    return {"responseMimeType": "application/json",
+            "responseSchema": reduce_schema(schema, where="output_format", drop=t.drop)}
 
 
 # -- contents ----------------------------------------------------------------------------------------
-
-def _blocks(message: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    content = message.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-    return [b for b in blocks if isinstance(b, Mapping)]
-
 
 def _contents(body: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
     messages = [m for m in list_at(body, "messages") if isinstance(m, Mapping)]
     for message in messages:  # tool_result names only an id; Gemini matches responses by function name
         if message.get("role") == "assistant":
-            for block in _blocks(message):
+            for block in message_blocks(message):
                 if block.get("type") == "tool_use" and isinstance(block.get("id"), str):
                     t.tool_names[block["id"]] = str(block.get("name", ""))
     contents: list[dict[str, Any]] = []
     for message in messages:
         if message.get("role") == "assistant":
-            parts = _model_parts(_blocks(message), t)
+            parts = _model_parts(message_blocks(message), t)
             role = "model"
         else:
-            parts = _user_parts(_blocks(message), t)
+            parts = _user_parts(message_blocks(message), t)
             role = "user"
         if parts:
             contents.append({"role": role, "parts": parts})
     return contents
-
-
-def _system_text(system: Any) -> str:
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        return "\n\n".join(b["text"] for b in system
-                           if isinstance(b, Mapping) and b.get("type") == "text" and b.get("text"))
-    return ""
 
 
 def _user_parts(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[dict[str, Any]]:
@@ -314,13 +277,9 @@ def _user_parts(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[di
 
 def _function_response(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
     tool_id = str(block.get("tool_use_id", ""))
-    content = block.get("content")
-    inner = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
     texts: list[str] = []
     attachments: list[dict[str, Any]] = []
-    for item in inner:
-        if not isinstance(item, Mapping):
-            continue
+    for item in message_blocks(block):
         for part in _content_parts(item, t):
             if "text" in part:
                 texts.append(part["text"])
@@ -338,13 +297,10 @@ def _content_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, 
     if kind == "text":
         text = block.get("text")
         return [{"text": text}] if isinstance(text, str) and text else []
-    if kind == "image":
-        return _media_part(block, "images", t)
-    if kind == "document":
-        return _document_parts(block, t)
-    if kind in ("thinking", "redacted_thinking"):
-        return []
-    t.drop(str(kind))
+    if kind in ("image", "document"):
+        return _media_part(block, "images", t) if kind == "image" else _document_parts(block, t)
+    if kind not in ("thinking", "redacted_thinking"):  # thinking in a user turn is nothing to send
+        t.drop(str(kind))
     return []
 
 
@@ -370,17 +326,11 @@ def _media_part(block: Mapping[str, Any], capability: str, t: _Translation,
 
 
 def _document_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
+    readable = document_blocks(block)
+    if readable is not None:
+        return [part for inner in readable for part in _content_parts(inner, t)]
     source = mapping_at(block, "source")
-    title = block.get("title") if isinstance(block.get("title"), str) else ""
-    kind = source.get("type")
-    if kind == "text":
-        text = str(source.get("data", ""))
-        return [{"text": f"{title}\n\n{text}" if title else text}] if text else []
-    if kind == "content":
-        inner = source.get("content")
-        blocks = [{"type": "text", "text": inner}] if isinstance(inner, str) else list(inner or ())
-        return [p for b in blocks if isinstance(b, Mapping) for p in _content_parts(b, t)]
-    if kind == "base64" and source.get("media_type") not in (None, "application/pdf"):
+    if source.get("type") == "base64" and source.get("media_type") not in (None, "application/pdf"):
         t.drop("documents")
         return []
     return _media_part(block, "documents", t, default_type="application/pdf")
@@ -399,21 +349,22 @@ def _model_parts(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[d
             if signature is not None:  # thinking another model wrote means nothing to Gemini
                 parts.append({"text": str(block.get("thinking", "")), "thought": True, "thoughtSignature": signature})
         elif kind == "tool_use":
-            tool_id = str(block.get("id", ""))
-            tool_input = block.get("input")
-            part: dict[str, Any] = {"functionCall": {"name": str(block.get("name", "")),
-                                                     "args": dict(tool_input) if isinstance(tool_input, Mapping) else {}}}
-            signature = signature_in_tool_id(tool_id)
-            if signature is None and calls == 0:
-                signature = t.options.foreign_call_signature
-            if signature:
-                part["thoughtSignature"] = signature
-            parts.append(part)
+            parts.append(_function_call_part(block, first=calls == 0, t=t))
             calls += 1
-        elif kind == "redacted_thinking":
-            pass  # encrypted for Anthropic's models only
-        elif kind == "server_tool_use" or str(kind).endswith("_tool_result"):
-            t.drop("server_tools")
-        else:
-            t.drop(str(kind))
+        elif kind != "redacted_thinking":  # redacted thinking is encrypted for Anthropic's models only
+            t.drop("server_tools" if is_server_tool_block(kind) else str(kind))
     return parts
+
+
+def _function_call_part(block: Mapping[str, Any], *, first: bool, t: _Translation) -> dict[str, Any]:
+    """A tool_use as a functionCall part, with the signature its id carries; the turn's first call
+    without one gets the stand-in signature (the call came from another model)."""
+    tool_input = block.get("input")
+    part: dict[str, Any] = {"functionCall": {"name": str(block.get("name", "")),
+                                             "args": dict(tool_input) if isinstance(tool_input, Mapping) else {}}}
+    signature = signature_in_tool_id(str(block.get("id", "")))
+    if signature is None and first:
+        signature = t.options.foreign_call_signature
+    if signature:
+        part["thoughtSignature"] = signature
+    return part

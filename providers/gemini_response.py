@@ -81,6 +81,8 @@ def error_in_response(response: Mapping[str, Any]) -> tuple[int, str, str] | Non
         code = error.get("code")
         status = code if isinstance(code, int) and 400 <= code < 600 else 502
         return map_error(status, orjson.dumps({"error": dict(error)}))
+    if not first_candidate(response) and not mapping_at(response, "promptFeedback").get("blockReason"):
+        return 502, "api_error", "the upstream answered without a candidate"
     finish = first_candidate(response).get("finishReason")
     if finish in FAILED_FINISH:
         status, error_type, message = FAILED_FINISH[finish]

@@ -90,7 +90,7 @@ class _Reducer:
         target = self.defs.get(ref) if isinstance(ref, str) else None
         if target is None or ref in self._resolving:
             self.drop("$ref")  # unknown, external or cyclic: the model gets an untyped value there
-            return {k: v for k, v in self.schema({k: v for k, v in node.items() if k != "$ref"}).items()}
+            return self.schema({k: v for k, v in node.items() if k != "$ref"})
         self._resolving.append(ref)
         try:
             resolved = self.schema({**target, **{k: v for k, v in node.items() if k != "$ref"}})

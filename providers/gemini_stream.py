@@ -12,13 +12,12 @@ answer it adds up to give the same message.
 """
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from providers.anthropic_events import closing_events, error_event, message_start_event, usage_to_account
 from providers.base import Usage
 from providers.gemini_errors import map_error
 from providers.gemini_response import (
@@ -32,8 +31,6 @@ from providers.openai_chat_errors import redact_secrets
 from providers.openai_chat_request import list_at, mapping_at
 from providers.sse import encode_event
 
-_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its usage
 _MAX_RAW = 64 * 1024  # plain lines kept while waiting for an error object to close
 
 
@@ -62,25 +59,16 @@ class GeminiStreamTranslator:
     def feed(self, data: bytes) -> list[bytes]:
         if self._ended:
             return []
-        buffer = self._buffer + data if self._buffer else data
-        end = max(buffer.rfind(b"\n"), buffer.rfind(b"\r"))
-        if end < 0:
-            self._buffer = buffer
-            return []
-        self._buffer = buffer[end + 1:]
-        events: list[bytes] = []
-        for line in _LINE_BREAK.split(buffer[:end]):
-            events += self._line(line)
-            if self._ended:
-                break
-        return events
+        lines = (self._buffer + data).split(b"\n")  # Google ends lines in CRLF: each CR goes in _lines
+        self._buffer = lines.pop()
+        return self._lines(lines)
 
     def finish(self) -> list[bytes]:
         """The upstream body ended: the closing events, or an error event if the answer was cut short."""
         if self._ended:
             return []
-        events = self._line(self._buffer) if self._buffer else []
-        self._buffer = b""
+        rest, self._buffer = self._buffer, b""
+        events = self._lines([rest])
         if self._ended:
             return events
         if self._raw:
@@ -91,20 +79,22 @@ class GeminiStreamTranslator:
         """The error event for a broken upstream connection; nothing else is closed."""
         if self._ended:
             return []
-        self._ended = True
-        self.failure = (error_type, message)
-        return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
+        self._ended, self.failure = True, (error_type, message)
+        return [error_event(error_type, message)]
 
     def close_usage(self) -> Usage:
         """Usage to account for; output estimated from the content seen when the upstream never counted it."""
-        usage = Usage()
-        usage.update_from(self.usage)
-        if not self._usage_seen:
-            usage.output_tokens = max(usage.output_tokens, math.ceil(self._output_chars / _CHARS_PER_TOKEN))
-            usage.estimated = True
-        return usage
+        return usage_to_account(self.usage, output_counted=self._usage_seen, output_chars=self._output_chars)
 
     # -- lines and chunks ------------------------------------------------------------------------
+    def _lines(self, lines: list[bytes]) -> list[bytes]:
+        events: list[bytes] = []
+        for line in lines:
+            if self._ended:
+                break
+            events += self._line(line.rstrip(b"\r"))
+        return events
+
     def _line(self, line: bytes) -> list[bytes]:
         if line.startswith(b"data:"):
             payload = line[5:].strip()
@@ -171,10 +161,8 @@ class GeminiStreamTranslator:
 
     # -- the end ---------------------------------------------------------------------------------
     def _message_start(self) -> bytes:
-        usage = {**self.usage, "output_tokens": 0}
-        return encode_event("message_start", {"type": "message_start", "message": {
-            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-            "provider": self.provider, "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})
+        return message_start_event(message_id=self.message_id, model=self.model, provider=self.provider,
+                                   usage=self.usage)
 
     def _complete(self) -> list[bytes]:
         if self._finish_reason in FAILED_FINISH:
@@ -185,13 +173,8 @@ class GeminiStreamTranslator:
         events += [self._event(op) for op in self._folder.close()]
         self.stop_reason = "refusal" if self._finish_reason is None else stop_reason_for(
             self._finish_reason, has_tool_use=self._folder.tool_uses > 0)
-        events.append(encode_event("message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
-            "usage": dict(self.usage)}))
-        events.append(encode_event("message_stop", {"type": "message_stop"}))
-        self._ended = True
-        self.finished = True
-        return events
+        self._ended = self.finished = True
+        return events + closing_events(stop_reason=self.stop_reason, stop_sequence=None, usage=self.usage)
 
     def _fail(self, error_type: str, message: str) -> list[bytes]:
         events = [self._event(op) for op in self._folder.close()]

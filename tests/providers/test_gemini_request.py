@@ -175,7 +175,8 @@ def test_tool_choice_becomes_function_calling_config(choice: dict[str, Any], con
 
 
 def test_auto_tool_choice_is_gemini_default_and_parallel_calls_cannot_be_forbidden() -> None:
-    request, dropped = translate(tools=[weather_tool()], tool_choice={"type": "auto", "disable_parallel_tool_use": True})
+    request, dropped = translate(tools=[weather_tool()],
+                                 tool_choice={"type": "auto", "disable_parallel_tool_use": True})
     assert "toolConfig" not in request
     assert dropped == ["parallel_tool_calls"]
 
@@ -274,7 +275,8 @@ def test_calls_another_model_made_carry_the_documented_stand_in_signature() -> N
                                               "content": "Snow"}]}]
     request, dropped = translate(tools=[weather_tool()], messages=messages)
     assert request["contents"][1] == {"role": "model", "parts": [
-        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": FOREIGN_CALL_SIGNATURE}]}
+        {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}},
+         "thoughtSignature": FOREIGN_CALL_SIGNATURE}]}
     assert dropped == []
 
 
@@ -287,3 +289,13 @@ def test_thinking_block_signature_returns_on_its_thought_part() -> None:
                                      {"role": "user", "content": "Again"}])
     assert request["contents"][1]["parts"] == [
         {"text": "Need the weather.", "thought": True, "thoughtSignature": "VGhvdWdodA=="}, {"text": "Hello"}]
+
+
+def test_catalog_endpoint_data_becomes_options_and_an_unknown_option_is_named() -> None:
+    options = GeminiOptions.from_endpoint(["tools", "thinking", "output_config", "frequency_penalty"],
+                                          {"thinking": "level", "thinking_levels": ["low", "high"]},
+                                          require_parameters=True)
+    assert options == GeminiOptions(supported=frozenset({"tools", "thinking", "output_format"}),
+                                    require_parameters=True, thinking="level", thinking_levels=("low", "high"))
+    with pytest.raises(ValueError, match="'reasoning'"):
+        GeminiOptions.from_endpoint(["tools"], {"reasoning": "reasoning_effort"})

@@ -82,3 +82,9 @@ def test_a_finish_reason_that_leaves_no_usable_answer_is_an_error(finish: str, s
 def test_an_error_object_in_a_200_answer_is_mapped() -> None:
     failure = error_in_response({"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}})
     assert failure == (429, "rate_limit_error", "Quota exceeded")
+
+
+def test_an_answer_without_candidates_or_a_block_reason_is_unreadable() -> None:
+    assert error_in_response({"usageMetadata": {"promptTokenCount": 3}}) == (
+        502, "api_error", "the upstream answered without a candidate")
+    assert error_in_response(response_body(Answer(block_reason="SAFETY"))) is None

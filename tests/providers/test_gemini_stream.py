@@ -141,7 +141,9 @@ parts = st.one_of(
     st.builds(lambda t, s: text(t, signature=s), words, signatures),
     st.builds(lambda t, s: thought(t, signature=s), words, signatures),
     st.builds(lambda n, a, s: function_call(n, a, signature=s), st.sampled_from(["get_weather", "run"]),
-              st.dictionaries(st.text(min_size=1, max_size=5), st.one_of(words, st.integers(-2**53, 2**53)), max_size=3),  # Struct numbers are doubles
+              # a Struct's numbers are doubles: integers beyond 2**53 never arrive
+              st.dictionaries(st.text(min_size=1, max_size=5), st.one_of(words, st.integers(-2**53, 2**53)),
+                              max_size=3),
               signatures))
 answers = st.builds(lambda p, f, u: Answer(parts=p, finish_reason=f, usage=u),
                     st.lists(parts, min_size=1, max_size=8),
