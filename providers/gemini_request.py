@@ -38,7 +38,7 @@ from providers.anthropic_input import (
 )
 from providers.base import ROUTER_FIELDS
 from providers.gemini_schema import reduce_schema
-from providers.openai_chat_request import effort_for_budget, list_at, mapping_at
+from providers.openai_chat_request import effort_for_budget, list_at, mapping_at, nearest_effort
 
 DEFAULT_SUPPORTED = frozenset({
     "tools", "tool_choice", "temperature", "top_p", "top_k", "stop_sequences", "thinking", "output_format",
@@ -70,7 +70,8 @@ class GeminiOptions:
 
     `thinking` says how Anthropic's `thinking` travels: "budget" (`thinkingConfig.thinkingBudget`,
     every thinking Gemini model) or "level" (`thinkingLevel`, Gemini 3's preferred form, from the
-    budget by the bounds the chat translator uses). `can_disable_thinking`: `thinking: disabled` sends
+    budget by the bounds the chat translator uses, a level the model lacks becoming the nearest below it).
+    `can_disable_thinking`: `thinking: disabled` sends
     budget 0 (Flash models) or, where the model cannot stop thinking (Pro), nothing.
     """
     supported: frozenset[str] = DEFAULT_SUPPORTED
@@ -228,8 +229,7 @@ def _thinking_config(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]
     if options.thinking == "budget":
         config["thinkingBudget"] = budget if budget is not None else -1  # -1: the model decides
     elif budget is not None:
-        level = effort_for_budget(budget)
-        config["thinkingLevel"] = level if level in options.thinking_levels else options.thinking_levels[-1]
+        config["thinkingLevel"] = nearest_effort(effort_for_budget(budget), options.thinking_levels)
     return {"thinkingConfig": config}
 
 

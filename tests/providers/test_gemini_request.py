@@ -220,9 +220,11 @@ def test_disabled_thinking_is_budget_zero_where_the_model_can_stop_thinking() ->
 
 
 def test_thinking_level_mode_maps_the_budget_to_a_level() -> None:
-    request, _ = translate(GeminiOptions(thinking="level", thinking_levels=("low", "high")),
-                           thinking={"type": "enabled", "budget_tokens": 8000})
+    levels = GeminiOptions(thinking="level", thinking_levels=("low", "high"))
+    request, _ = translate(levels, thinking={"type": "enabled", "budget_tokens": 32000})
     assert request["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingLevel": "high"}
+    request, _ = translate(levels, thinking={"type": "enabled", "budget_tokens": 8000})  # medium: not offered
+    assert request["generationConfig"]["thinkingConfig"] == {"includeThoughts": True, "thinkingLevel": "low"}
 
 
 def test_adaptive_thinking_lets_the_model_choose_its_budget() -> None:
