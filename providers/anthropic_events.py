@@ -1,0 +1,40 @@
+"""Anthropic stream events and usage that every translating protocol's stream produces alike."""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from providers.base import Usage
+from providers.sse import encode_event
+
+CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its output
+
+
+def error_event(error_type: str, message: str) -> bytes:
+    return encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})
+
+
+def message_start_event(*, message_id: str, model: str, provider: str, usage: Mapping[str, int]) -> bytes:
+    """message_start with the router's `model`, the `provider`, and the prompt's usage (no output yet)."""
+    return encode_event("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "model": model, "provider": provider,
+        "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 0}}})
+
+
+def usage_to_account(usage: Mapping[str, int], *, output_counted: bool, output_chars: int) -> Usage:
+    """The usage a stream leaves: as reported, with the output estimated from the characters seen when
+    the upstream never counted it (never below what it did report)."""
+    result = Usage()
+    result.update_from(dict(usage))
+    if not output_counted:
+        result.output_tokens = max(result.output_tokens, math.ceil(output_chars / CHARS_PER_TOKEN))
+        result.estimated = True
+    return result
+
+
+def closing_events(*, stop_reason: str, stop_sequence: str | None, usage: Mapping[str, int]) -> list[bytes]:
+    """message_delta (why the answer stopped, and its final usage) and message_stop."""
+    return [encode_event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                                           "usage": dict(usage)}),
+            encode_event("message_stop", {"type": "message_stop"})]
