@@ -122,17 +122,18 @@ def with_function_tool(body: Mapping[str, Any], tool: WebSearchTool | None = Non
     return {**body, "tools": tools}
 
 
-def without_function_tool(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The request once searches are used up: the function withdrawn (and `tool_choice` with it
-    when nothing else is left to choose)."""
-    tools = [t for t in body.get("tools") or [] if not (isinstance(t, Mapping) and t.get("name") == TOOL_NAME)]
-    out = {k: v for k, v in body.items() if k not in ("tools", "tool_choice")}
-    if tools:
-        out["tools"] = tools
-        choice = body.get("tool_choice")
-        if choice is not None and not (isinstance(choice, Mapping) and choice.get("name") == TOOL_NAME):
-            out["tool_choice"] = choice
-    return out
+def searches_used_up(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The request once searches are used up. The function stays defined (the history holds calls
+    of it, which some upstreams refuse for an undefined tool); with no other tool to call, the
+    model is told to call none, so it answers with what it has. With the client's tools present a
+    further search gets the `max_uses_exceeded` error instead."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, Mapping)]
+    if all(t.get("name") == TOOL_NAME for t in tools):
+        return {**body, "tool_choice": {"type": "none"}}
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("name") == TOOL_NAME:
+        return {**body, "tool_choice": {"type": "auto"}}
+    return dict(body)
 
 
 # -- blocks -----------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ The executor drives it:
     message = loop.answer()          # or blocks.message_events(loop.answer()) for a stream
 
 `max_uses` (the lower of the request's and the settings') caps the searches run; a call past it
-gets a `max_uses_exceeded` error block and the function is withdrawn from the next request. An
+gets a `max_uses_exceeded` error block, and the next request tells the model to answer (a model
+that keeps asking is stopped after `max_uses + 2` rounds). An
 answer that also calls the client's own tools ends the loop there (`stop_reason: tool_use`): the
 client runs its tools, and the next turn carries the search blocks back in its history.
 """
@@ -76,7 +77,7 @@ class SearchLoop:
         """The body of the next upstream round (Anthropic format, for the protocol's translator)."""
         body = {**self._base, "messages": list(self.messages)}
         if self.used >= self.max_uses:
-            body = blocks.without_function_tool(body)
+            body = blocks.searches_used_up(body)
         return body
 
     def on_answer(self, message: Mapping[str, Any]) -> list[SearchCall] | None:
@@ -140,6 +141,9 @@ class SearchLoop:
         self.messages.append({"role": "user", "content": [
             {"type": "tool_result", "tool_use_id": c.model_id, "content": blocks.results_text(o),
              **({"is_error": True} if not o.ok else {})} for c, o in zip(calls, outcomes)]})
+        if self.rounds > self._max_rounds:
+            self.done = True  # a model that keeps asking past its uses: what it said so far is the answer
+            self._last = None
         if client_tools:
             self.done = True
             self._stop_reason = "tool_use"

@@ -63,11 +63,13 @@ def test_a_client_tool_named_web_search_conflicts_with_the_function():
         blocks.with_function_tool({"tools": [{"name": "web_search", "input_schema": {}}]})
 
 
-def test_withdrawing_the_function_keeps_the_clients_tools_and_choice():
-    body = {"tools": [{"name": "calc"}, blocks.WEB_SEARCH_FUNCTION], "tool_choice": {"type": "auto"}}
-    assert blocks.without_function_tool(body) == {"tools": [{"name": "calc"}], "tool_choice": {"type": "auto"}}
-    assert blocks.without_function_tool({"tools": [blocks.WEB_SEARCH_FUNCTION],
-                                         "tool_choice": {"type": "tool", "name": "web_search"}}) == {}
+def test_used_up_searches_tell_the_model_to_answer_when_it_has_no_other_tool():
+    only = {"tools": [blocks.WEB_SEARCH_FUNCTION], "tool_choice": {"type": "tool", "name": "web_search"}}
+    assert blocks.searches_used_up(only) == {"tools": [blocks.WEB_SEARCH_FUNCTION], "tool_choice": {"type": "none"}}
+    mixed = {"tools": [{"name": "calc"}, blocks.WEB_SEARCH_FUNCTION], "tool_choice": {"type": "any"}}
+    assert blocks.searches_used_up(mixed) == mixed
+    forced = {**mixed, "tool_choice": {"type": "tool", "name": "web_search"}}
+    assert blocks.searches_used_up(forced)["tool_choice"] == {"type": "auto"}
 
 
 def test_server_tool_ids_are_anthropic_shaped_and_unique():
