@@ -172,8 +172,9 @@ def tool_result_error(tool_use_id: str, error_code: str) -> dict[str, Any]:
 def results_text(outcome: SearchOutcome) -> str:
     """What a non-Anthropic model reads as the function's result: numbered results, or the error."""
     if outcome.error is not None:
-        return (f"Error: {outcome.error}. The search did not run"
-                + (": no more searches are allowed in this request; answer with what you have."
+        # No "Error:" prefix: the tool result carries is_error, which translators render as one.
+        return (f"{outcome.error}: the search did not run"
+                + ("; no more searches are allowed in this request, answer with what you have."
                    if outcome.error == "max_uses_exceeded" else "."))
     if not outcome.results:
         return f"No results for {outcome.query!r}."

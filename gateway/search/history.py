@@ -125,8 +125,9 @@ def for_other_upstream(messages: Sequence[Any], secret: bytes) -> list[Any]:
                 pending.append({"type": "tool_use", "id": block["id"], "name": TOOL_NAME, "input": {"query": query}})
                 emit("assistant", pending)
                 pending = []
-                emit("user", [{"type": "tool_result", "tool_use_id": block["id"],
-                               "content": results_text(_outcome(results.get(block["id"]), query, secret))}])
+                outcome = _outcome(results.get(block["id"]), query, secret)
+                emit("user", [{"type": "tool_result", "tool_use_id": block["id"], "content": results_text(outcome),
+                               **({"is_error": True} if not outcome.ok else {})}])
             elif kind == "web_search_tool_result":
                 continue
             elif kind == "text" and block.get("citations"):
