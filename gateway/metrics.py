@@ -1,7 +1,7 @@
 """Prometheus metrics: the names and labels the dashboards query, and the /metrics endpoint.
 
 Labels are bounded: team (created by admins), model (catalog ids only), provider, HTTP status,
-token kind, attempt outcome; never a key, a user or a session. With several worker processes the
+token kind, attempt outcome, search backend; never a key, a user or a session. With several worker processes the
 values live in `PROMETHEUS_MULTIPROC_DIR` (set by `gateway serve --workers N` before the workers
 start) and /metrics sums them, so every worker answers with the same totals.
 """
