@@ -69,8 +69,9 @@ class SearchFailed(Exception):
     """A search that produced no results: `code` is one of Anthropic's web search error codes."""
 
     def __init__(self, code: str, message: str) -> None:
+        if code not in ERROR_CODES:
+            raise ValueError(f"not a web search error code: {code!r}")
         super().__init__(message)
-        assert code in ERROR_CODES, code
         self.code = code
         self.message = message
 

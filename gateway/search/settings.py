@@ -10,6 +10,7 @@ A team's `search:` (same keys, all optional) replaces the gateway's values field
 """
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ Backend = Literal["searxng", "brave", "tavily", "exa"]
 KEYED_BACKENDS = ("brave", "tavily", "exa")
 # Anthropic's list price for a web search ($10 per 1,000): what a search costs a team unless set.
 DEFAULT_PRICE_PER_SEARCH = 0.01
+# Signs tokens when no token_secret is configured: they then read back only in this process.
+_PROCESS_SECRET = secrets.token_bytes(32)
 
 
 def _domains(value: Any) -> Any:
@@ -71,10 +74,17 @@ class SearchSettings(BaseModel):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "token_secret", mode="before")
     @classmethod
     def _empty_key(cls, value: Any) -> Any:
         return None if value in ("", None) else value
+
+    @field_validator("token_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
     @model_validator(mode="after")
     def _usable(self) -> SearchSettings:
@@ -86,6 +96,13 @@ class SearchSettings(BaseModel):
         if backend in KEYED_BACKENDS and self.api_key is None:
             raise ValueError(f"backend {backend} needs api_key")
         return self
+
+    def secret(self) -> bytes:
+        """The key the gateway's encrypted_content / encrypted_index tokens are signed with. Set
+        `token_secret` with several workers or replicas, so that any of them reads any token."""
+        if self.token_secret is None:
+            return _PROCESS_SECRET
+        return self.token_secret.get_secret_value().encode()
 
     @property
     def resolved_backend(self) -> str | None:

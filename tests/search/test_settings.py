@@ -26,6 +26,7 @@ def test_searxng_is_the_backend_when_its_url_is_set():
     ({"max_uses": 0}, "max_uses"),
     ({"blocked_domains": ["https://x.com"]}, "blocked_domains"),
     ({"surprise": 1}, "surprise"),
+    ({"token_secret": "short"}, "token_secret"),
 ])
 def test_an_unusable_search_block_is_refused_naming_the_field(config, named):
     with pytest.raises(ValidationError) as error:
@@ -55,3 +56,8 @@ def test_a_team_switching_to_a_keyed_backend_brings_its_key():
         merge_search(base, {"backend": "tavily"})
     with pytest.raises(ValidationError):
         merge_search(base, {"cache_tll": 5})
+
+
+def test_tokens_are_signed_with_the_configured_secret_or_one_per_process():
+    assert SearchSettings(token_secret="t" * 32).secret() == b"t" * 32
+    assert SearchSettings().secret() == SearchSettings().secret() and len(SearchSettings().secret()) == 32
