@@ -95,3 +95,27 @@ class Searcher:
             await self.cache.set(key, results, self.settings.cache_ttl)
         metrics.count_search(name, self.team, "ok")
         return SearchOutcome(query=text, results=results)
+
+
+class SearchService:
+    """The gateway's searches: one backend per distinct team configuration (teams that share the
+    gateway's settings share its backend), one cache for all."""
+
+    def __init__(self, settings: SearchSettings, client: Client, cache: SearchCache | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.cache = cache
+        self._backends: dict[str, SearchBackend | None] = {}
+
+    def searcher(self, team: str, settings: SearchSettings | None = None) -> Searcher | None:
+        """The team's Searcher (`settings`: the team's merged settings, from `merge_search`), or
+        None when search is off for it."""
+        settings = settings or self.settings
+        backend_key = settings.model_dump_json(include={"enabled", "backend", "searxng_url", "base_url", "timeout"}) + \
+            (settings.api_key.get_secret_value() if settings.api_key is not None else "")
+        if backend_key not in self._backends:
+            if len(self._backends) > 1024:
+                self._backends.clear()
+            self._backends[backend_key] = create_backend(settings, self.client)
+        backend = self._backends[backend_key]
+        return None if backend is None else Searcher(backend, settings, cache=self.cache, team=team)

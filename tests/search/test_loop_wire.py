@@ -3,13 +3,17 @@ against OpenAI's schema) asks for searches, the SearXNG fake answers them, and e
 through the project's own translators and upstream client, as the executor will drive it."""
 from __future__ import annotations
 
+import datetime as dt
+
 import anthropic.types
 import orjson
 import pytest
 
 from gateway.search.blocks import find_web_search_tool, message_events
 from gateway.search.loop import SearchLoop
-from gateway.search.service import Searcher, create_backend
+from gateway.search.plugins import parse_plugins, strip_online
+from gateway.search.runner import run_loop, run_web_plugin
+from gateway.search.service import Searcher, SearchService
 from gateway.search.settings import SearchSettings
 from gateway.search.tokens import read_token
 from gateway.upstream import Target
@@ -37,24 +41,24 @@ def asks(query: str, call_id: str = "call_1") -> object:
                      finish_reason="tool_calls", usage=Usage(prompt_tokens=20, completion_tokens=8))
 
 
-async def drive(loop: SearchLoop, searcher: Searcher, fake: OpenAIFake, client) -> dict:
+def model_caller(fake: OpenAIFake, client):
+    """One round: the Anthropic-format body translated, sent through the upstream client, answered."""
     target = Target(openai_chat.chat_completions_url(fake.url + "/v1"))
-    while True:
-        chat, _ = openai_chat.to_chat_request(loop.next_request(), upstream_model="gpt-fake",
-                                              options=openai_chat.ChatOptions(), stream=False)
+
+    async def call(body: dict) -> dict:
+        chat, _ = openai_chat.to_chat_request(body, upstream_model="gpt-fake", options=openai_chat.ChatOptions(),
+                                              stream=False)
         response = await client.request("POST", target, openai_chat.upstream_headers(api_key="sk-x", stream=False),
                                         orjson.dumps(chat))
         raw = await response.read()
         response.release()
         assert response.status == 200, raw
-        answer = openai_chat.from_chat_response(orjson.loads(raw), model="openai/gpt-fake", provider="fake")
-        calls = loop.on_answer(answer)
-        if calls is None:
-            break
-        loop.on_results([await searcher.run(loop.search_query(c)) if c.runs else c.refused() for c in calls])
-        if loop.done:
-            break
-    return loop.answer()
+        return openai_chat.from_chat_response(orjson.loads(raw), model="openai/gpt-fake", provider="fake")
+    return call
+
+
+async def drive(loop: SearchLoop, searcher: Searcher, fake: OpenAIFake, client) -> dict:
+    return await run_loop(loop, searcher, model_caller(fake, client))
 
 
 def body(max_uses: int | None = None) -> dict:
@@ -64,8 +68,7 @@ def body(max_uses: int | None = None) -> dict:
 
 
 def searcher(fake_servers, client) -> Searcher:
-    settings = SearchSettings(searxng_url=fake_servers["searxng"].url)
-    return Searcher(create_backend(settings, client), settings, team="team-a")
+    return SearchService(SearchSettings(searxng_url=fake_servers["searxng"].url), client).searcher("team-a")
 
 
 async def test_the_model_searches_with_its_own_query_and_the_answer_cites_the_results(model, fake_servers, client):
@@ -118,3 +121,37 @@ async def test_a_failing_search_backend_gives_the_model_an_error_and_the_client_
     tool_message = next(m for m in model.chat_requests[1]["messages"] if m["role"] == "tool")
     assert tool_message["content"].startswith("Error: unavailable: the search did not run")
     assert answer["usage"]["server_tool_use"]["web_search_requests"] == 0
+
+
+async def test_two_searches_asked_at_once_run_together(model, fake_servers, client):
+    request = body()
+    both = chat_json(None, tool_calls=[ToolCall("call_1", "web_search", '{"query": "one"}'),
+                                       ToolCall("call_2", "web_search", '{"query": "two"}')],
+                     finish_reason="tool_calls")
+    model.enqueue(both, chat_json("Both [example.com](https://www.example.com/news/1)."))
+    loop = SearchLoop(request, tool=find_web_search_tool(request["tools"]), max_uses=5, secret=SECRET)
+    answer = await drive(loop, searcher(fake_servers, client), model, client)
+    assert sorted(fake_servers["searxng"].queries) == ["one", "two"]
+    tools = [m for m in model.chat_requests[1]["messages"] if m["role"] == "tool"]
+    assert [m["tool_call_id"] for m in tools] == ["call_1", "call_2"]
+    assert [b["type"] for b in answer["content"]] == ["server_tool_use", "web_search_tool_result",
+                                                      "server_tool_use", "web_search_tool_result", "text"]
+    assert answer["usage"]["server_tool_use"]["web_search_requests"] == 2
+
+
+async def test_the_web_plugin_searches_the_conversation_and_cites_the_answer(model, fake_servers, client):
+    request = {"model": "openai/gpt-fake:online", "max_tokens": 200, "system": "Be brief.",
+               "messages": [{"role": "user", "content": "latest gateway release"}]}
+    model_id, online = strip_online(request["model"])
+    assert model_id == "openai/gpt-fake" and parse_plugins(request.get("plugins")).web is None
+    model.enqueue(chat_json("Out now, per [example.com](https://www.example.com/news/1)."))
+    answer = await run_web_plugin(request, online, searcher(fake_servers, client), model_caller(model, client),
+                                  today=dt.date(2026, 12, 1), secret=SECRET)
+    assert fake_servers["searxng"].queries == ["latest gateway release"]
+    system = model.chat_requests[0]["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith("Be brief.")
+    assert "A web search was conducted on 2026-12-01" in system["content"]
+    assert "https://docs.example.org/guide" in system["content"]
+    parsed = anthropic.types.Message.model_validate(answer)
+    assert parsed.content[0].citations[0].url == "https://www.example.com/news/1"
+    assert parsed.usage.server_tool_use.web_search_requests == 1

@@ -160,3 +160,16 @@ async def test_an_unreachable_store_is_only_a_cache_miss(fake_servers, client):
 
 def test_cache_names_are_fixed_length_whatever_the_query():
     assert len(cache_name("a")) == len(cache_name("x" * 5000)) == len("search:") + 64
+
+
+def test_teams_with_the_gateways_settings_share_its_backend_and_a_disabled_team_has_none(fake_servers, client):
+    from gateway.search.service import SearchService
+    from gateway.search.settings import merge_search
+    base = SearchSettings(searxng_url=fake_servers["searxng"].url)
+    service = SearchService(base, client, cache=MemoryCache())
+    a, b = service.searcher("team-a"), service.searcher("team-b")
+    assert a.backend is b.backend and a.cache is b.cache and (a.team, b.team) == ("team-a", "team-b")
+    brave = service.searcher("team-c", merge_search(base, {"backend": "brave", "api_key": "k"}))
+    assert brave.backend.name == "brave"
+    assert service.searcher("team-d", merge_search(base, {"enabled": False})) is None
+    assert SearchService(SearchSettings(), client).searcher("team-a") is None
