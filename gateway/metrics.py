@@ -1,8 +1,8 @@
 """Prometheus metrics: the names and labels the dashboards query, and the /metrics endpoint.
 
 Labels are bounded: team (created by admins), model (catalog ids only), provider, HTTP status,
-token kind, attempt outcome, search backend; never a key, a user or a session. With several worker processes the
-values live in `PROMETHEUS_MULTIPROC_DIR` (set by `gateway serve --workers N` before the workers
+token kind, attempt outcome, search backend; never a key, a user or a session. With several worker
+processes the values live in `PROMETHEUS_MULTIPROC_DIR` (set by `gateway serve --workers N` before the workers
 start) and /metrics sums them, so every worker answers with the same totals.
 """
 from __future__ import annotations

@@ -57,7 +57,7 @@ from policies.limits import (
 )
 
 
-MEMORY_MAX_CACHE_ENTRIES = 10_000
+MEMORY_MAX_CACHE_ENTRIES = 10_000  # cache_set's bound in process memory
 
 
 class _Recent:

@@ -99,8 +99,9 @@ class BraveFake(_SearchFake):
         return parse_qs(request.query).get("q", [""])[0]
 
     def unauthorized(self) -> Reply:
-        return json_reply({"type": "ErrorResponse", "error": {"id": "fake", "status": 422, "code": "SUBSCRIPTION_TOKEN_INVALID",
-                                                              "detail": "The provided subscription token is invalid."}}, 401)
+        return json_reply({"type": "ErrorResponse",
+                           "error": {"id": "fake", "status": 422, "code": "SUBSCRIPTION_TOKEN_INVALID",
+                                     "detail": "The provided subscription token is invalid."}}, 401)
 
     def answer(self, request: RecordedRequest) -> object:
         count = int(parse_qs(request.query).get("count", ["20"])[0])
