@@ -1,8 +1,8 @@
 """Prometheus metrics: the names and labels the dashboards query, and the /metrics endpoint.
 
 Labels are bounded: team (created by admins), model (catalog ids only), provider, HTTP status,
-token kind, attempt outcome; never a key, a user or a session. With several worker processes the
-values live in `PROMETHEUS_MULTIPROC_DIR` (set by `gateway serve --workers N` before the workers
+token kind, attempt outcome, search backend; never a key, a user or a session. With several worker
+processes the values live in `PROMETHEUS_MULTIPROC_DIR` (set by `gateway serve --workers N` before the workers
 start) and /metrics sums them, so every worker answers with the same totals.
 """
 from __future__ import annotations
@@ -32,6 +32,8 @@ FALLBACKS = Counter("gateway_fallbacks_total", "Requests served by another endpo
                     ["model"])
 RATE_LIMITED = Counter("gateway_rate_limited_total", "Requests refused by the gateway's own limits",
                        ["team", "reason"])
+SEARCH_REQUESTS = Counter("gateway_search_requests_total", "Web searches run by the gateway, by outcome "
+                          "(ok, cached, or the web search error code)", ["backend", "team", "outcome"])
 INFLIGHT = Gauge("gateway_inflight_requests", "Requests being served", multiprocess_mode="livesum")
 USAGE_BACKLOG = Gauge("gateway_usage_backlog_records", "Usage records waiting for the store",
                       multiprocess_mode="livesum")
@@ -85,6 +87,10 @@ def observe(records: list[dict]) -> None:
             counts[key] = counts.get(key, 0) + 1
     for (metric, labels), amount in counts.items():
         _child(metric, *labels).inc(amount)
+
+
+def count_search(backend: str, team: str, outcome: str) -> None:
+    _child(SEARCH_REQUESTS, backend, team, outcome).inc()
 
 
 def authorized(authorization: str | None, token: str) -> bool:

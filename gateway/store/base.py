@@ -488,6 +488,16 @@ class Store(ABC):
     @abstractmethod
     async def routing_snapshot(self) -> RoutingSnapshot: ...
 
+    # short-lived cache ------------------------------------------------------------------------
+    @abstractmethod
+    async def cache_get(self, name: str) -> bytes | None:
+        """A value `cache_set` stored under `name` and not yet expired, else None."""
+
+    @abstractmethod
+    async def cache_set(self, name: str, value: bytes, ttl_s: float) -> None:
+        """Keep `value` (UTF-8 text, e.g. JSON) under `name` for `ttl_s` seconds, shared by every
+        replica with Redis; a `ttl_s` of 0 or less stores nothing."""
+
 
 MEMORY_MAX_RECORDS = 20_000  # per team, for the in-memory store
 

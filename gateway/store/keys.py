@@ -27,6 +27,11 @@ def key_by_id(key_id: str) -> str:
     return f"{PREFIX}:keyid:{key_id}"
 
 
+def cache(name: str) -> str:
+    """A cached value: untagged, so that a cluster spreads the cache over its slots."""
+    return f"{PREFIX}:cache:{name}"
+
+
 class TeamKeys:
     """The names of one team's keys, all in the team's slot."""
 

@@ -58,6 +58,9 @@ from policies.limits import (
 )
 
 
+MEMORY_MAX_CACHE_ENTRIES = 10_000  # cache_set's bound in process memory
+
+
 class _Recent:
     """Ids remembered with a time until a cutoff passes it (a ZSET trimmed by score)."""
 
@@ -226,6 +229,7 @@ class MemoryStore(Store):
         self._cooldowns: dict[str, tuple[float, str]] = {}
         self._stats: dict[str, EndpointStats] = {}
         self._ratelimits: dict[str, dict[str, float]] = {}
+        self._cache: dict[str, tuple[float, bytes]] = {}  # name -> (monotonic expiry, value)
 
     def _team_state(self, team: str) -> _TeamState:
         return self._state.setdefault(team, _TeamState())
@@ -514,6 +518,28 @@ class MemoryStore(Store):
     async def routing_snapshot(self) -> RoutingSnapshot:
         return RoutingSnapshot(cooldowns=dict(self._cooldowns), stats=dict(self._stats),
                                ratelimits={p: dict(v) for p, v in self._ratelimits.items()})
+
+    # -- short-lived cache -----------------------------------------------------------------------
+    async def cache_get(self, name: str) -> bytes | None:
+        found = self._cache.get(name)
+        if found is None:
+            return None
+        if found[0] <= time.monotonic():
+            del self._cache[name]
+            return None
+        return found[1]
+
+    async def cache_set(self, name: str, value: bytes, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        now = time.monotonic()
+        if len(self._cache) >= MEMORY_MAX_CACHE_ENTRIES:
+            # Expired entries go first; if none had, the oldest ones (dicts keep insertion order).
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            while len(self._cache) >= MEMORY_MAX_CACHE_ENTRIES:
+                del self._cache[next(iter(self._cache))]
+        self._cache.pop(name, None)
+        self._cache[name] = (now + ttl_s, bytes(value))
 
 
 def _header(scopes: list[_Scope], which: str, now: float) -> tuple[Any, Any, Any]:

@@ -593,6 +593,18 @@ class RedisStore(Store):
             stats={e: _endpoint_stats(raw) for e, raw in stats.items()},
             ratelimits={p: orjson.loads(raw) for p, raw in ratelimits.items()})
 
+    # -- short-lived cache -----------------------------------------------------------------------
+    async def cache_get(self, name: str) -> bytes | None:
+        async with self._guard():
+            value = await self._io(self._redis.get(keys.cache(name)))
+        return None if value is None else value.encode()
+
+    async def cache_set(self, name: str, value: bytes, ttl_s: float) -> None:
+        if ttl_s <= 0:
+            return
+        async with self._guard():
+            await self._io(self._redis.set(keys.cache(name), value, px=max(1, int(ttl_s * 1000))))
+
 
 def _budget_left(raw: Any) -> float | None:
     """A refusing budget's remainder: nano-USD from the script, never below zero."""

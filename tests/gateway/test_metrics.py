@@ -74,7 +74,7 @@ def test_metrics_never_carry_keys_or_users(traffic_gateway):
         if line.startswith("gateway_") and "{" in line:
             labels = line[line.index("{") + 1:line.index("}")]
             names = {pair.split("=")[0] for pair in labels.split(",") if pair}
-            assert names <= {"team", "model", "provider", "status", "kind", "outcome", "reason", "le"}
+            assert names <= {"team", "model", "provider", "status", "kind", "outcome", "reason", "backend", "le"}
 
 
 def test_token_counters_count_each_kind(traffic_gateway):
