@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -55,6 +56,7 @@ def _describe(gateway) -> None:
     log.info("models (%d): %s", len(models), ", ".join(models))
     if gateway.demo:
         log.info("demo mode: the offline mock providers answer every model")
+    gateway._warn_unpriced()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -136,9 +138,20 @@ def _run_one(config, listener: socket.socket, settings) -> int:
 
 def _run_workers(config, listener: socket.socket, settings) -> int:
     from uvicorn.supervisors import Multiprocess
+
+    class ReloadingWorkers(Multiprocess):
+        """SIGHUP reloads each worker in place (see Gateway.reload) rather than replacing them:
+        requests in flight finish, and a config found invalid leaves every worker serving."""
+
+        def handle_hup(self) -> None:
+            log.info("SIGHUP: every worker reloads the config file")
+            for process in self.processes:
+                if process.pid is not None and process.exitcode is None:
+                    os.kill(process.pid, signal.SIGHUP)
+
     logs.setup(settings.log_level, settings.log_format)
     try:
-        Multiprocess(config, sockets=[listener]).run()
+        ReloadingWorkers(config, sockets=[listener]).run()
     except KeyboardInterrupt:
         pass
     return 0
