@@ -178,7 +178,7 @@ class Gateway:
         teams = set(static_teams) | {p.team for p in self.static_keys.values()}
         for name in sorted(teams):
             spec = static_teams.get(name)
-            limits = limits_from(spec.model_dump(exclude={"name"})) if spec else Limits()
+            limits = limits_from(spec.model_dump(exclude={"name", "model_map"})) if spec else Limits()
             existing = await self.store.get_team(name)
             if existing is None:
                 try:
@@ -186,7 +186,7 @@ class Gateway:
                 except Conflict:
                     pass
             elif spec is not None and existing.limits != limits:
-                await self.store.update_team(name, spec.model_dump(exclude={"name"}))
+                await self.store.update_team(name, spec.model_dump(exclude={"name", "model_map"}))
         for digest, principal in self.static_keys.items():
             if await self.store.find_key(digest) is None:
                 try:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl)
+# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
+# tinyproxy)
 # and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
@@ -9,12 +10,13 @@ if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
   exit 2
 fi
-# Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
-# openssl makes the TLS tests' certificate.
+# Real servers the tests start on free loopback ports: Redis, Prometheus for the scrape test,
+# tinyproxy for the egress proxy tests; openssl makes the TLS tests' certificates.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)   # the egress proxy tests' proxy
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
