@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import random
 import signal
 import time
@@ -213,6 +214,8 @@ class Gateway:
                 self.discovery.run_forever(lambda: self.catalog.providers)))
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_on_signal()))
+            if self.settings.workers > 1:
+                log.info("worker %d serving (SIGHUP reloads its config)", os.getpid())
         try:
             await self.store.ping()  # also loads the store's scripts, so the first admission is one call
             await self.register_static_principals()

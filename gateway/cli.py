@@ -35,6 +35,8 @@ def _apply_flags_to_env(args: argparse.Namespace) -> None:
 def build_app():
     """Uvicorn's factory: settings from the environment, one Gateway per worker process."""
     from gateway.app import Gateway, GatewayApp
+    # Until its gateway listens for SIGHUP (a reload), a worker ignores it rather than die of it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings()
     # A worker is a fresh process: its lines reach the parent's output (inherited stderr) only
     # once its logging is set up like the parent's.

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
-# tinyproxy)
-# and runs the suite.
+# tinyproxy) and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
