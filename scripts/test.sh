@@ -36,4 +36,10 @@ if $python -c 'import os, sys, sysconfig; sys.exit(not (sys.prefix == sys.base_p
   python=.venv/bin/python
 fi
 $python -m pip install -q -e '.[test]'
+# Claude Code, for the headless tool-turn test (skipped without it); an offline machine skips it.
+if ! command -v claude >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo npm install -g --silent @anthropic-ai/claude-code >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install Claude Code with npm; its test is skipped" >&2
+fi
 exec $python -m pytest "$@"

@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from tests.fakes.base import RecordedRequest, Reply, free_port
-from tests.fakes.openai import OpenAIFake
+from tests.fakes.openai import OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream
 
 
 @dataclass(frozen=True)
@@ -171,3 +171,33 @@ class Tinyproxy:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ToolTurnFake(OpenAIFake):
+    """An OpenAI-compatible model that, offered a `tool` tool, calls it once with `arguments`, and
+    after the tool's result answers with that result quoted: an agent's tool turn, scripted."""
+
+    def __init__(self, tool: str, arguments: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(validate=False, **kwargs)
+        self.tool = tool
+        self.arguments = arguments
+
+    def auto_reply(self, request: RecordedRequest) -> Reply:
+        if request.method != "POST" or not request.path.endswith("/chat/completions"):
+            return super().auto_reply(request)
+        body = request.json()
+        offered = [t.get("function", {}).get("name") for t in body.get("tools") or []]
+        results = [m.get("content") for m in body.get("messages", []) if m.get("role") == "tool"]
+        calls: list[ToolCall] = []
+        if results:
+            text, finish = f"The tool returned: {results[-1]}", "stop"
+        elif self.tool in offered:
+            calls, text, finish = [ToolCall(id="call_tool_0001", name=self.tool,
+                                            arguments=[orjson.dumps(self.arguments).decode()])], "", "tool_calls"
+        else:
+            text, finish = "ok", "stop"
+        usage = Usage(prompt_tokens=50, completion_tokens=5)
+        if body.get("stream"):
+            return chat_stream(StreamScript(text=[text] if text else [], tool_calls=calls, finish_reason=finish,
+                                            usage=usage))
+        return chat_json(text or None, tool_calls=calls, finish_reason=finish, usage=usage)
