@@ -30,7 +30,9 @@ from starlette.routing import Route
 
 from gateway import errors
 from gateway.auth import secret_hash
+from gateway.reload import RELOAD_ERRORS, build_serving, refused, reread_settings
 from gateway.request import MAX_ID_CHARS, parse_json_object, read_headers
+from gateway.settings import ConfigError
 from gateway.store.base import (
     LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
     key_to_json, limits_from, team_to_json, validate_team_name,
@@ -271,11 +273,9 @@ class AdminAPI:
         """Read the config file again: 200 with what changed, or 400 with why it was refused (the
         old config keeps serving). With several workers, every worker reloads: this one checks the
         file, then the parent process passes SIGHUP on to each."""
-        from gateway.settings import ConfigError
         settings = self.gateway.settings
         try:
             if settings.workers > 1:
-                from gateway.reload import RELOAD_ERRORS, build_serving, refused, reread_settings
                 try:
                     fresh, ignored = reread_settings(settings)
                     build_serving(fresh)

@@ -37,7 +37,8 @@ from gateway.request import MessagesRequest, parse_count_tokens_request, parse_m
 from gateway.routing import RoutingState
 from gateway.serving import served_models
 from gateway.settings import ConfigError, Settings
-from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
+from gateway.store.base import (Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team, create_store,
+                                limits_from)
 from gateway.tracing import create_tracer
 from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
@@ -128,7 +129,7 @@ class Gateway:
                      f", added {', '.join(summary['added'])}" if summary["added"] else "",
                      f", removed {', '.join(summary['removed'])}" if summary["removed"] else "",
                      f"; needs a restart to apply: {', '.join(ignored)}" if ignored else "")
-            self._warn_unpriced()
+            self.warn_unpriced()
             await self._retire_keys(old, removed)
             try:
                 await self.register_static_principals()
@@ -145,8 +146,9 @@ class Gateway:
             try:
                 await self.store.revoke_key(principal.key_id)
             except StoreUnavailable:
-                log.warning("store unreachable: key %s left the config file but its revocation waits", principal.key_id)
-            except Exception:  # already gone
+                log.warning("store unreachable: key %s left the config file, but its store copy could not be "
+                            "revoked", principal.key_id)
+            except NotFound:  # never registered (the store was down since startup): nothing to revoke
                 pass
             self.auth.invalidate(digest)
 
@@ -158,7 +160,7 @@ class Gateway:
             log.warning("discovery: the new model lists cannot be served, keeping the previous ones: %s",
                         refused(exc))
 
-    def _warn_unpriced(self) -> None:
+    def warn_unpriced(self) -> None:
         unpriced = self.serving.unpriced_models()
         if unpriced:
             log.warning("unpriced models (cost 0 in usage; budgets.unpriced: %s): %s",

@@ -58,7 +58,7 @@ def _describe(gateway) -> None:
     log.info("models (%d): %s", len(models), ", ".join(models))
     if gateway.demo:
         log.info("demo mode: the offline mock providers answer every model")
-    gateway._warn_unpriced()
+    gateway.warn_unpriced()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:

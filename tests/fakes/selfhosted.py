@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
 import subprocess
 import time
@@ -135,11 +136,10 @@ class Tinyproxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "Tinyproxy":
+    def start(self) -> Tinyproxy:
         self.proc = subprocess.Popen(["tinyproxy", "-d", "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        import socket
         while time.monotonic() < deadline:
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
@@ -166,7 +166,7 @@ class Tinyproxy:
                 self.proc.kill()
                 self.proc.wait(5)
 
-    def __enter__(self) -> "Tinyproxy":
+    def __enter__(self) -> Tinyproxy:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("claude") is None, reason="Claude C
 def configure_it_config() -> dict:
     """The YAML block of the README's "Configure it" section, as documented."""
     section = README.read_text().split("## Configure it", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    block = re.search(r"```yaml\n(.*?)```", section, re.DOTALL).group(1)
     return yaml.safe_load(block)
 
 

@@ -11,7 +11,7 @@ from gateway.egress import EgressError, ProxyEnvironment, egress_plan, parse_pro
 from policies.catalog import CatalogError, ProviderInfo, load_catalog
 from tests.conftest import TEAM_KEY
 from tests.fakes.openai import OpenAIFake
-from tests.fakes.selfhosted import TLSOpenAIFake, Tinyproxy, make_private_ca
+from tests.fakes.selfhosted import Tinyproxy, TLSOpenAIFake, make_private_ca
 from tests.gateway_server import GatewayThread
 
 pytestmark = pytest.mark.skipif(not Tinyproxy.available(), reason="tinyproxy is not installed (scripts/test.sh "
