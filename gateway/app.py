@@ -93,6 +93,10 @@ class Gateway:
     def _use(self, serving: Serving) -> None:
         """Swap in a new serving config: plain assignments, no await, so every request sees the
         old one or the new one; a request already planned keeps the objects its plan holds."""
+        previous = getattr(self, "serving", None)
+        if previous is not None and serving.egress == previous.egress:
+            # Same proxies and TLS files: keep the contexts, and so the pools and their connections.
+            serving = dataclasses.replace(serving, egress=previous.egress)
         self.serving = serving
         self.settings = serving.settings
         self.catalog, self.demo = serving.catalog, serving.demo
@@ -105,7 +109,7 @@ class Gateway:
             keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
         self.static_keys.clear()
         self.static_keys.update(keys)
-        if getattr(self, "client", None) is not None:
+        if getattr(self, "client", None) is not None and (previous is None or serving.egress is not previous.egress):
             self.client.configure(serving.egress)
 
     async def reload(self) -> dict:

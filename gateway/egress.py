@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import os
 import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -156,7 +157,8 @@ class ProviderEgress:
     """A provider's own way out: its proxy ("direct" for none) and its TLS context, if it has either."""
     proxy: Proxy | str | None = None
     ssl: ssl.SSLContext | None = field(default=None, compare=False)
-    files: tuple[str | None, ...] = ()  # ca_file, tls_cert, tls_key: what two providers compare by
+    # (path, version) of ca_file, tls_cert, tls_key: what two providers, or two reloads, compare by.
+    files: tuple[tuple[str, tuple[int, int] | None], ...] = ()
 
 
 def provider_egress(provider: ProviderInfo) -> ProviderEgress | None:
@@ -185,7 +187,17 @@ def provider_egress(provider: ProviderInfo) -> ProviderEgress | None:
                                   f"{_reason(exc)}") from None
     if proxy is None and context is None:
         return None
-    return ProviderEgress(proxy=proxy, ssl=context, files=(provider.ca_file, provider.tls_cert, provider.tls_key))
+    return ProviderEgress(proxy=proxy, ssl=context, files=tuple(
+        (path, _version(path)) for path in (provider.ca_file, provider.tls_cert, provider.tls_key) if path))
+
+
+def _version(path: str) -> tuple[int, int] | None:
+    """When and how big: a file rewritten in place (a rotated certificate) counts as changed."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_mtime_ns, found.st_size
 
 
 def _reason(exc: BaseException) -> str:

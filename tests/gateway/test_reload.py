@@ -22,12 +22,13 @@ NEW_KEY = "sk-test-team-c-0003"
 ASK = {"model": "local/coder", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def config(url: str, price: float, keys=(TEAM_KEY, OTHER_TEAM_KEY), **extra) -> dict:
-    return {"admin_key": ADMIN_KEY,
-            "providers": {"local": {"protocol": "openai", "base_url": url + "/v1"}},
-            "models": [{"id": "local/coder", "endpoints": [{"provider": "local", "upstream_model": "coder",
-                                                            "pricing": {"input": price, "output": price}}]}],
-            "keys": [{"key": key, "team": "team-a"} for key in keys], **extra}
+def config(url: str, price: float, keys=(TEAM_KEY, OTHER_TEAM_KEY), models_extra: bool = False, **extra) -> dict:
+    models = [{"id": "local/coder", "endpoints": [{"provider": "local", "upstream_model": "coder",
+                                                   "pricing": {"input": price, "output": price}}]}]
+    if models_extra:
+        models.append({"id": "local/other", "endpoints": [{"provider": "local", "upstream_model": "other"}]})
+    return {"admin_key": ADMIN_KEY, "providers": {"local": {"protocol": "openai", "base_url": url + "/v1"}},
+            "models": models, "keys": [{"key": key, "team": "team-a"} for key in keys], **extra}
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,20 @@ def wait_lines(served: ServedProcess, text: str, count: int, timeout: float = 15
     while served.output.count(text) < count:
         assert time.monotonic() < deadline, served.output
         time.sleep(0.05)
+
+
+def test_reload_applies_a_team_limit_and_allow_list_from_the_file(upstream, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    write(path, config(upstream.url, price=1.0))
+    with ServedProcess(["--config", str(path)]) as served:
+        assert [cost(served.url) > 0 for _ in range(3)] == [True, True, True]
+        write(path, config(upstream.url, price=1.0, teams=[{"name": "team-a", "rpm": 1}]))
+        assert httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY}).status_code == 200
+        statuses = [httpx.post(served.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=ASK).status_code
+                    for _ in range(2)]
+        assert statuses == [200, 429]
+        write(path, config(upstream.url, price=1.0, teams=[{"name": "team-a", "allowed_models": ["local/other"]}],
+                           models_extra=True))
+        assert httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY}).status_code == 200
+        denied = httpx.post(served.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=ASK)
+        assert denied.status_code == 403
