@@ -37,8 +37,8 @@ from gateway.request import MessagesRequest, parse_count_tokens_request, parse_m
 from gateway.routing import RoutingState
 from gateway.serving import served_models
 from gateway.settings import ConfigError, Settings
-from gateway.store.base import (Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team, create_store,
-                                limits_from)
+from gateway.store.base import (LIMIT_FIELDS, Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
+                                create_store, limits_from)
 from gateway.tracing import create_tracer
 from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
@@ -53,6 +53,7 @@ from providers.base import ROUTER_FIELDS
 
 log = logging.getLogger("gateway")
 WATCH_AFTER_S = 0.25
+DISCOVERY_TIMEOUT_S = 10.0
 GC_YOUNG_OBJECTS = 5000
 
 
@@ -134,12 +135,29 @@ class Gateway:
                      f", removed {', '.join(summary['removed'])}" if summary["removed"] else "",
                      f"; needs a restart to apply: {', '.join(ignored)}" if ignored else "")
             self.warn_unpriced()
-            await self._retire_keys(old, removed)
             try:
-                await self.register_static_principals()
+                await self._sync_store(old, removed)
             except StoreUnavailable:
-                log.warning("store unreachable during reload: the config file's teams and keys are registered later")
+                log.warning("store unreachable during reload: the config file's teams and keys reach it "
+                            "once it answers")
+                retry = asyncio.get_running_loop().create_task(self._sync_when_reachable(old, removed))
+                self._background.append(retry)
             return summary
+
+    async def _sync_store(self, old: Serving, removed: set[str]) -> None:
+        """The store's copy of the config file's keys and teams, brought in line with the new file."""
+        await self._retire_keys(old, removed)
+        await self._release_teams(old)
+        await self.register_static_principals()
+
+    async def _sync_when_reachable(self, old: Serving, removed: set[str]) -> None:
+        while True:
+            await asyncio.sleep(1)
+            try:
+                await self._sync_store(old, removed)
+                return
+            except StoreUnavailable:
+                continue
 
     async def _retire_keys(self, old: Serving, removed: set[str]) -> None:
         """A key taken out of the config file stops working: its store copy is revoked too."""
@@ -149,12 +167,17 @@ class Gateway:
                 continue
             try:
                 await self.store.revoke_key(principal.key_id)
-            except StoreUnavailable:
-                log.warning("store unreachable: key %s left the config file, but its store copy could not be "
-                            "revoked", principal.key_id)
             except NotFound:  # never registered (the store was down since startup): nothing to revoke
                 pass
             self.auth.invalidate(digest)
+
+    async def _release_teams(self, old: Serving) -> None:
+        """A team taken out of the config file's `teams:` keeps its keys but loses the file's limits."""
+        kept = {t.name for t in self.settings.teams}
+        for team in old.settings.teams:
+            if team.name not in kept:
+                with contextlib.suppress(NotFound):
+                    await self.store.update_team(team.name, {name: None for name in LIMIT_FIELDS})
 
     async def _rediscovered(self) -> None:
         """Discovery's lists changed: the same config, with the new lists."""
@@ -212,8 +235,9 @@ class Gateway:
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
-            self.discovery = Discovery(self.client, self._rediscovered,
-                                       timeout=min(self.settings.timeouts.connect + self.settings.timeouts.first_byte, 10.0))
+            # A listing is small: a server that takes longer is not worth holding startup for.
+            self.discovery = Discovery(self.client, self._rediscovered, timeout=min(self.settings.timeouts.first_byte,
+                                                                                     DISCOVERY_TIMEOUT_S))
             if await self.discovery.refresh(self.catalog.providers):
                 await self._rediscovered()
             self._background.append(loop.create_task(

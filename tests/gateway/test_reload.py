@@ -178,3 +178,15 @@ def test_reload_applies_a_team_limit_and_allow_list_from_the_file(upstream, tmp_
         assert httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY}).status_code == 200
         denied = httpx.post(served.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=ASK)
         assert denied.status_code == 403
+
+
+def test_a_team_taken_out_of_the_file_loses_its_limits(upstream, tmp_path):
+    path = tmp_path / "gateway.yaml"
+    write(path, config(upstream.url, price=1.0, teams=[{"name": "team-a", "rpm": 1}]))
+    with ServedProcess(["--config", str(path)]) as served:
+        statuses = [httpx.post(served.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=ASK).status_code
+                    for _ in range(2)]
+        assert statuses == [200, 429]
+        write(path, config(upstream.url, price=1.0))
+        assert httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY}).status_code == 200
+        assert cost(served.url) > 0
