@@ -11,7 +11,7 @@ from gateway.egress import EgressError, ProxyEnvironment, egress_plan, parse_pro
 from policies.catalog import CatalogError, ProviderInfo, load_catalog
 from tests.conftest import TEAM_KEY
 from tests.fakes.openai import OpenAIFake
-from tests.fakes.selfhosted import Tinyproxy, TLSOpenAIFake, make_private_ca
+from tests.fakes.selfhosted import Tinyproxy, TLSOpenAIFake, VLLMFake, make_private_ca
 from tests.gateway_server import GatewayThread
 
 pytestmark = pytest.mark.skipif(not Tinyproxy.available(), reason="tinyproxy is not installed (scripts/test.sh "
@@ -193,3 +193,15 @@ def test_two_providers_on_one_origin_must_agree_on_their_egress():
                  ProviderInfo(name="b", protocol="openai", base_url="https://h/v2", proxy="http://q:1")]
     with pytest.raises(EgressError, match="share the origin"):
         egress_plan(providers, {})
+
+
+def test_discovery_goes_through_the_proxy_too(monkeypatch, proxy):
+    with VLLMFake({"llama-3.1-8b": 131072}) as vllm:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        config = {"providers": {"vllm": {"protocol": "openai", "base_url": vllm.url + "/v1", "discover": True}},
+                  "keys": [{"key": TEAM_KEY, "team": "team-a"}]}
+        with GatewayThread(**config) as gw:
+            listed = httpx.get(gw.url + "/v1/models/vllm/llama-3.1-8b", headers={"x-api-key": TEAM_KEY},
+                               trust_env=False)
+        assert listed.status_code == 200 and listed.json()["context_length"] == 131072
+        assert proxy.requests() == [f"GET http://127.0.0.1:{vllm.port}/v1/models HTTP/1.1"]
