@@ -35,8 +35,7 @@ def _apply_flags_to_env(args: argparse.Namespace) -> None:
 def build_app():
     """Uvicorn's factory: settings from the environment, one Gateway per worker process."""
     from gateway.app import Gateway, GatewayApp
-    # Until its gateway listens for SIGHUP (a reload), a worker ignores it rather than die of it.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as in `serve`: a worker is a fresh process
     settings = load_settings()
     # A worker is a fresh process: its lines reach the parent's output (inherited stderr) only
     # once its logging is set up like the parent's.
@@ -78,6 +77,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 def serve(args: argparse.Namespace) -> int:
     _apply_flags_to_env(args)
+    # A SIGHUP (a reload) that comes before the gateway listens for it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         settings = load_settings()
         from gateway.app import Gateway
