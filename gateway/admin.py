@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import secrets
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -28,7 +30,9 @@ from starlette.routing import Route
 
 from gateway import errors
 from gateway.auth import secret_hash
+from gateway.reload import RELOAD_ERRORS, build_serving, refused, reread_settings
 from gateway.request import MAX_ID_CHARS, parse_json_object, read_headers
+from gateway.settings import ConfigError
 from gateway.store.base import (
     LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
     key_to_json, limits_from, team_to_json, validate_team_name,
@@ -264,6 +268,26 @@ class AdminAPI:
         run.__name__ = handler.__name__
         return run
 
+    # reload -----------------------------------------------------------------------------------
+    async def reload(self, request: Request) -> Response:
+        """Read the config file again: 200 with what changed, or 400 with why it was refused (the
+        old config keeps serving). With several workers, every worker reloads: this one checks the
+        file, then the parent process passes SIGHUP on to each."""
+        settings = self.gateway.settings
+        try:
+            if settings.workers > 1:
+                try:
+                    fresh, ignored = reread_settings(settings)
+                    build_serving(fresh)
+                except RELOAD_ERRORS as exc:
+                    raise ConfigError(refused(exc)) from None
+                os.kill(os.getppid(), signal.SIGHUP)
+                return json_response({"status": "reloading", "workers": settings.workers, "restart_needed": ignored})
+            summary = await self.gateway.reload()
+        except ConfigError as exc:
+            raise errors.InvalidRequest(f"the new config was refused, the previous one keeps serving: {exc}") from None
+        return json_response({"status": "reloaded", **summary})
+
     # teams ------------------------------------------------------------------------------------
     async def create_team(self, request: Request) -> Response:
         body = await _read_object(request, empty_ok=False)
@@ -453,6 +477,7 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         Route("/admin/keys/{key_id}", admin(api.revoke_key), methods=["DELETE"]),
         Route("/admin/keys/{key_id}/rotate", admin(api.rotate_key), methods=["POST"]),
         Route("/admin/usage", admin(api.admin_usage), methods=["GET"]),
+        Route("/admin/reload", admin(api.reload), methods=["POST"]),
         Route("/admin/sessions/{session_id}", admin(api.session), methods=["GET"]),
         Route("/v1/usage", api.team_usage, methods=["GET"]),
     ]

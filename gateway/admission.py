@@ -134,7 +134,7 @@ class Admitter:
         reserved, so the ticket needs no settlement."""
         principal = ex.principal
         max_tokens, model = ex.request.max_tokens, plan.primary
-        if not rate_only and max_tokens > model.max_output:
+        if not rate_only and model.max_output is not None and max_tokens > model.max_output:
             raise errors.InvalidRequest(f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum "
                                         f"allowed number of output tokens for {model.id}")
         tokens, cost = (0, 0.0) if rate_only else reservation(ex.request.raw, max_tokens, plan)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
+import os
 import random
+import signal
 import time
 
 import orjson
@@ -24,19 +27,22 @@ from gateway import errors, logs, metrics
 from gateway.admin import admin_routes
 from gateway.admission import Admitter
 from gateway.auth import Authenticator, key_id_for, secret_hash
+from gateway.discovery import Discovery
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
 from gateway.model_listing import list_page, model_info
+from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.routing import RoutingState
-from gateway.serving import served_models, serving_catalog, without_empty_keys
-from gateway.settings import Settings
-from gateway.store.base import Conflict, KeyRecord, Limits, Store, StoreUnavailable, Team, create_store, limits_from
+from gateway.serving import served_models
+from gateway.settings import ConfigError, Settings
+from gateway.store.base import (LIMIT_FIELDS, Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
+                                create_store, limits_from)
 from gateway.tracing import create_tracer
 from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
-from policies.catalog import Catalog, load_catalog
+from policies.catalog import Catalog
 from policies.plan import Plan, build_plan
 from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndpoint, parse_preferences,
                                  request_parameters)
@@ -48,6 +54,7 @@ from providers.redaction import redact_bytes
 
 log = logging.getLogger("gateway")
 WATCH_AFTER_S = 0.25
+DISCOVERY_TIMEOUT_S = 10.0
 GC_YOUNG_OBJECTS = 5000
 
 
@@ -64,20 +71,11 @@ class Gateway:
 
     def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
         self.settings = settings
-        base = catalog or load_catalog(settings.models, without_empty_keys(settings.providers))
-        self.catalog, self.demo = serving_catalog(base, settings.providers, settings.demo)
+        self._fixed_catalog = catalog
+        # Shared with the Authenticator, and changed in place (without an await) by a reload.
         self.static_keys: dict[str, Principal] = {}
-        team_models = {t.name: tuple(t.allowed_models) for t in settings.teams if t.allowed_models is not None}
-        for entry in settings.keys:
-            digest = secret_hash(entry.key.get_secret_value())
-            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team=entry.team, from_config=True,
-                                                 allowed_models=team_models.get(entry.team))
         self.demo_key: str | None = None
-        if self.demo:
-            self.demo_key = (settings.demo_key.get_secret_value() if settings.demo_key
-                             else "sk-gw-demo-" + new_request_id()[4:])
-            digest = secret_hash(self.demo_key)
-            self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
+        self._use(build_serving(settings, catalog=catalog))
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
         self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,
@@ -90,6 +88,119 @@ class Gateway:
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
         self._background: list[asyncio.Task] = []
+        self.discovery: Discovery | None = None
+        self._reloading = asyncio.Lock()
+
+    # -- the config file's serving part, swapped whole ----------------------------------------------
+    def _use(self, serving: Serving) -> None:
+        """Swap in a new serving config: plain assignments, no await, so every request sees the
+        old one or the new one; a request already planned keeps the objects its plan holds."""
+        previous = getattr(self, "serving", None)
+        if previous is not None and serving.egress == previous.egress:
+            # Same proxies and TLS files: keep the contexts, and so the pools and their connections.
+            serving = dataclasses.replace(serving, egress=previous.egress)
+        self.serving = serving
+        self.settings = serving.settings
+        self.catalog, self.demo = serving.catalog, serving.demo
+        keys = dict(serving.static_keys)
+        if self.demo:
+            if self.demo_key is None:
+                self.demo_key = (self.settings.demo_key.get_secret_value() if self.settings.demo_key
+                                 else "sk-gw-demo-" + new_request_id()[4:])
+            digest = secret_hash(self.demo_key)
+            keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
+        self.static_keys.clear()
+        self.static_keys.update(keys)
+        if getattr(self, "client", None) is not None and (previous is None or serving.egress is not previous.egress):
+            self.client.configure(serving.egress)
+
+    async def reload(self) -> dict:
+        """Read the config file again and serve it; raises ConfigError with the reason when it is
+        refused (the old config keeps serving)."""
+        async with self._reloading:
+            try:
+                settings, ignored = reread_settings(self.settings)
+                serving = build_serving(settings, self.discovery.entries() if self.discovery else (),
+                                        catalog=self._fixed_catalog)
+            except RELOAD_ERRORS as exc:
+                log.error("reload refused, the previous config keeps serving: %s", refused(exc))
+                raise ConfigError(refused(exc)) from None
+            old, removed = self.serving, set(self.static_keys)
+            self._use(serving)
+            removed -= set(self.static_keys)
+            if self.discovery is not None and await self.discovery.refresh(self.catalog.providers):
+                await self._rediscovered()
+            summary = {**describe_change(old, self.serving), "restart_needed": ignored}
+            log.info("config reloaded: %d models served%s%s%s", summary["models"],
+                     f", added {', '.join(summary['added'])}" if summary["added"] else "",
+                     f", removed {', '.join(summary['removed'])}" if summary["removed"] else "",
+                     f"; needs a restart to apply: {', '.join(ignored)}" if ignored else "")
+            self.warn_unpriced()
+            try:
+                await self._sync_store(old, removed)
+            except StoreUnavailable:
+                log.warning("store unreachable during reload: the config file's teams and keys reach it "
+                            "once it answers")
+                retry = asyncio.get_running_loop().create_task(self._sync_when_reachable(old, removed))
+                self._background.append(retry)
+            return summary
+
+    async def _sync_store(self, old: Serving, removed: set[str]) -> None:
+        """The store's copy of the config file's keys and teams, brought in line with the new file."""
+        await self._retire_keys(old, removed)
+        await self._release_teams(old)
+        await self.register_static_principals()
+
+    async def _sync_when_reachable(self, old: Serving, removed: set[str]) -> None:
+        while True:
+            await asyncio.sleep(1)
+            try:
+                await self._sync_store(old, removed)
+                return
+            except StoreUnavailable:
+                continue
+
+    async def _retire_keys(self, old: Serving, removed: set[str]) -> None:
+        """A key taken out of the config file stops working: its store copy is revoked too."""
+        for digest in removed:
+            principal = old.static_keys.get(digest)
+            if principal is None:
+                continue
+            try:
+                await self.store.revoke_key(principal.key_id)
+            except NotFound:  # never registered (the store was down since startup): nothing to revoke
+                pass
+            self.auth.invalidate(digest)
+
+    async def _release_teams(self, old: Serving) -> None:
+        """A team taken out of the config file's `teams:` keeps its keys but loses the file's limits."""
+        kept = {t.name for t in self.settings.teams}
+        for team in old.settings.teams:
+            if team.name not in kept:
+                with contextlib.suppress(NotFound):
+                    await self.store.update_team(team.name, {name: None for name in LIMIT_FIELDS})
+
+    async def _rediscovered(self) -> None:
+        """Discovery's lists changed: the same config, with the new lists."""
+        try:
+            self._use(build_serving(self.settings, self.discovery.entries(), catalog=self._fixed_catalog))
+        except RELOAD_ERRORS as exc:
+            log.warning("discovery: the new model lists cannot be served, keeping the previous ones: %s",
+                        refused(exc))
+
+    def warn_unpriced(self) -> None:
+        unpriced = self.serving.unpriced_models()
+        if unpriced:
+            log.warning("unpriced models (cost 0 in usage; budgets.unpriced: %s): %s",
+                        self.settings.budgets.unpriced, ", ".join(unpriced))
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError:
+            pass  # logged with its reason
+        except Exception:
+            log.exception("reload failed unexpectedly; the previous config keeps serving")
 
     async def register_static_principals(self) -> None:
         """Teams and keys from the config file exist in the store too, so admission treats all keys alike."""
@@ -98,7 +209,7 @@ class Gateway:
         teams = set(static_teams) | {p.team for p in self.static_keys.values()}
         for name in sorted(teams):
             spec = static_teams.get(name)
-            limits = limits_from(spec.model_dump(exclude={"name"})) if spec else Limits()
+            limits = limits_from(spec.model_dump(exclude={"name", "model_map"})) if spec else Limits()
             existing = await self.store.get_team(name)
             if existing is None:
                 try:
@@ -106,7 +217,7 @@ class Gateway:
                 except Conflict:
                     pass
             elif spec is not None and existing.limits != limits:
-                await self.store.update_team(name, spec.model_dump(exclude={"name"}))
+                await self.store.update_team(name, spec.model_dump(exclude={"name", "model_map"}))
         for digest, principal in self.static_keys.items():
             if await self.store.find_key(digest) is None:
                 try:
@@ -120,8 +231,22 @@ class Gateway:
         upstream = self.settings.upstream
         self.client = Client(connect_timeout=self.settings.timeouts.connect,
                              max_connections_per_origin=upstream.max_connections_per_origin,
-                             pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes)
+                             pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes,
+                             egress=self.serving.egress)
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
+        loop = asyncio.get_running_loop()
+        if not self.demo and any(p.discover for p in self.catalog.providers.values()):
+            # A listing is small: a server that takes longer is not worth holding startup for.
+            self.discovery = Discovery(self.client, self._rediscovered, timeout=min(self.settings.timeouts.first_byte,
+                                                                                     DISCOVERY_TIMEOUT_S))
+            if await self.discovery.refresh(self.catalog.providers):
+                await self._rediscovered()
+            self._background.append(loop.create_task(
+                self.discovery.run_forever(lambda: self.catalog.providers)))
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):  # not the main thread
+            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self._reload_on_signal()))
+            if self.settings.workers > 1:
+                log.info("worker %d serving (SIGHUP reloads its config)", os.getpid())
         try:
             await self.store.ping()  # also loads the store's scripts, so the first admission is one call
             await self.register_static_principals()
@@ -152,6 +277,8 @@ class Gateway:
                 continue
 
     async def stop(self) -> None:
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._background:
             task.cancel()
         await self.usage.stop()
@@ -164,10 +291,13 @@ class Gateway:
     # -- planning -------------------------------------------------------------------------------
     def plan(self, model: str, fallbacks: list[str], principal: Principal, preferences: dict | None = None,
              request: MessagesRequest | None = None) -> Plan:
+        serving = self.serving
         try:
-            resolved = resolve_all(self.catalog, model, fallbacks)
+            resolved = resolve_all(serving.catalog, model, fallbacks, serving.map_for(principal.team))
         except UnknownModel as exc:
             raise errors.NotFound(str(exc)) from None
+        if serving.unpriced_deny and principal.budgeted:
+            resolved = _priced_only(resolved, principal.team)
         allowed = principal.allowed_models
         if allowed is not None:
             denied = [r.model.id for r in resolved if r.model.id not in allowed]
@@ -181,7 +311,7 @@ class Gateway:
         # finding out means decoding the whole body.
         used = request_parameters(request.body) if prefs.require_parameters and request is not None else frozenset()
         try:
-            return build_plan(self.catalog, resolved, prefs, used_parameters=used, view=self.routing.view,
+            return build_plan(serving.catalog, resolved, prefs, used_parameters=used, view=self.routing.view,
                               now=time.time(), rand=random.random())
         except NoEndpoint as exc:
             # A request using parameters no endpoint can honour is the client's to change: 400.
@@ -407,6 +537,19 @@ class Gateway:
             raise errors.AuthenticationFailed("/metrics needs the metrics token as Authorization: Bearer")
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
+
+
+def _priced_only(resolved, team: str):
+    """`budgets.unpriced: deny`: a budgeted team is served only by endpoints with a price."""
+    kept = []
+    for one in resolved:
+        priced = tuple(e for e in one.model.endpoints if not e.pricing.unpriced)
+        if not priced:
+            raise errors.PermissionDenied(f"model {one.model.id!r} has no price, and team {team!r} has a budget: "
+                                          f"unpriced models are refused (budgets.unpriced: deny)")
+        kept.append(one if len(priced) == len(one.model.endpoints)
+                    else dataclasses.replace(one, model=dataclasses.replace(one.model, endpoints=priced)))
+    return tuple(kept)
 
 
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -167,7 +167,8 @@ class Authenticator:
             return _Seen(None, "revoked", None, now)
         # The allow-list for listings and planning; admission checks it again in the store.
         limits = record.limits.narrowed_by(team.limits)
-        principal = Principal(key_id=record.id, team=record.team, allowed_models=limits.allowed_models)
+        principal = Principal(key_id=record.id, team=record.team, allowed_models=limits.allowed_models,
+                              budgeted=limits.budget_daily_usd is not None or limits.budget_monthly_usd is not None)
         return _Seen(principal, "", record.expires_at, now)
 
     def _during_outage(self, seen: _Seen | None, now: float, verify: bool) -> Principal:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -34,6 +35,7 @@ def _apply_flags_to_env(args: argparse.Namespace) -> None:
 def build_app():
     """Uvicorn's factory: settings from the environment, one Gateway per worker process."""
     from gateway.app import Gateway, GatewayApp
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as in `serve`: a worker is a fresh process
     settings = load_settings()
     # A worker is a fresh process: its lines reach the parent's output (inherited stderr) only
     # once its logging is set up like the parent's.
@@ -55,6 +57,7 @@ def _describe(gateway) -> None:
     log.info("models (%d): %s", len(models), ", ".join(models))
     if gateway.demo:
         log.info("demo mode: the offline mock providers answer every model")
+    gateway.warn_unpriced()
 
 
 def bind_listener(host: str, port: int) -> socket.socket:
@@ -74,6 +77,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 def serve(args: argparse.Namespace) -> int:
     _apply_flags_to_env(args)
+    # A SIGHUP (a reload) that comes before the gateway listens for it must not end the process.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         settings = load_settings()
         from gateway.app import Gateway
@@ -136,9 +141,20 @@ def _run_one(config, listener: socket.socket, settings) -> int:
 
 def _run_workers(config, listener: socket.socket, settings) -> int:
     from uvicorn.supervisors import Multiprocess
+
+    class ReloadingWorkers(Multiprocess):
+        """SIGHUP reloads each worker in place (see Gateway.reload) rather than replacing them:
+        requests in flight finish, and a config found invalid leaves every worker serving."""
+
+        def handle_hup(self) -> None:
+            log.info("SIGHUP: every worker reloads the config file")
+            for process in self.processes:
+                if process.pid is not None and process.exitcode is None:
+                    os.kill(process.pid, signal.SIGHUP)
+
     logs.setup(settings.log_level, settings.log_format)
     try:
-        Multiprocess(config, sockets=[listener]).run()
+        ReloadingWorkers(config, sockets=[listener]).run()
     except KeyboardInterrupt:
         pass
     return 0

@@ -22,6 +22,7 @@ class Principal:
     is_admin: bool = False
     allowed_models: tuple[str, ...] | None = None
     from_config: bool = False  # a key of the config file: the store's copy can be re-created from it
+    budgeted: bool = False  # its team or key has a daily or monthly budget (`budgets.unpriced` applies)
 
 
 @dataclass(slots=True)

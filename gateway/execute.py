@@ -19,8 +19,8 @@ from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
 from gateway.settings import Retries, Timeouts
-from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, Response, Target, UpstreamError,
-                              UpstreamTimeout)
+from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, ProxyFailed, Response, Target,
+                              UpstreamError, UpstreamTimeout)
 from policies.health import PROBE
 from policies.plan import Attempt, Plan
 from policies.preference import try_order
@@ -336,6 +336,9 @@ class Executor:
         except UpstreamTimeout:
             raise AttemptFailed(errors.UpstreamTimeout(f"provider {provider} did not answer within "
                                                        f"{self.timeouts.first_byte:g} s"), "timeout") from None
+        except ProxyFailed as exc:  # names the egress proxy (never its credentials): the fix is there
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached: {exc}"),
+                                "connect_error") from None
         except ConnectFailed:
             raise AttemptFailed(errors.UpstreamFailed(f"provider {provider} could not be reached"),
                                 "connect_error") from None

@@ -119,7 +119,7 @@ def _provider_info(endpoint: Endpoint) -> dict[str, Any]:
             "cache_write_1h": pricing.cache_write_1h,
             "cache_read": pricing.cache_read,
             "verified": pricing.verified,
-        },
+        } if not pricing.unpriced else "unpriced",
     }
 
 
@@ -135,6 +135,8 @@ def _position(models: Sequence[Model], model_id: str, name: str) -> int:
 
 
 def _price_cells(pricing: Pricing) -> tuple[str, ...]:
+    if pricing.unpriced:
+        return ("unpriced", "", "", "")
     mark = "" if pricing.verified else "*"
     return tuple(_price(value) + (mark if value is not None else "")
                  for value in (pricing.input, pricing.output, pricing.cache_write,
@@ -148,7 +150,9 @@ def _price(value: float | None) -> str:
     return text if float(text) == value else f"{value:.3f}".rstrip("0")
 
 
-def _tokens(count: int) -> str:
+def _tokens(count: int | None) -> str:
+    if count is None:
+        return "-"
     if count >= 1_000_000:
         return f"{count / 1_000_000:.3g}M"
     if count >= 1_000:

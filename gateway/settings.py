@@ -67,6 +67,14 @@ class StaticTeam(BaseModel):
     budget_daily_usd: float | None = Field(default=None, ge=0)
     budget_monthly_usd: float | None = Field(default=None, ge=0)
     allowed_models: list[str] | None = None
+    model_map: dict[str, str] = Field(default_factory=dict, description="this team's own model_map, laid "
+                                      "over the top-level one")
+
+
+class Budgets(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unpriced: Literal["allow", "deny"] = Field(default="allow", description="whether a team or key with a "
+                                               "budget may use a model the catalog has no price for")
 
 
 class Timeouts(BaseModel):
@@ -162,6 +170,11 @@ class Settings(BaseSettings):
     models: list[dict[str, Any]] = Field(default_factory=list)
     keys: list[StaticKey] = Field(default_factory=list)
     teams: list[StaticTeam] = Field(default_factory=list)
+    # Native or alias id -> router id: Claude Code's `claude-opus-4-8` served by any model.
+    # `aliases:` is the same map under another name.
+    model_map: dict[str, str] = Field(default_factory=dict)
+    aliases: dict[str, str] = Field(default_factory=dict)
+    budgets: Budgets = Field(default_factory=Budgets)
 
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     input_limits: InputLimits = Field(default_factory=InputLimits)

@@ -11,6 +11,12 @@ beyond them waits up to `pool_wait` seconds for one to come free), an answer rea
 `max_answer_bytes`, and a whole read may be given a deadline of its own.
 Every failure leaves it as an `UpstreamError`: callers catch one hierarchy.
 The README has the measurements that made it replace aiohttp on this path.
+
+Egress (`gateway.egress`): each Target is given its route once, the first time the client sees it
+(and again only after `configure` changed the egress plan): directly, or through an HTTP proxy
+(a CONNECT tunnel for https, the request in absolute form for http), with the provider's own TLS
+context or the default one. Pools are per route: per origin and per proxy and TLS context, so a
+connection is only ever reused the way it was opened.
 """
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from collections.abc import AsyncIterator, Mapping
 from urllib.parse import urlsplit
 
 import httptools
+
+from gateway.egress import EgressPlan, Proxy
 
 # Above this many unread bytes the connection stops reading until the reader catches up: a slow
 # client throttles its upstream instead of filling the gateway's memory.
@@ -54,6 +62,11 @@ class AnswerTooLarge(UpstreamError):
     """An answer read whole was longer than the limit."""
 
 
+class ProxyFailed(ConnectFailed):
+    """The egress proxy could not be reached, or refused the request. The message names the proxy
+    (never its credentials) and is fit to show a client."""
+
+
 class _Stale(Exception):
     """A reused connection was closed before any answer arrived: the request never got processed."""
 
@@ -61,7 +74,7 @@ class _Stale(Exception):
 class Target:
     """One upstream URL, split once: parsing a URL costs every request microseconds."""
 
-    __slots__ = ("origin", "host", "port", "tls", "host_header", "target")
+    __slots__ = ("origin", "host", "port", "tls", "host_header", "target", "route", "route_generation")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -75,14 +88,38 @@ class Target:
         name = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = name if default_port else f"{name}:{self.port}"
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.route: _Route | None = None  # set by the client that sends to it, once
+        self.route_generation = -1
 
     def __repr__(self) -> str:
         return f"Target({'https' if self.tls else 'http'}://{self.host_header}{self.target})"
 
 
-def encode_head(method: str, target: Target, headers: Mapping[str, str], body_length: int) -> bytes:
+class _Route:
+    """How a Target is reached: the pool it draws from, the proxy and TLS context connections use,
+    and what an http request through a proxy adds to its head (absolute form, proxy credentials)."""
+
+    __slots__ = ("key", "proxy", "ssl", "request_target", "head_extra")
+
+    def __init__(self, target: Target, proxy: Proxy | None, context: ssl.SSLContext | None) -> None:
+        self.proxy = proxy
+        self.ssl = context
+        self.key = (target.origin, proxy, id(context) if context is not None else None)
+        self.request_target = target.target
+        self.head_extra = ""
+        if proxy is not None and not target.tls:
+            self.request_target = f"http://{target.host_header}{target.target}"
+            if proxy.authorization:
+                self.head_extra = f"proxy-authorization: {proxy.authorization}\r\n"
+
+
+def encode_head(method: str, target: Target, headers: Mapping[str, str], body_length: int,
+                route: _Route | None = None) -> bytes:
     """The request line and headers; a header that would break the framing is refused."""
-    lines = [f"{method} {target.target} HTTP/1.1\r\nhost: {target.host_header}\r\n"]
+    if route is None:
+        lines = [f"{method} {target.target} HTTP/1.1\r\nhost: {target.host_header}\r\n"]
+    else:
+        lines = [f"{method} {route.request_target} HTTP/1.1\r\nhost: {target.host_header}\r\n{route.head_extra}"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
             raise ValueError(f"header {name!r} holds a line break or a colon")
@@ -470,7 +507,8 @@ class Client:
 
     def __init__(self, *, connect_timeout: float = 10.0, keepalive_s: float = 60.0,
                  ssl_context: ssl.SSLContext | None = None, max_connections_per_origin: int = 512,
-                 pool_wait: float = 5.0, max_answer_bytes: int | None = None) -> None:
+                 pool_wait: float = 5.0, max_answer_bytes: int | None = None,
+                 egress: EgressPlan | None = None) -> None:
         self.connect_timeout = connect_timeout
         self.keepalive_s = keepalive_s
         self.max_connections_per_origin = max_connections_per_origin
@@ -479,6 +517,20 @@ class Client:
         self._ssl = ssl_context
         self._pools: dict[tuple, _Pool] = {}
         self._closed = False
+        self._egress = egress or EgressPlan()
+        self._generation = 0
+
+    def configure(self, egress: EgressPlan) -> None:
+        """A new egress plan (a config reload): every Target takes its route again on its next
+        request; connections opened the old way stay in their own pools until they age out."""
+        self._egress = egress
+        self._generation += 1
+
+    def _route(self, target: Target) -> _Route:
+        proxy, context = self._egress.route(target.tls, target.host, target.port)
+        route = _Route(target, proxy, context)
+        target.route, target.route_generation = route, self._generation
+        return route
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:
@@ -496,15 +548,23 @@ class Client:
         answer's head (UpstreamTimeout); `idle_timeout` bounds each wait for the body's next bytes.
         Raises PoolExhausted when the origin's connections stay busy for `pool_wait`, ConnectFailed
         when no connection opens, ConnectionBroken when it fails before the head arrives."""
-        head = encode_head(method, target, headers, len(body))
+        route = target.route
+        if route is None or target.route_generation != self._generation:
+            route = self._route(target)
+        head = encode_head(method, target, headers, len(body), route)
         deadline = time.monotonic() + first_byte_timeout
-        pool = self._pools.get(target.origin)
+        pool = self._pools.get(route.key)
         conn = self._take_idle(pool) if pool is not None else None  # the usual case, without a wait
         while True:
             if conn is None:
-                conn = await self._acquire(target, deadline)
+                conn = await self._acquire(target, route, deadline)
             try:
-                return await conn.exchange(head, body, max(0.0, deadline - time.monotonic()), idle_timeout)
+                response = await conn.exchange(head, body, max(0.0, deadline - time.monotonic()), idle_timeout)
+                if response.status == 407 and route.proxy is not None and not target.tls:
+                    response.close()
+                    raise ProxyFailed(f"proxy {route.proxy.shown} refused the request to {target.host_header}: "
+                                      f"407 Proxy Authentication Required")
+                return response
             except _Stale:
                 conn = None
             except UpstreamError:
@@ -519,19 +579,19 @@ class Client:
             pool = self._pools[origin] = _Pool()
         return pool
 
-    async def _acquire(self, target: Target, deadline: float) -> _Connection:
+    async def _acquire(self, target: Target, route: _Route, deadline: float) -> _Connection:
         """An idle connection, else a new one within the origin's cap, else the first to come free."""
         if self._closed:
             raise ConnectFailed("the client is closed")
-        pool = self._pool(target.origin)
+        pool = self._pool(route.key)
         conn = self._take_idle(pool)
         if conn is not None:
             return conn
         if pool.open < self.max_connections_per_origin and not pool.waiters:
             pool.open += 1
-            return await self._connect(target, deadline)
+            return await self._connect(target, route, deadline)
         handed = await self._wait(pool, target, deadline)
-        return handed if handed is not None else await self._connect(target, deadline)
+        return handed if handed is not None else await self._connect(target, route, deadline)
 
     async def _wait(self, pool: _Pool, target: Target, deadline: float) -> _Connection | None:
         loop = asyncio.get_running_loop()
@@ -565,23 +625,28 @@ class Client:
             pool.open += 1
             waiter.set_result(None)
 
-    async def _connect(self, target: Target, deadline: float) -> _Connection:
-        """Open a connection in a slot already counted in the origin's `open`."""
+    async def _connect(self, target: Target, route: _Route, deadline: float) -> _Connection:
+        """Open a connection in a slot already counted in the route's `open`."""
         loop = asyncio.get_running_loop()
-        conn = _Connection(self, target.origin)
+        conn = _Connection(self, route.key)
         conn.counted = True
         wait = min(self.connect_timeout, max(0.0, deadline - time.monotonic()))
+        proxy = route.proxy
         try:
             async with asyncio.timeout(wait):
-                if target.tls:
-                    await loop.create_connection(lambda: conn, target.host, target.port, ssl=self._ssl_context(),
-                                                 server_hostname=target.host)
+                if proxy is not None:
+                    await self._connect_through(proxy, target, route, conn)
+                elif target.tls:
+                    await loop.create_connection(lambda: conn, target.host, target.port,
+                                                 ssl=route.ssl or self._ssl_context(), server_hostname=target.host)
                 else:
                     await loop.create_connection(lambda: conn, target.host, target.port)
         except BaseException as exc:
             self._release(conn)
             if isinstance(exc, TimeoutError):
-                raise UpstreamTimeout(f"connecting to {target.host_header} took longer than {wait:g} s") from None
+                through = f" through proxy {proxy.shown}" if proxy is not None else ""
+                raise UpstreamTimeout(f"connecting to {target.host_header}{through} took longer than "
+                                      f"{wait:g} s") from None
             if isinstance(exc, OSError):  # refused, unresolvable, TLS failures (ssl.SSLError is an OSError)
                 raise ConnectFailed(f"could not connect to {target.host_header}: {exc}") from None
             raise
@@ -589,6 +654,32 @@ class Client:
             conn.abort()
             raise ConnectFailed("the client is closed")
         return conn
+
+    async def _connect_through(self, proxy: Proxy, target: Target, route: _Route, conn: _Connection) -> None:
+        """A connection to the proxy: the request goes in absolute form for http; for https, a CONNECT
+        tunnel first, then TLS with the upstream inside it."""
+        loop = asyncio.get_running_loop()
+        try:
+            if not target.tls:
+                await loop.create_connection(lambda: conn, proxy.host, proxy.port)
+                return
+            transport, tunnel = await loop.create_connection(_Tunnel, proxy.host, proxy.port)
+        except OSError as exc:
+            raise ProxyFailed(f"could not connect to proxy {proxy.shown}: {exc.strerror or exc}") from None
+        try:
+            authority = target.host_header if target.port != 443 else f"{target.host_header}:443"
+            credentials = f"proxy-authorization: {proxy.authorization}\r\n" if proxy.authorization else ""
+            transport.write(f"CONNECT {authority} HTTP/1.1\r\nhost: {authority}\r\n{credentials}\r\n"
+                            .encode("latin-1"))
+            status, reason = await tunnel.answer
+            if status != 200:
+                raise ProxyFailed(f"proxy {proxy.shown} refused the tunnel to {authority}: {status} {reason}".rstrip())
+            tls = await loop.start_tls(transport, conn, route.ssl or self._ssl_context(),
+                                       server_hostname=target.host)
+        except BaseException:
+            transport.abort()
+            raise
+        conn.connection_made(tls)
 
     def _take_idle(self, pool: _Pool) -> _Connection | None:
         idle = pool.idle
@@ -662,6 +753,42 @@ class Client:
             _drop_all(pool.idle)
             while (waiter := pool.next_waiter()) is not None:
                 waiter.set_exception(ConnectFailed("the client is closed"))
+
+
+class _Tunnel(asyncio.Protocol):
+    """The proxy's answer to CONNECT: its status line, once its head has arrived; then it stops
+    reading, so that the TLS handshake that follows reads the tunnel's first bytes."""
+
+    _MAX_HEAD = 16384
+
+    def __init__(self) -> None:
+        self.answer: asyncio.Future[tuple[int, str]] = asyncio.get_running_loop().create_future()
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        self._buffer += data
+        end = self._buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self._buffer) > self._MAX_HEAD:
+                self.answer.set_exception(ConnectionBroken("the proxy's answer to CONNECT has no end"))
+            return
+        line = self._buffer[:self._buffer.find(b"\r\n")].decode("latin-1")
+        parts = line.split(" ", 2)
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+            self.answer.set_exception(ConnectionBroken(f"the proxy answered CONNECT with {line[:80]!r}"))
+            return
+        self._transport.pause_reading()
+        self.answer.set_result((int(parts[1]), parts[2] if len(parts) > 2 else ""))
+
+    def connection_lost(self, exc) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionBroken("the proxy closed the connection during CONNECT"))
 
 
 def _expire(waiter: asyncio.Future) -> None:

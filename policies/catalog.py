@@ -14,6 +14,14 @@ Merging:
   `supported_parameters` from its model; `retains_prompts`, `zdr` and `options` from its provider
   (endpoint options are laid over provider options).
 
+A model entry needs only `id` and endpoints with `provider` and `upstream_model`; what it leaves out
+has these defaults (the README has the same table):
+- `context_length`, `max_output`: None, unknown: no local check, `max_tokens` passes through.
+- `supported_parameters`: what the endpoint's protocol carries (`PROTOCOL_PARAMETERS`), never
+  nothing: a self-hosted OpenAI-compatible model gets tools, tool_choice, sampling and stop
+  sequences, images.
+- `pricing`: unpriced (`Pricing.unpriced`): costs 0, and its usage records say so.
+
 `api_key` comes only from the config file; nothing here reads the environment.
 
 Endpoint and provider `options` are hints for the wire translators, validated at load into
@@ -40,12 +48,26 @@ from functools import lru_cache
 from importlib import resources
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from providers.openai_chat_request import REASONING_MODES
 
 PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "mock"})
+_CHAT_PARAMETERS = frozenset({"tools", "tool_choice", "stop_sequences", "temperature", "top_p", "images",
+                              "metadata"})
+# What a request feature needs of the wire protocol alone: the parameters an endpoint supports when
+# neither it nor its model lists any.
+PROTOCOL_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({
+    "anthropic": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
+                            "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"}),
+    "openai": _CHAT_PARAMETERS,
+    "gemini": _CHAT_PARAMETERS,
+    "mock": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "stop_sequences",
+                       "temperature", "top_p", "metadata"}),
+})
+DEFAULT_DISCOVER_INTERVAL = 300.0
 LIFECYCLES = frozenset({"active", "deprecated", "retired"})
 
 # A vendor's dated snapshot id: `claude-sonnet-4-5-20250929`, `gpt-5.4-2026-03-05`.
@@ -71,6 +93,11 @@ class Pricing:
     cache_write_1h: float | None
     cache_read: float | None
     verified: bool = True
+    unpriced: bool = False        # no `pricing` at all: costs 0, and usage records say so
+
+
+UNPRICED = Pricing(input=None, output=None, cache_write=None, cache_write_1h=None, cache_read=None,
+                   unpriced=True)
 
 
 @dataclass(frozen=True)
@@ -158,6 +185,15 @@ class ProviderInfo:
     zdr: bool = False
     headers: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, hash=False)
     options: Options = field(default_factory=Options, hash=False)
+    # How to reach it: an explicit proxy URL (or "direct": none, whatever the environment says),
+    # a private CA and a client certificate. None: the environment's proxy, the system's trust.
+    proxy: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
+    # Models listed by the upstream's GET /models become `{name}/{id}` router ids.
+    discover: bool = False
+    discover_interval: float = DEFAULT_DISCOVER_INTERVAL
 
 
 @dataclass(frozen=True)
@@ -169,8 +205,8 @@ class Endpoint:
     retains_prompts: bool
     zdr: bool
     quantization: str | None
-    context_length: int
-    max_output: int
+    context_length: int | None     # None: unknown
+    max_output: int | None         # None: unknown
     supported_parameters: frozenset[str]
     options: Options = field(default_factory=Options, hash=False)
 
@@ -181,8 +217,8 @@ class Model:
     display_name: str
     created_at: str                # RFC 3339
     aliases: tuple[str, ...]
-    context_length: int
-    max_output: int
+    context_length: int | None     # None: unknown
+    max_output: int | None         # None: unknown, max_tokens passes through
     input_modalities: tuple[str, ...]
     supported_parameters: frozenset[str]
     tokenizer: str
@@ -355,7 +391,8 @@ def _find_key(mapping: Mapping[str, Any], name: str) -> str | None:
 # -- building and validating --------------------------------------------------------------------
 
 _PROVIDER_FIELDS = frozenset({"protocol", "base_url", "api_key", "retains_prompts", "zdr",
-                              "headers", "options"})
+                              "headers", "options", "proxy", "ca_file", "tls_cert", "tls_key",
+                              "discover", "discover_interval"})
 _MODEL_FIELDS = frozenset({"id", "display_name", "created_at", "aliases", "context_length",
                            "max_output", "input_modalities", "supported_parameters", "tokenizer",
                            "endpoints", "lifecycle"})
@@ -377,6 +414,13 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise CatalogError(f"{label}: field 'headers' must map strings to strings")
+    tls_cert, tls_key = _string(label, raw, "tls_cert"), _string(label, raw, "tls_key")
+    if tls_key is not None and tls_cert is None:
+        raise CatalogError(f"{label}: field 'tls_key' needs 'tls_cert' (the client certificate)")
+    interval = raw.get("discover_interval", DEFAULT_DISCOVER_INTERVAL)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 1 <= interval < float("inf"):
+        raise CatalogError(f"{label}: field 'discover_interval' must be a number of seconds >= 1, "
+                           f"got {interval!r}")
     return ProviderInfo(
         name=name,
         protocol=protocol,
@@ -386,7 +430,29 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
         zdr=_boolean(label, raw, "zdr", default=False),
         headers=MappingProxyType(dict(headers)),
         options=_options(label, raw, protocol, Options()),
+        proxy=_proxy(label, raw),
+        ca_file=_string(label, raw, "ca_file"),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        discover=_boolean(label, raw, "discover", default=False),
+        discover_interval=float(interval),
     )
+
+
+def _proxy(label: str, raw: Mapping[str, Any]) -> str | None:
+    """An `http://[user:password@]host:port` URL, or "direct"; a message never shows the password."""
+    value = _string(label, raw, "proxy")
+    if value is None or value == "direct":
+        return value
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise CatalogError(f"{label}: field 'proxy' is not a URL") from None
+    if parts.scheme != "http" or not parts.hostname:
+        shown = f"{parts.scheme}://{parts.hostname or ''}{f':{port}' if port else ''}"
+        raise CatalogError(f"{label}: field 'proxy' must be an http:// URL (or 'direct'), got '{shown}'")
+    return value
 
 
 def _build_model(raw: Mapping[str, Any], providers: Mapping[str, ProviderInfo]) -> Model:
@@ -401,9 +467,10 @@ def _build_model(raw: Mapping[str, Any], providers: Mapping[str, ProviderInfo]) 
     if lifecycle not in LIFECYCLES:
         raise CatalogError(f"{label}: field 'lifecycle' must be one of "
                            f"{', '.join(sorted(LIFECYCLES))}, got '{lifecycle}'")
-    context_length = _positive_int(label, raw, "context_length", required=True)
-    max_output = _positive_int(label, raw, "max_output", required=True)
-    parameters = frozenset(_strings(label, raw, "supported_parameters"))
+    context_length = _positive_int(label, raw, "context_length")
+    max_output = _positive_int(label, raw, "max_output")
+    parameters = frozenset(_strings(label, raw, "supported_parameters")) \
+        if "supported_parameters" in raw else None
     endpoints_raw = raw.get("endpoints")
     if endpoints_raw is None:
         raise CatalogError(f"{label}: field 'endpoints' is required")
@@ -426,7 +493,8 @@ def _build_model(raw: Mapping[str, Any], providers: Mapping[str, ProviderInfo]) 
         context_length=context_length,
         max_output=max_output,
         input_modalities=tuple(_strings(label, raw, "input_modalities") or ["text"]),
-        supported_parameters=parameters,
+        supported_parameters=parameters if parameters is not None
+        else frozenset().union(*(e.supported_parameters for e in endpoints)),
         tokenizer=_string(label, raw, "tokenizer") or "generic",
         endpoints=tuple(endpoints),
         lifecycle=lifecycle,
@@ -434,8 +502,8 @@ def _build_model(raw: Mapping[str, Any], providers: Mapping[str, ProviderInfo]) 
 
 
 def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, ProviderInfo],
-                    context_length: int, max_output: int,
-                    parameters: frozenset[str]) -> Endpoint:
+                    context_length: int | None, max_output: int | None,
+                    parameters: frozenset[str] | None) -> Endpoint:
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{model_label}: each entry of field 'endpoints' must be a mapping, "
                            f"got {type(raw).__name__}")
@@ -448,6 +516,8 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
                            f"'{provider_name}'")
     if "supported_parameters" in raw:
         parameters = frozenset(_strings(label, raw, "supported_parameters"))
+    elif parameters is None:
+        parameters = PROTOCOL_PARAMETERS.get(provider.protocol, frozenset())
     options = _options(label, raw, provider.protocol, provider.options)
     return Endpoint(
         provider=provider.name,
@@ -465,7 +535,7 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
 
 def _build_pricing(label: str, raw: Any) -> Pricing:
     if raw is None:
-        raise CatalogError(f"{label}: field 'pricing' is required")
+        return UNPRICED
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{label}: field 'pricing' must be a mapping, got {type(raw).__name__}")
     _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified"})

@@ -9,13 +9,17 @@ Accepted forms, compared case-insensitively:
   exactly the snapshot the client asked for,
 - any of these with `:floor` (sort endpoints by price) or `:nitro` (sort by throughput).
 
-The hot path is one `str.lower` and one dict lookup; the date regex and the fuzzy suggestions run
-only when that lookup misses.
+A `model_map` (the config's `model_map:` or `aliases:`, or a team's) is consulted first: a name it
+lists, or a dated form of one (`claude-haiku-4-5-20251001` for `claude-haiku-4-5`), resolves to the
+router id it names, whatever the catalog says of the name; the client's suffix is kept.
+
+The hot path is one `str.lower` and one dict lookup (two with a model map); the date regex and the
+fuzzy suggestions run only when that lookup misses.
 """
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from policies.catalog import DATED_ID, Catalog, Endpoint, Model
@@ -54,13 +58,30 @@ class UnknownModel(LookupError):
         return message
 
 
-def resolve(catalog: Catalog, requested: str) -> Resolved:
+def mapped_name(model_map: Mapping[str, str], lowered: str) -> str | None:
+    """The router id `model_map` (lower-cased keys) sends this lower-cased name to, if any."""
+    target = model_map.get(lowered)
+    if target is None and lowered[-1:].isdigit():
+        match = DATED_ID.match(lowered)
+        if match is not None:
+            target = model_map.get(match["base"])
+    return target
+
+
+def resolve(catalog: Catalog, requested: str, model_map: Mapping[str, str] | None = None) -> Resolved:
     """The catalog model for one requested name; raises UnknownModel."""
     if not isinstance(requested, str) or not requested:
         raise UnknownModel(str(requested))
     key = requested.lower()
     name, sort = _split_suffix(requested, key)
     lowered = name.lower()
+    if model_map:
+        target = mapped_name(model_map, lowered)
+        if target is not None:
+            hit = catalog.lookup_name(target.lower())
+            if hit is None:
+                raise UnknownModel(f"{requested}' (mapped to '{target}", _suggest(catalog, target.lower()))
+            return Resolved(hit[0], sort, None)
     hit = catalog.lookup_name(lowered)
     if hit is not None:
         model, dated = hit
@@ -75,13 +96,14 @@ def resolve(catalog: Catalog, requested: str) -> Resolved:
     raise UnknownModel(requested, _suggest(catalog, lowered))
 
 
-def resolve_all(catalog: Catalog, primary: str, fallbacks: Sequence[str]) -> tuple[Resolved, ...]:
+def resolve_all(catalog: Catalog, primary: str, fallbacks: Sequence[str],
+                model_map: Mapping[str, str] | None = None) -> tuple[Resolved, ...]:
     """The primary model, then each entry of `models`, each resolved like `resolve`; a model
     already in the list is skipped (trying the same endpoints twice cannot help)."""
     resolved: list[Resolved] = []
     seen: set[str] = set()
     for requested in (primary, *fallbacks):
-        one = resolve(catalog, requested)
+        one = resolve(catalog, requested, model_map)
         if one.model.id not in seen:
             seen.add(one.model.id)
             resolved.append(one)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl)
-# and runs the suite.
+# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
+# tinyproxy) and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +9,13 @@ if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
   exit 2
 fi
-# Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
-# openssl makes the TLS tests' certificate.
+# Real servers the tests start on free loopback ports: Redis, Prometheus for the scrape test,
+# tinyproxy for the egress proxy tests; openssl makes the TLS tests' certificates.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)   # the egress proxy tests' proxy
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -35,4 +36,10 @@ if $python -c 'import os, sys, sysconfig; sys.exit(not (sys.prefix == sys.base_p
   python=.venv/bin/python
 fi
 $python -m pip install -q -e '.[test]'
+# Claude Code, for the headless tool-turn test (skipped without it); an offline machine skips it.
+if ! command -v claude >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo npm install -g --silent @anthropic-ai/claude-code >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install Claude Code with npm; its test is skipped" >&2
+fi
 exec $python -m pytest "$@"

@@ -273,17 +273,10 @@ def test_new_provider_without_base_url_is_refused():
         load_catalog(provider_overrides={"vllm": {"protocol": "openai"}})
 
 
-def test_new_model_without_a_required_field_is_refused():
-    model = new_model()
-    del model["context_length"]
-    expected = r"model 'local/llama-9': field 'context_length' is required"
+def test_new_endpoint_without_its_upstream_model_is_refused():
+    model = new_model(endpoints=[{"provider": "openai"}])
+    expected = r"model 'local/llama-9' endpoint 'openai': field 'upstream_model' is required"
     with pytest.raises(CatalogError, match=expected):
-        load_catalog([model])
-
-
-def test_new_endpoint_without_pricing_is_refused():
-    model = new_model(endpoints=[{"provider": "openai", "upstream_model": "llama-9"}])
-    with pytest.raises(CatalogError, match=r"endpoint 'openai': field 'pricing' is required"):
         load_catalog([model])
 
 

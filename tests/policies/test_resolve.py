@@ -133,3 +133,13 @@ def test_dated_id_listed_as_an_alias_is_still_forwarded_as_sent():
     resolved = resolve(catalog, "claude-sonnet-4-5-20250929")
     assert resolved.native_id == "claude-sonnet-4-5-20250929"
     assert resolve(catalog, "claude-sonnet-4-5").native_id is None
+
+
+def test_model_map_sends_a_name_and_its_dated_forms_to_its_target_keeping_the_suffix():
+    catalog = load_catalog()
+    mapped = {"claude-haiku-4-5": "anthropic/claude-opus-4.8"}
+    for asked in ("claude-haiku-4-5", "CLAUDE-HAIKU-4-5", "claude-haiku-4-5-20251001"):
+        hit = resolve(catalog, asked, mapped)
+        assert (hit.model.id, hit.native_id) == ("anthropic/claude-opus-4.8", None)
+    assert resolve(catalog, "claude-haiku-4-5:floor", mapped).sort == "price"
+    assert resolve(catalog, "claude-haiku-4-5", {}).model.id == "anthropic/claude-haiku-4.5"
