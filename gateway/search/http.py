@@ -3,6 +3,7 @@ mapped once onto Anthropic's web search error codes: the backends never see an H
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -105,8 +106,9 @@ class HttpBackend(SearchBackend):
         self.timeout = timeout
 
     @staticmethod
+    @abstractmethod
     def parse_answer(data: Any) -> list[SearchResult]:
-        raise NotImplementedError
+        """The results in the provider's decoded answer; may raise on a shape it does not expect."""
 
     async def get(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> list[SearchResult]:
         return await call_json(self.client, self.name, "GET", f"{self.base_url}{path}?{urlencode(params)}",
