@@ -51,6 +51,7 @@ class Credentials:
     """
 
     kind = "none"
+    _task: asyncio.Task | None = None  # the background task keeping the credentials fresh, if any
 
     def __init__(self, provider: str, source: str) -> None:
         self.provider = provider
@@ -59,8 +60,22 @@ class Credentials:
     async def start(self) -> None:
         return None
 
+    async def _run(self) -> None:
+        """The background refresh of the kinds that have one; runs until `close`."""
+        raise NotImplementedError
+
+    def _start_refresh_task(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"credentials-{self.provider}")
+
     async def close(self) -> None:
-        return None
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
 
     def headers_for(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
         raise NotImplementedError
@@ -116,7 +131,6 @@ class RefreshingToken(Credentials):
         self._fetched_at = 0.0
         self._failures = 0
         self._last_error = "not fetched yet"
-        self._task: asyncio.Task | None = None
         self.refreshes = 0  # successful fetches, for tests and metrics
 
     def _secrets(self) -> tuple[str | None, ...]:
@@ -128,17 +142,7 @@ class RefreshingToken(Credentials):
 
     async def start(self) -> None:
         await self.refresh()
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"credentials-{self.provider}")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        self._start_refresh_task()
 
     async def refresh(self) -> bool:
         """Fetch a new token now; False (and the reason kept for `headers_for`) when that failed."""

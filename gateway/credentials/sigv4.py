@@ -127,7 +127,6 @@ class SigV4Credentials(Credentials):
         self._failures = 0
         self._last_error = "not resolved yet"
         self._key: tuple[str, str, bytes] | None = None  # (secret, day, signing key)
-        self._task: asyncio.Task | None = None
         self.resolutions = 0
 
     @property
@@ -193,17 +192,8 @@ class SigV4Credentials(Credentials):
 
     async def start(self) -> None:
         await self.resolve()
-        if self._task is None and self._explicit is None:  # keys in the settings never change
-            self._task = asyncio.create_task(self._run(), name=f"credentials-{self.provider}")
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._explicit is None:  # keys in the settings never change
+            self._start_refresh_task()
 
     async def _run(self) -> None:
         while True:

@@ -80,20 +80,26 @@ def find_web_search_tool(tools: object) -> WebSearchTool | None:
         allowed, blocked = tool.get("allowed_domains"), tool.get("blocked_domains")
         if allowed and blocked:
             raise InvalidRequest(f"{where}: allowed_domains and blocked_domains cannot be used together")
-        for name, value in (("allowed_domains", allowed), ("blocked_domains", blocked)):
-            if value is None:
-                continue
-            if not isinstance(value, list):
-                raise InvalidRequest(f"{where}.{name}: must be a list of domains")
-            try:
-                parse_rules(value)
-            except BadDomain as exc:
-                raise InvalidRequest(f"{where}.{name}: {exc}") from None
-        found = WebSearchTool(type=tool["type"], max_uses=max_uses, allowed_domains=tuple(allowed or ()),
-                              blocked_domains=tuple(blocked or ()),
+        found = WebSearchTool(type=tool["type"], max_uses=max_uses,
+                              allowed_domains=domain_list(allowed, f"{where}.allowed_domains"),
+                              blocked_domains=domain_list(blocked, f"{where}.blocked_domains"),
                               user_location=_location(tool.get("user_location"), f"{where}.user_location"),
                               index=i)
     return found
+
+
+def domain_list(value: object, where: str) -> tuple[str, ...]:
+    """A client's list of domain rules (None: no list), checked: `InvalidRequest` naming `where` when
+    it is not one."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise InvalidRequest(f"{where}: must be a list of domains")
+    try:
+        parse_rules(value)
+    except BadDomain as exc:
+        raise InvalidRequest(f"{where}: {exc}") from None
+    return tuple(value)
 
 
 def _location(value: object, where: str) -> UserLocation | None:

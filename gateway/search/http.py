@@ -3,12 +3,23 @@ mapped once onto Anthropic's web search error codes: the backends never see an H
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from abc import abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import orjson
 
-from gateway.search.base import INVALID_INPUT, QUERY_TOO_LONG, TOO_MANY_REQUESTS, UNAVAILABLE, SearchFailed
+from gateway.search.base import (
+    INVALID_INPUT,
+    MAX_RESULTS_CAP,
+    QUERY_TOO_LONG,
+    TOO_MANY_REQUESTS,
+    UNAVAILABLE,
+    SearchBackend,
+    SearchFailed,
+    SearchResult,
+)
 from gateway.upstream import Client, Target, UpstreamError
 
 T = TypeVar("T")
@@ -67,3 +78,44 @@ async def call_json(client: Client, backend: str, method: str, url: str, headers
 def strip_tags(text: str) -> str:
     """Snippets of some providers carry highlight markup (`<strong>`): plain text for the model."""
     return re.sub(r"<[^>]{0,200}>", "", text).strip()
+
+
+def with_urls(items: Iterable[Any]) -> Iterator[tuple[str, Any]]:
+    """(url, item) for each result of a provider's list that has a URL: one without cannot be cited."""
+    for item in items:
+        url = item.get("url")
+        if isinstance(url, str) and url:
+            yield url, item
+
+
+def result_count(max_results: int) -> int:
+    """How many results to ask a provider for: what the search wants, within what providers serve."""
+    return max(1, min(max_results, MAX_RESULTS_CAP))
+
+
+class HttpBackend(SearchBackend):
+    """A provider searched with one JSON call to its HTTP API; subclasses build the request and
+    read the answer (`parse_answer`), this sends it and maps every failure."""
+
+    default_url = ""
+
+    def __init__(self, client: Client, api_key: str, *, base_url: str | None = None, timeout: float = 10.0) -> None:
+        self.client = client
+        self.api_key = api_key
+        self.base_url = (base_url or self.default_url).rstrip("/")
+        self.timeout = timeout
+
+    @staticmethod
+    @abstractmethod
+    def parse_answer(data: Any) -> list[SearchResult]:
+        """The results in the provider's decoded answer; may raise on a shape it does not expect."""
+
+    async def get(self, path: str, params: Mapping[str, str], headers: Mapping[str, str]) -> list[SearchResult]:
+        return await call_json(self.client, self.name, "GET", f"{self.base_url}{path}?{urlencode(params)}",
+                               {"accept": "application/json", **headers}, b"", timeout=self.timeout,
+                               parse=self.parse_answer)
+
+    async def post(self, path: str, body: Any, headers: Mapping[str, str]) -> list[SearchResult]:
+        return await call_json(self.client, self.name, "POST", f"{self.base_url}{path}",
+                               {"content-type": "application/json", "accept": "application/json", **headers},
+                               orjson.dumps(body), timeout=self.timeout, parse=self.parse_answer)

@@ -17,8 +17,7 @@ from typing import Any
 
 from gateway.errors import InvalidRequest
 from gateway.search.base import SearchOutcome, SearchQuery, SearchResult
-from gateway.search.blocks import cite_text_blocks, sum_usage
-from gateway.search.domains import BadDomain, parse_rules
+from gateway.search.blocks import cite_text_blocks, domain_list, sum_usage
 
 WEB = "web"
 RESPONSE_HEALING = "response-healing"
@@ -99,16 +98,8 @@ def _web(item: Mapping[str, Any], where: str) -> WebPlugin:
     engine = item.get("engine")
     if engine is not None and engine not in ENGINES:
         raise InvalidRequest(f"{where}.engine: unknown engine {engine!r} (one of: {', '.join(ENGINES)})")
-    domains = {}
-    for name in ("include_domains", "exclude_domains"):
-        listed = item.get(name) or []
-        if not isinstance(listed, list):
-            raise InvalidRequest(f"{where}.{name}: must be a list of domains")
-        try:
-            parse_rules(listed)
-        except BadDomain as exc:
-            raise InvalidRequest(f"{where}.{name}: {exc}") from None
-        domains[name] = tuple(listed)
+    domains = {name: domain_list(item.get(name) or [], f"{where}.{name}")
+               for name in ("include_domains", "exclude_domains")}
     return WebPlugin(max_results=max_results, search_prompt=prompt, engine=engine, **domains)
 
 

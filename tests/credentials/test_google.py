@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.credentials import CredentialsUnavailable, credentials_from
 from providers import vertex
+from tests.credentials.conftest import post_with, refusal, statuses_for
 from tests.fakes.vertex import VertexFake
 
 BODY = b'{"model":"anthropic/claude-sonnet-4.5","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
@@ -40,9 +41,7 @@ async def predict(client, creds, fake, *, stream=False) -> httpx.Response:
     url = vertex.claude_url(creds.project, "us-east5", "claude-sonnet-4-5@20250929", stream=stream,
                             base_url=fake.url)
     body = vertex.claude_body(BODY.replace(b'"max_tokens"', b'"stream":true,"max_tokens"') if stream else BODY)
-    headers = vertex.claude_headers(beta=None)
-    headers.update(creds.headers_for("POST", url, headers, body))
-    return await client.post(url, content=body, headers=headers)
+    return await post_with(client, creds, url, vertex.claude_headers(beta=None), body)
 
 
 def test_service_account_token_is_accepted_by_vertex(fake, tmp_path):
@@ -74,12 +73,7 @@ def test_token_is_refreshed_before_it_expires_and_no_request_fails(fake, tmp_pat
     async def scenario():
         creds = credentials_from("vertex", {"auth": "google", "credentials_file": str(path)})
         await creds.start()
-        statuses = []
-        async with httpx.AsyncClient() as client:
-            end = time.monotonic() + 2.6
-            while time.monotonic() < end:
-                statuses.append((await predict(client, creds, fake)).status_code)
-                await asyncio.sleep(0.05)
+        statuses = await statuses_for(2.6, lambda client: predict(client, creds, fake))
         await creds.close()
         return creds, statuses
 
@@ -130,15 +124,7 @@ def test_key_the_token_endpoint_does_not_know_is_refused_with_its_reason(fake, t
     path = tmp_path / "stolen.json"
     path.write_text(json.dumps(info))
 
-    async def scenario():
-        creds = credentials_from("vertex", {"auth": "google", "credentials_file": str(path)})
-        await creds.start()
-        await creds.close()
-        with pytest.raises(CredentialsUnavailable) as caught:
-            creds.headers_for("POST", "https://x", {}, b"")
-        return str(caught.value)
-
-    message = asyncio.run(scenario())
+    message = asyncio.run(refusal(credentials_from("vertex", {"auth": "google", "credentials_file": str(path)})))
     assert "Invalid JWT Signature" in message and fake.grant_errors == ["Invalid JWT Signature."]
     assert "BEGIN PRIVATE KEY" not in message
 

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from gateway.credentials import CredentialsUnavailable, credentials_from
 from gateway.credentials.sigv4 import SigV4Credentials, signed_headers, signing_key
 from providers import bedrock
+from tests.credentials.conftest import post_with, sent_once
 from tests.fakes.aws_sigv4 import verify
 from tests.fakes.bedrock import BedrockFake
 
@@ -63,27 +64,24 @@ def write_profile(path, profile: str, key: tuple[str, str]) -> None:
 async def invoke(client: httpx.AsyncClient, creds, fake: BedrockFake, body: bytes = BODY,
                  stream: bool = False) -> httpx.Response:
     url = fake.url + bedrock.invoke_path(MODEL_ID, stream=stream)
-    payload = bedrock.invoke_body(body)
-    headers = bedrock.invoke_headers(stream=stream)
-    headers.update(creds.headers_for("POST", url, headers, payload))
-    return await client.post(url, content=payload, headers=headers)
+    return await post_with(client, creds, url, bedrock.invoke_headers(stream=stream), bedrock.invoke_body(body))
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
-def test_request_signed_with_configured_keys_is_accepted_by_bedrock(bedrock_fake):
-    async def scenario():
-        creds = credentials_from("bedrock", {"protocol": "bedrock", "auth": "sigv4", "region": "us-east-1",
-                                             "aws_access_key_id": KEY_A[0], "aws_secret_access_key": KEY_A[1]})
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            response = await invoke(client, creds, bedrock_fake)
-        await creds.close()
-        return response
+def invoked_with(fake: BedrockFake, *, region: str = "us-east-1", secret: str = KEY_A[1],
+                 **options) -> httpx.Response:
+    """Bedrock's answer to one request signed with KEY_A's id, `secret` and `region`."""
+    creds = SigV4Credentials("bedrock", region=region, access_key_id=KEY_A[0], secret_access_key=secret, **options)
+    return run(sent_once(creds, lambda client: invoke(client, creds, fake)))
 
-    response = run(scenario())
+
+def test_request_signed_with_configured_keys_is_accepted_by_bedrock(bedrock_fake):
+    creds = credentials_from("bedrock", {"protocol": "bedrock", "auth": "sigv4", "region": "us-east-1",
+                                         "aws_access_key_id": KEY_A[0], "aws_secret_access_key": KEY_A[1]})
+    response = run(sent_once(creds, lambda client: invoke(client, creds, bedrock_fake)))
     assert response.status_code == 200, response.text
     assert response.json()["type"] == "message"
     assert bedrock_fake.signed_by == [KEY_A[0]]
@@ -93,14 +91,7 @@ def test_request_signed_with_configured_keys_is_accepted_by_bedrock(bedrock_fake
 
 
 def test_wrong_secret_is_refused_as_aws_refuses_it_and_maps_to_our_credentials_fault(bedrock_fake):
-    async def scenario():
-        creds = SigV4Credentials("bedrock", region="us-east-1", access_key_id=KEY_A[0],
-                                 secret_access_key="not-the-secret-at-all-0000000000000000000")
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            return await invoke(client, creds, bedrock_fake)
-
-    response = run(scenario())
+    response = invoked_with(bedrock_fake, secret="not-the-secret-at-all-0000000000000000000")
     assert response.status_code == 403
     assert response.headers["x-amzn-errortype"].startswith("InvalidSignatureException:")
     assert "signature we calculated does not match" in response.json()["message"]
@@ -127,29 +118,14 @@ def test_body_changed_after_signing_is_refused(bedrock_fake):
 
 def test_session_token_is_signed_and_required(bedrock_fake):
     bedrock_fake.keys = {KEY_A[0]: (KEY_A[1], "session-token-abc123")}
-
-    async def scenario(token):
-        creds = SigV4Credentials("bedrock", region="us-east-1", access_key_id=KEY_A[0],
-                                 secret_access_key=KEY_A[1], session_token=token)
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            return await invoke(client, creds, bedrock_fake)
-
-    assert run(scenario("session-token-abc123")).status_code == 200
-    refused = run(scenario(None))
+    assert invoked_with(bedrock_fake, session_token="session-token-abc123").status_code == 200
+    refused = invoked_with(bedrock_fake, session_token=None)
     assert refused.status_code == 403
     assert refused.headers["x-amzn-errortype"].startswith("UnrecognizedClientException")
 
 
 def test_signature_region_must_match_the_endpoint(bedrock_fake):
-    async def scenario():
-        creds = SigV4Credentials("bedrock", region="eu-west-1", access_key_id=KEY_A[0],
-                                 secret_access_key=KEY_A[1])
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            return await invoke(client, creds, bedrock_fake)
-
-    response = run(scenario())
+    response = invoked_with(bedrock_fake, region="eu-west-1")
     assert response.status_code == 403 and "region" in response.json()["message"]
 
 
@@ -188,16 +164,9 @@ def test_signing_uses_the_clock_of_each_request(bedrock_fake):
 def test_profile_from_shared_credentials_file(aws_env, bedrock_fake):
     write_profile(aws_env / "credentials", "team", KEY_A)
 
-    async def scenario():
-        creds = credentials_from("bedrock", {"auth": "sigv4", "aws_profile": "team",
-                                             "base_url": "https://bedrock-runtime.us-east-1.amazonaws.com"})
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            response = await invoke(client, creds, bedrock_fake)
-        await creds.close()
-        return creds, response
-
-    creds, response = run(scenario())
+    creds = credentials_from("bedrock", {"auth": "sigv4", "aws_profile": "team",
+                                         "base_url": "https://bedrock-runtime.us-east-1.amazonaws.com"})
+    response = run(sent_once(creds, lambda client: invoke(client, creds, bedrock_fake)))
     assert response.status_code == 200
     assert creds.region == "us-east-1" and creds.method == "shared-credentials-file"
 
@@ -304,14 +273,7 @@ def test_temporary_credentials_from_container_metadata_are_renewed_in_the_backgr
 
 
 def test_a_signature_from_a_clock_ten_minutes_off_is_refused(bedrock_fake):
-    async def scenario():
-        creds = SigV4Credentials("bedrock", region="us-east-1", access_key_id=KEY_A[0],
-                                 secret_access_key=KEY_A[1], clock=lambda: time.time() - 600)
-        await creds.start()
-        async with httpx.AsyncClient() as client:
-            return await invoke(client, creds, bedrock_fake)
-
-    response = run(scenario())
+    response = invoked_with(bedrock_fake, clock=lambda: time.time() - 600)
     assert response.status_code == 403 and response.json()["message"].startswith("Signature expired")
 
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+
+from gateway.search.base import SearchBackend, SearchFailed
 from gateway.search.brave import BraveBackend
 from gateway.search.exa import ExaBackend
 from gateway.search.searxng import SearxngBackend
@@ -14,3 +17,10 @@ def backend_for(name: str, fake, client, *, api_key: str | None = None, timeout:
         return SearxngBackend(client, fake.url, timeout=timeout)
     cls = {"brave": BraveBackend, "tavily": TavilyBackend, "exa": ExaBackend}[name]
     return cls(client, key, base_url=fake.url, timeout=timeout)
+
+
+async def failure_of(backend: SearchBackend) -> SearchFailed:
+    """The failure a search for "q" through `backend` ends in (the test fails if it succeeds)."""
+    with pytest.raises(SearchFailed) as failed:
+        await backend.search("q", max_results=3)
+    return failed.value

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.search.base import SearchFailed, UserLocation
+from gateway.search.base import UserLocation
 from gateway.search.brave import BraveBackend
 from gateway.search.searxng import SearxngBackend
 from tests.fakes.base import Reply, free_port
 from tests.fakes.search import FakeResult, json_reply
-from tests.search.helpers import BACKENDS, backend_for
+from tests.search.helpers import BACKENDS, backend_for, failure_of
 
 pytestmark = pytest.mark.anyio
 
@@ -38,11 +38,10 @@ async def test_keyed_backend_sends_its_key_in_the_providers_header(name, fake_se
 @pytest.mark.parametrize("name", ["brave", "tavily", "exa"])
 async def test_a_wrong_key_is_unavailable_and_never_named(name, fake_servers, client):
     fake = fake_servers[name]
-    with pytest.raises(SearchFailed) as failed:
-        await backend_for(name, fake, client, api_key="sk-wrong-secret-123").search("q", max_results=3)
-    assert failed.value.code == "unavailable"
-    assert "sk-wrong-secret-123" not in failed.value.message
-    assert "401" in failed.value.message
+    failed = await failure_of(backend_for(name, fake, client, api_key="sk-wrong-secret-123"))
+    assert failed.code == "unavailable"
+    assert "sk-wrong-secret-123" not in failed.message
+    assert "401" in failed.message
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -57,24 +56,18 @@ async def test_a_wrong_key_is_unavailable_and_never_named(name, fake_servers, cl
 async def test_provider_failures_map_to_web_search_error_codes(name, reply, code, fake_servers, client):
     fake = fake_servers[name]
     fake.enqueue(reply)
-    with pytest.raises(SearchFailed) as failed:
-        await backend_for(name, fake, client).search("q", max_results=3)
-    assert failed.value.code == code
+    assert (await failure_of(backend_for(name, fake, client))).code == code
 
 
 async def test_an_unreachable_backend_is_unavailable(client):
     backend = SearxngBackend(client, f"http://127.0.0.1:{free_port()}", timeout=1.0)
-    with pytest.raises(SearchFailed) as failed:
-        await backend.search("q", max_results=3)
-    assert failed.value.code == "unavailable"
+    assert (await failure_of(backend)).code == "unavailable"
 
 
 async def test_a_backend_that_does_not_answer_in_time_is_unavailable(fake_servers, client):
     fake = fake_servers["searxng"]
     fake.enqueue(Reply(delay_first=2.0, chunks=[b"{}"]))
-    with pytest.raises(SearchFailed) as failed:
-        await SearxngBackend(client, fake.url, timeout=0.3).search("q", max_results=3)
-    assert failed.value.code == "unavailable"
+    assert (await failure_of(SearxngBackend(client, fake.url, timeout=0.3))).code == "unavailable"
 
 
 async def test_searxng_asks_for_json_on_its_search_path(fake_servers, client):
