@@ -42,9 +42,10 @@ def fake(local_upstream):
 
 
 @pytest.fixture(scope="module")
-def gw(local_upstream, redis_server):  # noqa: F811
+def gw(local_upstream, redis_server, tmp_path_factory):  # noqa: F811
+    spill = tmp_path_factory.mktemp("three-line") / "spill.jsonl"
     with GatewayThread(**local_config(local_upstream.url), redis_url=redis_server.url,
-                       usage_spill_path="/dev/null") as running:
+                       usage_spill_path=str(spill)) as running:
         yield running
 
 
