@@ -23,7 +23,10 @@ from starlette.routing import Route
 from gateway import errors, logs, metrics
 from gateway.admin import admin_routes
 from gateway.admission import Admitter
+from gateway.alerts import AlertChecker
+from gateway.audit import Auditor
 from gateway.auth import Authenticator, key_id_for, secret_hash
+from gateway.console import Console, console_routes
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
@@ -88,6 +91,10 @@ class Gateway:
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
+        self.auditor = Auditor(self.store, settings.audit_retention_days)
+        self.alerts = AlertChecker(self.store, settings.alerts)
+        self.usage.on_settled = self.alerts.settled
+        self.console = Console(self)
         self._background: list[asyncio.Task] = []
 
     async def register_static_principals(self) -> None:
@@ -128,6 +135,11 @@ class Gateway:
             log.warning("store unreachable at startup: keys from the config file are registered later")
             self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
         self.usage.start()
+        self.alerts.start()
+        if self.demo and not self.settings.redis_url:
+            from gateway.console.sample import load_sample_data
+            await load_sample_data(self.store, self.catalog)
+            self.console.sample_data = True
         # Everything built so far lives as long as the process: keep it out of the collector's scans.
         gc.collect()
         gc.freeze()
@@ -154,6 +166,7 @@ class Gateway:
         for task in self._background:
             task.cancel()
         await self.usage.stop()
+        await self.alerts.stop()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
         if self.client is not None:
@@ -465,6 +478,7 @@ class GatewayApp:
             Route("/metrics", gateway.metrics, methods=["GET"]),
         ]
         routes += admin_routes(gateway)
+        routes += console_routes(gateway.console)
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})
