@@ -330,7 +330,7 @@ async function teamDetail(name, status) {
     };
     return h("span", { class: "actions" },
       h("button", { type: "button", "aria-label": `Rotate ${k.id}`, onclick: () => act("rotated", "POST", `/admin/keys/${k.id}/rotate`) }, "Rotate"),
-      h("button", { type: "button", "aria-label": `Expire ${k.id} now`, onclick: () => act("expired", "PATCH", `/admin/keys/${k.id}`, { expires_at: Math.floor(Date.now() / 1000) }) }, "Expire now"),
+      h("button", { type: "button", "aria-label": `Expire now ${k.id}`, onclick: () => act("expired", "PATCH", `/admin/keys/${k.id}`, { expires_at: Math.floor(Date.now() / 1000) }) }, "Expire now"),
       h("button", { type: "button", class: "danger", "aria-label": `Revoke ${k.id}`, onclick: () => {
         if (window.confirm(`Revoke key ${k.id}? Requests with it fail at once.`)) act("revoked", "DELETE", `/admin/keys/${k.id}`);
       } }, "Revoke"));

@@ -10,10 +10,13 @@ function svg(tag, attrs = {}, text) {
 }
 
 // days: ["2026-12-01", ...]; series: [{name, values: {day: number}}]
-export function stackedBars(days, series, { title, width = 760, height = 260, format = (v) => v.toFixed(2) } = {}) {
-  const pad = { left: 56, right: 12, top: 12, bottom: 36 };
+export function stackedBars(days, series, { title, width = 760, height = 260, format } = {}) {
+  const pad = { left: 64, right: 12, top: 12, bottom: 36 };
   const totals = days.map((d) => series.reduce((sum, s) => sum + (s.values[d] || 0), 0));
   const max = Math.max(...totals, 0) || 1;
+  // Enough decimals that the axis tells its lines apart, whatever the scale.
+  const decimals = max < 0.05 ? 4 : max < 1 ? 3 : 2;
+  format = format || ((v) => `$${v.toFixed(decimals)}`);
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const step = plotW / Math.max(days.length, 1);
