@@ -51,6 +51,12 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+def over_tls(request: Request) -> bool:
+    """Served over TLS: by uvicorn itself, or by a TLS proxy in front that says so. Believing the
+    header can only make a cookie `Secure` where it need not be, never the reverse."""
+    return request.url.scheme == "https" or request.headers.get("x-forwarded-proto", "").lower() == "https"
+
+
 def _assets() -> dict[str, tuple[bytes, str]]:
     folder = resources.files("gateway.console").joinpath("static")
     found = {}
@@ -158,7 +164,7 @@ class Console:
         await auditor.record(action="console.sign_in", principal=principal, address=address, via="console")
         response = json_response(await self._describe(data, principal))
         response.set_cookie(COOKIE, session_id, max_age=int(self.ttl), path="/", httponly=True, samesite="strict",
-                            secure=request.url.scheme == "https")
+                            secure=over_tls(request))
         return response
 
     async def _describe(self, data: dict, principal: Principal) -> dict:
@@ -187,7 +193,7 @@ class Console:
                                           address=client_address(request), via="console")
         response = json_response({"signed_in": False})
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
-                               secure=request.url.scheme == "https")
+                               secure=over_tls(request))
         return response
 
 
