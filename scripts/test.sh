@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl)
-# and runs the suite.
+# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
+# Debian's chromium for the console's browser tests, axe-core from npm for their accessibility
+# checks) and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,10 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The console's browser tests drive Debian's chromium through Playwright (never a browser
+# Playwright downloads), and load axe-core from npm.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -35,4 +40,8 @@ if $python -c 'import os, sys, sysconfig; sys.exit(not (sys.prefix == sys.base_p
   python=.venv/bin/python
 fi
 $python -m pip install -q -e '.[test]'
+axe=tests/console/.npm/node_modules/axe-core/axe.min.js
+if [ ! -f "$axe" ]; then
+  npm install --silent --no-save --no-audit --no-fund --prefix tests/console/.npm axe-core@4.14.1 >/dev/null
+fi
 exec $python -m pytest "$@"
