@@ -11,9 +11,11 @@ import contextlib
 import gc
 import logging
 import random
+import secrets
 import time
 
 import orjson
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -80,6 +82,11 @@ class Gateway:
                              else "sk-gw-demo-" + new_request_id()[4:])
             digest = secret_hash(self.demo_key)
             self.static_keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
+        self.demo_admin_key: str | None = None
+        if self.demo and not settings.redis_url and not (settings.admin_key and settings.admin_key.get_secret_value()):
+            # The offline demo opens its console on sample data: it needs an admin key to sign in with.
+            self.demo_admin_key = "sk-gw-demo-admin-" + secrets.token_urlsafe(24)
+            settings.admin_key = SecretStr(self.demo_admin_key)
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
         self.auth = Authenticator(static_keys=self.static_keys, admin_key=admin, store=self.store,

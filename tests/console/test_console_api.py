@@ -221,3 +221,15 @@ def test_the_demo_console_opens_on_sample_data(tmp_path):
                        providers={"anthropic": {"base_url": "http://127.0.0.1:9", "api_key": "x"}}) as plain:
         client, response = signed_in(plain, ADMIN_KEY)
         assert response.json()["sample_data"] is False and client.get("/admin/teams").json()["data"] == []
+
+
+def test_gateway_serve_demo_prints_a_console_sign_in_that_opens_on_sample_data():
+    from tests.served_process import ServedProcess
+    with ServedProcess(["--demo"]) as served:
+        line = served.wait_for("console: ")
+        url, key = line.split("console: ")[1].split()[0], line.rsplit(": ", 1)[1].rstrip(")")
+        assert url == served.url + "/console" and httpx.get(url).status_code == 200
+        client = httpx.Client(base_url=served.url, timeout=10)
+        assert client.post("/console/api/session", json={"key": key}).json()["sample_data"] is True
+        rows = client.get("/admin/usage", params={"group_by": "team"}).json()["data"]
+        assert {r["team"] for r in rows} == {"sample-research", "sample-support"}
