@@ -199,6 +199,37 @@ def test_a_key_revoked_in_the_console_fails_at_once_on_both_replicas_and_the_aud
     screenshot(page, "audit")
 
 
+def test_rotating_expiring_and_editing_limits_in_the_console_take_effect(page, replicas, traffic):
+    base = replicas.urls[1]
+    sign_in(page, base, ADMIN_KEY)
+    page.goto(base + f"/console#/teams?team={TEAM_B}")
+    form = page.locator("#create-key")
+    form.get_by_label("Name", exact=True).fill("to-rotate")
+    form.get_by_label("RPM").fill("30")
+    page.get_by_role("button", name="Create key").click()
+    old_secret = page.locator("#new-secret").inner_text()
+    old_id = page.locator(".secret p").inner_text().split()[1]
+    assert replicas.admin("GET", f"/admin/keys/{old_id}").json()["limits"]["rpm"] == 30
+    page.get_by_role("button", name=f"Rotate {old_id}").click()
+    expect(page.locator(".secret p")).not_to_contain_text(old_id)
+    new_secret = page.locator("#new-secret").inner_text()
+    new_id = page.locator(".secret p").inner_text().split()[1]
+    assert ask(replicas.urls[0], old_secret, MODELS[0]).status_code == 401
+    assert ask(replicas.urls[0], new_secret, MODELS[0]).status_code == 200
+    page.get_by_role("button", name=f"Expire now {new_id}").click()
+    page.wait_for_selector(f"text=Key {new_id}: expired.")
+    assert ask(replicas.urls[0], new_secret, MODELS[0]).status_code == 401
+    edit = page.locator("#edit-team")
+    edit.get_by_label("RPM").fill("500")
+    edit.get_by_label("Allowed models (comma-separated)").fill("anthropic/claude-sonnet-4.5")
+    page.get_by_role("button", name="Save limits").click()
+    page.wait_for_selector(f"text=Team {TEAM_B} saved.")
+    limits = replicas.admin("GET", f"/admin/teams/{TEAM_B}").json()["limits"]
+    assert limits["rpm"] == 500 and limits["allowed_models"] == ["anthropic/claude-sonnet-4.5"]
+    assert ask(base, traffic[TEAM_B]["key"], "claude-opus-4-8").status_code == 403
+    replicas.admin("PATCH", f"/admin/teams/{TEAM_B}", json={"allowed_models": None})
+
+
 @pytest.mark.parametrize("name, ready", [("spend", "#spend-table"), ("teams", "#keys-table"),
                                          ("requests", "#requests-table, #requests-unavailable"),
                                          ("health", "#health-table"), ("audit", "#audit-table")])
