@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -90,14 +91,18 @@ def store_errors() -> Iterator[None]:
         raise errors.InternalError("store unavailable", status=503) from None
 
 
-def team_json(team: Team) -> dict[str, Any]:
-    """A team as the API shows it: an alert webhook's secret is never shown, only whether one is set."""
+def team_json(team: Team, *, for_admin: bool = True) -> dict[str, Any]:
+    """A team as the API shows it: an alert webhook's secret is never shown, only whether one is
+    set; to the team's own keys, not the webhook's path either (a Slack URL holds its secret there)."""
     data = team_to_json(team)
     if team.alerts is not None:
         alerts = dict(team.alerts)
         if "secret" in alerts:
             alerts["secret"] = None
             alerts["secret_set"] = True
+        if not for_admin and alerts.get("webhook_url"):
+            parts = urlsplit(alerts["webhook_url"])
+            alerts["webhook_url"] = f"{parts.scheme}://{parts.netloc}"
         data["alerts"] = alerts
     return data
 
@@ -366,6 +371,9 @@ class AdminAPI:
         team = Team(name=name, limits=_limits(body), created_at=time.time(), metadata=_metadata(body),
                     admin=admin, alerts=alerts)
         created = await self.store.create_team(team)
+        if created.alerts is not None:
+            await self.store.mark_team_alerts(name, True)
+            self.gateway.alerts.team_alerts_changed()
         return json_response(team_json(created), 201)
 
     async def list_teams(self, request: Request) -> Response:
@@ -376,7 +384,7 @@ class AdminAPI:
         team = await self.store.get_team(name)
         if team is None:
             raise errors.NotFound(f"no team {name!r}")
-        return json_response(team_json(team))
+        return json_response(team_json(team, for_admin=request.state.principal.is_admin))
 
     async def update_team(self, request: Request) -> Response:
         name = _team_name(request.path_params["name"])
@@ -392,12 +400,16 @@ class AdminAPI:
             if current is not None and current.alerts and "secret" in current.alerts:
                 changes["alerts"] = {**alerts, "secret": current.alerts["secret"]}
         team = await self.store.update_team(name, changes)
+        if "alerts" in changes:
+            await self.store.mark_team_alerts(name, team.alerts is not None)
+            self.gateway.alerts.team_alerts_changed()
         return json_response(team_json(team))
 
     async def delete_team(self, request: Request) -> Response:
         name = _team_name(request.path_params["name"])
         keys = await self.store.list_keys(name)
         await self.store.delete_team(name)
+        await self.store.mark_team_alerts(name, False)
         for key in keys:
             self.gateway.auth.invalidate(key.secret_hash)
         revoked = [k.id for k in keys if not k.revoked]

@@ -32,6 +32,7 @@ log = logging.getLogger("gateway.alerts")
 SIGNATURE_HEADER = "x-gateway-signature"
 DELIVERIES_KEPT = 200
 CHECK_EVERY_S = 0.5       # a team settled many times within this is checked once
+ALERT_TEAMS_EVERY_S = 10.0  # without a gateway-wide webhook: how often the teams with their own are read
 DAY_CLAIM_TTL_S = 2 * 86400
 MONTH_CLAIM_TTL_S = 33 * 86400
 
@@ -135,6 +136,8 @@ class AlertChecker:
         self._task: asyncio.Task | None = None
         self._sends: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
+        self._alert_teams: set[str] = set()
+        self._alert_teams_read_at = float("-inf")
 
     def settled(self, teams: Iterable[str]) -> None:
         """Called by the usage recorder after a flush: costs a set update."""
@@ -158,6 +161,11 @@ class AlertChecker:
             await self._wake.wait()
             self._wake.clear()
             teams, self._pending = self._pending, set()
+            try:
+                teams = await self._checked(teams)
+            except StoreUnavailable:
+                self._pending.update(teams)
+                teams = set()
             for team in sorted(teams):
                 try:
                     await self.check(team)
@@ -168,6 +176,21 @@ class AlertChecker:
             await asyncio.sleep(CHECK_EVERY_S)
             if self._pending:
                 self._wake.set()
+
+    def team_alerts_changed(self) -> None:
+        """A team's alert settings changed through this replica: read which teams have some anew."""
+        self._alert_teams_read_at = float("-inf")
+
+    async def _checked(self, teams: set[str]) -> set[str]:
+        """The settled teams that may have alerts: all of them with a gateway-wide webhook, else
+        those with alert settings of their own (known from one set read every few seconds)."""
+        if self.settings.webhook_url:
+            return teams
+        now = time.monotonic()
+        if now - self._alert_teams_read_at >= ALERT_TEAMS_EVERY_S:
+            self._alert_teams = await self.store.teams_with_alerts()
+            self._alert_teams_read_at = now
+        return teams & self._alert_teams
 
     async def check(self, name: str, now: float | None = None) -> list[Crossing]:
         """Claim and send the alerts the team's spend has reached; returns those this replica sends."""

@@ -571,6 +571,15 @@ class Store(ABC):
         one that sends that alert."""
 
     @abstractmethod
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        """Note whether the team has alert settings of its own (see `teams_with_alerts`)."""
+
+    @abstractmethod
+    async def teams_with_alerts(self) -> set[str]:
+        """The teams marked as having alert settings of their own: without a gateway-wide webhook,
+        only these are checked, so that a gateway without alerts reads nothing for them."""
+
+    @abstractmethod
     async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
         """Remember a webhook delivery's outcome; the newest `keep` are kept."""
 

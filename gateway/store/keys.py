@@ -19,6 +19,7 @@ ENDPOINT_STATS = f"{GLOBAL}:stats"     # hash endpoint -> EndpointStats json
 RATELIMITS = f"{GLOBAL}:ratelimits"    # hash provider -> values json
 AUDIT = f"{GLOBAL}:audit"              # stream of audit entries, trimmed by age
 ALERT_DELIVERIES = f"{GLOBAL}:alert_deliveries"  # list of webhook outcomes, newest first
+ALERT_TEAMS = f"{GLOBAL}:alert_teams"  # set of teams with alert settings of their own
 
 
 def console_session(session_id: str) -> str:

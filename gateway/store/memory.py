@@ -227,6 +227,7 @@ class MemoryStore(Store):
         self._audit: deque[tuple[float, dict[str, Any]]] = deque()       # (append time, entry)
         self._alert_claims: dict[tuple[str, str], float] = {}           # (team, claim) -> expiry
         self._deliveries: deque[dict[str, Any]] = deque()
+        self._alert_teams: set[str] = set()
 
     def _team_state(self, team: str) -> _TeamState:
         return self._state.setdefault(team, _TeamState())
@@ -557,6 +558,15 @@ class MemoryStore(Store):
             return False
         self._alert_claims[(team, claim)] = wall + ttl_s
         return True
+
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        if on:
+            self._alert_teams.add(team)
+        else:
+            self._alert_teams.discard(team)
+
+    async def teams_with_alerts(self) -> set[str]:
+        return set(self._alert_teams)
 
     async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
         self._deliveries.appendleft(_copy(dict(entry)))

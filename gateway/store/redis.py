@@ -648,9 +648,20 @@ class RedisStore(Store):
             return bool(await self._io(self._redis.set(keys.TeamKeys(team).alert_claim(claim), "1", nx=True,
                                                        ex=max(1, math.ceil(ttl_s)))))
 
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        async with self._guard():
+            if on:
+                await self._io(self._redis.sadd(keys.ALERT_TEAMS, team))
+            else:
+                await self._io(self._redis.srem(keys.ALERT_TEAMS, team))
+
+    async def teams_with_alerts(self) -> set[str]:
+        async with self._guard():
+            return set(await self._io(self._redis.smembers(keys.ALERT_TEAMS)))
+
     async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
         async with self._guard():
-            pipe = self._redis.pipeline(transaction=True)
+            pipe = self._redis.pipeline(transaction=False)
             pipe.lpush(keys.ALERT_DELIVERIES, orjson.dumps(dict(entry)))
             pipe.ltrim(keys.ALERT_DELIVERIES, 0, max(0, keep - 1))
             await self._io(pipe.execute())

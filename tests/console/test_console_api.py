@@ -119,6 +119,12 @@ def test_a_team_key_reads_its_own_team_on_the_admin_api_and_nothing_else(gateway
             assert response.status_code == 403 and response.json()["error"]["type"] == "permission_error", path
         assert team.post("/admin/teams/reader-a/keys", json={}).status_code == 403  # no admin flag
         assert team.patch("/admin/teams/reader-a", json={"admin": True}).status_code == 403
+    # The team sees where its alerts go, not the webhook's path (a Slack URL holds its secret there).
+    assert admin.patch("/admin/teams/reader-a", json={"alerts": {"webhook_url": "https://hooks.example/T0/B0/xyz"}}
+                       ).status_code == 200
+    assert admin.get("/admin/teams/reader-a").json()["alerts"]["webhook_url"] == "https://hooks.example/T0/B0/xyz"
+    seen = httpx.get(gateway.url + "/admin/teams/reader-a", headers={"x-api-key": mine["key"]}).json()
+    assert seen["alerts"]["webhook_url"] == "https://hooks.example"
 
 
 def test_a_team_with_the_admin_flag_manages_its_own_keys_only(gateway, admin):
@@ -233,3 +239,23 @@ def test_gateway_serve_demo_prints_a_console_sign_in_that_opens_on_sample_data()
         assert client.post("/console/api/session", json={"key": key}).json()["sample_data"] is True
         rows = client.get("/admin/usage", params={"group_by": "team"}).json()["data"]
         assert {r["team"] for r in rows} == {"sample-research", "sample-support"}
+
+
+def test_without_a_gateway_webhook_a_team_with_its_own_alerts_is_alerted(gateway, admin):
+    from tests.fakes.base import wait_for
+    from tests.fakes.webhook import WebhookReceiver
+    with WebhookReceiver("own-secret") as hook:
+        key = new_team_key(admin, "own-alerts", budget_daily_usd=0.000001)
+        assert admin.patch("/admin/teams/own-alerts", json={"alerts": {
+            "webhook_url": hook.url + "/in", "secret": "own-secret", "thresholds": [1.0]}}).status_code == 200
+        answer = httpx.post(gateway.url + "/v1/messages", json={**ASK, "max_tokens": 1},
+                            headers={"x-api-key": key["key"]}, timeout=10)
+        assert answer.status_code in (200, 429)
+        admin.patch("/admin/teams/own-alerts", json={"budget_daily_usd": 0.0})
+        if answer.status_code == 429:  # the reservation was over the tiny budget: spend a little instead
+            admin.patch("/admin/teams/own-alerts", json={"budget_daily_usd": None})
+            assert httpx.post(gateway.url + "/v1/messages", json=ASK, headers={"x-api-key": key["key"]},
+                              timeout=10).status_code == 200
+            admin.patch("/admin/teams/own-alerts", json={"budget_daily_usd": 0.000001})
+            assert httpx.post(gateway.url + "/v1/messages", json=ASK, headers={"x-api-key": key["key"]},
+                              timeout=10).status_code == 429
