@@ -34,7 +34,7 @@ from gateway.exchange import Principal
 from gateway.request import MAX_ID_CHARS, parse_json_object, read_headers
 from gateway.store.base import (
     LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
-    key_to_json, limits_from, limits_to_json, team_to_json, validate_alerts, validate_team_name,
+    key_to_json, limits_from, team_to_json, validate_alerts, validate_team_name,
 )
 from gateway.store.rollups import GROUP_FIELDS
 

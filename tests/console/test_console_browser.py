@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -126,7 +125,7 @@ def test_the_csv_export_holds_the_table_with_exact_costs(page, replicas, traffic
     show_spend(page, "model")
     with page.expect_download() as download:
         page.get_by_role("button", name="Export CSV").click()
-    rows = list(csv.DictReader(io.StringIO(open(download.value.path()).read())))
+    rows = list(csv.DictReader(io.StringIO(download.value.path().read_text())))
     start, end = days()
     expected = replicas.admin("GET", "/admin/usage", params={"from": start, "to": end, "group_by": "day,model"}).json()["data"]
     assert {(r["Day"], r["model"]): float(r["Cost (USD)"]) for r in rows} == \
