@@ -81,3 +81,11 @@ async def test_a_team_keeps_its_admin_flag_and_alert_settings(store):
                 {"alerts": {"webhook_url": "ftp://x"}}, {"alerts": {"colour": 1}}):
         with pytest.raises(Invalid):
             await store.update_team("t", bad)
+
+
+async def test_teams_marked_with_their_own_alerts_are_known_to_every_replica(store, replica):
+    assert await replica.teams_with_alerts() == set()
+    await store.mark_team_alerts("team-a", True)
+    await store.mark_team_alerts("team-b", True)
+    await replica.mark_team_alerts("team-a", False)
+    assert await store.teams_with_alerts() == {"team-b"}
