@@ -1,5 +1,5 @@
 """Console sessions, the audit log, alert claims and budget state: the same behaviour from the
-in-memory store and a real Redis, and shared between replicas."""
+in-memory store, a real Redis and a Redis Cluster, and shared between replicas."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +8,10 @@ import time
 import pytest
 
 from gateway.store.base import Invalid, Team
-from tests.store.conftest import NOW
+from tests.store.conftest import ALL_BACKENDS, NOW
 
-pytestmark = pytest.mark.anyio
+# Every test here also runs on a three-node Redis Cluster.
+pytestmark = [pytest.mark.anyio, pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)]
 
 
 async def test_a_session_is_seen_by_another_replica_until_it_expires_or_ends(store, replica):
