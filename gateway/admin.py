@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import orjson
 from starlette.requests import Request
@@ -29,13 +30,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway import errors
+from gateway.audit import DEFAULT_ENTRIES, MAX_ENTRIES
 from gateway.auth import secret_hash
 from gateway.reload import RELOAD_ERRORS, build_serving, refused, reread_settings
+from gateway.exchange import Principal
 from gateway.request import MAX_ID_CHARS, parse_json_object, read_headers
 from gateway.settings import ConfigError
 from gateway.store.base import (
     LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
-    key_to_json, limits_from, team_to_json, validate_team_name,
+    key_to_json, limits_from, team_to_json, validate_alerts, validate_team_name,
 )
 from gateway.store.rollups import GROUP_FIELDS
 
@@ -50,8 +53,20 @@ DEFAULT_USAGE_DAYS = 30
 DEFAULT_GROUP_BY = ("team", "model")
 MAX_SESSION_RECORDS = 1000
 
-TEAM_FIELDS = frozenset({"name", "metadata", "limits", *LIMIT_FIELDS})
-TEAM_CHANGE_FIELDS = frozenset({"metadata", "limits", *LIMIT_FIELDS})
+TEAM_FIELDS = frozenset({"name", "metadata", "limits", "admin", "alerts", *LIMIT_FIELDS})
+TEAM_CHANGE_FIELDS = frozenset({"metadata", "limits", "admin", "alerts", *LIMIT_FIELDS})
+AUDIT_PARAMS = frozenset({"from", "to", "limit"})
+DEFAULT_AUDIT_DAYS = 30
+RECENT_ERRORS_S = 900         # the health view's error rates cover the last 15 minutes
+RECENT_RECORDS = 2000         # ... read from at most this many of the newest usage records
+
+# Who may call a route: the admin only; a team's key (or its console session) reading its own
+# team; or managing its own team's keys, when the team's admin flag allows it.
+ADMIN_ONLY, TEAM_READ, TEAM_MANAGE = "admin", "team_read", "team_manage"
+# What each write is called in the audit log.
+AUDITED = {"create_team": "team.create", "update_team": "team.update", "delete_team": "team.delete",
+           "create_key": "key.create", "update_key": "key.update", "revoke_key": "key.revoke",
+           "rotate_key": "key.rotate", "reload": "config.reload"}
 KEY_FIELDS = frozenset({"name", "expires_at", "expires_in_days", "metadata", "limits", *LIMIT_FIELDS})
 ROTATE_FIELDS = frozenset({"grace_seconds", "expires_at", "expires_in_days"})
 USAGE_PARAMS = frozenset({"from", "to", "group_by", "team"})
@@ -78,6 +93,22 @@ def store_errors() -> Iterator[None]:
         raise errors.InvalidRequest(str(exc), status=409) from None
     except StoreUnavailable:
         raise errors.InternalError("store unavailable", status=503) from None
+
+
+def team_json(team: Team, *, for_admin: bool = True) -> dict[str, Any]:
+    """A team as the API shows it: an alert webhook's secret is never shown, only whether one is
+    set; to the team's own keys, not the webhook's path either (a Slack URL holds its secret there)."""
+    data = team_to_json(team)
+    if team.alerts is not None:
+        alerts = dict(team.alerts)
+        if "secret" in alerts:
+            alerts["secret"] = None
+            alerts["secret_set"] = True
+        if not for_admin and alerts.get("webhook_url"):
+            parts = urlsplit(alerts["webhook_url"])
+            alerts["webhook_url"] = f"{parts.scheme}://{parts.netloc}"
+        data["alerts"] = alerts
+    return data
 
 
 def key_status(key: KeyRecord, now: float) -> str:
@@ -250,21 +281,61 @@ class AdminAPI:
         admin_key = self.gateway.settings.admin_key
         return bool(admin_key and admin_key.get_secret_value())
 
-    async def require_admin(self, request: Request) -> None:
+    async def caller(self, request: Request) -> Principal:
+        """Who calls: the key the request presents, else the console session of its cookie (whose
+        writes must carry the session's CSRF token). 401 for neither."""
         if not self.admin_enabled():
             raise errors.PermissionDenied("admin API disabled: no admin key is configured "
                                           "(admin_key, GATEWAY_ADMIN_KEY)")
         keys = read_headers(request.headers.raw).api_keys
+        if not keys:
+            principal = await self.gateway.console.principal_of(request)
+            if principal is not None:
+                return principal
         if self.gateway.auth.is_admin(keys):
-            return
-        await self.gateway.auth.authenticate(keys)  # 401 when missing or unknown
-        raise errors.PermissionDenied("the admin API needs the admin key, not a team's key")
+            return ADMIN_PRINCIPAL
+        return await self.gateway.auth.authenticate(keys)  # 401 when missing or unknown
 
-    def guarded(self, handler: Handler) -> Handler:
+    async def _target_team(self, request: Request) -> str | None:
+        """The team a request reads or changes: its path's team, its key's team, or its `team` query."""
+        params = request.path_params
+        if "name" in params:
+            return _team_name(params["name"])
+        if "key_id" in params:
+            key = await self.store.get_key(params["key_id"])
+            if key is None:
+                raise errors.NotFound(f"no key {params['key_id']!r}")
+            return key.team
+        return _team_param(request.query_params.get("team"))
+
+    async def authorize(self, principal: Principal, request: Request, access: str) -> None:
+        if principal.is_admin:
+            return
+        if access == ADMIN_ONLY:
+            raise errors.PermissionDenied("the admin API needs the admin key, not a team's key")
+        if access == TEAM_MANAGE:
+            team = await self.store.get_team(principal.team)
+            if team is None or not team.admin:
+                raise errors.PermissionDenied(f"the keys of team {principal.team!r} may not manage keys "
+                                              "(the team's admin flag is off)")
+        target = await self._target_team(request)
+        if target is None:
+            raise errors.PermissionDenied(f"a team's key reads only its own team: add team={principal.team}")
+        if target != principal.team:
+            raise errors.PermissionDenied(f"this key belongs to team {principal.team!r} and may not "
+                                          f"{'read' if access == TEAM_READ else 'change'} team {target!r}")
+
+    def guarded(self, handler: Handler, access: str = ADMIN_ONLY) -> Handler:
         async def run(request: Request) -> Response:
             with store_errors():
-                await self.require_admin(request)
-                return await handler(request)
+                principal = await self.caller(request)
+                await self.authorize(principal, request, access)
+                request.state.principal = principal
+                response = await handler(request)
+            action = AUDITED.get(handler.__name__)
+            if action is not None and response.status_code < 300:
+                await self._audit(action, principal, request, response)
+            return response
         run.__name__ = handler.__name__
         return run
 
@@ -287,6 +358,23 @@ class AdminAPI:
         except ConfigError as exc:
             raise errors.InvalidRequest(f"the new config was refused, the previous one keeps serving: {exc}") from None
         return json_response({"status": "reloaded", **summary})
+    async def _audit(self, action: str, principal: Principal, request: Request, response: Response) -> None:
+        answer = orjson.loads(response.body)
+        params = request.path_params
+        target = params.get("name") or params.get("key_id") or answer.get("id") or answer.get("name")
+        details: dict[str, Any] = {}
+        if action.startswith("key."):
+            details["team"] = answer.get("team")
+        if action == "key.create":
+            target = answer.get("id")
+        elif action == "key.rotate":
+            details["new_key"] = answer.get("id")
+        elif action.endswith(".update"):
+            # Which fields changed, never their values: an alert webhook's secret may be one.
+            with contextlib.suppress(errors.GatewayError):
+                details["fields"] = sorted(parse_json_object(await request.body()))
+        await self.gateway.auditor.record(action=action, principal=principal, address=client_address(request),
+                                          target=target, via=via_of(request), details=details)
 
     # teams ------------------------------------------------------------------------------------
     async def create_team(self, request: Request) -> Response:
@@ -298,19 +386,28 @@ class AdminAPI:
             name = validate_team_name(body["name"])
         except Invalid as exc:
             raise errors.InvalidRequest(f"name: {exc}") from None
-        team = Team(name=name, limits=_limits(body), created_at=time.time(), metadata=_metadata(body))
+        admin = body.get("admin", False)
+        if not isinstance(admin, bool):
+            raise errors.InvalidRequest("admin: must be true or false")
+        with store_errors():
+            alerts = validate_alerts(body.get("alerts"))
+        team = Team(name=name, limits=_limits(body), created_at=time.time(), metadata=_metadata(body),
+                    admin=admin, alerts=alerts)
         created = await self.store.create_team(team)
-        return json_response(team_to_json(created), 201)
+        if created.alerts is not None:
+            await self.store.mark_team_alerts(name, True)
+            self.gateway.alerts.team_alerts_changed()
+        return json_response(team_json(created), 201)
 
     async def list_teams(self, request: Request) -> Response:
-        return json_response({"data": [team_to_json(t) for t in await self.store.list_teams()]})
+        return json_response({"data": [team_json(t) for t in await self.store.list_teams()]})
 
     async def get_team(self, request: Request) -> Response:
         name = _team_name(request.path_params["name"])
         team = await self.store.get_team(name)
         if team is None:
             raise errors.NotFound(f"no team {name!r}")
-        return json_response(team_to_json(team))
+        return json_response(team_json(team, for_admin=request.state.principal.is_admin))
 
     async def update_team(self, request: Request) -> Response:
         name = _team_name(request.path_params["name"])
@@ -318,13 +415,24 @@ class AdminAPI:
         _check_fields(body, TEAM_CHANGE_FIELDS)
         if "metadata" in body and not isinstance(body["metadata"], Mapping):
             raise errors.InvalidRequest("metadata: must be an object")
-        team = await self.store.update_team(name, body)
-        return json_response(team_to_json(team))
+        changes = dict(body)
+        alerts = changes.get("alerts")
+        if isinstance(alerts, Mapping) and "secret" not in alerts:
+            # The secret is never shown, so a change that leaves it out keeps the one set.
+            current = await self.store.get_team(name)
+            if current is not None and current.alerts and "secret" in current.alerts:
+                changes["alerts"] = {**alerts, "secret": current.alerts["secret"]}
+        team = await self.store.update_team(name, changes)
+        if "alerts" in changes:
+            await self.store.mark_team_alerts(name, team.alerts is not None)
+            self.gateway.alerts.team_alerts_changed()
+        return json_response(team_json(team))
 
     async def delete_team(self, request: Request) -> Response:
         name = _team_name(request.path_params["name"])
         keys = await self.store.list_keys(name)
         await self.store.delete_team(name)
+        await self.store.mark_team_alerts(name, False)
         for key in keys:
             self.gateway.auth.invalidate(key.secret_hash)
         revoked = [k.id for k in keys if not k.revoked]
@@ -460,24 +568,144 @@ class AdminAPI:
         return json_response({"session_id": session_id, "data": records})
 
 
+    # budgets, routing state, audit log, alert deliveries --------------------------------------
+    async def team_budget(self, request: Request) -> Response:
+        """The team's and each of its keys' budgets now: spent, reserved by requests in flight, and
+        remaining, for the UTC day and month."""
+        name = _team_name(request.path_params["name"])
+        team = await self.store.get_team(name)
+        if team is None:
+            raise errors.NotFound(f"no team {name!r}")
+        now = time.time()
+        state = await self.store.budget_state(name, now)
+        keys = [k for k in await self.store.list_keys(name) if key_status(k, now) == "active"]
+        return json_response({
+            "team": name, "day": state.day, "month": state.month,
+            "daily": budget_bar(team.limits.budget_daily_usd, state.team_spent_day, state.team_reserved),
+            "monthly": budget_bar(team.limits.budget_monthly_usd, state.team_spent_month, state.team_reserved),
+            "keys": [{"id": k.id, "name": k.name, "prefix": k.prefix,
+                      "daily": budget_bar(k.limits.budget_daily_usd, state.keys_spent_day.get(k.id, 0.0),
+                                          state.keys_reserved.get(k.id, 0.0)),
+                      "monthly": budget_bar(k.limits.budget_monthly_usd, state.keys_spent_month.get(k.id, 0.0),
+                                            state.keys_reserved.get(k.id, 0.0))} for k in keys],
+        })
+
+    async def routing(self, request: Request) -> Response:
+        """What routing knows: each served endpoint's cooldown, measured latency and throughput
+        (as shared through the store), each provider's last seen rate limits, and error rates
+        over the newest usage records."""
+        now = time.time()
+        view = self.gateway.routing.view
+        records = await self.store.usage_records(start=now - RECENT_ERRORS_S, limit=RECENT_RECORDS)
+        outcomes = attempt_outcomes(records)
+        endpoints = []
+        for model in self.gateway.catalog.models.values():
+            for endpoint in model.endpoints:
+                health = view.health(f"{endpoint.provider}/{endpoint.upstream_model}")
+                attempts, failures = outcomes.get(f"{endpoint.provider}/{model.id}", (0, 0))
+                cooling = health.cooldown_until is not None and health.cooldown_until > now
+                endpoints.append({
+                    "endpoint": f"{endpoint.provider}/{endpoint.upstream_model}", "provider": endpoint.provider,
+                    "model": model.id,
+                    "state": "cooldown" if cooling else ("half_open" if health.cooldown_until else "healthy"),
+                    "cooldown_until": health.cooldown_until if cooling else None,
+                    "cooldown_reason": health.cooldown_reason if cooling else None,
+                    "consecutive_failures": health.failures, "ttft_ms": _ms(health.ttft_s),
+                    "output_tps": health.output_tps, "samples": health.samples,
+                    "recent_attempts": attempts, "recent_failures": failures,
+                    "recent_error_rate": round(failures / attempts, 4) if attempts else None})
+        providers = {name: {"requests_remaining": limits.requests_remaining, "requests_limit": limits.requests_limit,
+                            "tokens_remaining": limits.tokens_remaining, "tokens_limit": limits.tokens_limit}
+                     for name, limits in view.providers.items()}
+        return json_response({"endpoints": endpoints, "providers": providers, "window_s": RECENT_ERRORS_S,
+                              "records_read": len(records)})
+
+    async def audit(self, request: Request) -> Response:
+        params = request.query_params
+        unknown = sorted(set(params) - AUDIT_PARAMS)
+        if unknown:
+            raise errors.InvalidRequest(f"unknown parameter(s): {', '.join(unknown)} "
+                                        f"(expected some of: {', '.join(sorted(AUDIT_PARAMS))})")
+        now = time.time()
+        start = parse_time("from", params["from"]) if params.get("from") else now - DEFAULT_AUDIT_DAYS * 86400
+        end = parse_time("to", params["to"], end_of_day=True) if params.get("to") else now + 1
+        try:
+            limit = int(params.get("limit", str(DEFAULT_ENTRIES)))
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_ENTRIES:
+            raise errors.InvalidRequest(f"limit: must be an integer from 1 to {MAX_ENTRIES}")
+        return json_response({"data": await self.gateway.auditor.entries(start, end, limit), "from": start,
+                              "to": end})
+
+    async def alert_deliveries(self, request: Request) -> Response:
+        return json_response({"data": await self.store.alert_deliveries(200)})
+
+
+ADMIN_PRINCIPAL = Principal(key_id="admin", team="", is_admin=True)
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def via_of(request: Request) -> str:
+    return "console" if getattr(request.state, "console", False) else "api"
+
+
+def budget_bar(limit: float | None, spent: float, reserved: float) -> dict[str, Any]:
+    remaining = None if limit is None else max(0.0, round(limit - spent - reserved, 9))
+    return {"limit_usd": limit, "spent_usd": round(spent, 9), "reserved_usd": round(reserved, 9),
+            "remaining_usd": remaining}
+
+
+def attempt_outcomes(records: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    """(attempts, failed attempts) per endpoint `provider/model` in these usage records."""
+    counts: dict[str, list[int]] = {}
+    for record in records:
+        for attempt in record.get("attempts") or ():
+            slot = counts.setdefault(f"{attempt.get('provider')}/{attempt.get('model')}", [0, 0])
+            slot[0] += 1
+            if attempt.get("outcome") != "ok":
+                slot[1] += 1
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
 def admin_routes(gateway: Gateway) -> list[Route]:
     """Every route of the admin API, plus `GET /v1/usage` for team keys."""
     api = AdminAPI(gateway)
-    admin = api.guarded
+
+    def admin(handler: Handler) -> Handler:
+        return api.guarded(handler, ADMIN_ONLY)
+
+    def team_read(handler: Handler) -> Handler:
+        return api.guarded(handler, TEAM_READ)
+
+    def team_manage(handler: Handler) -> Handler:
+        return api.guarded(handler, TEAM_MANAGE)
+
     return [
         Route("/admin/teams", admin(api.create_team), methods=["POST"]),
         Route("/admin/teams", admin(api.list_teams), methods=["GET"]),
-        Route("/admin/teams/{name}", admin(api.get_team), methods=["GET"]),
+        Route("/admin/teams/{name}", team_read(api.get_team), methods=["GET"]),
         Route("/admin/teams/{name}", admin(api.update_team), methods=["PATCH"]),
         Route("/admin/teams/{name}", admin(api.delete_team), methods=["DELETE"]),
-        Route("/admin/teams/{name}/keys", admin(api.create_key), methods=["POST"]),
-        Route("/admin/keys", admin(api.list_keys), methods=["GET"]),
-        Route("/admin/keys/{key_id}", admin(api.get_key), methods=["GET"]),
-        Route("/admin/keys/{key_id}", admin(api.update_key), methods=["PATCH"]),
-        Route("/admin/keys/{key_id}", admin(api.revoke_key), methods=["DELETE"]),
-        Route("/admin/keys/{key_id}/rotate", admin(api.rotate_key), methods=["POST"]),
-        Route("/admin/usage", admin(api.admin_usage), methods=["GET"]),
+        Route("/admin/teams/{name}/keys", team_manage(api.create_key), methods=["POST"]),
+        Route("/admin/teams/{name}/budget", team_read(api.team_budget), methods=["GET"]),
+        Route("/admin/keys", team_read(api.list_keys), methods=["GET"]),
+        Route("/admin/keys/{key_id}", team_read(api.get_key), methods=["GET"]),
+        Route("/admin/keys/{key_id}", team_manage(api.update_key), methods=["PATCH"]),
+        Route("/admin/keys/{key_id}", team_manage(api.revoke_key), methods=["DELETE"]),
+        Route("/admin/keys/{key_id}/rotate", team_manage(api.rotate_key), methods=["POST"]),
+        Route("/admin/usage", team_read(api.admin_usage), methods=["GET"]),
         Route("/admin/reload", admin(api.reload), methods=["POST"]),
-        Route("/admin/sessions/{session_id}", admin(api.session), methods=["GET"]),
+        Route("/admin/sessions/{session_id}", team_read(api.session), methods=["GET"]),
+        Route("/admin/routing", admin(api.routing), methods=["GET"]),
+        Route("/admin/audit", admin(api.audit), methods=["GET"]),
+        Route("/admin/alerts", admin(api.alert_deliveries), methods=["GET"]),
         Route("/v1/usage", api.team_usage, methods=["GET"]),
     ]

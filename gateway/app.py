@@ -14,9 +14,11 @@ import logging
 import os
 import random
 import signal
+import secrets
 import time
 
 import orjson
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,8 +28,11 @@ from starlette.routing import Route
 from gateway import errors, logs, metrics
 from gateway.admin import admin_routes
 from gateway.admission import Admitter
+from gateway.alerts import AlertChecker
+from gateway.audit import Auditor
 from gateway.auth import Authenticator, key_id_for, secret_hash
 from gateway.discovery import Discovery
+from gateway.console import Console, console_routes
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
@@ -75,6 +80,7 @@ class Gateway:
         # Shared with the Authenticator, and changed in place (without an await) by a reload.
         self.static_keys: dict[str, Principal] = {}
         self.demo_key: str | None = None
+        self.demo_admin_key: str | None = None
         self._use(build_serving(settings, catalog=catalog))
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self.store: Store = create_store(settings.redis_url, **store_options(settings))
@@ -87,6 +93,10 @@ class Gateway:
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
+        self.auditor = Auditor(self.store, settings.audit_retention_days)
+        self.alerts = AlertChecker(self.store, settings.alerts)
+        self.usage.on_settled = self.alerts.settled
+        self.console = Console(self)
         self._background: list[asyncio.Task] = []
         self.discovery: Discovery | None = None
         self._reloading = asyncio.Lock()
@@ -109,6 +119,12 @@ class Gateway:
                                  else "sk-gw-demo-" + new_request_id()[4:])
             digest = secret_hash(self.demo_key)
             keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
+        if self.demo and self.demo_admin_key is None and not self.settings.redis_url \
+                and not (self.settings.admin_key and self.settings.admin_key.get_secret_value()):
+            # The offline demo opens its console on sample data: it needs an admin key to sign in with.
+            self.demo_admin_key = "sk-gw-demo-admin-" + secrets.token_urlsafe(24)
+        if self.demo_admin_key is not None and not self.settings.admin_key:
+            self.settings.admin_key = SecretStr(self.demo_admin_key)
         self.static_keys.clear()
         self.static_keys.update(keys)
         if getattr(self, "client", None) is not None and (previous is None or serving.egress is not previous.egress):
@@ -254,6 +270,11 @@ class Gateway:
             log.warning("store unreachable at startup: keys from the config file are registered later")
             self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
         self.usage.start()
+        self.alerts.start()
+        if self.demo and not self.settings.redis_url:
+            from gateway.console.sample import load_sample_data
+            await load_sample_data(self.store, self.catalog)
+            self.console.sample_data = True
         # Everything built so far lives as long as the process: keep it out of the collector's scans.
         gc.collect()
         gc.freeze()
@@ -282,6 +303,7 @@ class Gateway:
         for task in self._background:
             task.cancel()
         await self.usage.stop()
+        await self.alerts.stop()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
         if self.client is not None:
@@ -610,6 +632,7 @@ class GatewayApp:
             Route("/metrics", gateway.metrics, methods=["GET"]),
         ]
         routes += admin_routes(gateway)
+        routes += console_routes(gateway.console)
         self.router = Starlette(routes=routes, lifespan=self._lifespan,
                                 exception_handlers={Exception: _starlette_error, HTTPException: _starlette_error,
                                                     GatewayError: _starlette_error})

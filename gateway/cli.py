@@ -110,6 +110,13 @@ def serve(args: argparse.Namespace) -> int:
         else:
             print(f"demo key: {gateway.demo_key}", flush=True)
     host, port = listener.getsockname()[:2]
+    if gateway.demo_admin_key:
+        where = f"http://{f'[{host}]' if ':' in host else host}:{port}/console"
+        console = f"console: {where} (sample data; sign in with the demo's admin key: {gateway.demo_admin_key})"
+        if settings.log_format == "json":
+            log.info("%s", console)
+        else:
+            print(console, flush=True)
     log.info("listening on http://%s:%d%s", f"[{host}]" if ":" in host else host, port,
              f" ({settings.workers} workers)" if settings.workers > 1 else "")
     import uvicorn

@@ -147,6 +147,32 @@ class Upstream(BaseModel):
                                   "JSON answers and error bodies (over: 502 api_error); streams are not capped")
 
 
+class Alerts(BaseModel):
+    """Budget alerts: a signed webhook when a team's (or a key's own) daily or monthly spend passes
+    each threshold, once per period per threshold (see gateway/alerts.py)."""
+    model_config = ConfigDict(extra="forbid")
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    secret: SecretStr | None = None
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0], min_length=1, max_length=16)
+    format: Literal["json", "slack"] = "json"
+    attempts: int = Field(default=4, ge=1, le=10, description="deliveries tried before giving up")
+    backoff: float = Field(default=1.0, ge=0, description="seconds before the first retry; doubled for each next")
+    timeout: float = Field(default=5.0, gt=0, description="seconds one delivery may take")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if not all(0 < t <= 10 for t in v):
+            raise ValueError("each threshold is a fraction of the budget above 0 (1.0 is the whole budget)")
+        return sorted(set(v))
+
+
+class Console(BaseModel):
+    """The built-in console at /console."""
+    model_config = ConfigDict(extra="forbid")
+    session_ttl: float = Field(default=8 * 3600, gt=0, description="seconds a console sign-in lasts")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_nested_delimiter="__", extra="forbid")
 
@@ -188,6 +214,9 @@ class Settings(BaseSettings):
     usage_spill_path: str = "gateway-usage-spill.jsonl"
     otlp_endpoint: str | None = None
     metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as Authorization: Bearer
+    alerts: Alerts = Field(default_factory=Alerts)
+    audit_retention_days: int = Field(default=365, ge=1)
+    console: Console = Field(default_factory=Console)
 
     @field_validator("redis_url", "otlp_endpoint", mode="before")
     @classmethod

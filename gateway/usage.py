@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,8 @@ class UsageRecorder:
         self._outage = logs.RepeatedFailure(log, "usage: writing to the store failed; records wait in the spill file",
                                             expected=(StoreUnavailable,))
         self._flush_failure = logs.RepeatedFailure(log, "usage flush failed")
+        # Told the teams of each batch of settlements once they are written (budget alerts).
+        self.on_settled: Callable[[set[str]], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
@@ -224,6 +227,8 @@ class UsageRecorder:
             self._spill((records, settlements))
             self._store_down = True
             return
+        if settlements and self.on_settled is not None:
+            self.on_settled({s[0] for s in settlements})
         if self._store_down:
             await self._replay_spill()
         else:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
-# tinyproxy) and runs the suite.
+# tinyproxy, Debian's chromium for the console's browser tests, axe-core from npm for their
+# accessibility checks) and runs the suite.
 # The tests start their own Redis servers on free loopback ports; nothing else has to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,10 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)   # the egress proxy tests' proxy
+# The console's browser tests drive Debian's chromium through Playwright (never a browser
+# Playwright downloads), and load axe-core from npm.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -41,5 +46,8 @@ if ! command -v claude >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo npm install -g --silent @anthropic-ai/claude-code >/dev/null 2>&1 \
     || echo "scripts/test.sh: could not install Claude Code with npm; its test is skipped" >&2
+axe=tests/console/.npm/node_modules/axe-core/axe.min.js
+if [ ! -f "$axe" ]; then
+  npm install --silent --no-save --no-audit --no-fund --prefix tests/console/.npm axe-core@4.14.1 >/dev/null
 fi
 exec $python -m pytest "$@"

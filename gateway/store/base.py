@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from policies.limits import LEASE_TTL_S, allowed_intersection, stricter
+from policies.limits import LEASE_TTL_S, allowed_intersection, nanos_to_usd, stricter
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -69,6 +69,11 @@ class Team:
     limits: Limits = field(default_factory=Limits)
     created_at: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The team's own keys may manage the team's keys (create, rotate, revoke) through the admin
+    # API and the console; without it they only read their team.
+    admin: bool = False
+    # Budget alerts for this team, over the top-level `alerts` setting (see gateway/alerts.py).
+    alerts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -258,12 +263,57 @@ def _metadata(value: object) -> dict[str, Any]:
 
 
 def validate_team(team: Team) -> Team:
+    if not isinstance(team.admin, bool):
+        raise Invalid(f"admin must be a boolean, not {team.admin!r}")
     return Team(
         name=validate_team_name(team.name),
         limits=limits_from(limits_to_json(team.limits)),
         created_at=_timestamp("created_at", team.created_at, optional=False),  # type: ignore[arg-type]
         metadata=_metadata(team.metadata),
+        admin=team.admin,
+        alerts=validate_alerts(team.alerts),
     )
+
+
+ALERT_FIELDS = ("webhook_url", "secret", "thresholds", "format")
+
+
+def validate_alerts(value: object) -> dict[str, Any] | None:
+    """A team's alert settings: any of webhook_url, secret, thresholds (fractions of a budget, each
+    above 0 and at most 10) and format (json or slack); null for the top-level settings."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise Invalid("alerts must be an object or null")
+    unknown = set(value) - set(ALERT_FIELDS)
+    if unknown:
+        raise Invalid(f"unknown alerts field(s): {', '.join(sorted(unknown))} "
+                      f"(expected some of: {', '.join(ALERT_FIELDS)})")
+    out: dict[str, Any] = {}
+    url = value.get("webhook_url")
+    if url is not None:
+        if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url) or len(url) > 2048:
+            raise Invalid(f"alerts.webhook_url must be an http(s) URL, not {url!r}")
+        out["webhook_url"] = url
+    secret = value.get("secret")
+    if secret is not None:
+        if not isinstance(secret, str) or not 1 <= len(secret) <= 512:
+            raise Invalid("alerts.secret must be a string of 1 to 512 characters")
+        out["secret"] = secret
+    thresholds = value.get("thresholds")
+    if thresholds is not None:
+        if isinstance(thresholds, str) or not isinstance(thresholds, Sequence) or not thresholds \
+                or len(thresholds) > 16 or not all(
+                    isinstance(t, (int, float)) and not isinstance(t, bool) and 0 < t <= 10 for t in thresholds):
+            raise Invalid(f"alerts.thresholds must be a list of 1 to 16 numbers above 0 and at most 10, "
+                          f"not {thresholds!r}")
+        out["thresholds"] = sorted({float(t) for t in thresholds})
+    fmt = value.get("format")
+    if fmt is not None:
+        if fmt not in ("json", "slack"):
+            raise Invalid(f"alerts.format must be json or slack, not {fmt!r}")
+        out["format"] = fmt
+    return out
 
 
 def validate_key(key: KeyRecord) -> KeyRecord:
@@ -289,12 +339,14 @@ def validate_key(key: KeyRecord) -> KeyRecord:
 
 def team_to_json(team: Team) -> dict[str, Any]:
     return {"name": team.name, "limits": limits_to_json(team.limits),
-            "created_at": team.created_at, "metadata": team.metadata}
+            "created_at": team.created_at, "metadata": team.metadata,
+            "admin": team.admin, "alerts": team.alerts}
 
 
 def team_from_json(data: Mapping[str, Any]) -> Team:
     return Team(name=data["name"], limits=limits_from(data["limits"]),
-                created_at=data["created_at"], metadata=dict(data.get("metadata") or {}))
+                created_at=data["created_at"], metadata=dict(data.get("metadata") or {}),
+                admin=bool(data.get("admin", False)), alerts=data.get("alerts"))
 
 
 def key_to_json(key: KeyRecord) -> dict[str, Any]:
@@ -326,13 +378,14 @@ def _changed_limits(current: Limits, changes: Mapping[str, Any]) -> Limits:
 
 
 def apply_team_changes(team: Team, changes: Mapping[str, Any]) -> Team:
-    allowed = {"limits", "metadata", *LIMIT_FIELDS}
+    allowed = {"limits", "metadata", "admin", "alerts", *LIMIT_FIELDS}
     unknown = set(changes) - allowed
     if unknown:
         raise Invalid(f"cannot change team field(s): {', '.join(sorted(unknown))}")
     return validate_team(Team(
         name=team.name, limits=_changed_limits(team.limits, changes), created_at=team.created_at,
-        metadata=_metadata(changes.get("metadata", team.metadata))))
+        metadata=_metadata(changes.get("metadata", team.metadata)),
+        admin=changes.get("admin", team.admin), alerts=changes.get("alerts", team.alerts)))
 
 
 def apply_key_changes(key: KeyRecord, changes: Mapping[str, Any]) -> KeyRecord:
@@ -492,6 +545,86 @@ class Store(ABC):
     @abstractmethod
     async def cache_get(self, name: str) -> bytes | None:
         """A value `cache_set` stored under `name` and not yet expired, else None."""
+    # budget state ----------------------------------------------------------------------------
+    @abstractmethod
+    async def budget_state(self, team: str, now: float) -> BudgetState:
+        """What the team and each of its keys have spent in the UTC day and month of `now`, and
+        what open requests hold reserved."""
+
+    # console sessions ------------------------------------------------------------------------
+    @abstractmethod
+    async def create_console_session(self, session_id: str, data: Mapping[str, Any],
+                                     ttl_s: float) -> None:
+        """Keep a signed-in console session for `ttl_s` seconds (every replica sees it)."""
+
+    @abstractmethod
+    async def get_console_session(self, session_id: str) -> dict[str, Any] | None:
+        """The session's data, or None once it has expired or was ended."""
+
+    @abstractmethod
+    async def delete_console_session(self, session_id: str) -> None: ...
+
+    # audit log -------------------------------------------------------------------------------
+    @abstractmethod
+    async def append_audit(self, entry: Mapping[str, Any], retention_s: float) -> None:
+        """Append one entry (with its `ts`); entries older than `retention_s` are dropped."""
+
+    @abstractmethod
+    async def audit_entries(self, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+        """Entries with start <= ts < end, newest first, at most `limit`."""
+
+    # alerts ----------------------------------------------------------------------------------
+    @abstractmethod
+    async def claim_alert(self, team: str, claim: str, ttl_s: float) -> bool:
+        """True for exactly one caller per (team, claim) within `ttl_s`, across replicas: the
+        one that sends that alert."""
+
+    @abstractmethod
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        """Note whether the team has alert settings of its own (see `teams_with_alerts`)."""
+
+    @abstractmethod
+    async def teams_with_alerts(self) -> set[str]:
+        """The teams marked as having alert settings of their own: without a gateway-wide webhook,
+        only these are checked, so that a gateway without alerts reads nothing for them."""
+
+    @abstractmethod
+    async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
+        """Remember a webhook delivery's outcome; the newest `keep` are kept."""
+
+    @abstractmethod
+    async def alert_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        """The newest delivery outcomes first."""
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Spend and reservations in USD: `team` for the team, `keys` per key id."""
+    day: str
+    month: str
+    team_spent_day: float = 0.0
+    team_spent_month: float = 0.0
+    team_reserved: float = 0.0
+    keys_spent_day: dict[str, float] = field(default_factory=dict)
+    keys_spent_month: dict[str, float] = field(default_factory=dict)
+    keys_reserved: dict[str, float] = field(default_factory=dict)
+
+
+def budget_state_from(day: str, month: str, spent_day: Mapping[str, Any], spent_month: Mapping[str, Any],
+                      reserved: Mapping[str, Any]) -> BudgetState:
+    """From the hashes both backends keep (`team` | `k:<key id>` -> nano-USD)."""
+    def usd(raw: Any) -> float:
+        return nanos_to_usd(max(0, int(float(raw))))
+
+    def per_key(values: Mapping[str, Any]) -> dict[str, float]:
+        return {name[2:]: usd(v) for name, v in values.items() if name.startswith("k:")}
+
+    return BudgetState(day=day, month=month, team_spent_day=usd(spent_day.get("team", 0)),
+                       team_spent_month=usd(spent_month.get("team", 0)),
+                       team_reserved=usd(reserved.get("team", 0)),
+                       keys_spent_day=per_key(spent_day), keys_spent_month=per_key(spent_month),
+                       keys_reserved=per_key(reserved))
+
 
     @abstractmethod
     async def cache_set(self, name: str, value: bytes, ttl_s: float) -> None:

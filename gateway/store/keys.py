@@ -17,6 +17,14 @@ USAGE_TEAMS = f"{GLOBAL}:usage_teams"  # set of teams that have usage (survives 
 COOLDOWNS = f"{GLOBAL}:cooldowns"      # hash endpoint -> [until, reason]
 ENDPOINT_STATS = f"{GLOBAL}:stats"     # hash endpoint -> EndpointStats json
 RATELIMITS = f"{GLOBAL}:ratelimits"    # hash provider -> values json
+AUDIT = f"{GLOBAL}:audit"              # stream of audit entries, trimmed by age
+ALERT_DELIVERIES = f"{GLOBAL}:alert_deliveries"  # list of webhook outcomes, newest first
+ALERT_TEAMS = f"{GLOBAL}:alert_teams"  # set of teams with alert settings of their own
+
+
+def console_session(session_id: str) -> str:
+    """A signed-in console session (expires with its TTL)."""
+    return f"{PREFIX}:console:{session_id}"
 
 
 def key_by_hash(secret_hash: str) -> str:
@@ -68,6 +76,10 @@ class TeamKeys:
 
     def spend_month(self, month_id: str) -> str:
         return f"{self.base}:spend:m:{month_id}"
+
+    def alert_claim(self, claim: str) -> str:
+        """Set (NX, with a TTL) by the one replica that sends this alert."""
+        return f"{self.base}:alert:{claim}"
 
     def rollup_hour(self, hour_start: int) -> str:
         """Hash '<metric>|<dims json>' -> sum, for the hour starting at that epoch second."""

@@ -18,6 +18,7 @@ import orjson
 from gateway.store.base import (
     Admission,
     AdmissionRequest,
+    BudgetState,
     Conflict,
     EndpointStats,
     KeyRecord,
@@ -29,6 +30,7 @@ from gateway.store.base import (
     Team,
     apply_key_changes,
     apply_team_changes,
+    budget_state_from,
     key_from_json,
     key_to_json,
     team_from_json,
@@ -230,6 +232,11 @@ class MemoryStore(Store):
         self._stats: dict[str, EndpointStats] = {}
         self._ratelimits: dict[str, dict[str, float]] = {}
         self._cache: dict[str, tuple[float, bytes]] = {}  # name -> (monotonic expiry, value)
+        self._sessions: dict[str, tuple[float, dict[str, Any]]] = {}   # id -> (expiry, data)
+        self._audit: deque[tuple[float, dict[str, Any]]] = deque()       # (append time, entry)
+        self._alert_claims: dict[tuple[str, str], float] = {}           # (team, claim) -> expiry
+        self._deliveries: deque[dict[str, Any]] = deque()
+        self._alert_teams: set[str] = set()
 
     def _team_state(self, team: str) -> _TeamState:
         return self._state.setdefault(team, _TeamState())
@@ -540,6 +547,67 @@ class MemoryStore(Store):
                 del self._cache[next(iter(self._cache))]
         self._cache.pop(name, None)
         self._cache[name] = (now + ttl_s, bytes(value))
+
+
+    # -- budget state, console sessions, audit log, alerts ---------------------------------------
+    async def budget_state(self, team: str, now: float) -> BudgetState:
+        state = self._team_state(team)
+        day, month = day_id(now), month_id(now)
+        spent_day = {f: v for (period, f), v in state.spend.items() if period == "d:" + day}
+        spent_month = {f: v for (period, f), v in state.spend.items() if period == "m:" + month}
+        return budget_state_from(day, month, spent_day, spent_month, state.reserved)
+
+    async def create_console_session(self, session_id: str, data: Mapping[str, Any],
+                                     ttl_s: float) -> None:
+        wall = time.time()
+        for sid in [s for s, (expiry, _) in self._sessions.items() if expiry <= wall]:
+            del self._sessions[sid]
+        self._sessions[session_id] = (wall + ttl_s, _copy(dict(data)))
+
+    async def get_console_session(self, session_id: str) -> dict[str, Any] | None:
+        found = self._sessions.get(session_id)
+        if found is None or found[0] <= time.time():
+            return None
+        return _copy(found[1])
+
+    async def delete_console_session(self, session_id: str) -> None:
+        self._sessions.pop(session_id, None)
+
+    async def append_audit(self, entry: Mapping[str, Any], retention_s: float) -> None:
+        wall = time.time()
+        self._audit.append((wall, _copy(dict(entry))))
+        # Trimmed by the time of the append, as the Redis stream is by its ids.
+        while self._audit and self._audit[0][0] < wall - retention_s:
+            self._audit.popleft()
+
+    async def audit_entries(self, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+        found = [e for _, e in reversed(self._audit) if start <= e["ts"] < end]
+        return [_copy(e) for e in found[:max(0, limit)]]
+
+    async def claim_alert(self, team: str, claim: str, ttl_s: float) -> bool:
+        wall = time.time()
+        expiry = self._alert_claims.get((team, claim))
+        if expiry is not None and expiry > wall:
+            return False
+        self._alert_claims[(team, claim)] = wall + ttl_s
+        return True
+
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        if on:
+            self._alert_teams.add(team)
+        else:
+            self._alert_teams.discard(team)
+
+    async def teams_with_alerts(self) -> set[str]:
+        return set(self._alert_teams)
+
+    async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
+        self._deliveries.appendleft(_copy(dict(entry)))
+        while len(self._deliveries) > keep:
+            self._deliveries.pop()
+
+    async def alert_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        return [_copy(e) for e in list(self._deliveries)[:max(0, limit)]]
 
 
 def _header(scopes: list[_Scope], which: str, now: float) -> tuple[Any, Any, Any]:

@@ -28,6 +28,7 @@ from gateway.store import keys
 from gateway.store.base import (
     Admission,
     AdmissionRequest,
+    BudgetState,
     Conflict,
     EndpointStats,
     KeyRecord,
@@ -40,6 +41,7 @@ from gateway.store.base import (
     Team,
     apply_key_changes,
     apply_team_changes,
+    budget_state_from,
     key_from_json,
     key_to_json,
     team_from_json,
@@ -604,6 +606,86 @@ class RedisStore(Store):
             return
         async with self._guard():
             await self._io(self._redis.set(keys.cache(name), value, px=max(1, int(ttl_s * 1000))))
+
+    # -- budget state, console sessions, audit log, alerts ---------------------------------------
+    async def budget_state(self, team: str, now: float) -> BudgetState:
+        tk = keys.TeamKeys(team)
+        day, month = day_id(now), month_id(now)
+        async with self._guard():
+            spent_day, spent_month, reserved = await self._pipeline([
+                ("hgetall", (tk.spend_day(day),)), ("hgetall", (tk.spend_month(month),)),
+                ("hgetall", (tk.reserved,))])
+        return budget_state_from(day, month, spent_day, spent_month, reserved)
+
+    async def create_console_session(self, session_id: str, data: Mapping[str, Any],
+                                     ttl_s: float) -> None:
+        async with self._guard():
+            await self._io(self._redis.set(keys.console_session(session_id), orjson.dumps(dict(data)),
+                                           px=max(1, int(ttl_s * 1000))))
+
+    async def get_console_session(self, session_id: str) -> dict[str, Any] | None:
+        async with self._guard():
+            raw = await self._io(self._redis.get(keys.console_session(session_id)))
+        return None if raw is None else orjson.loads(raw)
+
+    async def delete_console_session(self, session_id: str) -> None:
+        async with self._guard():
+            await self._io(self._redis.delete(keys.console_session(session_id)))
+
+    async def append_audit(self, entry: Mapping[str, Any], retention_s: float) -> None:
+        oldest_ms = max(0, int((time.time() - retention_s) * 1000))
+        async with self._guard():
+            # The stream id is the append's millisecond: trimming by MINID drops what is too old.
+            await self._io(self._redis.xadd(keys.AUDIT, {"e": orjson.dumps(dict(entry))},
+                                            minid=oldest_ms, approximate=False))
+
+    async def audit_entries(self, start: float, end: float, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        found: list[dict[str, Any]] = []
+        highest = "+"
+        lowest = str(max(0, int((start - USAGE_CLOCK_SLACK_S) * 1000)))
+        async with self._guard():
+            while len(found) < limit:
+                page = await self._io(self._redis.xrevrange(keys.AUDIT, max=highest, min=lowest, count=PAGE))
+                for _, fields in page:
+                    entry = orjson.loads(fields["e"])
+                    if start <= entry["ts"] < end:
+                        found.append(entry)
+                if len(page) < PAGE:
+                    break
+                highest = f"({page[-1][0]}"
+        return found[:limit]
+
+    async def claim_alert(self, team: str, claim: str, ttl_s: float) -> bool:
+        async with self._guard():
+            return bool(await self._io(self._redis.set(keys.TeamKeys(team).alert_claim(claim), "1", nx=True,
+                                                       ex=max(1, math.ceil(ttl_s)))))
+
+    async def mark_team_alerts(self, team: str, on: bool) -> None:
+        async with self._guard():
+            if on:
+                await self._io(self._redis.sadd(keys.ALERT_TEAMS, team))
+            else:
+                await self._io(self._redis.srem(keys.ALERT_TEAMS, team))
+
+    async def teams_with_alerts(self) -> set[str]:
+        async with self._guard():
+            return set(await self._io(self._redis.smembers(keys.ALERT_TEAMS)))
+
+    async def record_alert_delivery(self, entry: Mapping[str, Any], keep: int) -> None:
+        async with self._guard():
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.lpush(keys.ALERT_DELIVERIES, orjson.dumps(dict(entry)))
+            pipe.ltrim(keys.ALERT_DELIVERIES, 0, max(0, keep - 1))
+            await self._io(pipe.execute())
+
+    async def alert_deliveries(self, limit: int) -> list[dict[str, Any]]:
+        if limit <= 0:
+            return []
+        async with self._guard():
+            raws = await self._io(self._redis.lrange(keys.ALERT_DELIVERIES, 0, limit - 1))
+        return [orjson.loads(raw) for raw in raws]
 
 
 def _budget_left(raw: Any) -> float | None:

@@ -46,11 +46,13 @@ def test_startup_lines_name_the_redis_store_without_its_password_the_admin_api_a
         assert secret not in output
 
 
-def test_startup_lines_of_the_demo_say_memory_store_admin_api_off_and_the_mock_providers():
+def test_startup_lines_of_the_demo_say_memory_store_the_mock_providers_and_how_to_open_the_console():
     with ServedProcess(["--demo"]) as served:
         served.wait_for("listening on")
         output = served.stop()
-    assert "store: memory" in output and "admin API: off" in output and "providers: mock, mock-fast" in output
+    assert "store: memory" in output and "providers: mock, mock-fast" in output
+    # The demo opens its console on sample data, with an admin key of its own.
+    assert "admin API: on" in output and "/console (sample data; sign in with the demo's admin key: sk-gw-demo-admin-" in output
 
 
 def test_models_lists_only_what_the_configured_providers_serve(tmp_path):
