@@ -59,6 +59,10 @@ def serve(args: argparse.Namespace) -> int:
     if settings.workers > 1 and not settings.redis_url:
         print("gateway: --workers > 1 needs a shared store: set redis_url (GATEWAY_REDIS_URL)", file=sys.stderr)
         return EXIT_CONFIG
+    from gateway.records import record_store_problem
+    if problem := record_store_problem(settings):
+        print(f"gateway: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
     _describe(gateway)
     if gateway.demo_key:
         os.environ["GATEWAY_DEMO_KEY"] = gateway.demo_key
@@ -112,6 +116,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG)")
     p.set_defaults(func=models)
     add_commands(commands)
+    from gateway.records.commands import add_db_commands
+    add_db_commands(commands)
     return root
 
 

@@ -1,10 +1,12 @@
 """Usage: one record per request, settled and written to the store off the response path.
 
 A finished exchange becomes a record at once (the request's own cost ends there); a background task
-batches records into one `append_usage` call, settles budget reservations, and counts Prometheus
-metrics. When the store is unreachable, records and settlements go to an append-only spill file
-and are replayed when it answers again; the store drops duplicates by request id, so a replay
-writes each record once.
+batches records into one `settle_and_append` call (settlements, rollups and, with Redis, the
+buffer the record store's drainers empty), and counts Prometheus metrics. Without Redis the same
+task writes the batch to the record store itself (`records`). When the store or the record store
+is unreachable, or the Redis buffer is full, records and settlements go to an append-only spill
+file and are replayed when there is room again; both stores drop duplicates by request id, so a
+replay writes each record once.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import orjson
 
 from gateway import metrics
 from gateway.exchange import Exchange
-from gateway.store.base import Store, StoreUnavailable
+from gateway.records.base import RecordStore, record_row
+from gateway.records.ingest import IngestState, write_rows
+from gateway.store.base import BufferFull, Store, StoreUnavailable
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
 log = logging.getLogger("gateway.usage")
@@ -74,12 +78,21 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
 
 
 class UsageRecorder:
+    """`records`: the record store this process writes itself (no Redis buffer), else None.
+    `max_buffer`: records and settlements pending in this process before they go to the spill file
+    (a store that cannot keep up); `batch_size`: records per store call."""
+
     def __init__(self, store: Store, spill_path: str | os.PathLike, *, max_buffer: int = 50_000,
-                 tracer: RequestTracer | None = None) -> None:
+                 tracer: RequestTracer | None = None, records: RecordStore | None = None,
+                 batch_size: int = BATCH, state: IngestState | None = None) -> None:
         self.store = store
         self.tracer = tracer
+        self.records = records
+        self.batch_size = batch_size
+        self.state = state or IngestState(records.kind if records else "redis")
         self.spill_path = Path(spill_path)
         self.max_buffer = max_buffer
+        self._deferred = False  # a bound sent records back to the spill file during this write
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
         self._wake = asyncio.Event()
@@ -111,7 +124,9 @@ class UsageRecorder:
             self._settlements.append((ticket.team, ticket.key_id, ticket.request_id, record["cost_usd"], tokens,
                                       time.time()))
         if len(self._records) + len(self._settlements) > self.max_buffer:
-            self._spill(self._take())
+            batch = self._take()
+            self.state.bound_hit("memory", len(batch[0]), time.time())
+            self._spill(batch)
         self._wake.set()
 
     def _take(self) -> tuple[list[dict], list[tuple]]:
@@ -121,7 +136,12 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            await self._wake.wait()
+            try:
+                # While records wait in the spill file, try again every second even without traffic.
+                async with asyncio.timeout(1.0 if self._store_down else None):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
@@ -153,8 +173,26 @@ class UsageRecorder:
             await self._replay_spill()
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
-        for i in range(0, max(len(records), len(settlements)), BATCH):
-            await self.store.settle_and_append(settlements[i:i + BATCH], records[i:i + BATCH])
+        """Settle and record a batch; records a full Redis buffer did not take go to the spill file
+        (and `_deferred` says so)."""
+        size = self.batch_size
+        for i in range(0, max(len(records), len(settlements)), size):
+            chunk = records[i:i + size]
+            try:
+                left = await self.store.settle_and_append(settlements[i:i + size], chunk)
+            except BufferFull as full:
+                left = full.records
+            if self.records is not None and chunk:
+                try:
+                    await write_rows(self.records, [record_row(r) for r in chunk])
+                except StoreUnavailable as exc:
+                    self.state.failed(exc)
+                    raise
+                self.state.ok(time.time())
+            if left:
+                self.state.bound_hit("buffer", len(left), time.time())
+                self._spill((list(left), []))
+                self._store_down = self._deferred = True
 
     def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
         records, settlements = batch
@@ -188,6 +226,7 @@ class UsageRecorder:
                     break
                 os.replace(self.spill_path, replaying)
             records, settlements, count = _read_spill(replaying)
+            self._deferred = False
             try:
                 await self._write(records, settlements)
             except StoreUnavailable:
@@ -196,6 +235,8 @@ class UsageRecorder:
             metrics.USAGE_BACKLOG.dec(count)
             log.info("usage: %d spilled records and %d settlements written to the store", len(records),
                      len(settlements))
+            if self._deferred:
+                return  # the buffer is still full: what it refused waits in the new spill file
         self._store_down = False
 
 

@@ -179,14 +179,6 @@ class UsageFold:
         return out
 
 
-def matches(entry_record: Mapping[str, Any], *, session_id: str | None, start: float | None,
-            end: float | None) -> bool:
-    """The usage_records filter (ts is checked at append: always a number)."""
-    ts = entry_record["ts"]
-    return ((session_id is None or entry_record.get("session_id") == session_id)
-            and (start is None or ts >= start) and (end is None or ts < end))
-
-
 def group_by_team(entries: Iterable[UsageEntry]) -> dict[str, list[UsageEntry]]:
     """Entries per team, later duplicates of a request id within the batch dropped."""
     teams: dict[str, list[UsageEntry]] = {}
