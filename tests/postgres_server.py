@@ -124,8 +124,15 @@ class PostgresServer:
 
     def reset(self) -> None:
         """An empty database for the next test."""
-        self._psql(f"DROP DATABASE IF EXISTS {self.DATABASE} WITH (FORCE)", database="postgres")
-        self._psql(f"CREATE DATABASE {self.DATABASE}", database="postgres")
+        self.database(self.DATABASE)
+
+    def database(self, name: str) -> str:
+        """A new, empty database of this name (dropped first if it exists); its URL."""
+        self._psql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", database="postgres")
+        done = self._psql(f"CREATE DATABASE {name}", database="postgres")
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.decode())
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def close(self) -> None:
         self.stop()

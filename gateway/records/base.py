@@ -128,6 +128,11 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(group_by))
 
 
+def retention_cutoff(now: float, retention_days: int) -> int:
+    """Records are kept by whole UTC days: those of the day `retention_days` ago, and after it."""
+    return (int(now // 86400) - retention_days) * 86400
+
+
 def day_label(ts: int) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d")
 

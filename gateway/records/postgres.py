@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable
+from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable, retention_cutoff
 from gateway.records.schema import LATEST, VERSION_TABLE, pending
 from gateway.store.base import StoreError
 
@@ -175,7 +175,7 @@ class PostgresRecordStore(RecordStore):
         today = int(now // 86400) * 86400
         async with self._connection() as conn:
             await self._ensure_partitions(conn, {today, today + 86400})
-        return await self.drop_expired(now - retention_days * 86400)
+        return await self.drop_expired(retention_cutoff(now, retention_days))
 
     async def partitions(self) -> list[str]:
         rows = await self.fetch(

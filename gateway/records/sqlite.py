@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable
+from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable, retention_cutoff
 from gateway.records.schema import VERSION_TABLE, pending
 from gateway.store.base import StoreError
 
@@ -120,7 +120,7 @@ class SqliteRecordStore(RecordStore):
         return await self._run(write)
 
     async def maintain(self, now: float, retention_days: int) -> int:
-        return await self.drop_expired(now - retention_days * 86400)
+        return await self.drop_expired(retention_cutoff(now, retention_days))
 
     async def drop_expired(self, before: float) -> int:
         def delete(conn: sqlite3.Connection) -> int:
