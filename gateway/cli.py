@@ -46,6 +46,11 @@ def serve(args: argparse.Namespace) -> int:
     _apply_flags_to_env(args)
     try:
         settings = load_settings()
+        if settings.workers > 1 and not settings.redis_url:
+            raise ConfigError("--workers > 1 needs a shared store: set redis_url (GATEWAY_REDIS_URL)")
+        from gateway.records import record_store_problem
+        if problem := record_store_problem(settings):
+            raise ConfigError(problem)
         from gateway.app import Gateway
         from policies.catalog import CatalogError
         try:
@@ -56,13 +61,6 @@ def serve(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if settings.workers > 1 and not settings.redis_url:
-        print("gateway: --workers > 1 needs a shared store: set redis_url (GATEWAY_REDIS_URL)", file=sys.stderr)
-        return EXIT_CONFIG
-    from gateway.records import record_store_problem
-    if problem := record_store_problem(settings):
-        print(f"gateway: {problem}", file=sys.stderr)
-        return EXIT_CONFIG
     _describe(gateway)
     if gateway.demo_key:
         os.environ["GATEWAY_DEMO_KEY"] = gateway.demo_key

@@ -34,6 +34,7 @@ log = logging.getLogger("gateway.records")
 _RECORD = COLUMNS.index("record")
 MAINTAIN_EVERY_S = 3600.0   # partitions made ahead and expired ones dropped this often
 LENGTH_EVERY_S = 1.0        # the buffer's length measured this often
+MAX_PAUSE_S = 2.0           # the longest wait between two attempts while Redis or the database is down
 TEAMS_EVERY_S = 1.0         # the list of buffers read again this often (and while there is none)
 
 
@@ -146,11 +147,12 @@ class BufferDrainer:
         pause = self.interval
         while True:
             try:
+                await self._measure()
                 moved = await self.drain_once()
                 pause = 0.0 if moved >= self.batch_size else self.interval
             except StoreUnavailable as exc:  # Redis or the database: wait, then go on where we were
                 log.debug("usage drain waits: %s", exc)
-                pause = min(max(pause * 2, self.interval), 5.0)
+                pause = min(max(pause * 2, self.interval), MAX_PAUSE_S)
             except Exception:
                 log.exception("usage drain failed")
                 pause = 5.0
@@ -164,10 +166,6 @@ class BufferDrainer:
         if now - self._teams_at >= TEAMS_EVERY_S or not self._teams:
             self._teams = await self.store.buffer_teams()
             self._teams_at = now
-        if now - self._length_at >= LENGTH_EVERY_S and self._teams:
-            self.state.buffered = await self.store.buffer_length(self._teams)
-            metrics.USAGE_BUFFER.set(self.state.buffered)
-            self._length_at = now
         if not self._held and self._teams:
             claim = now - self._claimed_at >= self.claim_idle_s / 2
             if claim:
@@ -196,6 +194,14 @@ class BufferDrainer:
         await self.store.buffer_ack(done)
         self._held = []
         return len(done)
+
+    async def _measure(self) -> None:
+        """The buffer's length, for /readyz and the metric: measured even while the database is down."""
+        now = time.monotonic()
+        if now - self._length_at >= LENGTH_EVERY_S and self._teams:
+            self._length_at = now
+            self.state.buffered = await self.store.buffer_length(self._teams)
+            metrics.USAGE_BUFFER.set(self.state.buffered)
 
     async def _maintain(self) -> None:
         try:

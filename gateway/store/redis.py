@@ -22,7 +22,7 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from gateway.store import keys
 from gateway.store.base import (
@@ -453,7 +453,7 @@ class RedisStore(Store):
                 raise StoreUnavailable(f"redis unavailable: {errors[0]}")
             # A Redis that restarted has forgotten the scripts: load them and go again
             # (settlements and records are idempotent).
-            if attempt or not all("NOSCRIPT" in str(e) for e in errors):
+            if attempt or not all(isinstance(e, NoScriptError) or "NOSCRIPT" in str(e) for e in errors):
                 raise StoreError(f"redis batch failed: {errors[0]}")
             await self.ping()
         raise AssertionError("unreachable")
