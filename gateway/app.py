@@ -358,7 +358,7 @@ class Gateway:
             return json_response({"status": "unavailable", "store": backend, "reachable": False,
                                   "policy": "fail_closed", "usage": usage}, status=503)
         # The record store falling behind degrades, never fails: requests are still counted.
-        status = "degraded" if usage["degraded"] else "ready"
+        status = "ready" if usage["ok"] else "degraded"
         return json_response({"status": status, "store": backend, "reachable": True, "demo": self.demo,
                               "usage": usage})
 

@@ -69,7 +69,7 @@ class IngestState:
         behind = buffer_bound is not None and self.buffered >= buffer_bound // 2
         recent_bound = now - self.bound_hit_at < 60
         answer: dict[str, Any] = {"db": self.kind, "reachable": self.reachable, "buffered": self.buffered,
-                                  "degraded": not self.reachable or behind or recent_bound}
+                                  "ok": self.reachable and not behind and not recent_bound}
         if self.error:
             answer["error"] = self.error
         if recent_bound:

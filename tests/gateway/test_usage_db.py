@@ -201,7 +201,7 @@ def test_without_a_database_records_go_to_sqlite_in_the_data_directory(upstream,
         assert wait_for(listed, timeout=5, interval=0.05)
         assert [r["request_id"] for r in page["data"]] == [rid]
         assert httpx.get(gw.url + "/readyz").json()["usage"] == {"db": "sqlite", "reachable": True, "buffered": 0,
-                                                                  "degraded": False}
+                                                                  "ok": True}
     with sqlite3.connect(data / "usage.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("SELECT request_id FROM usage_records").fetchall() == [(rid,)]
