@@ -123,6 +123,7 @@ class Settings(BaseSettings):
     data_dir: str = "gateway-data"
     usage_db_migrate: bool = Field(default=True, description="bring the record store's schema up to date at startup")
     usage_db_timeout: float = Field(default=10.0, gt=0, description="seconds for one record store statement")
+    usage_max_pending: int = Field(default=50_000, ge=1, description="records and settlements waiting in one process before they go to the spill file")
     usage_batch_size: int = Field(default=500, ge=1, le=10_000, description="records per store call and per database batch")
     usage_flush_interval: float = Field(default=0.5, gt=0, description="seconds between database batches while the buffer holds less than one")
     usage_buffer_max_records: int = Field(default=200_000, ge=1, description="records per team waiting in Redis for the database")

@@ -127,6 +127,7 @@ class UsageRecorder:
             batch = self._take()
             self.state.bound_hit("memory", len(batch[0]), time.time())
             self._spill(batch)
+            self._store_down = True  # so that the spill file is replayed, as after an outage
         self._wake.set()
 
     def _take(self) -> tuple[list[dict], list[tuple]]:

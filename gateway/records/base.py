@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from gateway.store.base import Invalid, StoreError, StoreUnavailable
+from gateway.store.rollups import encode_record
 from policies.limits import nanos_to_usd, usd_to_nanos
 
 
@@ -78,7 +79,7 @@ def record_row(record: Mapping[str, Any], record_json: bytes | str | None = None
     batch. `record_json` is the record's JSON when the caller already has it.
     """
     if record_json is None:
-        record_json = orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)
+        record_json = encode_record(record)
     text = record_json.decode() if isinstance(record_json, bytes) else record_json
     if "\\u0000" in text:
         text = _NUL_ESCAPE.sub(r"\1", text)

@@ -36,7 +36,7 @@ class UsageRecords:
 
     def recorder_options(self) -> dict[str, Any]:
         return {"records": None if self.buffered else self.db, "batch_size": self.settings.usage_batch_size,
-                "state": self.state}
+                "max_buffer": self.settings.usage_max_pending, "state": self.state}
 
     async def start(self) -> None:
         await self.db.open(migrate=self.settings.usage_db_migrate)

@@ -207,6 +207,20 @@ def test_without_a_database_records_go_to_sqlite_in_the_data_directory(upstream,
         assert conn.execute("SELECT request_id FROM usage_records").fetchall() == [(rid,)]
 
 
+def test_too_many_records_pending_in_a_process_go_to_the_spill_file_and_are_said(upstream, tmp_path):
+    # One record and one settlement per request: a bound of 1 sends every request to the spill file.
+    with GatewayThread(**base_settings(upstream.url, data_dir=str(tmp_path), usage_max_pending=1,
+                                       usage_spill_path=str(tmp_path / "spill.jsonl"))) as gw:
+        answered = [send(gw) for _ in range(3)]
+        ready = httpx.get(gw.url + "/readyz").json()
+        assert ready["status"] == "degraded" and "bound_hit_seconds_ago" in ready["usage"]
+        hits = [s.value for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)
+                for s in f.samples if s.name == "gateway_usage_bound_hits_total" and s.labels == {"bound": "memory"}]
+        assert hits and hits[0] >= 3
+        url = gw.gateway.records.url
+        assert wait_for(lambda: sorted(stored_ids(url)) == sorted(answered), timeout=10, interval=0.1)
+
+
 @pytest.fixture(scope="module")
 def log_gateway(anthropic_upstream, tmp_path_factory):
     """A SQLite gateway holding 30 known records of team-a and team-b; no test sends it messages."""
