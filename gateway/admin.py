@@ -1,4 +1,7 @@
-"""The admin HTTP API under `/admin/` (teams, keys, usage, sessions) and `GET /v1/usage`.
+"""The admin HTTP API under `/admin/` (teams, keys, usage, sessions, the request log) and `GET /v1/usage`.
+
+Teams and keys live in the store; usage, sessions and the request log are read from the record
+store (gateway/records), so they answer for the whole retention, and while Redis is down.
 
 Every `/admin/` route needs the admin key (`x-api-key` or `Authorization: Bearer`): without an
 admin key configured the whole API answers 403 "admin API disabled", a team's key gets 403, a

@@ -145,10 +145,17 @@ async def test_retention_removes_what_is_older_than_the_cutoff(db):
     today = int(now // DAY) * DAY
     await db.insert([record("old", today - 40 * DAY + 5), record("edge", today - 30 * DAY + 5),
                      record("new", now - 60)])
+    if db.kind == "postgresql":
+        from gateway.records.postgres import partition_name
+        assert partition_name(today - 40 * DAY) in await db.partitions()
     removed = await db.maintain(now, retention_days=30)
     assert removed >= 1
     page, _ = await db.requests(RequestFilter())
     assert sorted(r["request_id"] for r in page) == ["edge", "new"]
+    if db.kind == "postgresql":  # whole partitions went, and today's and tomorrow's are made ahead
+        partitions = await db.partitions()
+        assert partition_name(today - 40 * DAY) not in partitions
+        assert {partition_name(today - 30 * DAY), partition_name(today), partition_name(today + DAY)} <= set(partitions)
 
 
 async def test_migrations_run_from_an_empty_database_and_from_the_previous_version(db_url):
