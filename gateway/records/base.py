@@ -43,7 +43,7 @@ COLUMNS = ("request_id", "ts", "team", "key_id", "user_id", "session_id", "model
            "cache_read_input_tokens", "cost_nanos", "latency_ms", "record")
 # What /admin/usage may group by, and the column or expression each reads.
 GROUP_FIELDS = ("team", "model", "provider", "user", "key", "day", "hour")
-_GROUP_COLUMNS = {"team": "team", "model": "model", "provider": "provider", "user": "user_id", "key": "key_id"}
+_GROUP_COLUMNS = {"team": "team", "model": "model", "provider": "provider", "user": "user_id", "key": "key_id"}  # in both tables
 SUMS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 MAX_PAGE = 1000
 EXPORT_PAGE = 1000
@@ -129,6 +129,44 @@ def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(group_by))
 
 
+HOURLY_KEY = ("hour", "team", "model", "provider", "user_id", "key_id")
+HOURLY_SUMS = ("requests", *SUMS, "cost_nanos")
+_C = {c: i for i, c in enumerate(COLUMNS)}
+
+
+def hourly_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """The additions to `usage_hourly` that these (new) rows make, in key order (so that writers
+    updating the same sums lock them in the same order). Unknown dimensions are stored as ''
+    (a key column cannot be NULL and still match) and read back as None."""
+    sums: dict[tuple[Any, ...], list[int]] = {}
+    for row in rows:
+        key = (int(row[_C["ts"]] // 3600) * 3600, row[_C["team"]], *("" if row[_C[c]] is None else row[_C[c]]
+                                                                     for c in ("model", "provider", "user_id", "key_id")))
+        into = sums.setdefault(key, [0] * 6)
+        into[0] += 1
+        for i, column in enumerate((*SUMS, "cost_nanos"), 1):
+            into[i] += row[_C[column]]
+    return [(*key, *sums[key]) for key in sorted(sums)]
+
+
+def hourly_upsert(values: str) -> str:
+    """The statement adding rows of sums to `usage_hourly`; `values` is the dialect's source of rows."""
+    updates = ", ".join(f"{c} = usage_hourly.{c} + excluded.{c}" for c in HOURLY_SUMS)
+    return (f"INSERT INTO usage_hourly ({', '.join(HOURLY_KEY + HOURLY_SUMS)}) {values} "
+            f"ON CONFLICT ({', '.join(HOURLY_KEY)}) DO UPDATE SET {updates}")
+
+
+def new_rows(rows: Sequence[tuple[Any, ...]], inserted: set[tuple[float, str]]) -> list[tuple[Any, ...]]:
+    """The rows whose (ts, request_id) the insert reported as new, each once (a batch may repeat one)."""
+    fresh = []
+    for row in rows:
+        key = (row[_C["ts"]], row[_C["request_id"]])
+        if key in inserted:
+            inserted.discard(key)
+            fresh.append(row)
+    return fresh
+
+
 def retention_cutoff(now: float, retention_days: int) -> int:
     """Records are kept by whole UTC days: those of the day `retention_days` ago, and after it."""
     return (int(now // 86400) - retention_days) * 86400
@@ -186,8 +224,8 @@ class RecordStore(ABC):
         """Retention (see drop_expired), and PostgreSQL's partitions for today and tomorrow."""
 
     @abstractmethod
-    def bucket(self, seconds: int) -> str:
-        """SQL for the start of a record's `seconds`-long bucket (3600, 86400), an integer."""
+    def bucket(self, seconds: int, column: str = "ts") -> str:
+        """SQL for the start of the `seconds`-long bucket (3600, 86400) of `column`, an integer."""
 
     def sum_of(self, column: str) -> str:
         return f"sum({column})"
@@ -202,36 +240,64 @@ class RecordStore(ABC):
     async def summary(self, start: float, end: float, group_by: Sequence[str],
                       team: str | None = None) -> list[dict[str, Any]]:
         """Sums of the records with start <= ts < end, grouped by any of GROUP_FIELDS, ordered
-        by the group values; cost in USD (summed in nano-dollars)."""
+        by the group values; cost in USD (summed in nano-dollars).
+
+        Whole hours are read from `usage_hourly` (kept with the rows, in the same transaction),
+        so a month costs a month of hourly sums, not a month of records; only the partial hours
+        at either end of the range are summed from the records themselves."""
         group_by = check_group_by(group_by)
-        args = self._args()
-        exprs = [self.bucket(86400) if g == "day" else self.bucket(3600) if g == "hour" else _GROUP_COLUMNS[g]
-                 for g in group_by]
-        where = f"ts >= {args.add(start)} AND ts < {args.add(end)}"
-        if team is not None:
-            where += f" AND team = {args.add(team)}"
-        sums = ", ".join(self.sum_of(c) for c in (*SUMS, "cost_nanos"))
-        select = ", ".join([*exprs, "count(*)", sums])
-        sql = f"SELECT {select} FROM usage_records WHERE {where}"
-        if exprs:
-            sql += " GROUP BY " + ", ".join(exprs)
-        rows = await self.fetch(sql, args.values)
+        inner_start = -(-start // 3600) * 3600   # the first whole hour in the range
+        inner_end = (end // 3600) * 3600
+        parts: list[tuple[str, float, float]] = []
+        if inner_start < inner_end:
+            parts.append(("usage_hourly", inner_start, inner_end))
+            parts += [("usage_records", a, b) for a, b in ((start, inner_start), (inner_end, end)) if a < b]
+        else:
+            parts.append(("usage_records", start, end))
+        sums: dict[tuple[Any, ...], list[int]] = {}
+        for table, a, b in parts:
+            for row in await self.fetch(*self._summary_sql(table, a, b, group_by, team)):
+                key = tuple(None if v == "" else v for v in row[:len(group_by)])
+                into = sums.setdefault(key, [0] * 6)
+                for i, value in enumerate(row[len(group_by):]):
+                    into[i] += int(value or 0)
         out = []
-        for row in rows:
-            n = len(group_by)
-            if not n and not row[n]:
+        for key, (requests, *amounts) in sums.items():
+            if not requests:
                 continue  # no records at all: no row, as with grouping
             answer: dict[str, Any] = {}
-            for name, value in zip(group_by, row[:n]):
+            for name, value in zip(group_by, key):
                 answer[name] = day_label(int(value)) if name == "day" else hour_label(int(value)) \
                     if name == "hour" else value
-            answer["requests"] = int(row[n])
-            for name, value in zip(SUMS, row[n + 1:n + 5]):
-                answer[name] = int(value or 0)
-            answer["cost_usd"] = nanos_to_usd(int(row[n + 5] or 0))
+            answer["requests"] = requests
+            for name, value in zip(SUMS, amounts[:4]):
+                answer[name] = value
+            answer["cost_usd"] = nanos_to_usd(amounts[4])
             out.append(answer)
         out.sort(key=lambda r: tuple("" if r[g] is None else str(r[g]) for g in group_by))
         return out
+
+    def _summary_sql(self, table: str, start: float, end: float, group_by: Sequence[str],
+                     team: str | None) -> tuple[str, list[Any]]:
+        hourly = table == "usage_hourly"
+        args = self._args()
+        time_column = "hour" if hourly else "ts"
+        exprs = []
+        for g in group_by:
+            if g in ("day", "hour"):
+                seconds = 86400 if g == "day" else 3600
+                exprs.append(self.bucket(seconds, "hour") if hourly else self.bucket(seconds))
+            else:
+                exprs.append(_GROUP_COLUMNS[g])
+        where = f"{time_column} >= {args.add(start)} AND {time_column} < {args.add(end)}"
+        if team is not None:
+            where += f" AND team = {args.add(team)}"
+        count = self.sum_of("requests") if hourly else "count(*)"
+        select = ", ".join([*exprs, count, *(self.sum_of(c) for c in (*SUMS, "cost_nanos"))])
+        sql = f"SELECT {select} FROM {table} WHERE {where}"
+        if exprs:
+            sql += " GROUP BY " + ", ".join(exprs)
+        return sql, args.values
 
     async def requests(self, where: RequestFilter, *, cursor: str | None = None,
                        limit: int = 100) -> tuple[list[dict[str, Any]], str | None]:

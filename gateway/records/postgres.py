@@ -18,7 +18,10 @@ from typing import Any
 
 import asyncpg
 
-from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable, retention_cutoff
+from gateway.records.base import (
+    COLUMNS, HOURLY_KEY, HOURLY_SUMS, RecordRejected, RecordStore, RecordStoreUnavailable, hourly_rows, hourly_upsert,
+    new_rows, retention_cutoff,
+)
 from gateway.records.schema import LATEST, VERSION_TABLE, pending
 from gateway.store.base import StoreError
 
@@ -29,6 +32,10 @@ _TYPES = {"request_id": "text", "ts": "float8", "team": "text", "key_id": "text"
 _INSERT = (f"INSERT INTO usage_records ({', '.join(COLUMNS)}) SELECT * FROM unnest("
            + ", ".join(f"${i}::{_TYPES[c]}[]" for i, c in enumerate(COLUMNS, 1))
            + ") ON CONFLICT DO NOTHING")
+_HOURLY_TYPES = ("int8", "text", "text", "text", "text", "text", *("int8",) * len(HOURLY_SUMS))
+_HOURLY = hourly_upsert("SELECT * FROM unnest(" + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_HOURLY_TYPES, 1))
+                        + ")")
+assert len(_HOURLY_TYPES) == len(HOURLY_KEY) + len(HOURLY_SUMS)
 _PARTITION = re.compile(r"usage_records_d(\d{8})")
 _LOCK_ID = 0x6761_7465  # one advisory lock for schema changes and partition DDL, across replicas
 # SQLSTATE classes that mean "the server, not the statement": connection, resources, operator.
@@ -167,8 +174,12 @@ class PostgresRecordStore(RecordStore):
         columns = [list(c) for c in zip(*rows)]
         async with self._connection() as conn:
             await self._ensure_partitions(conn, {int(ts // 86400) * 86400 for ts in columns[1]})
-            status = await conn.execute(_INSERT, *columns)
-        return int(status.rsplit(" ", 1)[-1])
+            async with conn.transaction():  # the rows and their hourly sums, together or not at all
+                inserted = await conn.fetch(_INSERT + " RETURNING ts, request_id", *columns)
+                hourly = hourly_rows(new_rows(rows, {(r[0], r[1]) for r in inserted}))
+                if hourly:
+                    await conn.execute(_HOURLY, *[list(c) for c in zip(*hourly)])
+        return len(inserted)
 
     async def maintain(self, now: float, retention_days: int) -> int:
         """Today's and tomorrow's partitions made ahead; the expired ones dropped."""
@@ -194,6 +205,8 @@ class PostgresRecordStore(RecordStore):
                         await conn.execute(f"DROP TABLE IF EXISTS {name}")
                 self._partitions.discard(day)
                 dropped += 1
+        async with self._connection() as conn:
+            await conn.execute("DELETE FROM usage_hourly WHERE hour < $1", int(before))
         return dropped
 
     # -- reading ---------------------------------------------------------------------------------
@@ -201,8 +214,8 @@ class PostgresRecordStore(RecordStore):
         async with self._connection() as conn:
             return [tuple(r) for r in await conn.fetch(sql, *args)]
 
-    def bucket(self, seconds: int) -> str:
-        return f"(floor(ts / {seconds}) * {seconds})::bigint"
+    def bucket(self, seconds: int, column: str = "ts") -> str:
+        return f"(floor({column} / {seconds}) * {seconds})::bigint"
 
     def sum_of(self, column: str) -> str:
         return f"sum({column})::bigint"

@@ -15,12 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from gateway.records.base import COLUMNS, RecordRejected, RecordStore, RecordStoreUnavailable, retention_cutoff
+from gateway.records.base import (
+    COLUMNS, HOURLY_KEY, HOURLY_SUMS, RecordRejected, RecordStore, RecordStoreUnavailable, hourly_rows, hourly_upsert,
+    retention_cutoff,
+)
 from gateway.records.schema import VERSION_TABLE, pending
 from gateway.store.base import StoreError
 
 T = TypeVar("T")
 _INSERT = f"INSERT OR IGNORE INTO usage_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_HOURLY = hourly_upsert(f"VALUES ({', '.join('?' * (len(HOURLY_KEY) + len(HOURLY_SUMS)))})")
 DELETE_SLICE = 10_000
 
 
@@ -108,15 +112,15 @@ class SqliteRecordStore(RecordStore):
             return 0
 
         def write(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # the rows and their hourly sums, together or not at all
             try:
-                conn.executemany(_INSERT, rows)
+                fresh = [row for row in rows if conn.execute(_INSERT, row).rowcount == 1]
+                conn.executemany(_HOURLY, hourly_rows(fresh))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-            return conn.total_changes - before
+            return len(fresh)
         return await self._run(write)
 
     async def maintain(self, now: float, retention_days: int) -> int:
@@ -130,6 +134,7 @@ class SqliteRecordStore(RecordStore):
                                       "WHERE ts < ? LIMIT ?)", (before, DELETE_SLICE))
                 removed += cursor.rowcount
                 if cursor.rowcount < DELETE_SLICE:
+                    conn.execute("DELETE FROM usage_hourly WHERE hour < ?", (int(before),))
                     return removed
         return await self._run(delete)
 
@@ -137,5 +142,5 @@ class SqliteRecordStore(RecordStore):
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self._run(lambda conn: conn.execute(sql, list(args)).fetchall())
 
-    def bucket(self, seconds: int) -> str:
-        return f"(CAST(ts / {seconds} AS INTEGER) * {seconds})"
+    def bucket(self, seconds: int, column: str = "ts") -> str:
+        return f"(CAST({column} / {seconds} AS INTEGER) * {seconds})"

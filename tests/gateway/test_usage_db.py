@@ -311,11 +311,11 @@ def test_db_upgrade_migrates_an_empty_database_and_says_so(postgres_server, tmp_
     done = run_gateway(["db", "upgrade", "--db", url, "--to", "1"])
     assert (done.returncode, done.stdout.strip()) == (0, "record store schema: version 0 -> 1"), done.stderr
     done = run_gateway(["db", "upgrade"], GATEWAY_USAGE_DB_URL=url)
-    assert (done.returncode, done.stdout.strip()) == (0, "record store schema: version 1 -> 2"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (0, "record store schema: version 1 -> 3"), done.stderr
     done = run_gateway(["db", "upgrade", "--db", url])
-    assert done.stdout.strip() == "record store schema: already at version 2"
+    assert done.stdout.strip() == "record store schema: already at version 3"
     sqlite_url = f"sqlite:///{tmp_path}/u.db"
-    assert run_gateway(["db", "upgrade", "--db", sqlite_url]).stdout.strip() == "record store schema: version 0 -> 2"
+    assert run_gateway(["db", "upgrade", "--db", sqlite_url]).stdout.strip() == "record store schema: version 0 -> 3"
     done = run_gateway(["db", "upgrade", "--db", "mysql://x"])
     assert done.returncode == 2 and "usage_db_url" in done.stderr
 

@@ -81,6 +81,9 @@ async def test_a_record_written_twice_is_stored_once(db):
     assert await db.insert(KNOWN[:2]) == 2
     assert await db.insert(KNOWN) == 2  # a replay of the first two, and two new ones
     assert await db.count() == 4
+    assert await db.insert([record("twice", MARCH_1 + 99)] * 2) == 1  # a batch repeating a record
+    [total] = await db.summary(MARCH_1, MARCH_1 + 2 * DAY, [])
+    assert total["requests"] == 5
 
 
 async def test_the_request_log_pages_newest_first_with_filters(db):
@@ -158,31 +161,55 @@ async def test_retention_removes_what_is_older_than_the_cutoff(db):
         assert {partition_name(today - 30 * DAY), partition_name(today), partition_name(today + DAY)} <= set(partitions)
 
 
-async def test_migrations_run_from_an_empty_database_and_from_the_previous_version(db_url):
+async def _insert_raw(store, columns: tuple[str, ...], values: tuple) -> None:
+    """A row written the way an earlier schema version's gateway wrote it (no hourly sums)."""
+    marks = ", ".join(f"${i}" for i in range(1, len(values) + 1)) if store.kind == "postgresql" \
+        else ", ".join("?" * len(values))
+    await store.fetch(f"INSERT INTO usage_records ({', '.join(columns)}) VALUES ({marks})", list(values))
+
+
+async def test_migrations_run_from_an_empty_database_and_from_each_previous_version(db_url):
+    from gateway.records.base import COLUMNS
+    from gateway.records.schema import LATEST
     store = create_record_store(db_url)
     await store.open(migrate=False)
     try:
         assert await store.upgrade(1) == (0, 1)
-        # Version 1 had no key_id column: write a row the way it would have.
-        v1_columns = "request_id, ts, team, user_id, session_id, model_requested, model, provider, status, " \
-                     "streamed, input_tokens, output_tokens, cache_creation_input_tokens, cache_read_input_tokens, " \
-                     "cost_nanos, latency_ms, record"
-        rec = record("v1", MARCH_1 + 30, key_id="key-old")
-        row = record_row(rec)
-        values = (*row[:3], *row[4:])
         if store.kind == "postgresql":
             from gateway.records.postgres import partition_name
             await store.fetch(f"CREATE TABLE {partition_name(MARCH_1)} PARTITION OF usage_records "
                               f"FOR VALUES FROM ({MARCH_1}) TO ({MARCH_1 + DAY})", [])
-            marks = ", ".join(f"${i}" for i in range(1, len(values) + 1))
-        else:
-            marks = ", ".join("?" * len(values))
-        await store.fetch(f"INSERT INTO usage_records ({v1_columns}) VALUES ({marks})", list(values))
-        assert await store.upgrade() == (1, 2)
-        assert await store.schema_version() == 2
-        assert await store.upgrade() == (2, 2)
+        # Version 1 had no key_id column.
+        v1 = tuple(c for c in COLUMNS if c != "key_id")
+        row = record_row(record("v1", MARCH_1 + 30, key_id="key-old", cost=0.5))
+        await _insert_raw(store, v1, tuple(v for c, v in zip(COLUMNS, row) if c != "key_id"))
+        assert await store.upgrade(2) == (1, 2)
+        # Version 2 had no hourly sums.
+        await _insert_raw(store, COLUMNS, record_row(record("v2", MARCH_1 + 7200, key_id="key-old", cost=0.25)))
+        assert await store.upgrade() == (2, LATEST)
+        assert await store.schema_version() == LATEST
+        assert await store.upgrade() == (LATEST, LATEST)
+        [row] = await store.summary(MARCH_1, MARCH_1 + DAY, ["key"])  # whole hours: the hourly sums
+        assert (row["key"], row["requests"], row["cost_usd"]) == ("key-old", 2, 0.75)  # filled from the records
+        assert await store.insert([record("v3", MARCH_1 + 40, key_id="key-old")]) == 1
         [row] = await store.summary(MARCH_1, MARCH_1 + DAY, ["key"])
-        assert (row["key"], row["requests"]) == ("key-old", 1)  # filled from the stored record
-        assert await store.insert([record("v2", MARCH_1 + 40)]) == 1
+        assert row["requests"] == 3
     finally:
         await store.close()
+
+
+async def test_whole_hours_come_from_the_hourly_sums_and_the_edges_from_the_records(db):
+    await db.insert([record(f"h{i}", MARCH_1 + i * 600, cost=0.01 * (i + 1)) for i in range(36)])  # six hours
+    for start, end in ((MARCH_1, MARCH_1 + 6 * HOUR), (MARCH_1 + 900, MARCH_1 + 5 * HOUR + 1),
+                       (MARCH_1 + 1200, MARCH_1 + 1800), (MARCH_1 + 3 * HOUR, MARCH_1 + 4 * HOUR - 1)):
+        expected = [i for i in range(36) if start <= MARCH_1 + i * 600 < end]
+        [row] = await db.summary(start, end, ["team"])
+        assert row["requests"] == len(expected), (start, end)
+        assert row["cost_usd"] == round(sum(0.01 * (i + 1) for i in expected), 9)
+    rows = await db.summary(MARCH_1 + 1800, MARCH_1 + 2 * HOUR + 1200, ["hour"])
+    assert [(r["hour"], r["requests"]) for r in rows] == [("2025-03-01T00:00:00Z", 3), ("2025-03-01T01:00:00Z", 6),
+                                                          ("2025-03-01T02:00:00Z", 2)]
+    # A replay adds nothing to the sums either.
+    await db.insert([record(f"h{i}", MARCH_1 + i * 600, cost=0.01 * (i + 1)) for i in range(36)])
+    [row] = await db.summary(MARCH_1, MARCH_1 + DAY, [])
+    assert row["requests"] == 36
