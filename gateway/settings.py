@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     usage_flush_interval: float = Field(default=0.5, gt=0, description="seconds between database batches while the buffer holds less than one")
     usage_buffer_max_records: int = Field(default=200_000, ge=1, description="records per team waiting in Redis for the database")
     usage_claim_idle: float = Field(default=30.0, gt=0, description="seconds before another replica takes over records a replica read and never committed")
-    usage_dedupe_window: float = Field(default=3600.0, gt=0, description="seconds a request id is remembered so a replayed record counts once in the rollups")
+    usage_dedupe_window: float = Field(default=3600.0, gt=0, description="seconds a request id is remembered so that a replayed settlement or record counts once in the budgets and rollups")
     otlp_endpoint: str | None = None
 
     @field_validator("redis_url", "otlp_endpoint", "usage_db_url", mode="before")

@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=2_000_000)
     parser.add_argument("--outage-at", type=float, help="stop PostgreSQL this many seconds into the load")
     parser.add_argument("--outage-for", type=float, default=60, help="seconds PostgreSQL stays stopped")
+    parser.add_argument("--dedupe-window", type=float, help="usage_dedupe_window for the gateway (default: its own)")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_upstream:
@@ -106,7 +107,8 @@ def main() -> int:
     with RedisServer() as redis_server, PostgresServer() as postgres:
         upstream = subprocess.Popen([sys.executable, __file__, "--serve-upstream", str(upstream_port)])
         config = work / "gateway.yaml"
-        config.write_text(json.dumps({
+        extra = {"usage_dedupe_window": args.dedupe_window} if args.dedupe_window else {}
+        config.write_text(json.dumps({**extra,
             "redis_url": redis_server.url, "usage_db_url": postgres.url, "admin_key": "sk-soak-admin-0000",
             "providers": {"anthropic": {"base_url": f"http://127.0.0.1:{upstream_port}", "api_key": "sk-up"}},
             "keys": [{"key": KEY, "team": "soak"}], "usage_spill_path": str(work / "spill.jsonl"),

@@ -165,6 +165,15 @@ def test_a_full_buffer_is_said_and_its_records_wait_in_the_spill_file(shared, po
         postgres_server.start()
 
 
+def test_the_dedupe_window_bounds_how_long_redis_remembers_each_request(shared, redis_server):  # noqa: F811
+    with GatewayThread(**shared(usage_dedupe_window=120)) as gw:
+        send(gw)
+        with redis_server.client() as r:
+            assert wait_for(lambda: r.exists("gw:{team-a}:useen") and r.exists("gw:{team-a}:settled"), timeout=5)
+            assert 0 < r.ttl("gw:{team-a}:useen") <= 120  # the records' request ids
+            assert 0 < r.ttl("gw:{team-a}:settled") <= 240  # the settlements' (twice the window)
+
+
 def test_usage_reads_from_postgres_when_redis_holds_no_records(shared, postgres_server):  # noqa: F811
     with GatewayThread(**shared()) as gw:
         for _ in range(3):
