@@ -34,6 +34,7 @@ log = logging.getLogger("gateway.records")
 _RECORD = COLUMNS.index("record")
 MAINTAIN_EVERY_S = 3600.0   # partitions made ahead and expired ones dropped this often
 LENGTH_EVERY_S = 1.0        # the buffer's length measured this often
+FORGET_CONSUMERS_AFTER_S = 3600.0  # a consumer holding nothing and idle this long is a replica that is gone
 MAX_PAUSE_S = 2.0           # the longest wait between two attempts while Redis or the database is down
 TEAMS_EVERY_S = 1.0         # the list of buffers read again this often (and while there is none)
 
@@ -170,6 +171,7 @@ class BufferDrainer:
             claim = now - self._claimed_at >= self.claim_idle_s / 2
             if claim:
                 self._claimed_at = now
+                await self.store.buffer_forget_consumers(self._teams, int(FORGET_CONSUMERS_AFTER_S * 1000))
             per_team = max(1, self.batch_size // len(self._teams)) if len(self._teams) > 1 else self.batch_size
             self._held = await self.store.buffer_read(
                 self._teams, self.consumer, per_team,

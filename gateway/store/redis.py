@@ -562,6 +562,20 @@ class RedisStore(Store):
                 if isinstance(reply, Exception):
                     raise StoreUnavailable(f"redis unavailable: {reply}")
 
+    async def buffer_forget_consumers(self, teams: Sequence[str], idle_ms: int) -> int:
+        """Remove consumers (replicas that are gone) idle this long and holding nothing: each
+        process reads under a name of its own, so every restart would leave one behind. A live
+        consumer removed this way comes back with its next read; one holding entries stays."""
+        async with self._guard():
+            replies = await self._raw_pipeline([("xinfo_consumers", (keys.TeamKeys(t).usage, USAGE_GROUP))
+                                                for t in teams])
+            gone = [(keys.TeamKeys(t).usage, c["name"]) for t, reply in zip(teams, replies)
+                    if not isinstance(reply, Exception) for c in reply
+                    if int(c.get("pending", 0)) == 0 and int(c.get("idle", 0)) >= idle_ms]
+            if gone:
+                await self._raw_pipeline([("xgroup_delconsumer", (stream, USAGE_GROUP, name)) for stream, name in gone])
+        return len(gone)
+
     async def buffer_length(self, teams: Sequence[str]) -> int:
         """Records in the buffers not yet committed to the database (read or not)."""
         async with self._guard():

@@ -111,6 +111,21 @@ async def test_a_buffer_written_before_consumer_groups_is_read_from_its_start(se
         await store.close()
 
 
+async def test_consumers_of_replicas_that_are_gone_are_forgotten_unless_they_hold_records(servers):
+    store = create_store(servers.url)
+    try:
+        await store.append_usage([record(f"r{i}", NOW + i) for i in range(2)])
+        done = await store.buffer_read(["team-a"], "gone-replica", 1)
+        await store.buffer_ack([(t, i) for t, i, _ in done])
+        assert len(await store.buffer_read(["team-a"], "holding-replica", 1)) == 1  # read, never committed
+        assert await store.buffer_forget_consumers(["team-a"], idle_ms=0) == 1
+        assert await store.buffer_forget_consumers(["team-a"], idle_ms=0) == 0
+        claimed = await store.buffer_read(["team-a"], "survivor", 10, claim_idle_ms=0)
+        assert [orjson.loads(raw)["request_id"] for _, _, raw in claimed] == ["r1"]  # still pending, still claimable
+    finally:
+        await store.close()
+
+
 def script_calls(cluster) -> int:
     calls = 0
     for node in cluster.nodes:
