@@ -14,6 +14,10 @@ local dedupe = tonumber(ARGV[6])
 forget_before(KEYS[1], '(' .. string.format('%.0f', tonumber(ARGV[1]) - dedupe), 1000 + #ARGV)
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[2], ARGV[2], '0', 'MKSTREAM')
+else
+  -- A buffer is emptied by its drainers, never by time (earlier versions kept records in this
+  -- stream with an expiry: it must not take undrained records with it).
+  redis.call('PERSIST', KEYS[2])
 end
 local room = tonumber(ARGV[3]) - redis.call('XLEN', KEYS[2])
 

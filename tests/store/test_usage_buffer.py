@@ -104,9 +104,12 @@ async def test_a_buffer_written_before_consumer_groups_is_read_from_its_start(se
         with direct:
             direct.delete("gw:{team-a}:usage")
             direct.xadd("gw:{team-a}:usage", {"r": orjson.dumps(record("old", NOW - 60)).decode()})
+            direct.expire("gw:{team-a}:usage", 7 * 86400)  # as earlier versions kept it
+            await store.append_usage([record("newer", NOW)])
+            assert direct.ttl("gw:{team-a}:usage") == -1  # a buffer never expires
         entries = await store.buffer_read(["team-a"], "c1", 10)
         entries += await store.buffer_read(["team-a"], "c1", 10)
-        assert [orjson.loads(raw)["request_id"] for _, _, raw in entries] == ["old"]
+        assert [orjson.loads(raw)["request_id"] for _, _, raw in entries] == ["old", "newer"]
     finally:
         await store.close()
 
