@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,7 +102,7 @@ class UsageRecorder:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
-        if self.spill_path.exists() or self.spill_path.with_name(self.spill_path.name + ".replaying").exists():
+        if _waiting(self.spill_path) or _waiting(self.spill_path.with_name(self.spill_path.name + ".replaying")):
             self._store_down = True  # a previous run left records behind: replay them
             self._wake.set()
 
@@ -204,7 +205,8 @@ class UsageRecorder:
         with open(self.spill_path, "ab") as spill:
             spill.write(b"\n".join(lines) + b"\n")
             spill.flush()
-            os.fsync(spill.fileno())
+            if stat.S_ISREG(os.fstat(spill.fileno()).st_mode):  # /dev/null and pipes cannot be synced
+                os.fsync(spill.fileno())
         metrics.USAGE_BACKLOG.inc(len(lines))
 
     async def _replay_spill(self) -> None:
@@ -214,7 +216,7 @@ class UsageRecorder:
         deleted with it; the renamed file goes only once all of it is stored.
         """
         replaying = self.spill_path.with_name(self.spill_path.name + ".replaying")
-        if not replaying.exists() and not self.spill_path.exists():
+        if not _waiting(replaying) and not _waiting(self.spill_path):
             self._store_down = False
             return
         try:
@@ -222,8 +224,8 @@ class UsageRecorder:
         except StoreUnavailable:
             return
         while True:
-            if not replaying.exists():
-                if not self.spill_path.exists():
+            if not _waiting(replaying):
+                if not _waiting(self.spill_path):
                     break
                 os.replace(self.spill_path, replaying)
             records, settlements, count = _read_spill(replaying)
@@ -239,6 +241,12 @@ class UsageRecorder:
             if self._deferred:
                 return  # the buffer is still full: what it refused waits in the new spill file
         self._store_down = False
+
+
+def _waiting(path: Path) -> bool:
+    """Whether records wait in this file. Only a regular file holds any: a spill path such as
+    /dev/null (records thrown away on purpose) must never be renamed or deleted by a replay."""
+    return path.is_file()
 
 
 def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:

@@ -62,8 +62,11 @@ class PostgresServer:
                 "--init-groups", *line]
 
     def _run(self, line: list[str], check: bool = False) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run(self._as_owner(line), check=check, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, cwd=self.root, timeout=60)
+        done = subprocess.run(self._as_owner(line), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              cwd=self.root, timeout=60)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{line[0]} failed: {done.stderr.decode(errors='replace')}")
+        return done
 
     @property
     def url(self) -> str:

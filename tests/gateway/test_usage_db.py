@@ -349,3 +349,23 @@ def test_a_database_url_of_another_kind_refuses_to_start(tmp_path):
 def test_the_data_directory_default_is_named_in_the_settings(tmp_path):
     from gateway.records import record_store_url
     assert record_store_url(None, str(tmp_path)) == f"sqlite:///{Path(tmp_path) / 'usage.db'}"
+
+
+def test_a_spill_path_that_is_not_a_file_is_never_moved_or_deleted(upstream, tmp_path):
+    # /dev/null as the spill path throws records away on purpose; a replay once renamed the device
+    # node away and deleted it. A FIFO stands in for it here.
+    fifo = tmp_path / "spill.fifo"
+    os.mkfifo(fifo)
+    records: list[bytes] = []
+    with GatewayThread(**base_settings(upstream.url, data_dir=str(tmp_path), usage_max_pending=1,
+                                       usage_spill_path=str(fifo))) as gw:
+        reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that writes to it never block
+        try:
+            rid = send(gw)
+            time.sleep(1.5)  # a replay pass runs every second while records are said to wait
+            assert fifo.is_fifo() and not (tmp_path / "spill.fifo.replaying").exists()
+            records.append(os.read(reader, 65536))
+            assert rid.encode() in records[0]  # what met the bound went to the pipe, as asked
+            assert httpx.get(gw.url + "/healthz").status_code == 200
+        finally:
+            os.close(reader)
