@@ -190,7 +190,7 @@ class UsageRecorder:
                 except StoreUnavailable as exc:
                     self.state.failed(exc)
                     raise
-                self.state.ok(time.time())
+                self.state.ok()
             if left:
                 self.state.bound_hit("buffer", len(left), time.time())
                 self._spill((list(left), []))

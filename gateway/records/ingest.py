@@ -48,7 +48,7 @@ class IngestState:
     buffered: int = 0          # records in the Redis buffers, not yet committed
     bound_hit_at: float = 0.0  # when a bound last sent records to the spill file
 
-    def ok(self, now: float) -> None:
+    def ok(self) -> None:
         if not self.reachable:
             log.info("usage: the record store (%s) accepts writes again", self.kind)
         self.reachable, self.error = True, None
@@ -67,6 +67,8 @@ class IngestState:
         self.bound_hit_at = now
 
     def report(self, now: float, buffer_bound: int | None) -> dict[str, Any]:
+        """Not ok while the database is unreachable, for a minute after a bound was hit, and while
+        the buffers hold half of one team's bound: the database is falling behind."""
         behind = buffer_bound is not None and self.buffered >= buffer_bound // 2
         recent_bound = now - self.bound_hit_at < 60
         answer: dict[str, Any] = {"db": self.kind, "reachable": self.reachable, "buffered": self.buffered,
@@ -192,7 +194,7 @@ class BufferDrainer:
         except StoreUnavailable as exc:
             self.state.failed(exc)
             raise
-        self.state.ok(now)
+        self.state.ok()
         await self.store.buffer_ack(done)
         self._held = []
         return len(done)
