@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl)
-# and runs the suite.
-# The tests start their own Redis servers on free loopback ports; nothing else has to be running.
+# Installs what the tests need (the package with its test extras, redis-server, postgresql,
+# prometheus, openssl) and runs the suite.
+# The tests start their own Redis and PostgreSQL servers on free loopback ports; nothing else has
+# to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=python3
@@ -9,10 +10,12 @@ if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
   exit 2
 fi
-# Real servers the tests start on free loopback ports: Redis, and Prometheus for the scrape test;
+# Real servers the tests start on free loopback ports: Redis, PostgreSQL, and Prometheus for the scrape test;
 # openssl makes the TLS tests' certificate.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# PostgreSQL for the usage record store: the tests make throwaway clusters with its initdb.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
