@@ -313,7 +313,9 @@ def _compose_env(**values: str) -> dict[str, str]:
 
 
 def test_compose_without_a_provider_key_stops_naming_it_and_the_demo_switch(tmp_path: Path) -> None:
-    result = subprocess.run([_gateway_command(), "serve", "--port", str(free_port())], env=_compose_env(),
+    # The compose PostgreSQL is named (as compose does) but never reached: the gateway stops first.
+    env = _compose_env(GATEWAY_USAGE_DB_URL=f"postgresql://gateway:pw@127.0.0.1:{free_port()}/gateway")
+    result = subprocess.run([_gateway_command(), "serve", "--port", str(free_port())], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "providers.anthropic.api_key is empty" in result.stderr and "GATEWAY_DEMO=1" in result.stderr
@@ -388,9 +390,10 @@ def _wait_healthy(port: int, process: subprocess.Popen, log: Path) -> None:
 
 
 def test_compose_demo_answers_with_the_mock_providers_and_no_provider_key(tmp_path: Path) -> None:
-    with RedisServer() as redis_server:
+    with RedisServer() as redis_server, PostgresServer() as postgres:
         port = free_port()
-        env = _compose_env(GATEWAY_REDIS_URL=redis_server.url, GATEWAY_DEMO="1", GATEWAY_DEMO_KEY="sk-demo-compose-1")
+        env = _compose_env(GATEWAY_REDIS_URL=redis_server.url, GATEWAY_USAGE_DB_URL=postgres.url, GATEWAY_DEMO="1",
+                           GATEWAY_DEMO_KEY="sk-demo-compose-1")
         log = tmp_path / "gateway.log"
         with open(log, "wb") as out:
             process = subprocess.Popen([_gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],

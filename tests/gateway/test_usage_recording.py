@@ -49,7 +49,8 @@ def records(db_url: str, team: str, n: int, timeout: float = 5.0) -> list[dict]:
     found: list[dict] = []
 
     def enough() -> bool:
-        found[:] = in_database(db_url, "requests", RequestFilter(team=team), limit=1000)[0]
+        # One more than expected, so that a doubled record shows.
+        found[:] = in_database(db_url, "requests", RequestFilter(team=team), limit=max(1000, n + 1))[0]
         return len(found) >= n
     assert wait_for(enough, timeout=timeout, interval=0.05), f"expected {n} records, found {len(found)}"
     assert len(found) == n
