@@ -1,4 +1,7 @@
-"""The admin HTTP API under `/admin/` (teams, keys, usage, sessions) and `GET /v1/usage`.
+"""The admin HTTP API under `/admin/` (teams, keys, usage, sessions, the request log) and `GET /v1/usage`.
+
+Teams and keys live in the store; usage, sessions and the request log are read from the record
+store (gateway/records), so they answer for the whole retention, and while Redis is down.
 
 Every `/admin/` route needs the admin key (`x-api-key` or `Authorization: Bearer`): without an
 admin key configured the whole API answers 403 "admin API disabled", a team's key gets 403, a
@@ -40,7 +43,7 @@ from gateway.store.base import (
     LIMIT_FIELDS, Conflict, Invalid, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
     key_to_json, limits_from, team_to_json, validate_alerts, validate_team_name,
 )
-from gateway.store.rollups import GROUP_FIELDS
+from gateway.records.base import GROUP_FIELDS, MAX_PAGE, RecordStore, RequestFilter
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -70,6 +73,8 @@ AUDITED = {"create_team": "team.create", "update_team": "team.update", "delete_t
 KEY_FIELDS = frozenset({"name", "expires_at", "expires_in_days", "metadata", "limits", *LIMIT_FIELDS})
 ROTATE_FIELDS = frozenset({"grace_seconds", "expires_at", "expires_in_days"})
 USAGE_PARAMS = frozenset({"from", "to", "group_by", "team"})
+REQUEST_PARAMS = frozenset({"from", "to", "team", "model", "status", "cursor", "limit"})
+_STATUS = re.compile(r"([1-5])(?:xx|XX)|([1-5]\d\d)")
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -260,6 +265,41 @@ def usage_query(params: Mapping[str, str], now: float) -> tuple[float, float, tu
     return start, end, parse_group_by(params.get("group_by")), _team_param(params.get("team"))
 
 
+def _limit(params: Mapping[str, str], default: int, most: int) -> int:
+    try:
+        limit = int(params.get("limit", str(default)))
+    except ValueError:
+        limit = -1
+    if not 1 <= limit <= most:
+        raise errors.InvalidRequest(f"limit: must be an integer from 1 to {most}")
+    return limit
+
+
+def request_query(params: Mapping[str, str]) -> tuple[RequestFilter, str | None, int]:
+    """(filter, cursor, limit) of a request log page; `status` is a code (429) or a class (5xx)."""
+    unknown = sorted(set(params) - REQUEST_PARAMS)
+    if unknown:
+        raise errors.InvalidRequest(f"unknown parameter(s): {', '.join(unknown)} "
+                                    f"(expected some of: {', '.join(sorted(REQUEST_PARAMS))})")
+    start = parse_time("from", params["from"]) if params.get("from") else None
+    end = parse_time("to", params["to"], end_of_day=True) if params.get("to") else None
+    if start is not None and end is not None and start >= end:
+        raise errors.InvalidRequest("from: must be earlier than to")
+    status, status_class = None, False
+    if params.get("status"):
+        m = _STATUS.fullmatch(params["status"].strip())
+        if m is None:
+            raise errors.InvalidRequest(f"status: expected an HTTP status (429) or a class (5xx), "
+                                        f"not {params['status']!r}")
+        status, status_class = (int(m.group(1)) * 100, True) if m.group(1) else (int(m.group(2)), False)
+    model = params.get("model") or None
+    if model is not None and len(model) > MAX_ID_CHARS:
+        raise errors.InvalidRequest(f"model: must be at most {MAX_ID_CHARS} characters")
+    where = RequestFilter(team=_team_param(params.get("team")), start=start, end=end, model=model,
+                          status=status, status_class=status_class)
+    return where, params.get("cursor") or None, _limit(params, 100, MAX_PAGE)
+
+
 def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_RANDOM_BYTES)
 
@@ -276,6 +316,10 @@ class AdminAPI:
     @property
     def store(self) -> Store:
         return self.gateway.store
+
+    @property
+    def records(self) -> RecordStore:
+        return self.gateway.records.db
 
     def admin_enabled(self) -> bool:
         admin_key = self.gateway.settings.admin_key
@@ -532,7 +576,7 @@ class AdminAPI:
     # usage ------------------------------------------------------------------------------------
     async def _usage(self, start: float, end: float, group_by: tuple[str, ...],
                      team: str | None) -> Response:
-        rows = await self.store.query_usage(start, end, list(group_by), team)
+        rows = await self.records.summary(start, end, list(group_by), team)
         return json_response({"data": rows, "from": start, "to": end, "group_by": list(group_by),
                               "team": team})
 
@@ -558,14 +602,15 @@ class AdminAPI:
             raise errors.InvalidRequest(f"session_id: must be at most {MAX_ID_CHARS} characters")
         params = request.query_params
         team = _team_param(params.get("team"))
-        try:
-            limit = int(params.get("limit", "100"))
-        except ValueError:
-            limit = -1
-        if not 1 <= limit <= MAX_SESSION_RECORDS:
-            raise errors.InvalidRequest(f"limit: must be an integer from 1 to {MAX_SESSION_RECORDS}")
-        records = await self.store.usage_records(team=team, session_id=session_id, limit=limit)
+        limit = _limit(params, 100, MAX_SESSION_RECORDS)
+        records = await self.records.session(session_id, team=team, limit=limit)
         return json_response({"session_id": session_id, "data": records})
+
+    async def request_log(self, request: Request) -> Response:
+        """GET /admin/requests: usage records newest first, filtered, a page at a time."""
+        where, cursor, limit = request_query(request.query_params)
+        records, following = await self.records.requests(where, cursor=cursor, limit=limit)
+        return json_response({"data": records, "next_cursor": following})
 
 
     # budgets, routing state, audit log, alert deliveries --------------------------------------
@@ -596,7 +641,7 @@ class AdminAPI:
         over the newest usage records."""
         now = time.time()
         view = self.gateway.routing.view
-        records = await self.store.usage_records(start=now - RECENT_ERRORS_S, limit=RECENT_RECORDS)
+        records, _ = await self.records.requests(RequestFilter(start=now - RECENT_ERRORS_S), limit=RECENT_RECORDS)
         outcomes = attempt_outcomes(records)
         endpoints = []
         for model in self.gateway.catalog.models.values():
@@ -704,6 +749,7 @@ def admin_routes(gateway: Gateway) -> list[Route]:
         Route("/admin/usage", team_read(api.admin_usage), methods=["GET"]),
         Route("/admin/reload", admin(api.reload), methods=["POST"]),
         Route("/admin/sessions/{session_id}", team_read(api.session), methods=["GET"]),
+        Route("/admin/requests", team_read(api.request_log), methods=["GET"]),
         Route("/admin/routing", admin(api.routing), methods=["GET"]),
         Route("/admin/audit", admin(api.audit), methods=["GET"]),
         Route("/admin/alerts", admin(api.alert_deliveries), methods=["GET"]),

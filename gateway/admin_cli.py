@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from gateway.records.commands import add_export_command
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -385,5 +387,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
               "and model)", common)
     p.add_argument("--from", dest="start", help="start: epoch seconds, RFC 3339 or YYYY-MM-DD (UTC)")
     p.add_argument("--to", dest="end", help="end: the same forms; a date includes that whole day")
-    p.add_argument("--group-by", help="comma-separated: team, model, provider, user, day, hour")
+    p.add_argument("--group-by", help="comma-separated: team, model, provider, user, key, day, hour")
     p.add_argument("--team", help="only this team")
+    add_export_command(p.add_subparsers(dest="usage_command", metavar="{export}"))

@@ -39,6 +39,7 @@ from gateway.execute import Executor
 from gateway.model_listing import list_page, model_info
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
+from gateway.records.service import UsageRecords
 from gateway.routing import RoutingState
 from gateway.serving import served_models
 from gateway.settings import ConfigError, Settings
@@ -64,7 +65,9 @@ GC_YOUNG_OBJECTS = 5000
 
 
 def store_options(settings: Settings) -> dict:
-    options: dict = {"usage_max_age_s": settings.usage_retention_days * 86400}
+    options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records,
+                     # A replayed batch holds settlements and records alike: one window for both.
+                     "usage_dedupe_s": settings.usage_dedupe_window, "settle_memory_s": settings.usage_dedupe_window}
     if settings.redis_url:
         options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout,
                        operation_timeout=settings.store_timeout)
@@ -92,7 +95,9 @@ class Gateway:
         self.admitter = Admitter(self.store, settings.store_outage)
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
-        self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
+        self.records = UsageRecords(settings, self.store)
+        self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer,
+                                   **self.records.recorder_options())
         self.auditor = Auditor(self.store, settings.audit_retention_days)
         self.alerts = AlertChecker(self.store, settings.alerts)
         self.usage.on_settled = self.alerts.settled
@@ -269,6 +274,7 @@ class Gateway:
         except StoreUnavailable:
             log.warning("store unreachable at startup: keys from the config file are registered later")
             self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
+        await self.records.start()
         self.usage.start()
         self.alerts.start()
         if self.demo and not self.settings.redis_url:
@@ -302,8 +308,10 @@ class Gateway:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         for task in self._background:
             task.cancel()
+        await self.records.stop()
         await self.usage.stop()
         await self.alerts.stop()
+        await self.records.close()
         if self.tracer is not None:
             await asyncio.to_thread(self.tracer.shutdown)
         if self.client is not None:
@@ -542,15 +550,19 @@ class Gateway:
 
     async def readyz(self, request: Request) -> Response:
         backend = "redis" if self.settings.redis_url else "memory"
+        usage = self.records.report()
         try:
             await self.store.ping()
         except StoreUnavailable:
             if self.admitter.fail_open:
                 return json_response({"status": "degraded", "store": backend, "reachable": False,
-                                      "policy": "fail_open"})
+                                      "policy": "fail_open", "usage": usage})
             return json_response({"status": "unavailable", "store": backend, "reachable": False,
-                                  "policy": "fail_closed"}, status=503)
-        return json_response({"status": "ready", "store": backend, "reachable": True, "demo": self.demo})
+                                  "policy": "fail_closed", "usage": usage}, status=503)
+        # The record store falling behind degrades, never fails: requests are still counted.
+        status = "ready" if usage["ok"] else "degraded"
+        return json_response({"status": status, "store": backend, "reachable": True, "demo": self.demo,
+                              "usage": usage})
 
     async def metrics(self, request: Request) -> Response:
         token = self.settings.metrics_token

@@ -81,6 +81,11 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         settings = load_settings()
+        if settings.workers > 1 and not settings.redis_url:
+            raise ConfigError("--workers > 1 needs a shared store: set redis_url (GATEWAY_REDIS_URL)")
+        from gateway.records import record_store_problem
+        if problem := record_store_problem(settings):
+            raise ConfigError(problem)
         from gateway.app import Gateway
         from gateway.serving import NothingToServe
         from policies.catalog import CatalogError
@@ -94,9 +99,6 @@ def serve(args: argparse.Namespace) -> int:
         print(f"gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(settings.log_level, settings.log_format)
-    if settings.workers > 1 and not settings.redis_url:
-        print("gateway: --workers > 1 needs a shared store: set redis_url (GATEWAY_REDIS_URL)", file=sys.stderr)
-        return EXIT_CONFIG
     try:
         listener = bind_listener(settings.host, settings.port)
     except OSError as exc:
@@ -230,6 +232,8 @@ def parser() -> argparse.ArgumentParser:
                    "providers serve")
     p.set_defaults(func=models)
     add_commands(commands)
+    from gateway.records.commands import add_db_commands
+    add_db_commands(commands)
     return root
 
 

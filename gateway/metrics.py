@@ -37,6 +37,16 @@ SEARCH_REQUESTS = Counter("gateway_search_requests_total", "Web searches run by 
 INFLIGHT = Gauge("gateway_inflight_requests", "Requests being served", multiprocess_mode="livesum")
 USAGE_BACKLOG = Gauge("gateway_usage_backlog_records", "Usage records waiting for the store",
                       multiprocess_mode="livesum")
+USAGE_BUFFER = Gauge("gateway_usage_buffer_records", "Usage records in the Redis buffer, not yet in the record store",
+                     multiprocess_mode="max")
+USAGE_BOUND_HITS = Counter("gateway_usage_bound_hits_total", "Usage records that met a bound (buffer: the Redis "
+                           "buffer was full; memory: too many pending in a process) and went to the spill file",
+                           ["bound"])
+USAGE_DB_ROWS = Counter("gateway_usage_db_rows_total", "Usage records written to the record store")
+USAGE_DB_UP = Gauge("gateway_usage_db_up", "1 while the record store accepts writes, 0 while it does not",
+                    multiprocess_mode="min")
+USAGE_REJECTED = Counter("gateway_usage_records_rejected_total",
+                         "Usage records the record store refused even in their minimal form (logged in full)")
 
 _KIND_FIELDS = (("input", "input_tokens"), ("output", "output_tokens"),
                 ("cache_read", "cache_read_input_tokens"), ("cache_write", "cache_creation_input_tokens"))

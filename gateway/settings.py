@@ -212,13 +212,23 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(default=30.0, ge=0)
     usage_retention_days: int = Field(default=90, ge=1)
     usage_spill_path: str = "gateway-usage-spill.jsonl"
+    usage_db_url: str | None = None  # postgresql://... or sqlite:///path; default: SQLite in data_dir
+    data_dir: str = "gateway-data"
+    usage_db_migrate: bool = Field(default=True, description="bring the record store's schema up to date at startup")
+    usage_db_timeout: float = Field(default=10.0, gt=0, description="seconds for one record store statement")
+    usage_max_pending: int = Field(default=50_000, ge=1, description="records and settlements waiting in one process before they go to the spill file")
+    usage_batch_size: int = Field(default=500, ge=1, le=10_000, description="records per store call and per database batch")
+    usage_flush_interval: float = Field(default=0.5, gt=0, description="seconds between database batches while the buffer holds less than one")
+    usage_buffer_max_records: int = Field(default=200_000, ge=1, description="records per team waiting in Redis for the database")
+    usage_claim_idle: float = Field(default=30.0, gt=0, description="seconds before another replica takes over records a replica read and never committed")
+    usage_dedupe_window: float = Field(default=3600.0, gt=0, description="seconds a request id is remembered so that a replayed settlement or record counts once in the budgets and rollups")
     otlp_endpoint: str | None = None
     metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as Authorization: Bearer
     alerts: Alerts = Field(default_factory=Alerts)
     audit_retention_days: int = Field(default=365, ge=1)
     console: Console = Field(default_factory=Console)
 
-    @field_validator("redis_url", "otlp_endpoint", mode="before")
+    @field_validator("redis_url", "otlp_endpoint", "usage_db_url", mode="before")
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v

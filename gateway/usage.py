@@ -1,10 +1,12 @@
 """Usage: one record per request, settled and written to the store off the response path.
 
 A finished exchange becomes a record at once (the request's own cost ends there); a background task
-batches records into one `append_usage` call, settles budget reservations, and counts Prometheus
-metrics. When the store is unreachable, records and settlements go to an append-only spill file
-and are replayed when it answers again; the store drops duplicates by request id, so a replay
-writes each record once.
+batches records into one `settle_and_append` call (settlements, rollups and, with Redis, the
+buffer the record store's drainers empty), and counts Prometheus metrics. Without Redis the same
+task writes the batch to the record store itself (`records`). When the store or the record store
+is unreachable, or the Redis buffer is full, records and settlements go to an append-only spill
+file and are replayed when there is room again; both stores drop duplicates by request id, so a
+replay writes each record once.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import math
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,8 +25,10 @@ import orjson
 
 from gateway import logs, metrics
 from gateway.exchange import Exchange
+from gateway.records.base import RecordStore, record_row
+from gateway.records.ingest import IngestState, write_rows
 from gateway.request import MAX_ID_CHARS
-from gateway.store.base import Invalid, Store, StoreUnavailable
+from gateway.store.base import BufferFull, Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
@@ -130,12 +135,21 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
 
 
 class UsageRecorder:
+    """`records`: the record store this process writes itself (no Redis buffer), else None.
+    `max_buffer`: records and settlements pending in this process before they go to the spill file
+    (a store that cannot keep up); `batch_size`: records per store call."""
+
     def __init__(self, store: Store, spill_path: str | os.PathLike, *, max_buffer: int = 50_000,
-                 tracer: RequestTracer | None = None) -> None:
+                 tracer: RequestTracer | None = None, records: RecordStore | None = None,
+                 batch_size: int = BATCH, state: IngestState | None = None) -> None:
         self.store = store
         self.tracer = tracer
+        self.records = records
+        self.batch_size = batch_size
+        self.state = state or IngestState(records.kind if records else "redis")
         self.spill_path = Path(spill_path)
         self.max_buffer = max_buffer
+        self._deferred = False  # a bound sent records back to the spill file during this write
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
         self._unrecorded: list[dict] = []  # answered before a key was known: counted and logged only
@@ -150,7 +164,7 @@ class UsageRecorder:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
-        if self.spill_path.exists() or self.spill_path.with_name(self.spill_path.name + ".replaying").exists():
+        if _waiting(self.spill_path) or _waiting(self.spill_path.with_name(self.spill_path.name + ".replaying")):
             self._store_down = True  # a previous run left records behind: replay them
             self._wake.set()
 
@@ -173,7 +187,10 @@ class UsageRecorder:
             self._settlements.append((ticket.team, ticket.key_id, ticket.request_id, record["cost_usd"], tokens,
                                       time.time()))
         if len(self._records) + len(self._settlements) > self.max_buffer:
-            self._spill(self._take())
+            batch = self._take()
+            self.state.bound_hit("memory", len(batch[0]), time.time())
+            self._spill(batch)
+            self._store_down = True  # so that the spill file is replayed, as after an outage
         self._wake.set()
 
     def finish_unrecorded(self, ex: Exchange) -> None:
@@ -188,14 +205,12 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            if self._store_down:
-                # Records wait in the spill file: try the store again soon, whether requests come or not.
-                try:
-                    await asyncio.wait_for(self._wake.wait(), REPLAY_EVERY_S)
-                except TimeoutError:
-                    pass
-            else:
-                await self._wake.wait()
+            try:
+                # While records wait in the spill file, try again soon even without traffic.
+                async with asyncio.timeout(REPLAY_EVERY_S if self._store_down else None):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
@@ -235,16 +250,37 @@ class UsageRecorder:
             self._outage.recovered()
 
     async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
-        for i in range(0, max(len(records), len(settlements)), BATCH):
-            chunk = records[i:i + BATCH]
+        """Settle and record a batch; records a full Redis buffer did not take go to the spill file
+        (and `_deferred` says so)."""
+        size = self.batch_size
+        for i in range(0, max(len(records), len(settlements)), size):
+            chunk = records[i:i + size]
             try:
-                await self.store.settle_and_append(settlements[i:i + BATCH], chunk)
+                left = await self._settle_and_append(settlements[i:i + size], chunk)
             except Invalid:
                 # The store refuses a batch before writing any of it when one record is bad
                 # (settlements are idempotent where a backend had applied them): go again
                 # with the bad records reduced to what they counted.
                 chunk = [r for r in map(storable, chunk) if r is not None]
-                await self.store.settle_and_append(settlements[i:i + BATCH], chunk)
+                left = await self._settle_and_append(settlements[i:i + size], chunk)
+            if self.records is not None and chunk:
+                try:
+                    await write_rows(self.records, [record_row(r) for r in chunk])
+                except StoreUnavailable as exc:
+                    self.state.failed(exc)
+                    raise
+                self.state.ok()
+            if left:
+                self.state.bound_hit("buffer", len(left), time.time())
+                self._spill((list(left), []))
+                self._store_down = self._deferred = True
+
+    async def _settle_and_append(self, settlements: list[tuple], records: list[dict]) -> list[dict]:
+        """The records a full buffer did not take."""
+        try:
+            return await self.store.settle_and_append(settlements, records)
+        except BufferFull as full:
+            return full.records
 
     def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
         records, settlements = batch
@@ -255,7 +291,8 @@ class UsageRecorder:
         with open(self.spill_path, "ab") as spill:
             spill.write(b"\n".join(lines) + b"\n")
             spill.flush()
-            os.fsync(spill.fileno())
+            if stat.S_ISREG(os.fstat(spill.fileno()).st_mode):  # /dev/null and pipes cannot be synced
+                os.fsync(spill.fileno())
         metrics.USAGE_BACKLOG.inc(len(lines))
 
     async def _replay_spill(self) -> None:
@@ -265,7 +302,7 @@ class UsageRecorder:
         deleted with it; the renamed file goes only once all of it is stored.
         """
         replaying = self.spill_path.with_name(self.spill_path.name + ".replaying")
-        if not replaying.exists() and not self.spill_path.exists():
+        if not _waiting(replaying) and not _waiting(self.spill_path):
             self._store_down = False
             return
         try:
@@ -273,11 +310,12 @@ class UsageRecorder:
         except StoreUnavailable:
             return
         while True:
-            if not replaying.exists():
-                if not self.spill_path.exists():
+            if not _waiting(replaying):
+                if not _waiting(self.spill_path):
                     break
                 os.replace(self.spill_path, replaying)
             records, settlements, count = _read_spill(replaying)
+            self._deferred = False
             try:
                 await self._write(records, settlements)
             except StoreUnavailable:
@@ -286,6 +324,8 @@ class UsageRecorder:
             metrics.USAGE_BACKLOG.dec(count)
             log.info("usage: %d spilled records and %d settlements written to the store", len(records),
                      len(settlements))
+            if self._deferred:
+                return  # the buffer is still full: what it refused waits in the new spill file
         self._store_down = False
         self._outage.recovered()
 
@@ -296,6 +336,12 @@ def _spill_line(record: dict[str, Any]) -> bytes | None:
     except TypeError:
         minimal = storable(record)
         return None if minimal is None else orjson.dumps({"record": minimal})
+
+
+def _waiting(path: Path) -> bool:
+    """Whether records wait in this file. Only a regular file holds any: a spill path such as
+    /dev/null (records thrown away on purpose) must never be renamed or deleted by a replay."""
+    return path.is_file()
 
 
 def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:

@@ -2,7 +2,8 @@
 """Fault run: Redis killed for a while under load from admin-created keys, once per store policy.
 
 For each of `store_outage: fail_open` and `fail_closed` it starts a Redis (append-only, so what it
-held survives the kill, as in production), a gateway process with an admin key serving the demo's
+held survives the kill, as in production), a PostgreSQL for the usage records (a gateway with Redis
+keeps them in a shared PostgreSQL), a gateway process with an admin key serving the demo's
 mock providers (no upstream is called), creates teams and keys through the admin API, then drives
 bounded load (CLIENTS concurrent loopback clients for DURATION seconds, JSON and streams) while
 Redis is killed from OUTAGE_AT for OUTAGE seconds. Afterwards it checks:
@@ -11,8 +12,8 @@ Redis is killed from OUTAGE_AT for OUTAGE seconds. Afterwards it checks:
   transport error, no hung client);
 - the gateway's log holds at most one traceback per REPEAT_INTERVAL of the run;
 - once Redis is back and the gateway's spill file is replayed, every request id a client saw has
-  exactly one usage record in Redis, and GET /admin/usage counts as many requests as there are
-  records.
+  exactly one usage record in PostgreSQL (through Redis's usage buffer), and GET /admin/usage
+  counts as many requests as there are records.
 
 It prints a summary per policy and exits 1 if any check failed (2 if the run itself could not
 start). Run it from the repository root: `python3 scripts/fault_run.py [--duration 30]`.
@@ -39,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gateway.logs import REPEAT_INTERVAL_S  # noqa: E402
-from gateway.store.keys import TeamKeys  # noqa: E402
+from tests.postgres_server import PostgresServer  # noqa: E402
 from tests.redis_server import RedisServer, free_port  # noqa: E402
 
 ADMIN_KEY = "sk-fault-run-admin-0000"
@@ -146,8 +147,9 @@ async def drive(url: str, keys: list[str], clients: int, duration: float, redis:
     return outcome
 
 
-def start_gateway(workdir: Path, redis_url: str, policy: str, port: int, log_path: Path) -> subprocess.Popen:
-    config = {"redis_url": redis_url, "admin_key": ADMIN_KEY, "store_outage": policy, "demo": True,
+def start_gateway(workdir: Path, redis_url: str, usage_db_url: str, policy: str, port: int,
+                  log_path: Path) -> subprocess.Popen:
+    config = {"redis_url": redis_url, "usage_db_url": usage_db_url, "admin_key": ADMIN_KEY, "store_outage": policy, "demo": True,
               "store_timeout": 0.25, "usage_spill_path": str(workdir / "usage-spill.jsonl"),
               # The mock providers answer quickly here: the run is about the store, not the upstream.
               "providers": {"mock": {"options": {"ttft_ms": 5, "tokens_per_second": 0}},
@@ -203,13 +205,26 @@ def wait_until_replayed(workdir: Path, timeout: float) -> bool:
     return False
 
 
-def usage_record_counts(redis: RedisServer) -> Counter:
+def usage_record_counts(database: PostgresServer) -> Counter:
+    """Records per request id of the run's teams in the database (a doubled record counts twice)."""
+    teams = ", ".join(f"'{team}'" for team in TEAMS)
+    rows = database.sql(f"SELECT request_id, count(*) FROM usage_records WHERE team IN ({teams}) GROUP BY request_id")
     counts: Counter = Counter()
-    with redis.client() as client:
-        for team in TEAMS:
-            for _id, fields in client.xrange(TeamKeys(team).usage):
-                counts[orjson.loads(fields["r"])["request_id"]] += 1
+    for line in rows.splitlines():
+        request_id, n = line.rsplit("|", 1)
+        counts[request_id] = int(n)
     return counts
+
+
+def wait_until_recorded(database: PostgresServer, request_ids: list[str], timeout: float) -> Counter:
+    """The database's records once every request id is there (the buffer drains in batches), or
+    what is there when `timeout` runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = usage_record_counts(database)
+        if all(counts.get(rid) for rid in request_ids) or time.monotonic() >= deadline:
+            return counts
+        time.sleep(0.5)
 
 
 def admin_usage_requests(url: str) -> int:
@@ -242,10 +257,10 @@ def run_policy(policy: str, args: argparse.Namespace) -> bool:
         workdir = Path(tmp)
         log_path = workdir / "gateway.log"
         (workdir / "redis").mkdir()
-        with DurableRedis(workdir=str(workdir / "redis")) as redis:
+        with DurableRedis(workdir=str(workdir / "redis")) as redis, PostgresServer() as database:
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            process = start_gateway(workdir, redis.url, policy, port, log_path)
+            process = start_gateway(workdir, redis.url, database.url, policy, port, log_path)
             try:
                 wait_healthy(url, process, log_path)
                 keys = create_keys(url)
@@ -255,7 +270,9 @@ def run_policy(policy: str, args: argparse.Namespace) -> bool:
                 elapsed = time.monotonic() - started
                 replayed = wait_until_replayed(workdir, args.settle)
                 time.sleep(1.0)  # the recorder's last batch after the replay
-                counts = usage_record_counts(redis)
+                counts = wait_until_recorded(database, outcome.request_ids, args.settle)
+                time.sleep(1.0)  # a record doubled by a late replay or a second drain would show now
+                counts = usage_record_counts(database)
                 rolled_up = admin_usage_requests(url)
             finally:
                 process.terminate()
@@ -281,7 +298,7 @@ def run_policy(policy: str, args: argparse.Namespace) -> bool:
         "spill file replayed after Redis returned": (replayed, replayed),
         "requests without a usage record (must be 0)": (len(missing), not missing),
         "requests with more than one usage record (must be 0)": (len(repeated), not repeated),
-        "requests counted by GET /admin/usage = records in Redis": (
+        "requests counted by GET /admin/usage = records in PostgreSQL": (
             f"{rolled_up} = {sum(counts.values())}", rolled_up == sum(counts.values())),
     }
     total = sum(outcome.answers.values())

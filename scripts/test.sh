@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the tests need (the package with its test extras, redis-server, prometheus, openssl,
-# tinyproxy, Debian's chromium for the console's browser tests, axe-core from npm for their
-# accessibility checks) and runs the suite.
-# The tests start their own Redis servers on free loopback ports; nothing else has to be running.
+# Installs what the tests need (the package with its test extras, redis-server, postgresql,
+# prometheus, openssl, tinyproxy, Debian's chromium for the console's browser tests, axe-core
+# from npm for their accessibility checks) and runs the suite.
+# The tests start their own Redis and PostgreSQL servers on free loopback ports; nothing else has
+# to be running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=python3
@@ -10,10 +11,12 @@ if ! $python -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   echo "scripts/test.sh: the gateway needs Python >= 3.11 (python3 is $($python -V 2>&1))" >&2
   exit 2
 fi
-# Real servers the tests start on free loopback ports: Redis, Prometheus for the scrape test,
-# tinyproxy for the egress proxy tests; openssl makes the TLS tests' certificates.
+# Real servers the tests start on free loopback ports: Redis, PostgreSQL, Prometheus for the
+# scrape test, tinyproxy for the egress proxy tests; openssl makes the TLS tests' certificates.
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# PostgreSQL for the usage record store: the tests make throwaway clusters with its initdb.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v tinyproxy >/dev/null 2>&1 || missing+=(tinyproxy)   # the egress proxy tests' proxy

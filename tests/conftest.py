@@ -1,11 +1,17 @@
 """Fixtures shared by the whole suite: fake upstreams on loopback and a gateway in front of them."""
 from __future__ import annotations
 
+import os
+import tempfile
+
 import httpx
 import pytest
 
 from tests.fakes.anthropic import AnthropicFake
 from tests.gateway_server import GatewayThread
+
+# Gateways the tests start as processes keep their embedded record store out of the work tree.
+os.environ.setdefault("GATEWAY_DATA_DIR", tempfile.mkdtemp(prefix="gateway-test-data-"))
 
 TEAM_KEY = "sk-test-team-a-0001"
 OTHER_TEAM_KEY = "sk-test-team-b-0002"

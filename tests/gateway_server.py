@@ -5,6 +5,7 @@ a buffering bug.
 """
 from __future__ import annotations
 
+import tempfile
 import threading
 import time
 from typing import Any
@@ -18,6 +19,8 @@ from tests.fakes.base import free_port
 
 class GatewayThread:
     def __init__(self, **settings: Any) -> None:
+        # Each gateway keeps its own record store (the SQLite default) unless a test names one.
+        settings.setdefault("data_dir", tempfile.mkdtemp(prefix="gateway-data-"))
         self.settings = Settings(**settings)
         self.gateway = Gateway(self.settings)
         self.app = GatewayApp(self.gateway)

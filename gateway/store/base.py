@@ -10,7 +10,7 @@ import math
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from policies.limits import LEASE_TTL_S, allowed_intersection, nanos_to_usd, stricter
@@ -35,6 +35,15 @@ class NotFound(StoreError):
 
 class Invalid(StoreError, ValueError):
     """A record or a change that breaks a rule (bad name, negative limit, unknown field)."""
+
+
+class BufferFull(StoreError):
+    """The usage buffer is at its bound (the record store has fallen behind): `records` were
+    not taken, and wait elsewhere until it has room."""
+
+    def __init__(self, message: str, records: Sequence[Mapping[str, Any]]) -> None:
+        super().__init__(message)
+        self.records = list(records)
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -182,8 +191,7 @@ class StoreOptions:
     lease_ttl_s: float = LEASE_TTL_S
     settle_memory_s: float = 3600.0          # a second settle within this window is a no-op
     usage_dedupe_s: float = 3600.0           # a record appended again within this is dropped
-    usage_max_age_s: float = 7 * 86400       # usage records are kept this long
-    usage_max_records: int = 200_000         # ... and at most this many per team
+    usage_buffer_max_records: int = 200_000  # per team: records waiting for the record store (Redis)
     rollup_hour_ttl_s: float = 35 * 86400    # hourly rollups kept this long after the last write
     rollup_day_ttl_s: float = 400 * 86400
 
@@ -488,20 +496,23 @@ class Store(ABC):
 
     # usage ---------------------------------------------------------------------------------
     async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
-                                records: Sequence[Mapping[str, Any]]) -> None:
+                                records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Settle many requests (each the arguments of `settle`) and append their usage records,
         in as few round trips as the backend allows. Both halves are idempotent, so a caller may
-        repeat the whole call after a failure."""
+        repeat the whole call after a failure. Returns the records a full usage buffer did not
+        take (Redis only), which the caller keeps and offers again later."""
         for settlement in settlements:
             await self.settle(*settlement)
         if records:
             await self.append_usage(records)
+        return []
 
     @abstractmethod
     async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Store each record once per request id (a repeat within `usage_dedupe_s` is
-        dropped), with hourly and daily rollups per team, model, provider and user, atomically
-        per team. Returns how many records were new."""
+        """Take each record once per request id (a repeat within `usage_dedupe_s` is
+        dropped): hourly and daily rollups per team, model, provider and user, and (Redis) the
+        record into the team's buffer for the record store, atomically per team. Returns how
+        many records were new; BufferFull when a buffer had no room for some."""
 
     @abstractmethod
     async def query_usage(self, start: float, end: float, group_by: Sequence[str],
@@ -510,13 +521,6 @@ class Store(ABC):
 
         Usage is counted by the hour: a query covers every UTC hour that overlaps
         [start, end). `day` reads 'YYYY-MM-DD', `hour` 'YYYY-MM-DDTHH:00:00Z'."""
-
-    @abstractmethod
-    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
-                            start: float | None = None, end: float | None = None,
-                            limit: int = 100) -> list[dict[str, Any]]:
-        """Records with start <= ts < end, most recently recorded first (by the
-        millisecond of their append, then by ts)."""
 
     # routing state -------------------------------------------------------------------------
     @abstractmethod
@@ -632,7 +636,6 @@ def budget_state_from(day: str, month: str, spent_day: Mapping[str, Any], spent_
         replica with Redis; a `ttl_s` of 0 or less stores nothing."""
 
 
-MEMORY_MAX_RECORDS = 20_000  # per team, for the in-memory store
 
 
 def create_store(redis_url: str | None, **options: Any) -> Store:
@@ -648,10 +651,6 @@ def create_store(redis_url: str | None, **options: Any) -> Store:
     if redis_url is None:
         if rest:
             raise TypeError(f"options not understood by the memory store: {sorted(rest)}")
-        if "usage_max_records" not in options:
-            # In process memory, keep the newest records only (rollups keep every total), so
-            # that a busy gateway without Redis stays small.
-            store_options = replace(store_options, usage_max_records=MEMORY_MAX_RECORDS)
         from gateway.store.memory import MemoryStore
         return MemoryStore(store_options)
     from gateway.store.redis import RedisStore

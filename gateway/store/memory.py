@@ -44,7 +44,6 @@ from gateway.store.rollups import (
     UsageFold,
     bucket_plan,
     group_by_team,
-    matches,
     usage_entry,
 )
 from policies.health import moving_average
@@ -159,7 +158,6 @@ class _TeamState:
     spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (period, field) -> nanos
     settled: _Recent = field(default_factory=_Recent)
     usage_seen: _Recent = field(default_factory=_Recent)           # request id -> append ms
-    usage: deque[tuple[int, int, dict[str, Any]]] = field(default_factory=deque)
     rollups: dict[tuple[str, int], tuple[float, dict[str, int]]] = field(default_factory=dict)
 
     def release(self, rid: str) -> _Held | None:
@@ -227,7 +225,6 @@ class MemoryStore(Store):
         self._key_by_hash: dict[str, str] = {}
         self._state: dict[str, _TeamState] = {}
         self._usage_teams: set[str] = set()
-        self._seq = 0
         self._cooldowns: dict[str, tuple[float, str]] = {}
         self._stats: dict[str, EndpointStats] = {}
         self._ratelimits: dict[str, dict[str, float]] = {}
@@ -444,7 +441,6 @@ class MemoryStore(Store):
     async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
         entries = [usage_entry(r) for r in records]
         now_ms = int(time.time() * 1000)
-        oldest = now_ms - int(self.options.usage_max_age_s * 1000)
         added = 0
         for team, batch in group_by_team(entries).items():
             self._usage_teams.add(team)
@@ -455,14 +451,8 @@ class MemoryStore(Store):
                 if entry.request_id in state.usage_seen:
                     continue
                 state.usage_seen.add(entry.request_id, now_ms)
-                self._seq += 1
-                state.usage.append((now_ms, self._seq, entry.record))
-                while len(state.usage) > self.options.usage_max_records:
-                    state.usage.popleft()
                 self._add_rollups(state, entry)
                 added += 1
-            while state.usage and state.usage[0][0] < oldest:
-                state.usage.popleft()
         return added
 
     def _add_rollups(self, state: _TeamState, entry: UsageEntry) -> None:
@@ -488,18 +478,6 @@ class MemoryStore(Store):
                     if sums is not None:
                         fold.add(name, bucket, sums)
         return fold.rows()
-
-    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
-                            start: float | None = None, end: float | None = None,
-                            limit: int = 100) -> list[dict[str, Any]]:
-        teams = sorted(self._usage_teams) if team is None else [team]
-        found: list[tuple[int, int, dict[str, Any]]] = []
-        for name in teams:
-            for item in self._team_state(name).usage:
-                if matches(item[2], session_id=session_id, start=start, end=end):
-                    found.append(item)
-        found.sort(key=lambda item: (item[0], item[2]["ts"], item[1]), reverse=True)
-        return [_copy(item[2]) for item in found[:max(0, limit)]]
 
     # -- routing state -------------------------------------------------------------------------
     async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:

@@ -22,7 +22,7 @@ import orjson
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from gateway.store import keys
 from gateway.store.base import (
@@ -39,6 +39,7 @@ from gateway.store.base import (
     StoreOptions,
     StoreUnavailable,
     Team,
+    BufferFull,
     apply_key_changes,
     apply_team_changes,
     budget_state_from,
@@ -56,7 +57,6 @@ from gateway.store.rollups import (
     UsageFold,
     bucket_plan,
     group_by_team,
-    matches,
     usage_entry,
 )
 from policies.health import MEASUREMENT_WEIGHT
@@ -74,9 +74,10 @@ from policies.limits import (
 T = TypeVar("T")
 
 SCRIPTS = ("admit", "settle_batch", "renew", "usage", "endpoint_stats", "cas")
-USAGE_CLOCK_SLACK_S = 300.0  # a record's ts may run ahead of its stream id by this much
+USAGE_GROUP = "records"  # the consumer group of the usage buffers
 CAS_ATTEMPTS = 20
 PAGE = 500
+AUDIT_CLOCK_SLACK_S = 300.0  # an audit entry's ts may run ahead of its stream id by this much
 
 
 def _script_text(name: str) -> str:
@@ -433,12 +434,10 @@ class RedisStore(Store):
         return script_keys, args
 
     async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
-                                records: Sequence[Mapping[str, Any]]) -> None:
+                                records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """One pipelined round trip for a whole batch: one script call per team for the
-        settlements and one per team for the records (per node on a cluster)."""
-        if self.cluster:
-            await super().settle_and_append(settlements, records)
-            return
+        settlements and one per team for the records; on a cluster, one pipeline per node, sent
+        to the nodes together. Returns the records a full buffer did not take."""
         by_team: dict[str, list[Sequence[Any]]] = {}
         for settlement in settlements:
             by_team.setdefault(settlement[0], []).append(settlement)
@@ -450,28 +449,37 @@ class RedisStore(Store):
                                      for name, script_keys, args in calls]
         if teams:
             commands.append(["SADD", keys.USAGE_TEAMS, *teams])
+        replies = await self._batch(commands)
+        usage_replies = replies[len(by_team):len(by_team) + len(teams)]
+        return _not_taken(teams, usage_replies)
+
+    async def _batch(self, commands: list[list[Any]]) -> list[Any]:
+        """Idempotent script calls in one pipeline (per node on a cluster), loading the scripts
+        and going again when a restarted Redis has forgotten them."""
         for attempt in range(2):
             try:
                 if self._fast is not None:
                     replies = await self._fast.pipeline(commands)  # bounded by its watchdog
                 else:
                     async with asyncio.timeout(self.operation_timeout):
-                        pipe = self._redis.pipeline(transaction=False)
+                        await self._discover()
+                        pipe = self._redis.pipeline(transaction=False) if not self.cluster else self._redis.pipeline()
                         for command in commands:
                             pipe.execute_command(*command)
                         replies = await self._io(pipe.execute(raise_on_error=False))
-            except (OSError, TimeoutError, RedisError) as exc:
+            except (OSError, TimeoutError, RedisError, RedisClusterException) as exc:
                 raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
-                return
+                return replies
             if any(isinstance(e, (OSError, ConnectionError)) or _transient(e) for e in errors):
                 raise StoreUnavailable(f"redis unavailable: {errors[0]}")
             # A Redis that restarted has forgotten the scripts: load them and go again
             # (settlements and records are idempotent).
-            if attempt or not all("NOSCRIPT" in str(e) for e in errors):
+            if attempt or not all(isinstance(e, NoScriptError) or "NOSCRIPT" in str(e) for e in errors):
                 raise StoreError(f"redis batch failed: {errors[0]}")
             await self.ping()
+        raise AssertionError("unreachable")
 
     # -- usage ---------------------------------------------------------------------------------
     def _usage_call(self, team: str, batch: list[UsageEntry],
@@ -481,7 +489,7 @@ class RedisStore(Store):
         position = _key_positions(script_keys)
 
         o = self.options
-        args: list[Any] = [now_ms, int(o.usage_max_age_s * 1000), o.usage_max_records,
+        args: list[Any] = [now_ms, USAGE_GROUP, o.usage_buffer_max_records,
                            math.ceil(o.rollup_hour_ttl_s), math.ceil(o.rollup_day_ttl_s),
                            int(o.usage_dedupe_s * 1000)]
         buckets: dict[int, tuple[int, int]] = {}
@@ -506,7 +514,10 @@ class RedisStore(Store):
         calls.append(self._io(self._redis.sadd(keys.USAGE_TEAMS, *teams)))
         async with self._guard():
             results = await asyncio.gather(*calls)
-        return sum(int(n) for n in results[:-1])
+        not_taken = _not_taken(teams, results[:-1])
+        if not_taken:
+            raise BufferFull(f"usage buffer full: {len(not_taken)} records not taken", not_taken)
+        return sum(int(added) for added, _ in results[:-1])
 
     async def _usage_teams(self, team: str | None) -> list[str]:
         if team is not None:
@@ -526,40 +537,79 @@ class RedisStore(Store):
             fold.add(t, bucket, rollup)
         return fold.rows()
 
-    async def _team_records(self, team: str, limit: int, session_id: str | None,
-                            start: float | None,
-                            end: float | None) -> list[tuple[tuple[int, float, int], Any]]:
-        """The team's newest matching records: at least `limit` of them (when there are),
-        plus the rest of the last millisecond, whose order is decided by ts."""
-        stream = keys.TeamKeys(team).usage
-        lowest = "-" if start is None else str(max(0, int((start - USAGE_CLOCK_SLACK_S) * 1000)))
-        found: list[tuple[tuple[int, float, int], Any]] = []
-        highest = "+"
-        while True:
-            page = await self._io(self._redis.xrevrange(stream, max=highest, min=lowest,
-                                                        count=PAGE))
-            for entry_id, entry in page:
-                ms, seq = (int(part) for part in entry_id.split("-"))
-                if len(found) >= limit and ms < found[limit - 1][0][0]:
-                    return found
-                record = orjson.loads(entry["r"])
-                if matches(record, session_id=session_id, start=start, end=end):
-                    found.append(((ms, float(record["ts"]), seq), record))
-            if len(page) < PAGE:
-                return found
-            highest = f"({page[-1][0]}"
-
-    async def usage_records(self, *, team: str | None = None, session_id: str | None = None,
-                            start: float | None = None, end: float | None = None,
-                            limit: int = 100) -> list[dict[str, Any]]:
-        if limit <= 0:
-            return []
+    # -- the usage buffer, read by the record store's drainers ------------------------------------
+    async def buffer_teams(self) -> list[str]:
         async with self._guard():
-            found = []
-            for name in await self._usage_teams(team):
-                found += await self._team_records(name, limit, session_id, start, end)
-        found.sort(key=lambda item: item[0], reverse=True)
-        return [record for _, record in found[:limit]]
+            return await self._usage_teams(None)
+
+    async def buffer_read(self, teams: Sequence[str], consumer: str, count: int, *,
+                          claim_idle_ms: int | None = None) -> list[tuple[str, str, bytes]]:
+        """Up to `count` records per team's buffer for this consumer: new ones, or with
+        `claim_idle_ms` the ones another consumer was given that long ago and never acknowledged
+        (a replica that died holding them). Returns (team, entry id, record json)."""
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for team in teams:
+            stream = keys.TeamKeys(team).usage
+            if claim_idle_ms is None:
+                commands.append(("xreadgroup", (USAGE_GROUP, consumer, {stream: ">"}, count)))
+            else:
+                commands.append(("xautoclaim", (stream, USAGE_GROUP, consumer, claim_idle_ms, "0-0", count)))
+        async with self._guard():
+            replies = await self._raw_pipeline(commands)
+            missing = [t for t, r in zip(teams, replies) if isinstance(r, Exception) and "NOGROUP" in str(r)]
+            if missing:  # a buffer from before consumer groups, or one whose group was lost: read it from its start
+                await self._raw_pipeline([("xgroup_create", (keys.TeamKeys(t).usage, USAGE_GROUP, "0", True))
+                                          for t in missing])
+        found: list[tuple[str, str, bytes]] = []
+        for team, reply in zip(teams, replies):
+            if isinstance(reply, Exception):
+                if "NOGROUP" in str(reply):
+                    continue
+                raise StoreUnavailable(f"redis unavailable: {reply}") if _transient(reply) else \
+                    StoreError(f"reading the usage buffer failed: {reply}")
+            entries = _stream_entries(reply, claim_idle_ms is not None)
+            found += [(team, entry_id, fields["r"]) for entry_id, fields in entries if fields and "r" in fields]
+        return found
+
+    async def buffer_ack(self, done: Sequence[tuple[str, str]]) -> None:
+        """Acknowledge and delete entries whose records the database has committed."""
+        by_team: dict[str, list[str]] = {}
+        for team, entry_id in done:
+            by_team.setdefault(team, []).append(entry_id)
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for team, ids in by_team.items():
+            stream = keys.TeamKeys(team).usage
+            commands += [("xack", (stream, USAGE_GROUP, *ids)), ("xdel", (stream, *ids))]
+        async with self._guard():
+            for reply in await self._raw_pipeline(commands):
+                if isinstance(reply, Exception):
+                    raise StoreUnavailable(f"redis unavailable: {reply}")
+
+    async def buffer_forget_consumers(self, teams: Sequence[str], idle_ms: int) -> int:
+        """Remove consumers (replicas that are gone) idle this long and holding nothing: each
+        process reads under a name of its own, so every restart would leave one behind. A live
+        consumer removed this way comes back with its next read; one holding entries stays."""
+        async with self._guard():
+            replies = await self._raw_pipeline([("xinfo_consumers", (keys.TeamKeys(t).usage, USAGE_GROUP))
+                                                for t in teams])
+            gone = [(keys.TeamKeys(t).usage, c["name"]) for t, reply in zip(teams, replies)
+                    if not isinstance(reply, Exception) for c in reply
+                    if int(c.get("pending", 0)) == 0 and int(c.get("idle", 0)) >= idle_ms]
+            if gone:
+                await self._raw_pipeline([("xgroup_delconsumer", (stream, USAGE_GROUP, name)) for stream, name in gone])
+        return len(gone)
+
+    async def buffer_length(self, teams: Sequence[str]) -> int:
+        """Records in the buffers not yet committed to the database (read or not)."""
+        async with self._guard():
+            replies = await self._raw_pipeline([("xlen", (keys.TeamKeys(t).usage,)) for t in teams])
+        return sum(r for r in replies if isinstance(r, int))
+
+    async def _raw_pipeline(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False) if not self.cluster else self._redis.pipeline()
+        for name, args in commands:
+            getattr(pipe, name)(*args)
+        return await self._io(pipe.execute(raise_on_error=False))
 
     # -- routing state -------------------------------------------------------------------------
     async def set_cooldown(self, endpoint: str, until: float, reason: str, episodes: int = 1) -> None:
@@ -644,7 +694,7 @@ class RedisStore(Store):
             return []
         found: list[dict[str, Any]] = []
         highest = "+"
-        lowest = str(max(0, int((start - USAGE_CLOCK_SLACK_S) * 1000)))
+        lowest = str(max(0, int((start - AUDIT_CLOCK_SLACK_S) * 1000)))
         async with self._guard():
             while len(found) < limit:
                 page = await self._io(self._redis.xrevrange(keys.AUDIT, max=highest, min=lowest, count=PAGE))
@@ -713,3 +763,22 @@ def _endpoint_stats(raw: str) -> EndpointStats:
     return EndpointStats(ttft_s=number("ttft_s"), output_tps=number("output_tps"),
                          failures=int(number("failures") or 0),
                          samples=int(number("samples") or 0), updated_at=number("updated_at"))
+
+
+def _not_taken(teams: Mapping[str, list[UsageEntry]], replies: Sequence[Any]) -> list[Mapping[str, Any]]:
+    """The records each team's usage script did not take (its buffer was full), in order."""
+    left: list[Mapping[str, Any]] = []
+    for batch, reply in zip(teams.values(), replies):
+        taken = int(reply[1])
+        left += [entry.record for entry in batch[taken:]]
+    return left
+
+
+def _stream_entries(reply: Any, claimed: bool) -> list[tuple[str, dict[str, Any]]]:
+    """Entries of an XREADGROUP reply ([[stream, entries]]) or of an XAUTOCLAIM one
+    ([next id, entries, deleted ids])."""
+    if not reply:
+        return []
+    if claimed:
+        return list(reply[1])
+    return [e for _, entries in reply for e in entries]

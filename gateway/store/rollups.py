@@ -88,6 +88,18 @@ def _tokens(record: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A usage record's JSON, as the Redis buffer and the record store keep it: the one place a
+    record is encoded."""
+    try:
+        return orjson.dumps(record) if type(record) is dict else orjson.dumps(dict(record))
+    except TypeError:
+        try:
+            return orjson.dumps(dict(record), option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise Invalid(f"usage record is not JSON: {exc}") from None
+
+
 def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     request_id = record.get("request_id")
     if not isinstance(request_id, str) or not request_id:
@@ -99,13 +111,7 @@ def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     cost = record.get("cost_usd") or 0.0
     if isinstance(cost, bool) or not isinstance(cost, (int, float)) or not cost >= 0:
         raise Invalid("usage cost_usd must be a non-negative number")
-    try:
-        record_json = orjson.dumps(record) if type(record) is dict else orjson.dumps(dict(record))
-    except TypeError:
-        try:
-            record_json = orjson.dumps(dict(record), option=orjson.OPT_NON_STR_KEYS)
-        except TypeError as exc:
-            raise Invalid(f"usage record is not JSON: {exc}") from None
+    record_json = encode_record(record)
     session_id = record.get("session_id")
     return UsageEntry(
         request_id=request_id, team=team, ts=float(ts),
@@ -177,14 +183,6 @@ class UsageFold:
                 row[name] = nanos_to_usd(amount) if name == "cost_usd" else amount
             out.append(row)
         return out
-
-
-def matches(entry_record: Mapping[str, Any], *, session_id: str | None, start: float | None,
-            end: float | None) -> bool:
-    """The usage_records filter (ts is checked at append: always a number)."""
-    ts = entry_record["ts"]
-    return ((session_id is None or entry_record.get("session_id") == session_id)
-            and (start is None or ts >= start) and (end is None or ts < end))
 
 
 def group_by_team(entries: Iterable[UsageEntry]) -> dict[str, list[UsageEntry]]:

@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from gateway.settings import ConfigError, load_settings
+from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,9 +178,9 @@ def test_every_service_has_a_healthcheck() -> None:
         assert check["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
-def test_services_are_gateway_redis_prometheus_and_grafana() -> None:
+def test_services_are_gateway_redis_postgres_prometheus_and_grafana() -> None:
     services = load_compose()["services"]
-    assert set(services) == {"gateway", "redis", "prometheus", "grafana"}
+    assert set(services) == {"gateway", "redis", "postgres", "prometheus", "grafana"}
     assert services["redis"]["image"].split(":")[1] == "7"
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     assert services["prometheus"]["image"].startswith("prom/prometheus")
@@ -198,6 +199,18 @@ def test_gateway_uses_compose_redis_and_waits_until_it_is_healthy() -> None:
     env = gateway["environment"]
     assert env["GATEWAY_REDIS_URL"] == "redis://redis:6379/0"
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_gateway_keeps_usage_in_the_compose_postgres_on_a_volume_once_it_is_healthy() -> None:
+    compose = load_compose()
+    gateway, postgres = compose["services"]["gateway"], compose["services"]["postgres"]
+    url = gateway["environment"]["GATEWAY_USAGE_DB_URL"]
+    assert re.fullmatch(r"postgresql://gateway:\$\{POSTGRES_PASSWORD:\?.+\}@postgres:5432/gateway", url)
+    assert gateway["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert postgres["image"].startswith("postgres:")
+    assert postgres["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"] and "postgres-data" in compose["volumes"]
+    assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?.+\}", postgres["environment"]["POSTGRES_PASSWORD"])
 
 
 def test_admin_key_comes_from_the_environment_and_has_no_default() -> None:
@@ -300,7 +313,9 @@ def _compose_env(**values: str) -> dict[str, str]:
 
 
 def test_compose_without_a_provider_key_stops_naming_it_and_the_demo_switch(tmp_path: Path) -> None:
-    result = subprocess.run([_gateway_command(), "serve", "--port", str(free_port())], env=_compose_env(),
+    # The compose PostgreSQL is named (as compose does) but never reached: the gateway stops first.
+    env = _compose_env(GATEWAY_USAGE_DB_URL=f"postgresql://gateway:pw@127.0.0.1:{free_port()}/gateway")
+    result = subprocess.run([_gateway_command(), "serve", "--port", str(free_port())], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
     assert "providers.anthropic.api_key is empty" in result.stderr and "GATEWAY_DEMO=1" in result.stderr
@@ -375,9 +390,10 @@ def _wait_healthy(port: int, process: subprocess.Popen, log: Path) -> None:
 
 
 def test_compose_demo_answers_with_the_mock_providers_and_no_provider_key(tmp_path: Path) -> None:
-    with RedisServer() as redis_server:
+    with RedisServer() as redis_server, PostgresServer() as postgres:
         port = free_port()
-        env = _compose_env(GATEWAY_REDIS_URL=redis_server.url, GATEWAY_DEMO="1", GATEWAY_DEMO_KEY="sk-demo-compose-1")
+        env = _compose_env(GATEWAY_REDIS_URL=redis_server.url, GATEWAY_USAGE_DB_URL=postgres.url, GATEWAY_DEMO="1",
+                           GATEWAY_DEMO_KEY="sk-demo-compose-1")
         log = tmp_path / "gateway.log"
         with open(log, "wb") as out:
             process = subprocess.Popen([_gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -403,12 +419,14 @@ def _gateway_command() -> str:
 
 def test_gateway_serves_the_example_config_with_redis_behind_the_container_probe(tmp_path: Path) -> None:
     """What the compose gateway container runs, run natively: the console script, the example
-    config, Redis from GATEWAY_REDIS_URL, the admin key from the environment."""
+    config, Redis from GATEWAY_REDIS_URL, PostgreSQL from GATEWAY_USAGE_DB_URL, the admin key from
+    the environment."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("GATEWAY_") and not k.endswith("_API_KEY")}
-    with RedisServer() as redis_server:
+    with RedisServer() as redis_server, PostgresServer() as postgres:
         port = free_port()
         env.update(GATEWAY_CONFIG=str(EXAMPLE_CONFIG), GATEWAY_REDIS_URL=redis_server.url,
+                   GATEWAY_USAGE_DB_URL=postgres.url,
                    GATEWAY_ADMIN_KEY="admin-key-for-the-test", ANTHROPIC_API_KEY="sk-ant-unused-here",
                    GATEWAY_METRICS_TOKEN="metrics-token-for-the-test")
         log = tmp_path / "gateway.log"

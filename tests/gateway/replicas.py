@@ -43,6 +43,7 @@ class GatewayProcess:
         # The test run's own GATEWAY_* variables would override the config file: leave them out.
         env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         env["GATEWAY_USAGE_SPILL_PATH"] = str(self.spill_path)
+        env["GATEWAY_DATA_DIR"] = str(self.spill_path.with_name(self.spill_path.stem + "-data"))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_file),

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import TEAM_KEY
 from tests.fakes.base import wait_for
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer
 from tests.served_process import ServedProcess
 
@@ -131,9 +132,12 @@ def test_refused_requests_are_counted_in_metrics_with_their_status(text_gateway)
     assert requests_counted(httpx.get(text_gateway.url + "/metrics").text, "404") == 1
 
 
-def test_an_unreachable_redis_is_reported_once_per_interval_not_once_per_request(tmp_path, upstream):
+def test_an_unreachable_redis_is_reported_once_per_interval_not_once_per_request(tmp_path, upstream,
+                                                                                 postgres_server):  # noqa: F811
+    postgres_server.reset()
     with RedisServer() as redis_server:
         config = write_config(tmp_path, upstream.url, redis_url=redis_server.url, store_timeout=0.2,
+                              usage_db_url=postgres_server.url,
                               usage_spill_path=str(tmp_path / "spill.jsonl"))
         with ServedProcess(["--config", str(config)], cwd=str(tmp_path)) as served:
             assert post(served, HI).status_code == 200
@@ -154,11 +158,14 @@ def test_an_unreachable_redis_is_reported_once_per_interval_not_once_per_request
     assert "Traceback" not in output
 
 
-def test_workers_access_lines_reach_the_parent_output_and_no_metrics_folder_stays(tmp_path, upstream):
+def test_workers_access_lines_reach_the_parent_output_and_no_metrics_folder_stays(tmp_path, upstream,
+                                                                                  postgres_server):  # noqa: F811
+    postgres_server.reset()
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     with RedisServer() as redis_server:
-        config = write_config(tmp_path, upstream.url, redis_url=redis_server.url)
+        config = write_config(tmp_path, upstream.url, redis_url=redis_server.url,
+                              usage_db_url=postgres_server.url)
         with ServedProcess(["--config", str(config), "--workers", "2"], env={"TMPDIR": str(scratch)},
                            cwd=str(tmp_path)) as served:
             assert list(scratch.glob("gateway-metrics-*")), "the workers share a metrics folder while they run"

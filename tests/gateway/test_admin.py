@@ -329,9 +329,12 @@ def usage_record(team: str, model: str, *, ts: float, provider: str = "anthropic
 
 
 def append_usage(gateway: GatewayThread, records: list[dict[str, Any]]) -> None:
-    """Write records as if earlier requests had made them. Only for a gateway that serves no
-    messages: then nothing else writes to its in-memory store, which holds no loop-bound state."""
+    """Write records as if earlier requests had made them: the rollups of the in-memory store and
+    the rows of the SQLite record store. Only for a gateway that serves no messages: then nothing
+    else writes to its in-memory store, which holds no loop-bound state (and the SQLite store runs
+    on its own thread)."""
     assert asyncio.run(gateway.gateway.store.append_usage(records)) == len(records)
+    assert asyncio.run(gateway.gateway.records.db.insert(records)) == len(records)
 
 
 @pytest.fixture(scope="module")
@@ -496,13 +499,14 @@ def test_key_lifecycle_on_redis(redis_gateway, upstream):
         assert accepted(redis_gateway, third["key"]) == (401, 401)
 
 
-def test_an_unreachable_store_is_a_503(anthropic_upstream, tmp_path):
+def test_an_unreachable_store_is_a_503_and_usage_still_reads_from_the_record_store(anthropic_upstream, tmp_path):
     with RedisServer() as server, GatewayThread(**settings_for(
             anthropic_upstream.url, tmp_path, redis_url=server.url)) as running:
         headers = {"x-api-key": ADMIN_KEY}
         assert httpx.post(running.url + "/admin/teams", json={"name": "t"}, headers=headers).status_code == 201
         server.stop()
-        for method, path in (("GET", "/admin/teams"), ("POST", "/admin/teams/t/keys"), ("GET", "/admin/usage")):
+        for method, path in (("GET", "/admin/teams"), ("POST", "/admin/teams/t/keys")):
             response = httpx.request(method, running.url + path, headers=headers, timeout=10)
             assert response.status_code == 503
             assert error_of(response) == ("api_error", "store unavailable")
+        assert httpx.get(running.url + "/admin/usage", headers=headers, timeout=10).status_code == 200

@@ -21,6 +21,7 @@ from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY, base_settings
 from tests.gateway.test_hostile_input import HI, MALFORMED, OVER_LIMITS
 from tests.gateway.test_usage_recording import query, records
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 
 VICTIM_REQUESTS = 40
@@ -83,8 +84,8 @@ def run_victim(url: str, attacking: bool) -> list[float]:
     return latencies
 
 
-def victim_outcome(redis_url: str) -> tuple:
-    found = records(redis_url, "team-b", VICTIM_REQUESTS)
+def victim_outcome(db_url: str, redis_url: str) -> tuple:
+    found = records(db_url, "team-b", VICTIM_REQUESTS)
     now = time.time()
     [row] = query(redis_url, "query_usage", start=now - 3600, end=now + 60, group_by=["team"], team="team-b")
     shape = sorted((r["status"], r["model"], r["input_tokens"], r["output_tokens"], r["cost_usd"], r["user"],
@@ -92,17 +93,19 @@ def victim_outcome(redis_url: str) -> tuple:
     return shape, row["requests"], round(row["cost_usd"], 9)
 
 
-def test_an_attacking_team_changes_nothing_for_another_team(redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+def test_an_attacking_team_changes_nothing_for_another_team(redis_server, postgres_server, anthropic_upstream,  # noqa: F811
+                                                            tmp_path):
     outcomes, latencies = [], []
     for attacking in (False, True):
         redis_server.flush()
+        postgres_server.reset()
         anthropic_upstream.reset()
-        settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+        settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=postgres_server.url,
                                  usage_spill_path=str(tmp_path / f"spill-{attacking}.jsonl"),
                                  teams=[{"name": "team-b", "budget_daily_usd": 1.0}])
         with GatewayThread(**settings) as gw:
             latencies.append(run_victim(gw.url, attacking))
-            outcomes.append(victim_outcome(redis_server.url))
+            outcomes.append(victim_outcome(postgres_server.url, redis_server.url))
             spend = redis_server.client().hgetall(next(redis_server.client().scan_iter("gw:{team-b}:spend:d:*")))
         assert int(spend["team"]) == round(VICTIM_REQUESTS * VICTIM_COST * 1e9)
         assert not (tmp_path / f"spill-{attacking}.jsonl").exists(), "no usage write failed"
@@ -125,15 +128,16 @@ def maximal_body(i: int) -> dict:
 
 
 def test_a_thousand_refused_requests_with_maximal_fields_stay_under_the_documented_redis_bound(
-        redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+        redis_server, postgres_server, anthropic_upstream, tmp_path):  # noqa: F811
     redis_server.flush()
+    postgres_server.reset()
     anthropic_upstream.reset()
-    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=postgres_server.url,
                              usage_spill_path=str(tmp_path / "spill.jsonl"), teams=[{"name": "team-a", "rpm": 1}])
     with GatewayThread(**settings) as gw, httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY},
                                                        timeout=30) as c:
         assert c.post("/v1/messages", json=HI).status_code == 200  # the one request the rpm lets through
-        records(redis_server.url, "team-a", 1)
+        records(postgres_server.url, "team-a", 1)
         client = redis_server.client()
         before = client.info("memory")["used_memory"]
         statuses: dict[int, int] = {}
@@ -147,7 +151,7 @@ def test_a_thousand_refused_requests_with_maximal_fields_stay_under_the_document
             statuses[400] = statuses.get(400, 0) + 1
             assert c.post("/v1/messages", content=huge, headers={"content-type": "application/json"}).status_code == 400
         assert statuses == {404: 500, 429: 500, 400: 20}
-        kept = records(redis_server.url, "team-a", 1021, timeout=15)
+        kept = records(postgres_server.url, "team-a", 1021, timeout=15)
     assert len(kept) == 1021
     grown = client.info("memory")["used_memory"] - before
     assert grown < REDIS_BOUND_PER_1000_REFUSED, f"Redis grew by {grown / 2**20:.1f} MiB"

@@ -14,6 +14,7 @@ from tests.fakes.base import wait_for
 from tests.gateway.test_store_outage import DurableRedis
 from tests.gateway.test_usage_recording import records
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 
 COUNT = {"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}
 ASK = {**COUNT, "max_tokens": 5}
@@ -27,8 +28,14 @@ def redis() -> Iterator[DurableRedis]:
         yield server
 
 
-def start_gateway(upstream, redis: DurableRedis, tmp_path, **extra) -> GatewayThread:
-    settings = base_settings(upstream.url, redis_url=redis.url, key_cache_ttl=CACHE_TTL_S,
+@pytest.fixture
+def usage_db(postgres_server: PostgresServer) -> str:  # noqa: F811
+    postgres_server.reset()
+    return postgres_server.url
+
+
+def start_gateway(upstream, redis: DurableRedis, usage_db: str, tmp_path, **extra) -> GatewayThread:
+    settings = base_settings(upstream.url, redis_url=redis.url, usage_db_url=usage_db, key_cache_ttl=CACHE_TTL_S,
                              usage_spill_path=str(tmp_path / "spill.jsonl"), **extra)
     return GatewayThread(**settings).start()
 
@@ -75,8 +82,8 @@ def requests_counted(gw: GatewayThread, team: str, status: int) -> float:
     return total
 
 
-def test_fail_open_keeps_a_recently_seen_admin_key_working_and_counts_its_requests(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open")
+def test_fail_open_keeps_a_recently_seen_admin_key_working_and_counts_its_requests(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_open")
     try:
         team, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
@@ -89,15 +96,15 @@ def test_fail_open_keeps_a_recently_seen_admin_key_working_and_counts_its_reques
         redis.start()
         # The recorder replays its spill file when a request next finishes.
         assert httpx.post(gw.url + "/v1/messages", json=ASK, headers={"x-api-key": TEAM_KEY}).status_code == 200
-        found = records(redis.url, team, 4, timeout=15)
+        found = records(usage_db, team, 4, timeout=15)
         ids = {r["request_id"] for r in found}
         assert {during["messages"].headers["request-id"], during["count_tokens"].headers["request-id"]} <= ids
     finally:
         gw.stop()
 
 
-def test_fail_open_answers_overloaded_for_a_key_it_has_not_seen(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open")
+def test_fail_open_answers_overloaded_for_a_key_it_has_not_seen(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_open")
     try:
         _, key = issue_key(gw)  # valid, but never used on this replica
         redis.stop()
@@ -107,8 +114,8 @@ def test_fail_open_answers_overloaded_for_a_key_it_has_not_seen(upstream, redis,
         gw.stop()
 
 
-def test_fail_open_grace_ends_after_key_cache_grace(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open", key_cache_grace=0.3)
+def test_fail_open_grace_ends_after_key_cache_grace(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_open", key_cache_grace=0.3)
     try:
         _, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
@@ -119,8 +126,8 @@ def test_fail_open_grace_ends_after_key_cache_grace(upstream, redis, tmp_path):
         gw.stop()
 
 
-def test_fail_open_still_refuses_a_key_seen_revoked(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open")
+def test_fail_open_still_refuses_a_key_seen_revoked(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_open")
     try:
         _, key = issue_key(gw)
         assert httpx.delete(gw.url + f"/admin/keys/{key['id']}", headers={"x-api-key": ADMIN_KEY}).status_code == 200
@@ -132,8 +139,8 @@ def test_fail_open_still_refuses_a_key_seen_revoked(upstream, redis, tmp_path):
         gw.stop()
 
 
-def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refusals(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_closed")
+def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refusals(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_closed")
     try:
         team, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)
@@ -146,7 +153,7 @@ def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refu
         assert wait_for(lambda: requests_counted(gw, team, 529) == 2, timeout=3)
         redis.start()
         assert httpx.post(gw.url + "/v1/messages", json=ASK, headers={"x-api-key": TEAM_KEY}).status_code == 200
-        found = {r["request_id"]: r for r in records(redis.url, team, 4, timeout=15)}
+        found = {r["request_id"]: r for r in records(usage_db, team, 4, timeout=15)}
         for route in ("messages", "count_tokens"):
             assert found[refused[route].headers["request-id"]]["status"] == 529
         deadline = time.monotonic() + 10
@@ -157,8 +164,8 @@ def test_fail_closed_answers_overloaded_for_every_store_key_and_records_the_refu
         gw.stop()
 
 
-def test_fail_open_serves_a_seen_key_and_refuses_an_unseen_one_quickly_while_redis_hangs(upstream, redis, tmp_path):
-    gw = start_gateway(upstream, redis, tmp_path, store_outage="fail_open", store_timeout=0.2)
+def test_fail_open_serves_a_seen_key_and_refuses_an_unseen_one_quickly_while_redis_hangs(upstream, redis, usage_db, tmp_path):
+    gw = start_gateway(upstream, redis, usage_db, tmp_path, store_outage="fail_open", store_timeout=0.2)
     try:
         _, key = issue_key(gw)
         assert statuses(call(gw, key["key"])) == all_are(200)

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ADMIN_KEY, base_settings
 from tests.gateway.test_usage_recording import records
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 SONNET = "anthropic/claude-sonnet-4.5"
@@ -20,9 +21,16 @@ ASK = {**COUNT, "max_tokens": 50}
 
 
 @pytest.fixture(scope="module")
-def gateway(anthropic_upstream, redis_server: RedisServer, tmp_path_factory) -> Iterator[GatewayThread]:  # noqa: F811
+def usage_db(postgres_server: PostgresServer) -> str:  # noqa: F811
+    """A database of this module's own, which the other tests' resets of the default one leave alone."""
+    return postgres_server.database("count_tokens_admission")
+
+
+@pytest.fixture(scope="module")
+def gateway(anthropic_upstream, redis_server: RedisServer, usage_db: str,  # noqa: F811
+            tmp_path_factory) -> Iterator[GatewayThread]:
     redis_server.flush()
-    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=usage_db,
                              usage_spill_path=str(tmp_path_factory.mktemp("spill") / "spill.jsonl"))
     with GatewayThread(**settings) as gw:
         yield gw
@@ -101,11 +109,11 @@ def test_count_tokens_with_a_key_expired_a_moment_ago_is_refused(gateway, upstre
     assert count(gateway, key["key"]).status_code == 401
 
 
-def test_count_tokens_leaves_a_zero_cost_usage_record(gateway, upstream, redis_server):  # noqa: F811
+def test_count_tokens_leaves_a_zero_cost_usage_record(gateway, upstream, usage_db):
     team, key = team_key(gateway)
     answer = count(gateway, key["key"])
     assert answer.status_code == 200
-    [record] = records(redis_server.url, team, 1)
+    [record] = records(usage_db, team, 1)
     assert record["request_id"] == answer.headers["request-id"]
     assert record["key_id"] == key["id"]
     assert record["status"] == 200
@@ -114,9 +122,9 @@ def test_count_tokens_leaves_a_zero_cost_usage_record(gateway, upstream, redis_s
     assert record["input_tokens"] == record["output_tokens"] == 0
 
 
-def test_a_refused_count_is_recorded_with_its_status(gateway, upstream, redis_server):  # noqa: F811
+def test_a_refused_count_is_recorded_with_its_status(gateway, upstream, usage_db):
     team, key = team_key(gateway, rpm=1)
     assert [count(gateway, key["key"]).status_code for _ in range(2)] == [200, 429]
-    found = records(redis_server.url, team, 2)
+    found = records(usage_db, team, 2)
     assert sorted(r["status"] for r in found) == [200, 429]
     assert {r["limited_by"] for r in found} == {None, "rpm"}

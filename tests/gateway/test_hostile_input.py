@@ -14,6 +14,9 @@ import httpx
 import pytest
 
 from gateway.exchange import Exchange, Principal
+from gateway.records import create_record_store
+from gateway.records.base import RequestFilter
+from gateway.records.ingest import BufferDrainer, IngestState
 from gateway.request import InboundHeaders, parse_messages_request
 from gateway.settings import InputLimits
 from gateway.store.base import AdmissionRequest, KeyRecord, Limits, Team, create_store
@@ -24,6 +27,7 @@ from tests.conftest import TEAM_KEY, base_settings
 from tests.gateway.test_errors import assert_error
 from tests.gateway.test_store_outage import DurableRedis
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 MODEL = "claude-sonnet-4-5"
@@ -144,10 +148,12 @@ def test_limits_are_configurable(anthropic_upstream):
 
 
 # -- a refused request must not leave a concurrency slot behind ------------------------------------
-def test_a_huge_max_tokens_leaves_no_concurrency_slot_taken(redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+def test_a_huge_max_tokens_leaves_no_concurrency_slot_taken(redis_server, postgres_server, anthropic_upstream,  # noqa: F811
+                                                            tmp_path):
     redis_server.flush()
+    postgres_server.reset()
     anthropic_upstream.reset()
-    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=postgres_server.url,
                              usage_spill_path=str(tmp_path / "spill.jsonl"),
                              teams=[{"name": "team-a", "max_concurrent": 1}])
     with GatewayThread(**settings) as gw, httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY}) as c:
@@ -162,11 +168,13 @@ def test_a_huge_max_tokens_leaves_no_concurrency_slot_taken(redis_server, anthro
 
 # -- store_timeout bounds admission --------------------------------------------------------------
 @pytest.mark.parametrize("timeout", [0.15, 0.4])
-def test_admission_gives_up_after_store_timeout_when_redis_does_not_answer(anthropic_upstream, tmp_path,
-                                                                            timeout):
+def test_admission_gives_up_after_store_timeout_when_redis_does_not_answer(anthropic_upstream, postgres_server,  # noqa: F811
+                                                                            tmp_path, timeout):
     anthropic_upstream.reset()
+    postgres_server.reset()
     with RedisServer() as server:
-        settings = base_settings(anthropic_upstream.url, redis_url=server.url, store_outage="fail_closed",
+        settings = base_settings(anthropic_upstream.url, redis_url=server.url, usage_db_url=postgres_server.url,
+                                 store_outage="fail_closed",
                                  store_timeout=timeout, usage_spill_path=str(tmp_path / "spill.jsonl"))
         with GatewayThread(**settings) as gw, httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY},
                                                            timeout=10) as c:
@@ -218,8 +226,27 @@ async def _poisoned_batch(store, recorder: UsageRecorder, poison: dict, count: i
     return ids
 
 
-async def _assert_all_landed(store, ids: list[str], poisoned: str) -> None:
-    records = {r["request_id"]: r for r in await store.usage_records(limit=10_000)}
+async def _drained_records(store, db_url: str) -> dict[str, dict]:
+    """What the Redis usage buffers hold, moved into the record store as a replica's drainer does;
+    every record there, by request id."""
+    database = create_record_store(db_url)
+    await database.open(migrate=True)
+    try:
+        drainer = BufferDrainer(store, database, IngestState(database.kind))
+        for _ in range(100):  # a batch at a time (the first call may only claim), until nothing waits
+            await drainer.drain_once()
+            if not await store.buffer_length(await store.buffer_teams()):
+                break
+        found, _ = await database.requests(RequestFilter(), limit=10_000)
+    finally:
+        await database.close()
+    records = {r["request_id"]: r for r in found}
+    assert len(records) == len(found), "no record is stored twice"
+    return records
+
+
+async def _assert_all_landed(store, db_url: str, ids: list[str], poisoned: str) -> None:
+    records = await _drained_records(store, db_url)
     assert set(records) == set(ids)
     assert "record_error" in records[poisoned] and records[poisoned]["cost_usd"] == 0.01
     assert all("record_error" not in r for rid, r in records.items() if rid != poisoned)
@@ -241,8 +268,9 @@ async def _assert_all_landed(store, ids: list[str], poisoned: str) -> None:
 
 @pytest.mark.parametrize("poison", list(POISONS))
 def test_one_unencodable_record_among_many_leaves_every_other_record_and_settlement_in_redis(
-        redis_server, tmp_path, poison):  # noqa: F811
+        redis_server, postgres_server, tmp_path, poison):  # noqa: F811
     redis_server.flush()
+    postgres_server.reset()
 
     async def run() -> None:
         store = create_store(redis_server.url)
@@ -250,15 +278,16 @@ def test_one_unencodable_record_among_many_leaves_every_other_record_and_settlem
         try:
             ids = await _poisoned_batch(store, recorder, POISONS[poison], 200)
             await recorder.flush()
-            await _assert_all_landed(store, ids, ids[100])
+            await _assert_all_landed(store, postgres_server.url, ids, ids[100])
             assert not (tmp_path / "spill.jsonl").exists()
         finally:
             await store.close()
     asyncio.run(run())
 
 
-def test_an_unencodable_record_does_not_stop_the_spill_file_or_its_replay(tmp_path):
+def test_an_unencodable_record_does_not_stop_the_spill_file_or_its_replay(postgres_server, tmp_path):  # noqa: F811
     spill = tmp_path / "spill.jsonl"
+    postgres_server.reset()
 
     async def run(server: RedisServer) -> None:
         store = create_store(server.url, socket_timeout=0.3, connect_timeout=0.3, operation_timeout=0.3)
@@ -275,7 +304,7 @@ def test_an_unencodable_record_does_not_stop_the_spill_file_or_its_replay(tmp_pa
                     break
                 await asyncio.sleep(0.1)
             assert not spill.exists()
-            await _assert_all_landed(store, ids, ids[20])
+            await _assert_all_landed(store, postgres_server.url, ids, ids[20])
         finally:
             await store.close()
 
@@ -290,14 +319,15 @@ def test_the_store_still_refuses_a_record_it_cannot_encode():
 
 
 def test_a_request_refused_before_its_body_is_read_keeps_no_overlong_session_header(
-        redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+        redis_server, postgres_server, anthropic_upstream, tmp_path):  # noqa: F811
     from tests.gateway.test_usage_recording import records
     redis_server.flush()
-    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
+    postgres_server.reset()
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=postgres_server.url,
                              usage_spill_path=str(tmp_path / "spill.jsonl"))
     with GatewayThread(**settings) as gw, httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY}) as c:
         for session in ("s" * 100_000, "sess-short"):
             assert_error(c.post("/v1/messages", content=b'{"model": ', headers={"x-session-id": session}), 400,
                          "invalid_request_error")
-        kept = records(redis_server.url, "team-a", 2)
+        kept = records(postgres_server.url, "team-a", 2)
     assert sorted(r["session_id"] or "" for r in kept) == ["", "sess-short"]

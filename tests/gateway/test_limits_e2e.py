@@ -25,6 +25,7 @@ import pytest
 from tests.fakes.anthropic import AnthropicFake, error_reply, sse_reply, stream_events
 from tests.fakes.base import Reply
 from tests.gateway.replicas import Replicas
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_cluster, redis_server  # noqa: F401  (session fixtures)
 
 ADMIN_KEY = "sk-test-limits-admin-0000"
@@ -44,7 +45,7 @@ def model_entry(model_id: str, upstream_model: str) -> dict:
                            "pricing": {"input": 0.0, "output": OUTPUT_PRICE}}]}
 
 
-def gateway_config(upstream_url: str, redis_url: str | None) -> dict:
+def gateway_config(upstream_url: str, redis_url: str | None, usage_db_url: str | None = None) -> dict:
     config = {
         "admin_key": ADMIN_KEY,
         "providers": {"anthropic": {"base_url": upstream_url, "api_key": "sk-upstream-limits"}},
@@ -54,6 +55,7 @@ def gateway_config(upstream_url: str, redis_url: str | None) -> dict:
     }
     if redis_url is not None:
         config["redis_url"] = redis_url
+        config["usage_db_url"] = usage_db_url
     return config
 
 
@@ -76,21 +78,23 @@ def memory_replicas(fake, tmp_path_factory) -> Iterator[Replicas]:
         yield replicas
 
 
-def _two_replicas(fake, servers, folder) -> Iterator[Replicas]:
-    """Two gateways sharing the (flushed) Redis behind `servers`."""
+def _two_replicas(fake, servers, database: str, folder) -> Iterator[Replicas]:
+    """Two gateways sharing the (flushed) Redis behind `servers` and one PostgreSQL database."""
     servers.flush()
-    with Replicas(gateway_config(fake.url, servers.url), folder, count=2, admin_key=ADMIN_KEY) as replicas:
+    with Replicas(gateway_config(fake.url, servers.url, database), folder, count=2, admin_key=ADMIN_KEY) as replicas:
         yield replicas
 
 
 @pytest.fixture(scope="module")
-def redis_replicas(fake, redis_server, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
-    yield from _two_replicas(fake, redis_server, tmp_path_factory.mktemp("redis"))
+def redis_replicas(fake, redis_server, postgres_server, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
+    database = postgres_server.database("limits_redis")
+    yield from _two_replicas(fake, redis_server, database, tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="module")
-def cluster_replicas(fake, redis_cluster, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
-    yield from _two_replicas(fake, redis_cluster, tmp_path_factory.mktemp("cluster"))
+def cluster_replicas(fake, redis_cluster, postgres_server, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
+    database = postgres_server.database("limits_cluster")
+    yield from _two_replicas(fake, redis_cluster, database, tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])

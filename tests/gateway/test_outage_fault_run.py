@@ -14,6 +14,7 @@ from tests.conftest import ADMIN_KEY, TEAM_KEY, base_settings
 from tests.gateway.test_store_outage import DurableRedis
 from tests.gateway.test_usage_recording import records
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 
 ASK = {"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
 OUTAGE_S = 2.0
@@ -21,9 +22,11 @@ OUTAGE_S = 2.0
 
 @pytest.mark.parametrize("policy,outage_status", [("fail_open", 200), ("fail_closed", 529)])
 def test_a_redis_outage_under_load_yields_only_enveloped_answers_and_loses_no_record(
-        upstream, tmp_path, policy, outage_status):
+        upstream, postgres_server, tmp_path, policy, outage_status):  # noqa: F811
+    postgres_server.reset()
     with DurableRedis() as redis:
-        settings = base_settings(upstream.url, redis_url=redis.url, store_outage=policy, key_cache_ttl=0.5,
+        settings = base_settings(upstream.url, redis_url=redis.url, usage_db_url=postgres_server.url,
+                                 store_outage=policy, key_cache_ttl=0.5,
                                  usage_spill_path=str(tmp_path / "spill.jsonl"))
         with GatewayThread(**settings) as gw:
             team = "fr-" + uuid.uuid4().hex[:8]
@@ -62,7 +65,7 @@ def test_a_redis_outage_under_load_yields_only_enveloped_answers_and_loses_no_re
                 if response.status_code != 200:
                     assert response.headers["content-type"] == "application/json"
                     assert response.json()["error"]["type"] == "overloaded_error"
-            found = records(redis.url, team, len(answers), timeout=15)
+            found = records(postgres_server.url, team, len(answers), timeout=15)
             ids = [r["request_id"] for r in found]
             assert len(ids) == len(set(ids)) == len(answers)
             assert set(ids) == {r.headers["request-id"] for r in answers}

@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.anthropic import AnthropicFake
 from tests.gateway.replicas import Replicas
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 ADMIN_KEY = "sk-test-revocation-admin-0000"
@@ -26,9 +27,13 @@ def fake() -> Iterator[AnthropicFake]:
 
 
 @pytest.fixture(scope="module")
-def replicas(fake, redis_server: RedisServer, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
+def replicas(fake, redis_server: RedisServer, postgres_server: PostgresServer,  # noqa: F811
+             tmp_path_factory) -> Iterator[Replicas]:
     redis_server.flush()
+    # Replicas sharing Redis need one shared record store: a database of their own, which the other
+    # tests' resets of the default database leave alone.
     config = {"admin_key": ADMIN_KEY, "redis_url": redis_server.url,
+              "usage_db_url": postgres_server.database("revocation"),
               "providers": {"anthropic": {"base_url": fake.url, "api_key": "sk-upstream-revocation"}},
               # Far longer than any test: only a check against the store can notice a change.
               "keys": [{"key": CONFIG_KEY, "team": "rv-config"}],

@@ -16,6 +16,7 @@ from tests.conftest import TEAM_KEY
 from tests.fakes.anthropic import AnthropicFake, error_reply, json_reply, message_body, sse_reply, stream_events
 from tests.fakes.base import free_port, wait_for
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 
 PROVIDERS = ("p-one", "p-two", "p-three")
@@ -228,9 +229,10 @@ def test_per_request_deadline_bounds_everything(fakes):
         assert response.status_code == 504
 
 
-def test_a_429_with_retry_after_cools_the_endpoint_down_for_another_gateway_process(fakes, redis_server, tmp_path):  # noqa: F811
+def test_a_429_with_retry_after_cools_the_endpoint_down_for_another_gateway_process(fakes, redis_server,  # noqa: F811
+                                                                                   postgres_server, tmp_path):  # noqa: F811
     redis_server.flush()
-    config = routing_settings(fakes, redis_url=redis_server.url)
+    config = routing_settings(fakes, redis_url=redis_server.url, usage_db_url=postgres_server.database("routing"))
     config_file = tmp_path / "gateway.yaml"
     config_file.write_text(yaml.safe_dump(config))
     port = free_port()

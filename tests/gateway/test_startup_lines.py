@@ -7,6 +7,7 @@ import subprocess
 import yaml
 
 from tests.fakes.base import free_port
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.served_process import GATEWAY, ServedProcess
 
 
@@ -31,10 +32,13 @@ def test_listening_line_comes_once_the_port_accepts_connections():
         served.stop()
 
 
-def test_startup_lines_name_the_redis_store_without_its_password_the_admin_api_and_the_providers(tmp_path):
+def test_startup_lines_name_the_redis_store_without_its_password_the_admin_api_and_the_providers(
+        tmp_path, postgres_server):  # noqa: F811
+    postgres_server.reset()
     config = tmp_path / "gateway.yaml"
     config.write_text(yaml.safe_dump({
         "redis_url": f"redis://gw:hunter2-secret@127.0.0.1:{free_port()}/0", "admin_key": "sk-admin-startup-1",
+        "usage_db_url": postgres_server.url,
         "providers": {"anthropic": {"api_key": "sk-ant-startup-1"}}}))
     with ServedProcess(["--config", str(config)], cwd=str(tmp_path)) as served:
         served.wait_for("listening on")

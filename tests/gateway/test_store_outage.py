@@ -61,7 +61,7 @@ def test_fail_open_admits_during_the_outage_and_loses_no_record(durable_redis, a
             t.join()
         assert httpx.get(gw.url + "/readyz").json()["status"] == "ready"
         assert len(sent) >= 200 and set(sent) == {200}
-        found = records(durable_redis.url, "team-a", len(sent), timeout=15)
+        found = records(gw.gateway.records.url, "team-a", len(sent), timeout=15)
         assert len(found) == len(sent)
         assert len({r["request_id"] for r in found}) == len(sent)
         now = time.time()

@@ -1,4 +1,5 @@
-"""One usage record per request, in the store, with tokens and cost; rollups equal the records."""
+"""One usage record per request, through the Redis buffer into PostgreSQL, with tokens and cost;
+the database's totals equal the Redis rollups' to the nano-dollar."""
 from __future__ import annotations
 
 import asyncio
@@ -7,11 +8,14 @@ import time
 import httpx
 import pytest
 
+from gateway.records import create_record_store
+from gateway.records.base import RequestFilter
 from gateway.store.base import create_store
 from tests.conftest import OTHER_TEAM_KEY, TEAM_KEY, base_settings
 from tests.fakes.anthropic import error_reply, json_reply, message_body, sse_reply, stream_events
 from tests.fakes.base import wait_for
 from tests.gateway_server import GatewayThread
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 
 HI = {"model": "anthropic/claude-sonnet-4.5", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]}
@@ -29,28 +33,43 @@ def query(url: str, method: str, **kwargs):
     return asyncio.run(run())
 
 
-def records(url: str, team: str, n: int, timeout: float = 5.0) -> list[dict]:
+def in_database(db_url: str, method: str, *args, **kwargs):
+    async def run():
+        db = create_record_store(db_url)
+        try:
+            await db.open(migrate=False)
+            return await getattr(db, method)(*args, **kwargs)
+        finally:
+            await db.close()
+    return asyncio.run(run())
+
+
+def records(db_url: str, team: str, n: int, timeout: float = 5.0) -> list[dict]:
+    """The team's records in the database, once there are `n` (and never more)."""
     found: list[dict] = []
 
     def enough() -> bool:
-        found[:] = query(url, "usage_records", team=team, session_id=None, start=None, end=None, limit=10_000)
+        # One more than expected, so that a doubled record shows.
+        found[:] = in_database(db_url, "requests", RequestFilter(team=team), limit=max(1000, n + 1))[0]
         return len(found) >= n
     assert wait_for(enough, timeout=timeout, interval=0.05), f"expected {n} records, found {len(found)}"
+    assert len(found) == n
     return found
 
 
 @pytest.fixture
-def redis_gateway(redis_server, anthropic_upstream, tmp_path):  # noqa: F811
+def redis_gateway(redis_server, postgres_server, anthropic_upstream, tmp_path):  # noqa: F811
     redis_server.flush()
+    postgres_server.reset()
     anthropic_upstream.reset()
-    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url,
-                             usage_spill_path=str(tmp_path / "spill.jsonl"))
+    settings = base_settings(anthropic_upstream.url, redis_url=redis_server.url, usage_db_url=postgres_server.url,
+                             usage_spill_path=str(tmp_path / "spill.jsonl"), usage_flush_interval=0.05)
     with GatewayThread(**settings) as gw:
-        yield gw, redis_server.url
+        yield gw, postgres_server.url, redis_server.url
 
 
 def test_a_request_leaves_one_record_with_tokens_cost_and_attribution(redis_gateway, anthropic_upstream):
-    gw, url = redis_gateway
+    gw, url, _ = redis_gateway
     anthropic_upstream.enqueue(json_reply(message_body(input_tokens=1000, output_tokens=100, cache_read=2000,
                                                        cache_write=400)))
     response = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": TEAM_KEY, "x-session-id": "sess-9"},
@@ -76,15 +95,15 @@ def test_a_request_leaves_one_record_with_tokens_cost_and_attribution(redis_gate
 
 
 def test_uncached_request_costs_input_and_output_prices(redis_gateway, anthropic_upstream):
-    gw, url = redis_gateway
+    gw, url, _ = redis_gateway
     anthropic_upstream.enqueue(json_reply(message_body(input_tokens=2000, output_tokens=300)))
     httpx.post(gw.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=HI)
     [record] = records(url, "team-a", 1)
     assert record["cost_usd"] == pytest.approx((2000 * 3.0 + 300 * 15.0) / 1e6)
 
 
-def test_rollups_equal_the_sum_of_the_records(redis_gateway, anthropic_upstream):
-    gw, url = redis_gateway
+def test_database_totals_equal_the_rollups_and_the_records(redis_gateway, anthropic_upstream):
+    gw, url, redis_url = redis_gateway
     for i in range(12):
         anthropic_upstream.enqueue(json_reply(message_body(input_tokens=100 + i, output_tokens=10 + i,
                                                            cache_read=i * 7)))
@@ -92,9 +111,13 @@ def test_rollups_equal_the_sum_of_the_records(redis_gateway, anthropic_upstream)
         assert httpx.post(gw.url + "/v1/messages", headers={"x-api-key": key}, json=HI).status_code == 200
     mine = records(url, "team-a", 8)
     theirs = records(url, "team-b", 4)
-    now = time.time()
-    rows = query(url, "query_usage", start=now - 3600, end=now + 60, group_by=["team", "model"], team=None)
-    by_team = {row["team"]: row for row in rows}
+    # Whole hours, as the rollups count: then both must agree to the nano-dollar.
+    start = (time.time() // 3600 - 1) * 3600
+    end = start + 3 * 3600
+    rollups = query(redis_url, "query_usage", start=start, end=end, group_by=["team", "model"], team=None)
+    database = in_database(url, "summary", start, end, ["team", "model"])
+    assert database == rollups
+    by_team = {row["team"]: row for row in database}
     for team, recs in (("team-a", mine), ("team-b", theirs)):
         row = by_team[team]
         assert row["requests"] == len(recs)
@@ -104,7 +127,7 @@ def test_rollups_equal_the_sum_of_the_records(redis_gateway, anthropic_upstream)
 
 
 def test_upstream_failure_is_recorded_with_its_attempts(redis_gateway, anthropic_upstream):
-    gw, url = redis_gateway
+    gw, url, _ = redis_gateway
     anthropic_upstream.enqueue(error_reply(500, "api_error", "boom"))
     assert httpx.post(gw.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json=HI).status_code == 502
     [record] = records(url, "team-a", 1)
@@ -113,7 +136,7 @@ def test_upstream_failure_is_recorded_with_its_attempts(redis_gateway, anthropic
 
 
 def test_client_disconnect_mid_stream_still_produces_a_record(redis_gateway, anthropic_upstream):
-    gw, url = redis_gateway
+    gw, url, _ = redis_gateway
     anthropic_upstream.enqueue(sse_reply(stream_events(["word "] * 60, input_tokens=321), delay_between=0.05))
     with httpx.Client(base_url=gw.url, headers={"x-api-key": TEAM_KEY}) as client:
         with client.stream("POST", "/v1/messages", json={**HI, "stream": True}) as r:

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import ADMIN_KEY, TEAM_KEY
 from tests.fakes.anthropic import AnthropicFake
 from tests.fakes.base import free_port, wait_for
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 
 HI = {"model": "test/metered", "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
@@ -27,11 +28,11 @@ def upstream():
 
 
 @pytest.fixture(scope="module")
-def two_workers(upstream, redis_server, tmp_path_factory):  # noqa: F811
+def two_workers(upstream, redis_server, postgres_server, tmp_path_factory):  # noqa: F811
     redis_server.flush()
     workdir = tmp_path_factory.mktemp("workers")
     config = {
-        "redis_url": redis_server.url, "admin_key": ADMIN_KEY,
+        "redis_url": redis_server.url, "usage_db_url": postgres_server.database("workers"), "admin_key": ADMIN_KEY,
         "providers": {"anthropic": {"base_url": upstream.url, "api_key": "sk-upstream"}},
         # $100 per million output tokens, nothing for input: 100 output tokens cost exactly $0.01
         "models": [{"id": "test/metered", "display_name": "Metered", "context_length": 10000, "max_output": 1000,
