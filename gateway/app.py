@@ -218,10 +218,15 @@ class Gateway:
     async def _reload_on_signal(self) -> None:
         try:
             await self.reload()
-        except ConfigError:
-            pass  # logged with its reason
+        except ConfigError as exc:  # logged with its reason; the audit log keeps it too
+            await self.auditor.record(action="config.reload", principal=None, address=None, via="signal",
+                                      actor="operator", outcome="refused", details={"reason": str(exc)[:500]})
+            return
         except Exception:
             log.exception("reload failed unexpectedly; the previous config keeps serving")
+            return
+        await self.auditor.record(action="config.reload", principal=None, address=None, via="signal",
+                                  actor="operator")
 
     async def register_static_principals(self) -> None:
         """Teams and keys from the config file exist in the store too, so admission treats all keys alike."""

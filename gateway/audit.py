@@ -27,8 +27,9 @@ def actor_of(principal: Principal | None) -> str:
 
 def audit_entry(*, action: str, principal: Principal | None, address: str | None, target: str | None = None,
                 via: str = "api", outcome: str = "ok", details: dict[str, Any] | None = None,
-                now: float | None = None) -> dict[str, Any]:
-    return {"ts": time.time() if now is None else now, "actor": actor_of(principal),
+                now: float | None = None, actor: str | None = None) -> dict[str, Any]:
+    """`actor` names who acted when no key did (`operator` for a SIGHUP)."""
+    return {"ts": time.time() if now is None else now, "actor": actor or actor_of(principal),
             "actor_team": None if principal is None or principal.is_admin else principal.team,
             "action": action, "target": target, "address": address, "via": via, "outcome": outcome,
             "details": details or {}}
