@@ -261,7 +261,7 @@ def test_the_requests_page_shows_the_log_when_the_gateway_has_one_and_a_session_
     if replicas.admin("GET", "/admin/requests", params={"team": TEAM_A}).status_code == 404:
         assert "Request log unavailable" in page.locator("#requests-unavailable").inner_text()
     else:
-        page.get_by_label("Team").first.select_option(TEAM_A)
+        page.get_by_label("Team", exact=True).select_option(TEAM_A)
         page.get_by_role("button", name="Search").click()
         page.wait_for_selector(f"#requests-table td:has-text('{TEAM_A}')")
         teams = {r.inner_text() for r in page.query_selector_all("#requests-table tbody tr td:nth-child(2)")}
