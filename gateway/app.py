@@ -284,7 +284,7 @@ class Gateway:
         self.alerts.start()
         if self.demo and not self.settings.redis_url:
             from gateway.console.sample import load_sample_data
-            await load_sample_data(self.store, self.catalog)
+            await load_sample_data(self.store, self.records.db, self.catalog)
             self.console.sample_data = True
         # Everything built so far lives as long as the process: keep it out of the collector's scans.
         gc.collect()

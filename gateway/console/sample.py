@@ -1,12 +1,16 @@
 """Sample traffic for `gateway serve --demo`: two teams with budgets and keys, and two weeks of
-usage records, so that the console has something to show. Loaded only into the demo's in-memory
-store, and labelled: the teams' metadata says `"sample": true` and the console shows a banner.
+usage records, so that the console has something to show. Loaded only when the demo runs on the
+in-memory store, which takes the teams, keys, rollups and today's spend; the records go to the
+record store, where the usage and request queries read them. Labelled: the teams' metadata and
+every record say `"sample": true`, and the console shows a banner.
 """
 from __future__ import annotations
 
 import random
 import time
 
+from gateway.records.base import RecordStore, RequestFilter, record_row
+from gateway.records.ingest import write_rows
 from gateway.store.base import KeyRecord, Limits, Store, Team
 from policies.catalog import Catalog
 from policies.pricing import cost_usd
@@ -30,7 +34,8 @@ def _endpoints(catalog: Catalog) -> list[tuple[str, str, object]]:
     return sorted(preferred, key=lambda e: ((e[2].input or 0) + (e[2].output or 0), e[0]))[:6]
 
 
-async def load_sample_data(store: Store, catalog: Catalog, now: float | None = None, seed: int = 7) -> int:
+async def load_sample_data(store: Store, records_db: RecordStore, catalog: Catalog, now: float | None = None,
+                           seed: int = 7) -> int:
     """Create the sample teams, keys and records; returns how many records were added."""
     now = time.time() if now is None else now
     rng = random.Random(seed)
@@ -64,7 +69,7 @@ async def load_sample_data(store: Store, catalog: Catalog, now: float | None = N
                 cost = cost_usd(usage, pricing)
                 key_id = rng.choice(keys)
                 ok = rng.random() > 0.04
-                request_id = f"req_sample_{team_name[7:]}_{day}_{i}"
+                request_id = f"req_sample_{team_name[7:]}_{int(ts)}_{i}"  # one id per record, every start
                 records.append({
                     "request_id": request_id, "ts": ts, "team": team_name, "key_id": key_id,
                     "user": rng.choice(SAMPLE_USERS), "session_id": f"sample-session-{team_name[7:]}-{day}-{i // 4}",
@@ -84,4 +89,12 @@ async def load_sample_data(store: Store, catalog: Catalog, now: float | None = N
     records.sort(key=lambda r: r["ts"])
     for settlement in settlements:
         await store.settle(*settlement)
-    return await store.append_usage(records)
+    await store.append_usage(records)
+    # The record store outlives the demo: a demo started again on it adds only what is newer than
+    # the sample records already there, never a second copy of the same weeks.
+    newest = {}
+    for team_name in SAMPLE_TEAMS:
+        rows, _ = await records_db.requests(RequestFilter(team=team_name), limit=1)
+        newest[team_name] = rows[0]["ts"] if rows else 0.0
+    fresh = [r for r in records if r["ts"] > newest[r["team"]]]
+    return await write_rows(records_db, [record_row(r) for r in fresh])

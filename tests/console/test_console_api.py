@@ -229,9 +229,10 @@ def test_the_demo_console_opens_on_sample_data(tmp_path):
         assert response.json()["sample_data"] is False and client.get("/admin/teams").json()["data"] == []
 
 
-def test_gateway_serve_demo_prints_a_console_sign_in_that_opens_on_sample_data():
+def test_gateway_serve_demo_prints_a_console_sign_in_that_opens_on_sample_data(tmp_path):
     from tests.served_process import ServedProcess
-    with ServedProcess(["--demo"]) as served:
+    # A data folder of its own: its record store holds this demo's records only.
+    with ServedProcess(["--demo"], env={"GATEWAY_DATA_DIR": str(tmp_path / "data")}) as served:
         line = served.wait_for("console: ")
         url, key = line.split("console: ")[1].split()[0], line.rsplit(": ", 1)[1].rstrip(")")
         assert url == served.url + "/console" and httpx.get(url).status_code == 200
@@ -253,3 +254,29 @@ def test_without_a_gateway_webhook_a_team_with_its_own_alerts_is_alerted(gateway
         assert wait_for(lambda: len(hook.requests) == 1, timeout=5)
         [alert] = hook.alerts()  # the signature checked
         assert (alert["team"], alert["threshold"], alert["budget"]) == ("own-alerts", 0.01, "daily")
+
+
+def test_a_demo_started_again_on_its_data_adds_the_new_day_and_no_second_copy(tmp_path):
+    import asyncio
+
+    from gateway.console.sample import load_sample_data
+    from gateway.records import create_record_store
+    from gateway.records.base import RequestFilter
+    from gateway.store.memory import MemoryStore
+    from policies.catalog import load_catalog
+
+    async def scenario() -> tuple[list[int], list[dict]]:
+        db = create_record_store(f"sqlite:///{tmp_path / 'usage.db'}")
+        await db.open(migrate=True)
+        try:
+            now, catalog = time.time(), load_catalog()
+            written = [await load_sample_data(MemoryStore(), db, catalog, now=start)
+                       for start in (now, now + 60, now + 86400)]
+            tomorrow, _ = await db.requests(RequestFilter(team="sample-research", start=now + 60), limit=1000)
+            return written, tomorrow
+        finally:
+            await db.close()
+    written, tomorrow = asyncio.run(scenario())
+    # A minute later: at most the minute's records; a day later: about a day's, which the console shows.
+    assert written[0] > 14 * 9 * 2 and written[1] < 10
+    assert 9 <= written[2] < 2 * (18 + 3 + 9 + 3) and tomorrow

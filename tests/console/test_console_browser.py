@@ -20,6 +20,7 @@ from playwright.sync_api import expect, sync_playwright
 from tests.console.browser import axe_violations, launch, screenshot, sign_in
 from tests.fakes.anthropic import AnthropicFake
 from tests.gateway.replicas import Replicas
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 ADMIN_KEY = "sk-test-console-admin-0000"
@@ -34,9 +35,11 @@ def fake() -> Iterator[AnthropicFake]:
 
 
 @pytest.fixture(scope="module")
-def replicas(fake, redis_server: RedisServer, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
+def replicas(fake, redis_server: RedisServer, postgres_server: PostgresServer,  # noqa: F811
+             tmp_path_factory) -> Iterator[Replicas]:
     redis_server.flush()
     config = {"admin_key": ADMIN_KEY, "redis_url": redis_server.url, "key_cache_ttl": 300,
+              "usage_db_url": postgres_server.database("console"),
               "providers": {"anthropic": {"base_url": fake.url, "api_key": "sk-upstream-console"}}}
     with Replicas(config, tmp_path_factory.mktemp("console"), count=2, admin_key=ADMIN_KEY) as running:
         yield running
@@ -258,7 +261,7 @@ def test_the_requests_page_shows_the_log_when_the_gateway_has_one_and_a_session_
     if replicas.admin("GET", "/admin/requests", params={"team": TEAM_A}).status_code == 404:
         assert "Request log unavailable" in page.locator("#requests-unavailable").inner_text()
     else:
-        page.get_by_label("Team").first.select_option(TEAM_A)
+        page.get_by_label("Team", exact=True).select_option(TEAM_A)
         page.get_by_role("button", name="Search").click()
         page.wait_for_selector(f"#requests-table td:has-text('{TEAM_A}')")
         teams = {r.inner_text() for r in page.query_selector_all("#requests-table tbody tr td:nth-child(2)")}

@@ -22,6 +22,7 @@ from tests.fakes.anthropic import AnthropicFake
 from tests.fakes.base import Reply, wait_for
 from tests.fakes.webhook import WebhookReceiver
 from tests.gateway.replicas import Replicas
+from tests.postgres_server import PostgresServer, postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import RedisServer, redis_server  # noqa: F401  (session fixture)
 
 ADMIN_KEY = "sk-test-alerts-admin-0000"
@@ -43,10 +44,12 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def replicas(fake, receiver, redis_server: RedisServer, tmp_path_factory) -> Iterator[Replicas]:  # noqa: F811
+def replicas(fake, receiver, redis_server: RedisServer, postgres_server: PostgresServer,  # noqa: F811
+             tmp_path_factory) -> Iterator[Replicas]:
     redis_server.flush()
     config = {
         "admin_key": ADMIN_KEY, "redis_url": redis_server.url,
+        "usage_db_url": postgres_server.database("alerts"),
         "providers": {"anthropic": {"base_url": fake.url, "api_key": "sk-upstream-alerts"}},
         "models": [{"id": MODEL, "display_name": MODEL, "context_length": 100_000, "max_output": 4096,
                     "endpoints": [{"provider": "anthropic", "upstream_model": "metered-model",

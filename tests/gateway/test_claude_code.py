@@ -38,6 +38,7 @@ def test_claude_code_completes_a_tool_turn_on_a_three_line_model(tmp_path):
     with ToolTurnFake("Read", {"file_path": str(workdir / "notes.txt")}) as model:
         config = configure_it_config()
         config.pop("redis_url")  # the embedded store: this test needs no Redis
+        config.pop("usage_db_url")  # nor PostgreSQL: records go to SQLite in its own data folder
         config["providers"]["local"] = {"protocol": "openai", "base_url": model.url + "/v1"}
         config["models"].append({"id": "local/coder",
                                  "endpoints": [{"provider": "local", "upstream_model": "coder-32b"}]})
@@ -46,7 +47,8 @@ def test_claude_code_completes_a_tool_turn_on_a_three_line_model(tmp_path):
         path = tmp_path / "gateway.yaml"
         path.write_text(yaml.safe_dump(config))
         env = {"GATEWAY_ADMIN_KEY": "sk-admin-claude-code-test", "ANTHROPIC_API_KEY": "sk-ant-unused-upstream",
-               "MOONSHOT_API_KEY": "sk-moonshot-unused", "TEAM_A_KEY": KEY}
+               "MOONSHOT_API_KEY": "sk-moonshot-unused", "TEAM_A_KEY": KEY,
+               "GATEWAY_DATA_DIR": str(tmp_path / "data")}
         with ServedProcess(["--config", str(path)], env=env) as served:
             claude_env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path / "home"),
                           "ANTHROPIC_BASE_URL": served.url, "ANTHROPIC_AUTH_TOKEN": KEY,

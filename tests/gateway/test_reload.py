@@ -15,6 +15,7 @@ import yaml
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY
 from tests.fakes.base import Reply
 from tests.fakes.openai import OpenAIFake, Usage, completion_body
+from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 from tests.served_process import ServedProcess
 
@@ -57,7 +58,8 @@ def usage_cost(url: str) -> float:
 def test_sighup_with_a_changed_price_changes_the_recorded_cost_of_the_next_request(upstream, tmp_path):
     path = tmp_path / "gateway.yaml"
     write(path, config(upstream.url, price=1.0))
-    with ServedProcess(["--config", str(path)]) as served:
+    # A data folder of its own: the usage this test sums is its own requests' only.
+    with ServedProcess(["--config", str(path)], env={"GATEWAY_DATA_DIR": str(tmp_path / "data")}) as served:
         assert cost(served.url) == pytest.approx(1100 / 1e6)
         write(path, config(upstream.url, price=10.0))
         served.proc.send_signal(signal.SIGHUP)
@@ -138,18 +140,20 @@ def test_reload_under_load_fails_no_request(upstream, tmp_path):
     assert set(statuses) == {200}
 
 
-def test_every_worker_reloads_on_sighup_and_on_the_admin_route(upstream, tmp_path, redis_server):  # noqa: F811
+def test_every_worker_reloads_on_sighup_and_on_the_admin_route(upstream, tmp_path, redis_server,  # noqa: F811
+                                                              postgres_server):  # noqa: F811
     redis_server.flush()
     path = tmp_path / "gateway.yaml"
-    write(path, config(upstream.url, price=1.0, redis_url=redis_server.url))
+    shared = {"redis_url": redis_server.url, "usage_db_url": postgres_server.database("reload_workers")}
+    write(path, config(upstream.url, price=1.0, **shared))
     with ServedProcess(["--config", str(path), "--workers", "2"]) as served:
         wait_lines(served, "SIGHUP reloads its config", 2)
-        write(path, config(upstream.url, price=10.0, redis_url=redis_server.url))
+        write(path, config(upstream.url, price=10.0, **shared))
         served.proc.send_signal(signal.SIGHUP)
         wait_lines(served, "config reloaded", 2)
         # A fresh connection each time, so both workers answer some of them.
         assert {round(cost(served.url), 9) for _ in range(12)} == {round(11000 / 1e6, 9)}
-        write(path, config(upstream.url, price=100.0, redis_url=redis_server.url))
+        write(path, config(upstream.url, price=100.0, **shared))
         answer = httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY})
         assert answer.status_code == 200 and answer.json()["status"] == "reloading"
         wait_lines(served, "config reloaded", 4)

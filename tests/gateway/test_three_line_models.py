@@ -43,9 +43,10 @@ def fake(local_upstream):
 
 @pytest.fixture(scope="module")
 def gw(local_upstream, redis_server, tmp_path_factory):  # noqa: F811
-    spill = tmp_path_factory.mktemp("three-line") / "spill.jsonl"
+    workdir = tmp_path_factory.mktemp("three-line")
     with GatewayThread(**local_config(local_upstream.url), redis_url=redis_server.url,
-                       usage_spill_path=str(spill)) as running:
+                       usage_db_url=f"sqlite:///{workdir / 'usage.db'}",
+                       usage_spill_path=str(workdir / "spill.jsonl")) as running:
         yield running
 
 
@@ -90,12 +91,12 @@ def test_unknown_max_output_lets_any_max_tokens_through(gw, fake):
     assert fake.chat_requests[-1]["max_tokens"] == 900_000
 
 
-def test_unpriced_model_costs_nothing_and_its_usage_record_says_unpriced(gw, fake, redis_server):  # noqa: F811
+def test_unpriced_model_costs_nothing_and_its_usage_record_says_unpriced(gw, fake):
     answer = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": OTHER_TEAM_KEY}, json={
         "model": "local/qwen3-coder", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200
     assert answer.json()["usage"]["cost"] == 0
-    [record] = [r for r in records(redis_server.url, "team-b", 1) if r["request_id"] == answer.headers["request-id"]]
+    [record] = [r for r in records(gw.settings.usage_db_url, "team-b", 1) if r["request_id"] == answer.headers["request-id"]]
     assert record["unpriced"] is True and record["cost_usd"] == 0
     assert record["output_tokens"] == 20
 
