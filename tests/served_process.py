@@ -3,8 +3,10 @@ read line by line while it runs, so a test can wait for a log line."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,11 @@ class ServedProcess:
         self._changed = threading.Condition()
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         full_env.update(env or {})
+        # A data folder of its own (the embedded usage database lives there), unless the test names
+        # one: records of other runs must never show in this one's answers.
+        self._data_dir = None
+        if "GATEWAY_DATA_DIR" not in full_env:
+            self._data_dir = full_env["GATEWAY_DATA_DIR"] = tempfile.mkdtemp(prefix="gw-data-")
         self.proc = subprocess.Popen(GATEWAY + ["serve", "--port", str(self.port)] + args, env=full_env, cwd=cwd,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -90,3 +97,5 @@ class ServedProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
