@@ -37,6 +37,7 @@ from gateway.tracing import create_tracer
 from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog, load_catalog
+from policies.limits import InputCeilings
 from policies.plan import Plan, build_plan
 from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndpoint, parse_preferences,
                                  request_parameters)
@@ -85,7 +86,11 @@ class Gateway:
                                   fail_open=settings.store_outage == "fail_open")
         self.client: Client | None = None
         self.executor: Executor | None = None
-        self.admitter = Admitter(self.store, settings.store_outage)
+        ceilings = settings.reservation
+        self.admitter = Admitter(self.store, settings.store_outage, count=self._count_for_reservation,
+                                 ceilings=InputCeilings(image=ceilings.image_tokens, item=ceilings.item_tokens,
+                                                        server_tool_use=ceilings.server_tool_use_tokens,
+                                                        server_tool_uses=ceilings.server_tool_uses))
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.usage = UsageRecorder(self.store, settings.usage_spill_path, tracer=self.tracer)
@@ -352,11 +357,29 @@ class Gateway:
                 return counted
         return {"input_tokens": estimate_input_tokens(body, plan.primary)}
 
-    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
+    async def _count_for_reservation(self, ex: Exchange, plan: Plan) -> int | None:
+        """The input tokens of a message, counted by the first Anthropic endpoint of its plan
+        (count_tokens is free): for a reservation that content only the upstream can size would
+        otherwise fill with ceilings. None when no endpoint answers."""
+        request = ex.request
+        remove = [name for name in request.values if name not in COUNTED_FIELDS]
+        for attempt in plan.attempts[:1]:
+            try:
+                counted = await self._count_upstream(attempt, request.raw, {"model": request.model}, ex.headers,
+                                                     ex.query, remove=remove, values=request.values)
+            except GatewayError:  # the upstream refused to count: the ceilings stand
+                return None
+            tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
+            return tokens if type(tokens) is int and tokens >= 0 else None
+        return None
+
+    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str, *,
+                              remove: list[str] | None = None, values=None) -> dict | None:
         provider = attempt.provider
         target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
         data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
-                                       router_fields=[f for f in ROUTER_FIELDS if f in body])
+                                       router_fields=remove if remove is not None else
+                                       [f for f in ROUTER_FIELDS if f in body], values=values)
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
                                                       beta=headers.beta, extra=provider.headers,
                                                       bearer=provider.options.auth == "bearer")
@@ -395,9 +418,13 @@ class Gateway:
         except StoreUnavailable:
             if self.admitter.fail_open:
                 return json_response({"status": "degraded", "store": backend, "reachable": False,
-                                      "policy": "fail_open"})
+                                      "policy": "fail_open", "spilled_records": self.usage.spill.count()})
             return json_response({"status": "unavailable", "store": backend, "reachable": False,
                                   "policy": "fail_closed"}, status=503)
+        spilled = self.usage.spill.count() if self.usage.spill.pending() else 0
+        if spilled:  # usage records not yet in the store: budgets have not seen their spend
+            return json_response({"status": "degraded", "store": backend, "reachable": True, "demo": self.demo,
+                                  "spilled_records": spilled})
         return json_response({"status": "ready", "store": backend, "reachable": True, "demo": self.demo})
 
     async def metrics(self, request: Request) -> Response:
@@ -407,6 +434,10 @@ class Gateway:
             raise errors.AuthenticationFailed("/metrics needs the metrics token as Authorization: Bearer")
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
+
+
+# The members of a message that count_tokens accepts: the rest (max_tokens, stream, sampling...) go.
+COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 
 
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -24,8 +24,10 @@ from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhaust
 from policies.health import PROBE
 from policies.plan import Attempt, Plan
 from policies.preference import try_order
+from policies.limits import stream_over_budget
 from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
+from policies.tokens import chars_per_token
 from providers import anthropic, mock, openai_chat
 from providers.base import Usage
 from providers.redaction import redact_bytes
@@ -110,6 +112,14 @@ def classify_openai_status(provider: str, status: int, raw: bytes, headers,
 # Catalog parameter names → the names the chat translator reports and honours.
 _IMPLIED_CHAT_PARAMETERS = {"tools": ("parallel_tool_calls",), "metadata": ("user",),
                             "thinking": ("effort",), "output_config": ("output_format",)}
+
+
+def budget_cut(ex: Exchange) -> str:
+    """The error event's message of a stream cut at its budget."""
+    ex.limited_by = "budget"
+    team = ex.principal.team if ex.principal else ""
+    return (f"the budget of this key (team {team!r}) is reached: the answer was cut at the "
+            f"{ex.allowance_usd:.6f} USD reserved for it")
 
 
 def chat_options(attempt: Attempt, require_parameters: bool) -> openai_chat.ChatOptions:
@@ -376,7 +386,8 @@ class Executor:
                                       send: Send) -> None:
         name = attempt.provider.name
         scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt),
-                                          secrets=(attempt.provider.api_key,))
+                                          secrets=(attempt.provider.api_key,), max_tokens=ex.request.max_tokens,
+                                          chars_per_token=chars_per_token(attempt.model.tokenizer))
         chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
         block = b""
@@ -417,6 +428,9 @@ class Executor:
                         break
                     if block:
                         await send({"type": "http.response.body", "body": block, "more_body": True})
+                    if ex.allowance_usd is not None and stream_over_budget(scanner.cost_so_far(), ex.allowance_usd):
+                        failure, failure_type = budget_cut(ex), "rate_limit_error"
+                        break
         except UpstreamError as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
             if isinstance(exc, TimeoutError):
@@ -428,9 +442,9 @@ class Executor:
         if failure is None and not scanner.finished and scanner.error is None:
             failure = f"provider {name} ended the stream before message_stop"
         if failure is not None:
-            ex.status = 504 if failure_type == "timeout_error" else 502
+            ex.status = {"timeout_error": 504, "rate_limit_error": 429}.get(failure_type, 502)
             ex.error_type = failure_type
-            ex.attempts[-1].outcome = "stream_error"
+            ex.attempts[-1].outcome = "budget_cut" if ex.status == 429 else "stream_error"
             ex.finished = True
             await send({"type": "http.response.body", "body": errors.sse_error_event(failure_type, failure)})
             return
@@ -498,7 +512,8 @@ class Executor:
         name = attempt.provider.name
         translator = openai_chat.ChatStreamTranslator(
             model=attempt.model.id, provider=name, message_id="msg_" + ex.request_id[4:],
-            stop_sequences=ex.request.body.get("stop_sequences") or ())
+            stop_sequences=ex.request.body.get("stop_sequences") or (), max_tokens=ex.request.max_tokens,
+            chars_per_token=chars_per_token(attempt.model.tokenizer))
         chunks = aiter(response)
         pending: list[bytes] = []
         received = reported = False  # any bytes before the first event; an error object among them
@@ -540,7 +555,12 @@ class Executor:
                 events = translator.feed(chunk)
                 if events:
                     await send({"type": "http.response.body", "body": joined(events), "more_body": True})
-            tail = translator.finish()
+                if ex.allowance_usd is not None and stream_over_budget(
+                        cost_usd(translator.close_usage(), attempt.endpoint.pricing), ex.allowance_usd):
+                    tail = translator.error(budget_cut(ex), "rate_limit_error")
+                    break
+            else:
+                tail = translator.finish()
         except UpstreamError as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}",
                                     "timeout_error" if isinstance(exc, TimeoutError) else "api_error")
@@ -548,9 +568,9 @@ class Executor:
             ex.usage = translator.close_usage()
             ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
-            ex.status = 504 if translator.failure[0] == "timeout_error" else 502
+            ex.status = {"timeout_error": 504, "rate_limit_error": 429}.get(translator.failure[0], 502)
             ex.error_type = translator.failure[0]
-            ex.attempts[-1].outcome = "stream_error"
+            ex.attempts[-1].outcome = "budget_cut" if ex.status == 429 else "stream_error"
         ex.finished = True
         await send({"type": "http.response.body", "body": joined(tail)})
 

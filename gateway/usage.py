@@ -2,9 +2,9 @@
 
 A finished exchange becomes a record at once (the request's own cost ends there); a background task
 batches records into one `append_usage` call, settles budget reservations, and counts Prometheus
-metrics. When the store is unreachable, records and settlements go to an append-only spill file
-and are replayed when it answers again; the store drops duplicates by request id, so a replay
-writes each record once.
+metrics. When the store is unreachable, records and settlements go to this process's spill file
+(gateway/spill.py) and are replayed within a second of the store answering again, with or without
+traffic; the store drops duplicates by request id, so a replay writes each record once.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import orjson
 
 from gateway import logs, metrics
 from gateway.exchange import Exchange
+from gateway.spill import SpillFiles
 from gateway.request import MAX_ID_CHARS
 from gateway.store.base import Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
@@ -133,6 +134,7 @@ class UsageRecorder:
         self.store = store
         self.tracer = tracer
         self.spill_path = Path(spill_path)
+        self.spill = SpillFiles(spill_path)
         self.max_buffer = max_buffer
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
@@ -146,7 +148,7 @@ class UsageRecorder:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
-        if self.spill_path.exists() or self.spill_path.with_name(self.spill_path.name + ".replaying").exists():
+        if self.spill.pending():
             self._store_down = True  # a previous run left records behind: replay them
             self._wake.set()
 
@@ -184,14 +186,13 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
-            if self._store_down:
-                # Records wait in the spill file: try the store again soon, whether requests come or not.
-                try:
-                    await asyncio.wait_for(self._wake.wait(), REPLAY_EVERY_S)
-                except TimeoutError:
-                    pass
-            else:
-                await self._wake.wait()
+            # Spilled records are retried soon, whether requests come or not; an idle recorder
+            # also takes the spill files of its sibling workers and of processes that died.
+            try:
+                await asyncio.wait_for(self._wake.wait(), REPLAY_EVERY_S)
+            except TimeoutError:
+                if not self._store_down and self.spill.pending():
+                    self._store_down = True
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
@@ -246,42 +247,33 @@ class UsageRecorder:
         lines += [orjson.dumps({"settle": list(s)}) for s in settlements]
         if not lines:
             return
-        with open(self.spill_path, "ab") as spill:
-            spill.write(b"\n".join(lines) + b"\n")
-            spill.flush()
-            os.fsync(spill.fileno())
+        self.spill.append(lines)
         metrics.USAGE_BACKLOG.inc(len(lines))
 
     async def _replay_spill(self) -> None:
-        """Write what waited in the spill file.
-
-        The file is first renamed, so records spilled meanwhile land in a new file and are not
-        deleted with it; the renamed file goes only once all of it is stored.
-        """
-        replaying = self.spill_path.with_name(self.spill_path.name + ".replaying")
-        if not replaying.exists() and not self.spill_path.exists():
+        """Write what waited in the spill files: this process's, its siblings' and dead processes'."""
+        if not self.spill.pending():
+            metrics.USAGE_BACKLOG.set(0)
             self._store_down = False
             return
         try:
             await self.store.ping()
         except StoreUnavailable:
             return
-        while True:
-            if not replaying.exists():
-                if not self.spill_path.exists():
-                    break
-                os.replace(self.spill_path, replaying)
-            records, settlements, count = _read_spill(replaying)
-            try:
-                await self._write(records, settlements)
-            except StoreUnavailable:
-                return
-            replaying.unlink(missing_ok=True)
-            metrics.USAGE_BACKLOG.dec(count)
-            log.info("usage: %d spilled records and %d settlements written to the store", len(records),
-                     len(settlements))
+        try:
+            await self.spill.replay(self._write_spilled)
+        except StoreUnavailable:
+            return
+        if self.spill.pending():
+            return  # spilled meanwhile, or held by another replayer: the next round takes it
+        metrics.USAGE_BACKLOG.set(0)
         self._store_down = False
         self._outage.recovered()
+
+    async def _write_spilled(self, data: bytes) -> None:
+        records, settlements, _count = _read_spill(data)
+        await self._write(records, settlements)
+        log.info("usage: %d spilled records and %d settlements written to the store", len(records), len(settlements))
 
 
 def _spill_line(record: dict[str, Any]) -> bytes | None:
@@ -292,11 +284,11 @@ def _spill_line(record: dict[str, Any]) -> bytes | None:
         return None if minimal is None else orjson.dumps({"record": minimal})
 
 
-def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:
+def _read_spill(data: bytes) -> tuple[list[dict], list[tuple], int]:
     records: list[dict] = []
     settlements: list[tuple] = []
     count = 0
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         if not line.strip():
             continue
         count += 1

@@ -6,6 +6,7 @@ scanned for usage, decoding only `message_start`, `message_delta` and `error`.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import msgspec
 import orjson
 
+from policies.tokens import DEFAULT_CHARS_PER_TOKEN, TextTally, cut_output_tokens
 from providers.base import ROUTER_FIELDS, Usage
 from providers.jsonedit import (
     EditError,
@@ -25,11 +27,11 @@ from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
 DEFAULT_VERSION = "2023-06-01"
-# One content_block_delta event's envelope around its text, for estimating a cut stream's output.
-_DELTA_ENVELOPE_BYTES = 95
-_CHARS_PER_TOKEN = 4
-# The events the scanner reads, by their `event:` line; every other event passes unread.
-_NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop|error)[ \t]*\n")
+# The events the scanner reads, by their `event:` line; every other event passes unread. Deltas are
+# read for their text, which estimates the output of a stream cut before its final usage.
+_NOTABLE_EVENT = re.compile(rb"event: ?(content_block_delta|message_start|message_delta|message_stop|error)[ \t]*\n")
+# The members of a delta that are output text: text, thinking, a tool call's JSON.
+_DELTA_TEXT = ("text", "thinking", "partial_json")
 
 
 class UnreadableBody(ValueError):
@@ -157,10 +159,11 @@ class StreamScanner:
     """
 
     __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
-                 "error", "_splitter", "_delta_bytes", "_final_usage")
+                 "error", "max_tokens", "chars_per_token", "_splitter", "_output", "_final_usage")
 
     def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
-                 secrets: Sequence[str | None] = ()) -> None:
+                 secrets: Sequence[str | None] = (), max_tokens: int | None = None,
+                 chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> None:
         self.model = model
         self.provider = provider
         self.price = price
@@ -171,15 +174,18 @@ class StreamScanner:
         self.started = False  # a readable message_start seen: the stream is Anthropic's
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
+        self.max_tokens = max_tokens
+        self.chars_per_token = chars_per_token  # the model's, for the estimate of a cut stream
         self._splitter = EventSplitter()
-        self._delta_bytes = 0
+        self._output = TextTally()
         self._final_usage = False
 
     def feed(self, chunk: bytes) -> bytes:
         """The events completed by `chunk`, as one block to forward (b"" while none is complete).
 
-        Only the events that matter are looked at: found by name with one C-speed search per block,
-        so a block of text deltas costs a search, not a loop over its events."""
+        Only the events that matter are looked at, found by name with one C-speed search per block;
+        of a content delta only its text is taken (about a microsecond), to count the output of a
+        stream cut before the upstream's final usage."""
         block = self._splitter.feed(chunk)
         if not block:
             return block
@@ -187,8 +193,6 @@ class StreamScanner:
         first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
         count = block.count(b"\n\n")
         self.events += count
-        special = 0
-        special_bytes = 0
         edits: list[tuple[int, int, bytes]] = []  # (begin, end, replacement), in block order
         for match in _NOTABLE_EVENT.finditer(block):
             at = match.start()
@@ -198,10 +202,10 @@ class StreamScanner:
             begin = 0 if begin < 0 else begin + 2
             end = block.find(b"\n\n", at) + 2
             event = block[begin:end]
-            special += 1
-            special_bytes += end - begin
             name = match.group(1)
-            if name == b"message_start":
+            if name == b"content_block_delta":
+                self._read_content_delta(event)
+            elif name == b"message_start":
                 edits.append((begin, end, self._rewrite_start(event, first=end == first_event_end)))
             elif name == b"message_delta":
                 self._read_delta(event)
@@ -212,9 +216,6 @@ class StreamScanner:
                 if redacted is not event:
                     edits.append((begin, end, redacted))
                 self.error = error_of(event_data(redacted))
-        # The rest is text deltas and small framing events (block start and stop, pings): their bytes
-        # beyond an event's envelope estimate the output of a stream cut short.
-        self._delta_bytes += max(0, len(block) - special_bytes - _DELTA_ENVELOPE_BYTES * (count - special))
         if edits:
             parts, done = [], 0
             for begin, end, replacement in edits:
@@ -229,9 +230,23 @@ class StreamScanner:
     def close_usage(self) -> Usage:
         """The usage to account for; estimated from the deltas seen when the stream was cut short."""
         if not self._final_usage:
-            self.usage.output_tokens = max(self.usage.output_tokens, self._delta_bytes // _CHARS_PER_TOKEN)
+            self.usage.output_tokens = self.output_so_far()
             self.usage.estimated = True
         return self.usage
+
+    def output_so_far(self) -> int:
+        """Output tokens generated so far: the upstream's final count once given, else the estimate."""
+        if self._final_usage:
+            return self.usage.output_tokens
+        return cut_output_tokens(self._output, self.chars_per_token, self.usage.output_tokens, self.max_tokens)
+
+    def cost_so_far(self) -> float:
+        """What the answer has cost so far: its input and its output up to now."""
+        if self.price is None:
+            return 0.0
+        if self._final_usage:
+            return self.price(self.usage)
+        return self.price(dataclasses.replace(self.usage, output_tokens=self.output_so_far()))
 
     def _rewrite_start(self, event: bytes, *, first: bool) -> bytes:
         try:
@@ -250,6 +265,17 @@ class StreamScanner:
 
     def cost(self) -> float:
         return self.price(self.usage) if self.price else 0.0
+
+    def _read_content_delta(self, event: bytes) -> None:
+        try:
+            delta = orjson.loads(event_data(event)).get("delta")
+        except (orjson.JSONDecodeError, AttributeError):
+            return
+        if isinstance(delta, dict):
+            for name in _DELTA_TEXT:
+                text = delta.get(name)
+                if type(text) is str:
+                    self._output.add(text)
 
     def _read_delta(self, event: bytes) -> None:
         try:

@@ -12,7 +12,6 @@ whose block is already closed is still emitted on that call's block index, so ac
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from policies.tokens import DEFAULT_CHARS_PER_TOKEN, TextTally, cut_output_tokens
 from providers.base import Usage
 from providers.openai_chat_errors import error_type_of_object, redact_secrets
 from providers.openai_chat_request import list_at, mapping_at
@@ -33,7 +33,6 @@ from providers.openai_chat_response import (
 from providers.sse import encode_event
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its usage
 
 
 @dataclass
@@ -47,7 +46,8 @@ class _ToolCall:
 class ChatStreamTranslator:
     """Feed it the upstream's bytes; it returns Anthropic SSE events, each as complete bytes."""
 
-    def __init__(self, *, model: str, provider: str, message_id: str, stop_sequences: Sequence[str] = ()) -> None:
+    def __init__(self, *, model: str, provider: str, message_id: str, stop_sequences: Sequence[str] = (),
+                 max_tokens: int | None = None, chars_per_token: float = DEFAULT_CHARS_PER_TOKEN) -> None:
         self.model = model
         self.provider = provider
         self.message_id = message_id
@@ -68,7 +68,9 @@ class ChatStreamTranslator:
         self._text_tail = ""
         self._tail_length = max((len(s) for s in self.stop_sequences), default=0)
         self._usage_seen = False
-        self._output_chars = 0
+        self._output = TextTally()  # the output text, for the estimate of a stream cut short
+        self.max_tokens = max_tokens
+        self.chars_per_token = chars_per_token
         self._text_kinds: set[str] = set()  # "content" and/or "refusal": which kinds of text came
 
     # -- public ----------------------------------------------------------------------------------
@@ -109,7 +111,7 @@ class ChatStreamTranslator:
         usage = Usage()
         usage.update_from(self.usage)
         if not self._usage_seen:
-            usage.output_tokens = math.ceil(self._output_chars / _CHARS_PER_TOKEN)
+            usage.output_tokens = cut_output_tokens(self._output, self.chars_per_token, 0, self.max_tokens)
             usage.estimated = True
         return usage
 
@@ -190,7 +192,7 @@ class ChatStreamTranslator:
                      else {"type": "text", "text": ""})
             events += self._open_block(kind, block)
         index = self._next_index - 1  # the open block is always the newest
-        self._output_chars += len(text)
+        self._output.add(text)
         if kind == "text":
             delta = {"type": "text_delta", "text": text}
             if self._tail_length:
@@ -236,7 +238,7 @@ class ChatStreamTranslator:
             fragments = state.pending + fragments
             state.pending = []
         for fragment in fragments:
-            self._output_chars += len(fragment)
+            self._output.add(fragment)
             events.append(encode_event("content_block_delta", {
                 "type": "content_block_delta", "index": state.block,
                 "delta": {"type": "input_json_delta", "partial_json": fragment}}))

@@ -235,10 +235,18 @@ def test_usage_attribute_and_stop_reason_follow_the_stream() -> None:
 
 
 def test_a_stream_without_usage_is_accounted_by_estimate() -> None:
-    translator = ChatStreamTranslator(model="m", provider="p", message_id="msg_1")
+    translator = ChatStreamTranslator(model="m", provider="p", message_id="msg_1", chars_per_token=4.0)
     run(script_chunks(text=["x" * 40], usage=None), translator=translator)
     usage = translator.close_usage()
     assert usage.estimated and usage.output_tokens == 10
+
+
+def test_a_stream_without_usage_is_never_estimated_above_max_tokens() -> None:
+    translator = ChatStreamTranslator(model="m", provider="p", message_id="msg_1", chars_per_token=4.0,
+                                      max_tokens=6)
+    run(script_chunks(text=["x" * 40], usage=None), translator=translator)
+    usage = translator.close_usage()
+    assert usage.estimated and usage.output_tokens == 6
 
 
 def test_finish_reason_error_without_an_error_object_is_an_error() -> None:
