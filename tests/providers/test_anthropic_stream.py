@@ -74,7 +74,36 @@ def test_a_stream_cut_short_estimates_its_output_from_the_deltas():
     events = stream(["x" * 400] * 3)
     scanner, _ = scan([b"".join(events[:-3])])
     usage = scanner.close_usage()
-    assert usage.estimated and 250 <= usage.output_tokens <= 400
+    assert usage.estimated and usage.output_tokens == 343  # 1,200 characters at 3.5 a token, rounded up
+
+
+def cut_stream_output(texts: list[str], **options) -> int:
+    scanner = StreamScanner(model="router/model", provider="anthropic", **options)
+    for chunk in stream(texts)[:-3]:  # no message_delta: the upstream's count never came
+        scanner.feed(chunk)
+    usage = scanner.close_usage()
+    assert usage.estimated
+    return usage.output_tokens
+
+
+def test_a_cut_stream_counts_the_deltas_text_not_their_envelopes():
+    assert cut_stream_output(["abcd"] * 30, chars_per_token=4.0) == 30
+    assert cut_stream_output(["\u4f60\u597d"] * 10, chars_per_token=4.0) == 20  # a token per CJK character
+    assert cut_stream_output(["ab"] * 30, chars_per_token=4.0) == 15  # no rounding up per delta
+
+
+def test_a_cut_stream_is_never_estimated_above_max_tokens():
+    assert cut_stream_output(["abcd"] * 30, chars_per_token=4.0, max_tokens=20) == 20
+
+
+def test_a_cut_streams_tool_input_and_thinking_count_as_output():
+    scanner = StreamScanner(model="router/model", provider="anthropic", chars_per_token=4.0)
+    for delta in ({"type": "thinking_delta", "thinking": "abcdabcd"},
+                  {"type": "input_json_delta", "partial_json": '{"a":1}'},
+                  {"type": "signature_delta", "signature": "x" * 400}):
+        scanner.feed(START if not scanner.events else b"")
+        scanner.feed(event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
+    assert scanner.close_usage().output_tokens == 2 + 2
 
 
 def test_an_error_event_is_reported():
