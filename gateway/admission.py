@@ -116,8 +116,9 @@ RENEW_EVERY_S = 10.0
 
 class Admitter:
     def __init__(self, store: Store, outage_policy: str, *, ceilings: InputCeilings = DEFAULT_CEILINGS,
-                 count: Counter | None = None) -> None:
+                 count: Counter | None = None, renew_every: float = RENEW_EVERY_S) -> None:
         self.store = store
+        self.renew_every = renew_every
         self.ceilings = ceilings
         self.count = count
         self.fail_open = outage_policy == "fail_open"
@@ -130,12 +131,12 @@ class Admitter:
         self.open.pop(ticket.request_id, None)
 
     async def renew_forever(self) -> None:
-        """Renew the concurrency leases of long requests (leases expire after 30 s unless renewed)."""
+        """Renew the concurrency leases of long requests (leases expire unless renewed: `lease_ttl`)."""
         while True:
-            await asyncio.sleep(RENEW_EVERY_S)
+            await asyncio.sleep(self.renew_every)
             now = time.time()
             for ticket in list(self.open.values()):
-                if ticket.local or now - ticket.admitted_at < RENEW_EVERY_S:
+                if ticket.local or now - ticket.admitted_at < self.renew_every:
                     continue
                 try:
                     await self.store.renew(ticket.team, ticket.request_id, now)

@@ -53,7 +53,7 @@ GC_YOUNG_OBJECTS = 5000
 
 
 def store_options(settings: Settings) -> dict:
-    options: dict = {"usage_max_age_s": settings.usage_retention_days * 86400}
+    options: dict = {"usage_max_age_s": settings.usage_retention_days * 86400, "lease_ttl_s": settings.lease_ttl}
     if settings.redis_url:
         options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout,
                        operation_timeout=settings.store_timeout)
@@ -88,6 +88,7 @@ class Gateway:
         self.executor: Executor | None = None
         ceilings = settings.reservation
         self.admitter = Admitter(self.store, settings.store_outage, count=self._count_for_reservation,
+                                 renew_every=settings.lease_ttl / 3,
                                  ceilings=InputCeilings(image=ceilings.image_tokens, item=ceilings.item_tokens,
                                                         server_tool_use=ceilings.server_tool_use_tokens,
                                                         server_tool_uses=ceilings.server_tool_uses))

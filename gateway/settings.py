@@ -167,6 +167,8 @@ class Settings(BaseSettings):
     store_timeout: float = Field(default=0.5, gt=0)
     admin_key: SecretStr | None = None
     key_cache_ttl: float = Field(default=5.0, ge=0)
+    lease_ttl: float = Field(default=30.0, ge=3, description="seconds a request's concurrency lease and budget "
+                             "reservation outlive its replica's last renewal (renewed every third of it)")
     key_cache_grace: float = Field(default=600.0, ge=0, description="seconds past key_cache_ttl that a key "
                                    "the store vouched for keeps working while the store is down (fail_open)")
 

@@ -35,10 +35,12 @@ class BillingFake(AnthropicFake):
         self.bills: dict[str, tuple[int, int]] = {}  # message id -> (input, output) tokens charged
         self._lock = threading.Lock()
         self._seq = 0
+        self.pace = 0.0  # seconds between a stream's events
 
     def reset(self) -> None:
         super().reset()
         self.bills.clear()
+        self.pace = 0.0
 
     def auto_reply(self, request: RecordedRequest) -> Reply:
         body = request.json()
@@ -57,11 +59,11 @@ class BillingFake(AnthropicFake):
             output = min(max_tokens, max(1, tally.tokens(DEFAULT_CHARS_PER_TOKEN)))
             events = stream_events(pieces, input_tokens=input_tokens, msg_id=msg_id)[:-3]  # no stop, no usage
             self.bills[msg_id] = (input_tokens, output)
-            return sse_reply(events, cut=True)
+            return sse_reply(events, cut=True, delay_between=self.pace)
         output = min(max_tokens, OUTPUT_TOKENS)
         self.bills[msg_id] = (input_tokens, output)
         if body.get("stream"):
             return sse_reply(stream_events([PIECE] * output, input_tokens=input_tokens, output_tokens=output,
-                                           msg_id=msg_id))
+                                           msg_id=msg_id), delay_between=self.pace)
         return json_reply(message_body(PIECE * output, input_tokens=input_tokens, output_tokens=output,
                                        msg_id=msg_id))
