@@ -1,9 +1,10 @@
 """Admission: the team's and key's limits, checked and reserved in one store round trip.
 
 The reservation is the worst case over the whole plan (the dearest endpoint the `models` list may
-reach, input at the cache-write price when the request caches, all of `max_tokens` at the output
-price), so concurrent requests can never spend past a budget; settlement replaces it by the actual
-cost. When the store is unreachable the configured policy decides: fail-open admits and settles
+reach, a sound upper bound of the input, at the cache-write price when the request caches, all of
+`max_tokens` at the output price), so concurrent requests can never spend past a budget; settlement
+replaces it by the actual cost. An answer that still costs more (an upstream over-reporting) is cut
+at its reservation by the relay when a budget applies (`Exchange.allowance_usd`). When the store is unreachable the configured policy decides: fail-open admits and settles
 later (the usage recorder replays), fail-closed answers 529.
 """
 from __future__ import annotations
