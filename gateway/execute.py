@@ -551,16 +551,13 @@ class Executor:
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
         await send({"type": "http.response.body", "body": joined(pending), "more_body": True})
         try:
+            # No budget cut here: a chat stream reports its input only at its end, and its output
+            # estimate never passes max_tokens, which the reservation holds.
             async for chunk in chunks:
                 events = translator.feed(chunk)
                 if events:
                     await send({"type": "http.response.body", "body": joined(events), "more_body": True})
-                if ex.allowance_usd is not None and stream_over_budget(
-                        cost_usd(translator.close_usage(), attempt.endpoint.pricing), ex.allowance_usd):
-                    tail = translator.error(budget_cut(ex), "rate_limit_error")
-                    break
-            else:
-                tail = translator.finish()
+            tail = translator.finish()
         except UpstreamError as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}",
                                     "timeout_error" if isinstance(exc, TimeoutError) else "api_error")
@@ -568,9 +565,9 @@ class Executor:
             ex.usage = translator.close_usage()
             ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
-            ex.status = {"timeout_error": 504, "rate_limit_error": 429}.get(translator.failure[0], 502)
+            ex.status = 504 if translator.failure[0] == "timeout_error" else 502
             ex.error_type = translator.failure[0]
-            ex.attempts[-1].outcome = "budget_cut" if ex.status == 429 else "stream_error"
+            ex.attempts[-1].outcome = "stream_error"
         ex.finished = True
         await send({"type": "http.response.body", "body": joined(tail)})
 

@@ -81,8 +81,7 @@ class SpillFiles:
                     continue
                 if not _names(path, fd):
                     continue  # replayed and deleted by another while this opened it
-                with open(fd, "rb", closefd=False) as spill:
-                    data = spill.read()
+                data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))  # noqa: B023 (read before the await)
                 await store(data)
                 path.unlink(missing_ok=True)
                 replayed += 1
