@@ -22,9 +22,9 @@ from gateway.settings import Retries, Timeouts
 from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, Response, Target, UpstreamError,
                               UpstreamTimeout)
 from policies.health import PROBE
+from policies.limits import stream_over_budget
 from policies.plan import Attempt, Plan
 from policies.preference import try_order
-from policies.limits import stream_over_budget
 from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
 from policies.tokens import chars_per_token

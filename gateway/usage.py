@@ -14,15 +14,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gateway import logs, metrics
 from gateway.exchange import Exchange
-from gateway.spill import SpillFiles
 from gateway.request import MAX_ID_CHARS
+from gateway.spill import SpillFiles
 from gateway.store.base import Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
@@ -133,7 +132,6 @@ class UsageRecorder:
                  tracer: RequestTracer | None = None) -> None:
         self.store = store
         self.tracer = tracer
-        self.spill_path = Path(spill_path)
         self.spill = SpillFiles(spill_path)
         self.max_buffer = max_buffer
         self._records: list[dict] = []
