@@ -18,6 +18,7 @@ from gateway.store.keys import TeamKeys
 from policies.limits import day_id, usd_to_nanos
 from tests.fakes.billing import BillingFake
 from tests.gateway.replicas import Replicas
+from tests.gateway.test_usage_recording import query
 from tests.redis_server import redis_server  # noqa: F401  (session fixture)
 
 ADMIN_KEY = "sk-test-race-admin-0000"
@@ -95,6 +96,9 @@ def test_concurrent_spend_never_passes_the_budget_and_equals_what_the_upstream_b
     billed = sum(i * INPUT_NANOS + o * OUTPUT_NANOS for i, o in fake.bills.values())
     assert len(fake.bills) == statuses.count(200)
     assert spent == billed
+    records = query(redis_server.url, "usage_records", team=team, session_id=None, start=None, end=None,
+                    limit=10_000)
+    assert sum(usd_to_nanos(r["cost_usd"]) for r in records) == billed, "the usage records say the same"
     assert billed <= usd_to_nanos(BUDGET_USD)
     assert billed > usd_to_nanos(BUDGET_USD) * 0.5, "the budget was mostly used"
     assert any(r.path.endswith("/count_tokens") for r in fake.requests), "images by URL were counted upstream"
