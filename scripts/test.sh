@@ -49,6 +49,7 @@ if ! command -v claude >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo npm install -g --silent @anthropic-ai/claude-code >/dev/null 2>&1 \
     || echo "scripts/test.sh: could not install Claude Code with npm; its test is skipped" >&2
+fi
 axe=tests/console/.npm/node_modules/axe-core/axe.min.js
 if [ ! -f "$axe" ]; then
   npm install --silent --no-save --no-audit --no-fund --prefix tests/console/.npm axe-core@4.14.1 >/dev/null
