@@ -16,6 +16,7 @@ import random
 import signal
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 from pydantic import SecretStr
@@ -162,7 +163,8 @@ class Gateway:
             except StoreUnavailable:
                 log.warning("store unreachable during reload: the config file's teams and keys reach it "
                             "once it answers")
-                retry = asyncio.get_running_loop().create_task(self._sync_when_reachable(old, removed))
+                retry = asyncio.get_running_loop().create_task(
+                    self._when_reachable(lambda: self._sync_store(old, removed)))
                 self._background.append(retry)
             return summary
 
@@ -171,15 +173,6 @@ class Gateway:
         await self._retire_keys(old, removed)
         await self._release_teams(old)
         await self.register_static_principals()
-
-    async def _sync_when_reachable(self, old: Serving, removed: set[str]) -> None:
-        while True:
-            await asyncio.sleep(1)
-            try:
-                await self._sync_store(old, removed)
-                return
-            except StoreUnavailable:
-                continue
 
     async def _retire_keys(self, old: Serving, removed: set[str]) -> None:
         """A key taken out of the config file stops working: its store copy is revoked too."""
@@ -278,7 +271,8 @@ class Gateway:
             await self.register_static_principals()
         except StoreUnavailable:
             log.warning("store unreachable at startup: keys from the config file are registered later")
-            self._background.append(asyncio.get_running_loop().create_task(self._register_when_reachable()))
+            self._background.append(asyncio.get_running_loop().create_task(
+                self._when_reachable(self.register_static_principals)))
         await self.records.start()
         self.usage.start()
         self.alerts.start()
@@ -299,11 +293,13 @@ class Gateway:
         self._background.append(asyncio.get_running_loop().create_task(self.admitter.renew_forever()))
         self._background.append(asyncio.get_running_loop().create_task(self.routing.refresh_forever()))
 
-    async def _register_when_reachable(self) -> None:
+    @staticmethod
+    async def _when_reachable(operation: Callable[[], Awaitable[None]]) -> None:
+        """Run `operation` once the store answers again: tried every second until it goes through."""
         while True:
             await asyncio.sleep(1)
             try:
-                await self.register_static_principals()
+                await operation()
                 return
             except StoreUnavailable:
                 continue

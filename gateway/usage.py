@@ -30,6 +30,7 @@ from gateway.records.ingest import IngestState, write_rows
 from gateway.request import MAX_ID_CHARS
 from gateway.store.base import BufferFull, Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
+from gateway.tasks import cancel_and_wait
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
 log = logging.getLogger("gateway.usage")
@@ -169,12 +170,7 @@ class UsageRecorder:
             self._wake.set()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.flush()
 
     def finish(self, ex: Exchange, ticket: Ticket | None) -> None:

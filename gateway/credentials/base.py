@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
+from gateway.tasks import cancel_and_wait
 from providers.openai_chat_errors import redact_secrets
 
 log = logging.getLogger("gateway.credentials")
@@ -69,13 +70,8 @@ class Credentials:
             self._task = asyncio.create_task(self._run(), name=f"credentials-{self.provider}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     def headers_for(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
         raise NotImplementedError

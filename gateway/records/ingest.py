@@ -26,6 +26,7 @@ import orjson
 from gateway import metrics
 from gateway.records.base import COLUMNS, RecordRejected, RecordStore, record_row
 from gateway.store.base import StoreError, StoreUnavailable
+from gateway.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from gateway.store.redis import RedisStore
@@ -139,12 +140,7 @@ class BufferDrainer:
 
     async def stop(self) -> None:
         """Stop reading; entries read but not committed stay pending, for this or another replica."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         pause = self.interval
@@ -232,12 +228,7 @@ class RecordMaintainer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     async def _run(self) -> None:
         while True:
