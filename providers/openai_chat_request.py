@@ -374,14 +374,19 @@ def _content_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, 
     return []
 
 
-def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
+def image_source_url(block: Mapping[str, Any]) -> str:
+    """An Anthropic image block's source as the URL OpenAI's APIs take: a data URL for base64, the
+    URL itself, or "" for a Files API id (which means nothing to another provider)."""
     source = mapping_at(block, "source")
     if source.get("type") == "base64":
-        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    elif source.get("type") == "url":
-        url = str(source.get("url", ""))
-    else:
-        url = ""  # a Files API id means nothing to another provider
+        return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
+    if source.get("type") == "url":
+        return str(source.get("url", ""))
+    return ""
+
+
+def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
+    url = image_source_url(block)
     if not url or not t.supports("images"):
         t.drop("images")
         return []

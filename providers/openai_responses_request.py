@@ -31,6 +31,7 @@ from providers.openai_chat_request import (
     UnsupportedParameters,
     arguments_text,
     effort_for_budget,
+    image_source_url,
     list_at,
     mapping_at,
     nearest_effort,
@@ -347,13 +348,7 @@ def content_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, A
 
 
 def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    source = mapping_at(block, "source")
-    if source.get("type") == "base64":
-        url = f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    elif source.get("type") == "url":
-        url = str(source.get("url", ""))
-    else:
-        url = ""  # an Anthropic Files API id means nothing to OpenAI
+    url = image_source_url(block)
     if not url or not t.supports("images"):
         t.drop("images")
         return []
