@@ -133,6 +133,7 @@ class BufferDrainer:
         self._teams: list[str] = []
         self._teams_at = self._length_at = self._claimed_at = self._maintained_at = float("-inf")
         self._held: list[tuple[str, str, str]] = []  # read, not yet committed: retried first
+        self._own_pending = True  # entries this consumer may hold from a read whose reply never came
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -151,6 +152,8 @@ class BufferDrainer:
                 pause = 0.0 if moved >= self.batch_size else self.interval
             except StoreUnavailable as exc:  # Redis or the database: wait, then go on where we were
                 log.debug("usage drain waits: %s", exc)
+                # A read whose reply was lost left entries pending for this consumer: take those first.
+                self._own_pending = True
                 pause = min(max(pause * 2, self.interval), MAX_PAUSE_S)
             except Exception:
                 log.exception("usage drain failed")
@@ -171,9 +174,13 @@ class BufferDrainer:
                 self._claimed_at = now
                 await self.store.buffer_forget_consumers(self._teams, int(FORGET_CONSUMERS_AFTER_S * 1000))
             per_team = max(1, self.batch_size // len(self._teams)) if len(self._teams) > 1 else self.batch_size
-            self._held = await self.store.buffer_read(
-                self._teams, self.consumer, per_team,
-                claim_idle_ms=int(self.claim_idle_s * 1000) if claim else None)
+            if self._own_pending and not claim:
+                self._held = await self.store.buffer_read(self._teams, self.consumer, per_team, own_pending=True)
+                self._own_pending = bool(self._held)
+            if not self._held:
+                self._held = await self.store.buffer_read(
+                    self._teams, self.consumer, per_team,
+                    claim_idle_ms=int(self.claim_idle_s * 1000) if claim else None)
         if not self._held:
             return 0
         rows, done = [], []

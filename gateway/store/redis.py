@@ -543,15 +543,16 @@ class RedisStore(Store):
             return await self._usage_teams(None)
 
     async def buffer_read(self, teams: Sequence[str], consumer: str, count: int, *,
-                          claim_idle_ms: int | None = None) -> list[tuple[str, str, bytes]]:
-        """Up to `count` records per team's buffer for this consumer: new ones, or with
-        `claim_idle_ms` the ones another consumer was given that long ago and never acknowledged
-        (a replica that died holding them). Returns (team, entry id, record json)."""
+                          claim_idle_ms: int | None = None, own_pending: bool = False) -> list[tuple[str, str, bytes]]:
+        """Up to `count` records per team's buffer for this consumer: new ones; with `own_pending`
+        the ones this consumer was already given and never acknowledged (a read whose reply was
+        lost); or with `claim_idle_ms` the ones another consumer was given that long ago and never
+        acknowledged (a replica that died holding them). Returns (team, entry id, record json)."""
         commands: list[tuple[str, tuple[Any, ...]]] = []
         for team in teams:
             stream = keys.TeamKeys(team).usage
             if claim_idle_ms is None:
-                commands.append(("xreadgroup", (USAGE_GROUP, consumer, {stream: ">"}, count)))
+                commands.append(("xreadgroup", (USAGE_GROUP, consumer, {stream: "0" if own_pending else ">"}, count)))
             else:
                 commands.append(("xautoclaim", (stream, USAGE_GROUP, consumer, claim_idle_ms, "0-0", count)))
         async with self._guard():
