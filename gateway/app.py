@@ -36,8 +36,9 @@ from gateway.discovery import Discovery
 from gateway.console import Console, console_routes
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
+from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.execute import Executor
-from gateway.model_listing import list_page, model_info
+from gateway.model_listing import list_page, model_info, openai_list
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
@@ -57,6 +58,7 @@ from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
 from providers import anthropic
 from providers.base import ROUTER_FIELDS
+from providers.openai_inbound import openai_error
 from providers.redaction import redact_bytes
 
 log = logging.getLogger("gateway")
@@ -350,14 +352,20 @@ class Gateway:
             raise kind(str(exc)) from None
 
     # -- POST /v1/messages ------------------------------------------------------------------------
-    async def messages(self, scope, receive, send) -> None:
+    async def messages(self, scope, receive, send, inbound: OpenAIInbound | None = None) -> None:
+        """`inbound`: the client speaks another protocol; it translates the body to a Messages
+        request and every answer back (see `gateway.inbound`)."""
         ex = Exchange(new_request_id(), read_headers(scope["headers"]), scope["query_string"].decode("latin-1"))
+        if inbound is not None:
+            ex.inbound, inbound.exchange, send = inbound.name, ex, inbound.send
         ticket = None
         metrics.INFLIGHT.inc()
         try:
             # Admission checks the key again in its one round trip: the cache may answer here.
             ex.principal = await self.auth.authenticate(ex.headers.api_keys, verify=False)
             raw = await read_body(receive, self.settings.max_body_bytes, ex.headers.content_length)
+            if inbound is not None:
+                raw = inbound.canonical(raw)
             ex.request = parse_messages_request(raw, ex.headers, self.settings.input_limits)
             plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal, ex.request.preferences,
                              ex.request)
@@ -371,7 +379,7 @@ class Gateway:
         except StoreUnavailable:  # a store call outside admission's own outage policy
             await self._fail(ex, errors.Overloaded("the gateway's store is unavailable; try again shortly"), send)
         except Exception:  # a bug: one log line with the request id, and still Anthropic's envelope
-            log.exception("request %s: unexpected error on POST /v1/messages", ex.request_id)
+            log.exception("request %s: unexpected error on POST %s", ex.request_id, scope["path"])
             await self._fail(ex, internal_error(ex.request_id), send)
         finally:
             metrics.INFLIGHT.dec()
@@ -450,7 +458,12 @@ class Gateway:
         return models
 
     async def list_models(self, request: Request) -> Response:
+        """Anthropic's paginated list, or OpenAI's list for an OpenAI client: one that sends no
+        `anthropic-version` header and its key as `Authorization: Bearer` (Anthropic's SDKs always
+        send the version; OpenAI's never)."""
         principal = await self.principal_of(request)
+        if is_openai_client(request):
+            return json_response(openai_list(self.visible_models(principal)))
         params = request.query_params
         try:
             limit = int(params.get("limit", "20"))
@@ -587,6 +600,11 @@ def _priced_only(resolved, team: str):
     return tuple(kept)
 
 
+def is_openai_client(request: Request) -> bool:
+    return "anthropic-version" not in request.headers \
+        and request.headers.get("authorization", "")[:7].lower() == "bearer "
+
+
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(payload), status_code=status, media_type="application/json", headers=headers)
 
@@ -627,7 +645,10 @@ def _starlette_error(request: Request, exc: Exception) -> Response:
         error = errors.Overloaded("the gateway's store is unavailable; try again shortly")
     else:
         error = internal_error(request_id)
-    return Response(error.body(), status_code=error.status, media_type="application/json",
+    status, body = error.status, error.body()
+    if request.url.path.startswith("/v1/models") and is_openai_client(request):
+        status, body = openai_error(status, body)
+    return Response(body, status_code=status, media_type="application/json",
                     headers={"request-id": request_id, **error.headers})
 
 
@@ -662,6 +683,8 @@ class GatewayApp:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"] == "/v1/messages" and scope["method"] == "POST":
             await self.gateway.messages(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] in INBOUND and scope["method"] == "POST":
+            await self.gateway.messages(scope, receive, send, OpenAIInbound(INBOUND[scope["path"]], send))
         elif scope["type"] == "http":
             await self.logged_route(scope, receive, send)
         else:

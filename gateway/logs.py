@@ -21,6 +21,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from gateway.inbound import INBOUND_PATHS
+
 ACCESS = logging.getLogger("gateway.access")
 REPEAT_INTERVAL_S = 10.0
 LEVELS = ("debug", "info", "warning", "error")
@@ -43,9 +45,14 @@ def _attempts(record: Mapping[str, Any]) -> str:
     return ",".join(f"{a['provider']}/{a['model']}={a['outcome']}" for a in record.get("attempts") or ())
 
 
+def _path(record: Mapping[str, Any]) -> str:
+    """The path of a request: named in its entry, else the path of the protocol it came in by."""
+    return record.get("path") or INBOUND_PATHS.get(record.get("inbound"), "/v1/messages")
+
+
 def access_fields(record: Mapping[str, Any]) -> dict[str, Any]:
     """What an access line says about a request, from its usage record (or a record-like entry)."""
-    return {"method": record.get("method", "POST"), "path": record.get("path", "/v1/messages"),
+    return {"method": record.get("method", "POST"), "path": _path(record),
             "status": record["status"], "duration_ms": record["latency_ms"], "team": record.get("team"),
             "key_id": record.get("key_id"), "model": record.get("model"), "provider": record.get("provider"),
             "attempts": _attempts(record), "request_id": record.get("request_id")}
@@ -70,7 +77,7 @@ class TextFormatter(logging.Formatter):
     @staticmethod
     def _access_line(r: Mapping[str, Any]) -> str:
         get = r.get
-        return (f"{timestamp(_ended(r))} INFO gateway.access: {get('method', 'POST')} {get('path', '/v1/messages')} "
+        return (f"{timestamp(_ended(r))} INFO gateway.access: {get('method', 'POST')} {_path(r)} "
                 f"{r['status']} {r['latency_ms']}ms team={get('team') or '-'} key={get('key_id') or '-'} "
                 f"model={get('model') or '-'} provider={get('provider') or '-'} "
                 f"attempts={_attempts(r) or '-'} request_id={get('request_id') or '-'}")

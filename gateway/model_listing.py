@@ -8,7 +8,7 @@ format with its cursor pagination, newest model first as Anthropic lists them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from policies.catalog import Catalog, Endpoint, Model, Pricing
@@ -100,6 +100,21 @@ def format_table(catalog: Catalog) -> str:
     if unverified:
         lines.append("* price not confirmed on the provider's public list")
     return "\n".join(lines) + "\n"
+
+
+def openai_model(model: Model) -> dict[str, Any]:
+    """A model as OpenAI's Model object: `owned_by` is the vendor part of the id (the first
+    endpoint's provider for an id without one), `created` the release date in epoch seconds."""
+    vendor = model.id.split("/", 1)[0] if "/" in model.id else (model.endpoints[0].provider if model.endpoints
+                                                                 else "gateway")
+    released = _released(model)
+    created = int((released if released.tzinfo else released.replace(tzinfo=UTC)).timestamp())
+    return {"id": model.id, "object": "model", "created": created, "owned_by": vendor}
+
+
+def openai_list(models: Sequence[Model]) -> dict[str, Any]:
+    """OpenAI's model list: every model in one page (OpenAI's list has no pagination)."""
+    return {"object": "list", "data": [openai_model(m) for m in models]}
 
 
 def _provider_info(endpoint: Endpoint) -> dict[str, Any]:

@@ -121,6 +121,7 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
         "status": ex.status or 500,
         "error_type": ex.error_type,
         "streamed": bool(request and request.stream),
+        "inbound": ex.inbound,
         "input_tokens": usage.input_tokens if usage else 0,
         "output_tokens": output,
         "cache_creation_input_tokens": usage.cache_creation_input_tokens if usage else 0,

@@ -34,6 +34,10 @@ EFFORT_LEVELS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
 # (see openai_chat_response); sending such a block back restores the original arguments text.
 RAW_ARGUMENTS_KEY = "_raw_arguments"
 TOOL_ERROR_PREFIX = "Error: "
+# Anthropic tool_choice types and the chat completions tool_choice strings that mean the same.
+CHAT_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+# The smallest thinking budget Anthropic accepts: the lower bound of the lowest effort level.
+MIN_THINKING_BUDGET = 1024
 REASONING_MODES = ("reasoning_effort", "enable_thinking", "thinking")
 
 DEFAULT_SUPPORTED = frozenset({
@@ -192,10 +196,8 @@ def _tools(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) ->
         pass  # the upstream's default already, or nothing to refrain from
     elif not functions or not t.supports("tool_choice"):
         t.drop("tool_choice")
-    elif kind == "any":
-        request["tool_choice"] = "required"
-    elif kind == "none":
-        request["tool_choice"] = "none"
+    elif kind in CHAT_TOOL_CHOICE:
+        request["tool_choice"] = CHAT_TOOL_CHOICE[kind]
     elif kind == "tool" and choice.get("name") in names:
         request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
     else:
@@ -213,6 +215,14 @@ def effort_for_budget(budget_tokens: int) -> str:
         if budget_tokens < bound:
             return level
     return EFFORT_FOR_LARGE_BUDGET
+
+
+def budget_for_effort(level: str) -> int:
+    """The thinking budget an effort level stands for: the smallest budget `effort_for_budget` reads
+    as that level, so the two directions agree (a level it never yields counts as its nearest)."""
+    levels = [lvl for _, lvl in EFFORT_BY_BUDGET] + [EFFORT_FOR_LARGE_BUDGET]
+    bounds = [MIN_THINKING_BUDGET] + [bound for bound, _ in EFFORT_BY_BUDGET]
+    return dict(zip(levels, bounds))[nearest_effort(level, levels)]
 
 
 def nearest_effort(level: str, accepted: Sequence[str]) -> str:
@@ -383,6 +393,14 @@ def image_source_url(block: Mapping[str, Any]) -> str:
     if source.get("type") == "url":
         return str(source.get("url", ""))
     return ""
+
+
+def image_source_for_url(url: str) -> dict[str, str]:
+    """The Anthropic image source for a URL OpenAI's APIs took: base64 for a data URL, else the URL."""
+    if url.startswith("data:") and ";base64," in url:
+        media_type, data = url[5:].split(";base64,", 1)
+        return {"type": "base64", "media_type": media_type or "image/png", "data": data}
+    return {"type": "url", "url": url}
 
 
 def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:

@@ -24,6 +24,12 @@ STOP_REASON_BY_FINISH = {
     "function_call": "tool_use", "content_filter": "refusal"}
 
 
+# The other direction, for answers to chat completions clients: the first finish_reason above that
+# reads as each stop_reason, and the stop reasons chat completions have no name of their own for.
+FINISH_BY_STOP_REASON = {**{stop: finish for finish, stop in reversed(STOP_REASON_BY_FINISH.items())},
+                         "stop_sequence": "stop", "pause_turn": "stop", "model_context_window_exceeded": "length"}
+
+
 def stop_reason_for(finish_reason: str | None, *, has_tool_use: bool, stop_sequence: str | None) -> str:
     """Anthropic's stop_reason for an upstream finish_reason (unknown reasons end the turn)."""
     if has_tool_use and finish_reason in (None, "stop", "eos"):
@@ -66,6 +72,17 @@ def anthropic_usage(usage: Mapping[str, Any] | None) -> dict[str, int]:
     cached = min(_count(cached), prompt)
     return {"input_tokens": prompt - cached, "output_tokens": _count(usage.get("completion_tokens")),
             "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached}
+
+
+def chat_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Anthropic usage in chat completions terms, the inverse of `anthropic_usage`: every prompt
+    token (cache reads and writes included) is a prompt token, cache reads are its cached tokens."""
+    usage = usage or {}
+    cached = _count(usage.get("cache_read_input_tokens"))
+    prompt = _count(usage.get("input_tokens")) + cached + _count(usage.get("cache_creation_input_tokens"))
+    completion = _count(usage.get("output_tokens"))
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": cached}}
 
 
 def tool_input(arguments: Any) -> dict[str, Any]:

@@ -1,0 +1,137 @@
+"""OpenAI's inbound protocols on the gateway's one request path.
+
+A chat completions or Responses request is translated to the canonical Anthropic Messages request
+(`providers.openai_chat_inbound`, `providers.openai_responses_inbound`) and then served exactly as a
+`POST /v1/messages` is: the same keys, admission, plan, retries, fallbacks and usage record, with
+the inbound protocol named in the record. What the executor sends back (Anthropic JSON, SSE or
+error envelope) passes through this module's `send`, which answers in the client's protocol:
+OpenAI's body or stream, OpenAI's error envelope and statuses, and the headers OpenAI's SDKs read
+(`x-request-id`, `x-ratelimit-*`).
+"""
+from __future__ import annotations
+
+import calendar
+import time
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import orjson
+
+from gateway import errors
+from gateway.exchange import Exchange
+from gateway.request import parse_json_object
+from providers import openai_chat_inbound, openai_responses_inbound
+from providers.openai_inbound import Refused, StreamWriter, openai_error
+
+_RATELIMIT_PREFIX = b"anthropic-ratelimit-"
+_DROPPED = (b"content-length", b"content-type")
+
+
+def openai_headers(headers: list[tuple[bytes, bytes]], now: float) -> list[tuple[bytes, bytes]]:
+    """Anthropic's answer headers with OpenAI's names beside: `x-request-id`, and the key's limits as
+    x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset as seconds from now, "12s")."""
+    out = []
+    for name, value in headers:
+        if name in _DROPPED:
+            continue
+        if name.startswith(_RATELIMIT_PREFIX):
+            kind, _, field = name[len(_RATELIMIT_PREFIX):].partition(b"-")
+            if field == b"reset":
+                value = _seconds_until(value, now)
+            out.append((b"x-ratelimit-" + field + b"-" + kind, value))
+            continue
+        if name == b"request-id":
+            out.append((b"x-request-id", value))
+        out.append((name, value))
+    return out
+
+
+def _seconds_until(rfc3339: bytes, now: float) -> bytes:
+    try:
+        moment = calendar.timegm(time.strptime(rfc3339.decode(), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return b"0s"
+    return f"{max(0, int(moment - now))}s".encode()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One inbound protocol's translator (a module of `providers`) and what its answers are named."""
+    name: str  # as the usage record names it
+    id_prefix: str  # of the answer's id, the request id after it
+    translator: ModuleType  # to_canonical(body), from_message(...), and its stream writer
+    writer: str  # the translator's StreamWriter class
+
+
+CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound, "ChunkWriter")
+RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound, "EventWriter")
+
+
+class OpenAIInbound:
+    """One request's translation: `canonical` for its body, `send` for everything answered."""
+
+    def __init__(self, protocol: Protocol, send) -> None:
+        self.protocol = protocol
+        self.name = protocol.name
+        self._send = send
+        self.exchange: Exchange | None = None
+        self.shape: Any = None
+        self._param: str | None = None
+        self._start: dict | None = None  # the response start, held until the body it describes
+        self._parts: list[bytes] = []
+        self._writer: StreamWriter | None = None
+
+    def canonical(self, raw: bytes) -> bytes:
+        body = parse_json_object(raw)
+        try:
+            canonical, self.shape = self.protocol.translator.to_canonical(body)
+        except Refused as exc:
+            self._param = exc.param
+            raise errors.InvalidRequest(str(exc)) from None
+        return orjson.dumps(canonical)
+
+    def _answer(self) -> dict[str, Any]:
+        request_id = self.exchange.request_id if self.exchange is not None else "req_"
+        return {"answer_id": self.protocol.id_prefix + request_id[4:], "created": int(time.time()),
+                "shape": self.shape}
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            headers = openai_headers(list(message.get("headers", ())), time.time())
+            sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in message.get("headers", ()))
+            if sse and message["status"] == 200:
+                self._writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
+                await self._send({**message, "headers": headers + [(b"content-type", b"text/event-stream; charset=utf-8")]})
+            else:
+                self._start = {**message, "headers": headers}
+            return
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self._writer is not None:
+            out = self._writer.feed(body)
+            if out or not more:
+                await self._send({"type": "http.response.body", "body": out, "more_body": more})
+            return
+        self._parts.append(body)
+        if more:
+            return
+        status, out = self._rendered(self._start["status"], b"".join(self._parts))
+        headers = self._start["headers"] + [(b"content-type", b"application/json"),
+                                            (b"content-length", str(len(out)).encode())]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": out})
+
+    def _rendered(self, status: int, body: bytes) -> tuple[int, bytes]:
+        if status >= 400:
+            budget = bool(self.exchange and (self.exchange.limited_by or "").startswith("budget"))
+            return openai_error(status, body, budget=budget, param=self._param)
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return openai_error(502, errors.error_body("api_error", "the upstream's answer could not be read"))
+        return status, orjson.dumps(self.protocol.translator.from_message(message, **self._answer()))
+
+
+INBOUND = {"/v1/chat/completions": CHAT, "/v1/responses": RESPONSES}
+INBOUND_PATHS = {protocol.name: path for path, protocol in INBOUND.items()}

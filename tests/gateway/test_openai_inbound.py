@@ -1,0 +1,359 @@
+"""OpenAI's chat completions and Responses APIs served by `gateway serve`, driven with the official
+`openai` SDK, to a model on an Anthropic-protocol upstream (the Anthropic fake).
+
+The test model prices input at 0 and output at $100 per million tokens, and the fake answers with
+exactly `max_tokens` output tokens unless scripted, so a budget admits an exact number of requests.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import anthropic
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
+from tests.served_process import ServedProcess
+
+KEY = "sk-team-chat-0001"
+BUDGET_KEY = "sk-team-budget-0001"
+RPM_KEY = "sk-team-rpm-0001"
+ADMIN = "sk-admin-inbound-0001"
+MODEL = "test/chat"
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n fake image bytes").decode()
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with AnthropicFake() as fake:
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def fresh(upstream):
+    upstream.reset()
+
+
+@pytest.fixture(scope="module")
+def served(upstream, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inbound")
+    config = {
+        "admin_key": ADMIN,
+        "providers": {"anthropic": {"base_url": upstream.url, "api_key": "sk-upstream-secret-inbound"}},
+        "models": [{"id": MODEL, "display_name": "Chat test", "context_length": 100_000, "max_output": 8192,
+                    "endpoints": [{"provider": "anthropic", "upstream_model": "claude-upstream",
+                                   "pricing": {"input": 0.0, "output": 100.0}}]}],
+        "teams": [{"name": "chat"}, {"name": "budget", "budget_daily_usd": 0.03}, {"name": "rpm", "rpm": 1}],
+        "keys": [{"key": KEY, "team": "chat"}, {"key": BUDGET_KEY, "team": "budget"}, {"key": RPM_KEY, "team": "rpm"}],
+        "retries": {"per_endpoint": 1},
+    }
+    path = folder / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with ServedProcess(["--config", str(path)], env={"GATEWAY_DATA_DIR": str(folder / "data")}) as process:
+        yield process
+
+
+def client(served, key: str = KEY, **options) -> openai.OpenAI:
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=key, max_retries=options.pop("max_retries", 0),
+                         **options)
+
+
+def tool_call_events(call_id: str, name: str, fragments: list[str], *, input_tokens: int = 12,
+                     cache_read: int = 30) -> list[bytes]:
+    start = {"type": "message_start", "message": {
+        "id": "msg_tool01", "type": "message", "role": "assistant", "model": "claude-upstream", "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cache_read,
+                  "output_tokens": 1}}}
+    events = [event("message_start", start),
+              event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": {"type": "text", "text": ""}}),
+              event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                            "delta": {"type": "text_delta", "text": "Checking."}}),
+              event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+              event("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+                  "type": "tool_use", "id": call_id, "name": name, "input": {}}})]
+    events += [event("content_block_delta", {"type": "content_block_delta", "index": 1,
+                                             "delta": {"type": "input_json_delta", "partial_json": f}})
+               for f in fragments]
+    events += [event("content_block_stop", {"type": "content_block_stop", "index": 1}),
+               event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use",
+                                                                           "stop_sequence": None},
+                                       "usage": {"output_tokens": 20}}),
+               event("message_stop", {"type": "message_stop"})]
+    return events
+
+
+# -- chat completions ------------------------------------------------------------------------------
+
+def test_create_answers_a_chat_completion_with_usage_and_cached_tokens(served, upstream):
+    upstream.enqueue(json_reply(message_body("Hello there.", input_tokens=7, cache_read=5, output_tokens=3)))
+    completion = client(served).chat.completions.create(
+        model=MODEL, messages=[{"role": "system", "content": "Be brief."},
+                               {"role": "developer", "content": "Answer in English."},
+                               {"role": "user", "content": "Hi"}],
+        max_completion_tokens=50, stop=["END"], temperature=0.5, user="end-user-7")
+    assert completion.object == "chat.completion"
+    assert completion.choices[0].message.content == "Hello there."
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == 12 and completion.usage.completion_tokens == 3
+    assert completion.usage.prompt_tokens_details.cached_tokens == 5
+    sent = upstream.requests[-1].json()
+    assert sent["system"] == "Be brief.\n\nAnswer in English."
+    assert sent["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+    assert sent["max_tokens"] == 50 and sent["stop_sequences"] == ["END"] and sent["temperature"] == 0.5
+    assert sent["metadata"] == {"user_id": "end-user-7"} and sent["model"] == "claude-upstream"
+    assert "user" not in sent  # the router field is the gateway's, never the upstream's
+
+
+def test_stream_sends_chunks_ending_with_done(served, upstream):
+    upstream.enqueue(sse_reply(stream_events(["Hel", "lo"], input_tokens=9, output_tokens=2)))
+    with httpx.stream("POST", served.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": MODEL, "stream": True, "stream_options": {"include_usage": True},
+                            "messages": [{"role": "user", "content": "Hi"}]}, timeout=30) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-request-id"].startswith("req_")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "Hello"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == 9
+    assert chunks[-1]["usage"]["completion_tokens"] == 2
+
+
+def test_stream_without_include_usage_shows_no_usage_chunk(served, upstream):
+    upstream.enqueue(sse_reply(stream_events(["Hi"])))
+    stream = client(served).chat.completions.create(model=MODEL, stream=True,
+                                                    messages=[{"role": "user", "content": "Hi"}])
+    chunks = list(stream)
+    assert all(c.usage is None and c.choices for c in chunks)
+    assert upstream.requests[-1].json()["stream"] is True
+
+
+def test_streamed_tool_call_then_tool_message_reaches_the_upstream_as_tool_result(served, upstream):
+    upstream.enqueue(sse_reply(tool_call_events("toolu_01", "get_weather", ['{"city": ', '"Paris"}'])))
+    sdk = client(served)
+    stream = sdk.chat.completions.create(model=MODEL, stream=True, stream_options={"include_usage": True},
+                                         tools=[WEATHER], tool_choice="auto", parallel_tool_calls=False,
+                                         messages=[{"role": "user", "content": "Weather in Paris?"}])
+    chunks = list(stream)
+    calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or ())]
+    assert calls[0].id == "toolu_01" and calls[0].function.name == "get_weather"
+    assert json.loads("".join(tc.function.arguments or "" for tc in calls)) == {"city": "Paris"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    assert chunks[-1].usage.prompt_tokens == 42 and chunks[-1].usage.prompt_tokens_details.cached_tokens == 30
+    first = upstream.requests[-1].json()
+    assert first["tools"] == [{"name": "get_weather", "description": "Current weather",
+                               "input_schema": WEATHER["function"]["parameters"]}]
+    assert first["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
+
+    upstream.enqueue(json_reply(message_body("It is sunny in Paris.")))
+    answer = sdk.chat.completions.create(model=MODEL, tools=[WEATHER], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "toolu_01", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "toolu_01", "content": "sunny, 21 C"}])
+    assert answer.choices[0].message.content == "It is sunny in Paris."
+    second = upstream.requests[-1].json()
+    assert second["messages"][1] == {"role": "assistant", "content": [
+        {"type": "text", "text": "Checking."},
+        {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Paris"}}]}
+    assert second["messages"][2] == {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "toolu_01", "content": "sunny, 21 C"}]}
+
+
+def test_tool_call_answer_as_json(served, upstream):
+    upstream.enqueue(json_reply(message_body(stop_reason="tool_use", content=[
+        {"type": "tool_use", "id": "toolu_02", "name": "get_weather", "input": {"city": "Oslo"}}])))
+    completion = client(served).chat.completions.create(
+        model=MODEL, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        messages=[{"role": "user", "content": "Oslo?"}])
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.message.tool_calls[0].id == "toolu_02"
+    assert json.loads(choice.message.tool_calls[0].function.arguments) == {"city": "Oslo"}
+    assert upstream.requests[-1].json()["tool_choice"] == {"type": "tool", "name": "get_weather"}
+
+
+def test_response_format_json_schema_is_a_forced_tool_answered_as_content(served, upstream):
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
+    upstream.enqueue(json_reply(message_body(stop_reason="tool_use", content=[
+        {"type": "tool_use", "id": "toolu_03", "name": "json_output", "input": {"answer": 4}}])))
+    completion = client(served).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "2+2?"}],
+        response_format={"type": "json_schema", "json_schema": {"name": "sum", "schema": schema, "strict": True}})
+    assert json.loads(completion.choices[0].message.content) == {"answer": 4}
+    assert completion.choices[0].finish_reason == "stop"
+    sent = upstream.requests[-1].json()
+    assert sent["tools"][0]["input_schema"] == schema
+    assert sent["tool_choice"] == {"type": "tool", "name": "json_output"}
+
+
+def test_reasoning_effort_becomes_thinking_and_comes_back_as_reasoning_content(served, upstream):
+    upstream.enqueue(json_reply(message_body(content=[
+        {"type": "thinking", "thinking": "Two and two.", "signature": "sig"}, {"type": "text", "text": "4"}])))
+    completion = client(served).chat.completions.create(model=MODEL, reasoning_effort="medium",
+                                                        messages=[{"role": "user", "content": "2+2?"}])
+    message = completion.choices[0].message
+    assert message.content == "4" and message.model_extra["reasoning_content"] == "Two and two."
+    sent = upstream.requests[-1].json()
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 4096}
+    assert sent["max_tokens"] > 4096
+
+
+def test_image_parts_reach_the_upstream_as_image_blocks(served, upstream):
+    upstream.enqueue(json_reply(message_body("A picture.")))
+    client(served).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}}]}])
+    assert upstream.requests[-1].json()["messages"][0]["content"] == [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.jpg"}}]
+
+
+def test_bad_key_is_an_authentication_error(served):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        client(served, "sk-not-a-key-0000").chat.completions.create(model=MODEL, messages=[{"role": "user",
+                                                                                             "content": "Hi"}])
+    assert caught.value.body["type"] == "invalid_request_error" and caught.value.code == "invalid_api_key"
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+
+def test_unknown_model_is_not_found(served, upstream):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(served).chat.completions.create(model="nobody/nothing", messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.code == "model_not_found" and "nobody/nothing" in caught.value.message
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize("extra, param", [({"n": 2}, "n"), ({"logprobs": True}, "logprobs")])
+def test_what_the_gateway_cannot_honour_is_a_clear_400(served, upstream, extra, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], **extra)
+    assert caught.value.param == param and caught.value.body["message"].startswith(param)
+    assert upstream.requests == []
+
+
+def test_malformed_body_is_a_400_in_openai_envelope(served):
+    response = httpx.post(served.url + "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                          content=b"{not json")
+    assert response.status_code == 400
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_rate_limit_is_a_rate_limit_error_with_openai_headers(served, upstream):
+    sdk = client(served, RPM_KEY)
+    first = sdk.chat.completions.with_raw_response.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+    assert first.headers["x-ratelimit-limit-requests"] == "1"
+    assert first.headers["x-ratelimit-remaining-requests"] == "0"
+    assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}])
+    assert int(caught.value.response.headers["retry-after"]) >= 1
+    assert caught.value.code == "rate_limit_exceeded"
+
+
+def test_budget_shared_with_messages_traffic_is_refused_without_retries(served, upstream):
+    """$0.03 a day, $0.01 a request: a Messages request, a chat completion and a Responses call spend
+    it; the next chat completion is refused, and the SDK (allowed retries) does not try again."""
+    ask = {"max_tokens": 100}
+    anthropic.Anthropic(base_url=served.url, api_key=BUDGET_KEY, max_retries=0).messages.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], **ask)
+    sdk = client(served, BUDGET_KEY, max_retries=3)
+    sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=100)
+    sdk.responses.create(model=MODEL, input="Hi", max_output_tokens=100)
+    seen = len(upstream.requests)
+    started = time.monotonic()
+    with pytest.raises(openai.RateLimitError) as caught:
+        sdk.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=100)
+    assert time.monotonic() - started < 2  # no retry waited out a retry-after
+    assert caught.value.code == "insufficient_quota"
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(upstream.requests) == seen
+    assert served.wait_for(lambda line: "POST /v1/chat/completions 429" in line and "team=budget" in line)
+
+    deadline = time.monotonic() + 10
+    while True:  # records reach the store in batches
+        rows = httpx.get(served.url + "/admin/requests", params={"team": "budget"},
+                         headers={"x-api-key": ADMIN}).json()["data"]
+        if len(rows) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    by_protocol = sorted((r.get("inbound"), r["status"]) for r in rows)
+    assert by_protocol == [("messages", 200), ("openai_chat", 200), ("openai_chat", 429), ("openai_responses", 200)]
+    metrics = httpx.get(served.url + "/metrics").text
+    costs = [line for line in metrics.splitlines()
+             if line.startswith("gateway_cost_usd_total{") and 'team="budget"' in line]
+    assert costs and abs(float(costs[0].rsplit(" ", 1)[1]) - 0.03) < 1e-9
+    requests = [line for line in metrics.splitlines()
+                if line.startswith("gateway_requests_total{") and 'team="budget"' in line]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in requests) == 4
+
+
+# -- responses ------------------------------------------------------------------------------------
+
+def test_responses_create_translates_input_items_and_answers_a_response(served, upstream):
+    upstream.enqueue(json_reply(message_body("Paris is sunny.", input_tokens=11, output_tokens=4)))
+    response = client(served).responses.create(
+        model=MODEL, instructions="Be brief.", store=False, max_output_tokens=64, tools=[
+            {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}],
+        input=[{"role": "user", "content": [{"type": "input_text", "text": "Weather?"}]},
+               {"type": "function_call", "call_id": "toolu_9", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+               {"type": "function_call_output", "call_id": "toolu_9", "output": "sunny"}])
+    assert response.object == "response" and response.status == "completed"
+    assert response.output_text == "Paris is sunny."
+    assert response.usage.input_tokens == 11 and response.usage.output_tokens == 4
+    sent = upstream.requests[-1].json()
+    assert sent["system"] == "Be brief." and sent["max_tokens"] == 64
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_9", "name": "get_weather",
+                                           "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "sunny"}]}]
+
+
+def test_responses_stream_follows_the_event_sequence(served, upstream):
+    upstream.enqueue(sse_reply(tool_call_events("toolu_05", "get_weather", ['{"city":', '"Rome"}'])))
+    with client(served).responses.stream(model=MODEL, input="Rome?", tools=[
+            {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}]) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert "response.output_text.delta" in kinds and "response.function_call_arguments.done" in kinds
+    assert final.output_text == "Checking."
+    call = final.output[1]
+    assert call.type == "function_call" and call.call_id == "toolu_05" and json.loads(call.arguments) == {"city": "Rome"}
+    assert final.usage.input_tokens == 42
+
+
+@pytest.mark.parametrize("extra, param", [({"store": True}, "store"), ({"previous_response_id": "resp_1"},
+                                                                      "previous_response_id")])
+def test_responses_state_is_refused_as_the_gateway_is_stateless(served, upstream, extra, param):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).responses.create(model=MODEL, input="Hi", **extra)
+    assert "stateless" in caught.value.message and caught.value.param == param
+    assert upstream.requests == []
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+def test_models_list_is_openai_shaped_for_openai_clients_and_anthropic_shaped_otherwise(served):
+    models = {m.id: m for m in client(served).models.list().data}
+    assert models[MODEL].object == "model" and models[MODEL].owned_by == "test"
+    assert models["anthropic/claude-opus-4.5"].owned_by == "anthropic" and models["anthropic/claude-opus-4.5"].created > 0
+    native = httpx.get(served.url + "/v1/models", headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"}).json()
+    assert native["data"][0]["type"] == "model" and "has_more" in native
+    with pytest.raises(openai.AuthenticationError):
+        client(served, "sk-not-a-key-0000").models.list()
