@@ -210,8 +210,7 @@ class ChunkWriter(StreamWriter):
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         payload = {"id": self.answer_id, "object": "chat.completion.chunk", "created": self.created,
-                   "model": self.model, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                     "finish_reason": finish}], **extra}
+                   "model": self.model, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return b"data: " + orjson.dumps(payload) + b"\n\n"
 
     def event(self, event: Mapping[str, Any], out: list[bytes]) -> None:

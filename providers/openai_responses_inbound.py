@@ -76,7 +76,9 @@ def to_canonical(body: Mapping[str, Any]) -> tuple[dict[str, Any], ResponseShape
             "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
             "top_p": body.get("top_p"), "metadata": body.get("metadata") or {},
             "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-            "text": {"format": text.get("format") or {"type": "text"}}, "user": body.get("user")}
+            "text": {"format": text.get("format") or {"type": "text"}}}
+    if isinstance(body.get("user"), str):
+        echo["user"] = body["user"]
     return canonical, ResponseShape(stream=body.get("stream") is True, format_tool=format_tool, echo=echo)
 
 
@@ -159,9 +161,15 @@ def response_usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
     """Anthropic usage in the Responses API's names (the same counts as chat completions')."""
     chat = chat_usage(usage)
     return {"input_tokens": chat["prompt_tokens"],
-            "input_tokens_details": {"cached_tokens": chat["prompt_tokens_details"]["cached_tokens"]},
+            "input_tokens_details": {"cached_tokens": chat["prompt_tokens_details"]["cached_tokens"],
+                                     "cache_write_tokens": _count(usage, "cache_creation_input_tokens")},
             "output_tokens": chat["completion_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": chat["total_tokens"]}
+
+
+def _count(usage: Mapping[str, Any] | None, name: str) -> int:
+    value = (usage or {}).get(name)
+    return value if type(value) is int and value > 0 else 0
 
 
 class _Items:
@@ -192,14 +200,17 @@ def _response(shape: ResponseShape, *, response_id: str, created: int, model: An
     incomplete = _INCOMPLETE_BY_STOP_REASON.get(stop_reason)
     if incomplete and status == "completed":
         status = "incomplete"
-    return {"id": response_id, "object": "response", "created_at": created, "status": status, "model": model,
-            "output": output, "usage": usage, "error": None,
-            "incomplete_details": {"reason": incomplete} if incomplete else None, "previous_response_id": None,
-            "store": False, "truncation": "disabled", **shape.echo}
+    response = {"id": response_id, "object": "response", "created_at": created, "status": status, "model": model,
+                "output": output, "error": None,
+                "incomplete_details": {"reason": incomplete} if incomplete else None, "previous_response_id": None,
+                "store": False, "truncation": "disabled", **shape.echo}
+    if usage is not None:  # counted once the answer is whole
+        response["usage"] = usage
+    return response
 
 
 def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": []}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def from_message(message: Mapping[str, Any], *, answer_id: str, created: int, shape: ResponseShape) -> dict[str, Any]:
@@ -337,7 +348,8 @@ class EventWriter(StreamWriter):
             self._emit(out, "response.content_part.done", **common, content_index=0, part=part)
             item["status"] = "completed"
         elif item["type"] == "function_call":
-            self._emit(out, "response.function_call_arguments.done", **common, arguments=item["arguments"])
+            self._emit(out, "response.function_call_arguments.done", **common, name=item["name"],
+                       arguments=item["arguments"])
             item["status"] = "completed"
         else:
             part = item["summary"][0]
