@@ -38,6 +38,7 @@ from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.execute import Executor
+from gateway.passthrough import PassthroughExecutor
 from gateway.model_listing import list_page, model_info, openai_list
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
@@ -254,7 +255,7 @@ class Gateway:
                              max_connections_per_origin=upstream.max_connections_per_origin,
                              pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes,
                              egress=self.serving.egress)
-        self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
+        self.executor = PassthroughExecutor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
             # A listing is small: a server that takes longer is not worth holding startup for.

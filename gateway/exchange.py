@@ -60,6 +60,9 @@ class Exchange:
     limited_by: str | None = None  # which of the gateway's own limits refused the request
     deadline: float | None = None  # time.monotonic() by which a JSON answer must have begun
     inbound: str = "messages"  # the protocol the client spoke: messages, openai_chat, openai_responses
+    # A chat completions client's own body and its top-level values, for an upstream of its protocol.
+    client_body: bytes | None = None
+    client_values: dict | None = None
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

@@ -21,6 +21,7 @@ import orjson
 from gateway import errors
 from gateway.exchange import Exchange
 from gateway.request import parse_json_object
+from providers.jsonedit import top_level_values
 from providers import openai_chat_inbound, openai_responses_inbound
 from providers.openai_inbound import Refused, StreamWriter, openai_error
 
@@ -28,12 +29,14 @@ _RATELIMIT_PREFIX = b"anthropic-ratelimit-"
 _DROPPED = (b"content-length", b"content-type")
 
 
-def openai_headers(headers: list[tuple[bytes, bytes]], now: float) -> list[tuple[bytes, bytes]]:
+def openai_headers(headers: list[tuple[bytes, bytes]], now: float, *,
+                   keep_length: bool = False) -> list[tuple[bytes, bytes]]:
     """Anthropic's answer headers with OpenAI's names beside: `x-request-id`, and the key's limits as
-    x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset as seconds from now, "12s")."""
+    x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset as seconds from now, "12s"). The
+    body's type and length go unless `keep_length` (a body sent as it is)."""
     out = []
     for name, value in headers:
-        if name in _DROPPED:
+        if name in _DROPPED and not keep_length:
             continue
         if name.startswith(_RATELIMIT_PREFIX):
             kind, _, field = name[len(_RATELIMIT_PREFIX):].partition(b"-")
@@ -62,9 +65,10 @@ class Protocol:
     id_prefix: str  # of the answer's id, the request id after it
     translator: ModuleType  # to_canonical(body), from_message(...), and its stream writer
     writer: str  # the translator's StreamWriter class
+    passthrough: bool = False  # an upstream of this protocol gets the client's own bytes (gateway.passthrough)
 
 
-CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound, "ChunkWriter")
+CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound, "ChunkWriter", passthrough=True)
 RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound, "EventWriter")
 
 
@@ -81,6 +85,7 @@ class OpenAIInbound:
         self._start: dict | None = None  # the response start, held until the body it describes
         self._parts: list[bytes] = []
         self._writer: StreamWriter | None = None
+        self._forward = False
 
     def canonical(self, raw: bytes) -> bytes:
         body = parse_json_object(raw)
@@ -89,6 +94,8 @@ class OpenAIInbound:
         except Refused as exc:
             self._param = exc.param
             raise errors.InvalidRequest(str(exc)) from None
+        if self.protocol.passthrough and self.exchange is not None:
+            self.exchange.client_body, self.exchange.client_values = raw, top_level_values(raw)
         return orjson.dumps(canonical)
 
     def _answer(self) -> dict[str, Any]:
@@ -100,11 +107,18 @@ class OpenAIInbound:
         if message["type"] == "http.response.start":
             headers = openai_headers(list(message.get("headers", ())), time.time())
             sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in message.get("headers", ()))
-            if sse and message["status"] == 200:
+            if message.get("passthrough"):  # the upstream spoke the client's protocol: its answer goes as it is
+                self._forward = True
+                await self._send({"type": "http.response.start", "status": message["status"],
+                                  "headers": openai_headers(list(message["headers"]), time.time(), keep_length=True)})
+            elif sse and message["status"] == 200:
                 self._writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
                 await self._send({**message, "headers": headers + [(b"content-type", b"text/event-stream; charset=utf-8")]})
             else:
                 self._start = {**message, "headers": headers}
+            return
+        if self._forward:
+            await self._send(message)
             return
         body = message.get("body", b"")
         more = message.get("more_body", False)

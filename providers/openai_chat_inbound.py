@@ -16,8 +16,8 @@ import orjson
 from providers.openai_chat_request import arguments_text, image_source_for_url
 from providers.openai_chat_response import FINISH_BY_STOP_REASON, chat_usage, tool_input
 from providers.openai_inbound import (Refused, StreamWriter, apply_tools, common_fields, error_of_event,
-                                      function_tool, reasoning, require_list, require_object, structured_output,
-                                      text_of_parts, tool_choice)
+                                      function_tool, reasoning, require_list, require_object, stream_error,
+                                      structured_output, text_of_parts, tool_choice)
 
 _TEXT_PARTS = ("text",)
 # Fields with no Anthropic meaning that change nothing a client reads back: accepted, not sent.
@@ -227,9 +227,7 @@ class ChunkWriter(StreamWriter):
         elif kind == "message_stop":
             self._end(out)
         elif kind == "error":
-            error_type, message = error_of_event(event)
-            payload = {"error": {"message": message, "type": "server_error", "param": None, "code": error_type}}
-            out.append(b"data: " + orjson.dumps(payload) + b"\n\n")
+            out.append(stream_error(*error_of_event(event)))
             self.done = True
 
     def _start(self, event: Mapping[str, Any], out: list[bytes]) -> None:

@@ -208,6 +208,12 @@ def openai_error(status: int, anthropic_body: bytes, *, budget: bool = False,
     return _OPENAI_STATUS.get(status, status), orjson.dumps(body)
 
 
+def stream_error(error_type: str, message: str) -> bytes:
+    """The chunk that ends a chat completions stream which failed midway (what OpenAI sends then)."""
+    payload = {"error": {"message": message, "type": "server_error", "param": None, "code": error_type}}
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
 # -- the Anthropic stream, read -------------------------------------------------------------------
 
 class AnthropicEvents:

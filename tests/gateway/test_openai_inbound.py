@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
+from tests.fakes.openai import OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream, server_error
 from tests.served_process import ServedProcess
 
 KEY = "sk-team-chat-0001"
@@ -24,6 +25,8 @@ BUDGET_KEY = "sk-team-budget-0001"
 RPM_KEY = "sk-team-rpm-0001"
 ADMIN = "sk-admin-inbound-0001"
 MODEL = "test/chat"
+GPT = "test/gpt"  # served by an OpenAI-compatible upstream
+GPT_FIRST = "test/gpt-first"  # the OpenAI upstream first, the Anthropic one if it fails
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
@@ -36,20 +39,37 @@ def upstream():
         yield fake
 
 
+@pytest.fixture(scope="module")
+def openai_upstream():
+    with OpenAIFake(api_key="sk-upstream-secret-openai") as fake:
+        yield fake
+
+
 @pytest.fixture(autouse=True)
-def fresh(upstream):
+def fresh(upstream, openai_upstream):
     upstream.reset()
+    openai_upstream.reset()
+
+
+def gpt_endpoint(model: str) -> dict:
+    return {"provider": "openai", "upstream_model": model, "pricing": {"input": 0.0, "output": 100.0}}
 
 
 @pytest.fixture(scope="module")
-def served(upstream, tmp_path_factory):
+def served(upstream, openai_upstream, tmp_path_factory):
     folder = tmp_path_factory.mktemp("inbound")
     config = {
         "admin_key": ADMIN,
-        "providers": {"anthropic": {"base_url": upstream.url, "api_key": "sk-upstream-secret-inbound"}},
+        "providers": {"anthropic": {"base_url": upstream.url, "api_key": "sk-upstream-secret-inbound"},
+                      "openai": {"base_url": openai_upstream.url + "/v1", "api_key": "sk-upstream-secret-openai"}},
         "models": [{"id": MODEL, "display_name": "Chat test", "context_length": 100_000, "max_output": 8192,
                     "endpoints": [{"provider": "anthropic", "upstream_model": "claude-upstream",
-                                   "pricing": {"input": 0.0, "output": 100.0}}]}],
+                                   "pricing": {"input": 0.0, "output": 100.0}}]},
+                   {"id": GPT, "endpoints": [gpt_endpoint("gpt-upstream")]},
+                   {"id": GPT_FIRST, "endpoints": [
+                       gpt_endpoint("gpt-upstream"),
+                       {"provider": "anthropic", "upstream_model": "claude-upstream",
+                        "pricing": {"input": 0.0, "output": 100.0}}]}],
         "teams": [{"name": "chat"}, {"name": "budget", "budget_daily_usd": 0.03}, {"name": "rpm", "rpm": 1}],
         "keys": [{"key": KEY, "team": "chat"}, {"key": BUDGET_KEY, "team": "budget"}, {"key": RPM_KEY, "team": "rpm"}],
         "retries": {"per_endpoint": 1},
@@ -300,6 +320,79 @@ def test_budget_shared_with_messages_traffic_is_refused_without_retries(served, 
     requests = [line for line in metrics.splitlines()
                 if line.startswith("gateway_requests_total{") and 'team="budget"' in line]
     assert sum(float(line.rsplit(" ", 1)[1]) for line in requests) == 4
+
+
+# -- chat completions to an OpenAI-compatible upstream: passed through ------------------------------
+
+def test_to_an_openai_upstream_the_clients_bytes_pass_through_but_model_router_fields_and_stream_options(
+        served, openai_upstream):
+    openai_upstream.enqueue(chat_stream(StreamScript(
+        text=["Let me check."], tool_calls=[ToolCall(id="call_abc", name="get_weather", arguments=['{"city": ', '"Paris"}'])],
+        finish_reason="tool_calls", usage=Usage(prompt_tokens=30, completion_tokens=7, cached_tokens=10))))
+    messages = b'[ {"role": "user",   "content": "Weather in Paris?"} ]'
+    tools = json.dumps([WEATHER]).encode()
+    body = (b'{"model": "test/gpt", "messages": ' + messages + b', "tools": ' + tools + b', "seed": 7, '
+            b'"stream": true, "session_id": "s-1", "trace": {"job": "nightly"}}')
+    with httpx.stream("POST", served.url + "/v1/chat/completions", content=body, timeout=30,
+                      headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"}) as response:
+        assert response.status_code == 200 and response.headers["x-gateway-provider"] == "openai"
+        data = [line for line in response.iter_lines() if line]
+    sent = openai_upstream.requests[-1]
+    assert messages in sent.body and tools in sent.body  # the client's bytes, spacing and all
+    assert sent.json() == {"model": "gpt-upstream", "messages": json.loads(messages), "tools": [WEATHER], "seed": 7,
+                           "stream": True, "stream_options": {"include_usage": True}}
+    assert data[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in data[:-1]]
+    assert all(c["choices"] for c in chunks)  # the usage chunk the client did not ask for is not shown
+    calls = [tc for c in chunks for tc in c["choices"][0]["delta"].get("tool_calls") or ()]
+    assert calls[0]["id"] == "call_abc" and chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_openai_upstream_usage_is_counted_and_shown_to_a_client_that_asks(served, openai_upstream):
+    openai_upstream.enqueue(chat_stream(StreamScript(text=["Hi"], usage=Usage(prompt_tokens=20, completion_tokens=3))))
+    stream = client(served).chat.completions.create(model=GPT, stream=True, stream_options={"include_usage": True},
+                                                    messages=[{"role": "user", "content": "Hi"}])
+    chunks = list(stream)
+    assert chunks[-1].usage.prompt_tokens == 20 and chunks[-1].usage.completion_tokens == 3
+    assert openai_upstream.chat_requests[-1]["stream_options"] == {"include_usage": True}
+    request_id = stream.response.headers["x-request-id"]
+    deadline = time.monotonic() + 10
+    while True:
+        rows = httpx.get(served.url + "/admin/requests", params={"team": "chat"},
+                         headers={"x-api-key": ADMIN}).json()["data"]
+        row = next((r for r in rows if r["request_id"] == request_id), None)
+        if row is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert row["inbound"] == "openai_chat" and row["provider"] == "openai"
+    assert row["input_tokens"] == 20 and row["output_tokens"] == 3
+
+
+def test_openai_upstream_json_answer_is_the_upstreams(served, openai_upstream):
+    openai_upstream.enqueue(chat_json("From GPT.", id="chatcmpl-upstream1", usage=Usage(prompt_tokens=5,
+                                                                                         completion_tokens=2)))
+    completion = client(served).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "Hi"}],
+                                                        logit_bias={"50256": -100})
+    assert completion.id == "chatcmpl-upstream1" and completion.choices[0].message.content == "From GPT."
+    assert openai_upstream.chat_requests[-1]["logit_bias"] == {"50256": -100}
+
+
+def test_a_failed_openai_upstream_falls_back_to_the_anthropic_one_translated(served, upstream, openai_upstream):
+    openai_upstream.enqueue(server_error())
+    upstream.enqueue(json_reply(message_body("From Claude.")))
+    completion = client(served).chat.completions.with_raw_response.create(
+        model=GPT_FIRST, messages=[{"role": "user", "content": "Hi"}])
+    assert completion.headers["x-gateway-attempts"].startswith("openai/test/gpt-first=")
+    assert completion.parse().choices[0].message.content == "From Claude."
+    assert upstream.requests[-1].json()["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
+
+
+def test_openai_upstream_error_reaches_the_sdk_in_openais_envelope(served, openai_upstream):
+    openai_upstream.enqueue(server_error())
+    with pytest.raises(openai.APIStatusError) as caught:
+        client(served).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.status_code == 502 and caught.value.body["type"] == "server_error"
+    assert "sk-upstream-secret-openai" not in caught.value.response.text
 
 
 # -- responses ------------------------------------------------------------------------------------
