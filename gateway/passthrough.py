@@ -27,6 +27,14 @@ _SSE = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control
 _JSON = [(b"content-type", b"application/json")]
 
 
+def _object(raw: bytes) -> dict | None:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
 class PassthroughExecutor(Executor):
     async def _try(self, attempt: Attempt, ex: Exchange, send: Send) -> None:
         if ex.client_body is not None and attempt.provider.protocol == "openai":
@@ -43,33 +51,31 @@ class PassthroughExecutor(Executor):
         response = await self._post(provider.name, self.target(openai_chat.chat_completions_url(provider.base_url)),
                                     body, headers, ex.deadline)
         self.routing.saw_headers(provider.name, response.headers, time.time())
+        # An error answer is never a stream: it is read as JSON, and classified as the translated path does.
+        streamed = response.status < 400 and response.headers.get("content-type", "").startswith("text/event-stream")
+        whole = False  # the answer was read to its end: the connection can serve another request
         try:
-            if response.status >= 400:
-                raw = await self._read(provider.name, response, ex.deadline)
-                raise classify_openai_status(provider.name, response.status, raw, response.headers,
-                                             (provider.api_key,))
-            if stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+            if stream and streamed:
                 await self._forward_stream(attempt, ex, response, send, hide_usage=usage_added)
             else:
                 await self._forward_json(attempt, ex, response, send)
-        except BaseException:
-            response.close()
-            raise
-        response.release()
+            whole = True
+        finally:
+            response.release() if whole else response.close()
 
     async def _forward_json(self, attempt: Attempt, ex: Exchange, response, send: Send) -> None:
-        name = attempt.provider.name
-        raw = await self._read(name, response, ex.deadline)
-        try:
-            completion = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} answered with malformed JSON"),
-                                "bad_response") from None
-        embedded = openai_chat.error_in_response(completion) if isinstance(completion, dict) else None
+        provider = attempt.provider
+        raw = await self._read(provider.name, response, ex.deadline)
+        status, completion = response.status, _object(raw)
+        embedded = openai_chat.error_in_response(completion) if completion is not None and status < 400 else None
         if embedded is not None:
-            raise classify_openai_status(name, embedded[0], orjson.dumps({"error": {"message": embedded[2],
-                                                                                    "type": embedded[1]}}), None,
-                                         (attempt.provider.api_key,))
+            status, raw = embedded[0], orjson.dumps({"error": {"message": embedded[2], "type": embedded[1]}})
+        if status >= 400:
+            raise classify_openai_status(provider.name, status, raw, response.headers if embedded is None else None,
+                                         (provider.api_key,))
+        if completion is None:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {provider.name} answered with malformed JSON"),
+                                "bad_response")
         ex.usage = openai_chat_passthrough.usage_of_completion(completion)
         ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         self._served(attempt, ex)
@@ -86,14 +92,16 @@ class PassthroughExecutor(Executor):
         usage = openai_chat_passthrough.UsageFilter(hide=hide_usage)
         chunks = aiter(response)
         block = b""
-        try:
-            while not block:  # until the first event has arrived, a failure may still fall back
-                block = usage.feed(await chunks.__anext__())
-        except StopAsyncIteration:
-            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first "
-                                                      f"event"), "empty_stream") from None
+        try:  # until the first event has arrived, a failure may still fall back
+            async for chunk in chunks:
+                block = usage.feed(chunk)
+                if block:
+                    break
         except UpstreamError as exc:
             raise broken_off(name, exc, "failed before its first event", "stream_error") from None
+        if not block:
+            raise AttemptFailed(errors.UpstreamFailed(f"provider {name} closed the stream before its first event"),
+                                "empty_stream")
         self._served(attempt, ex)
         ex.status = 200
         await send({"type": "http.response.start", "status": 200, "headers": self._headers(ex, _SSE, attempt),
