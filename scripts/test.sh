@@ -54,4 +54,9 @@ axe=tests/console/.npm/node_modules/axe-core/axe.min.js
 if [ ! -f "$axe" ]; then
   npm install --silent --no-save --no-audit --no-fund --prefix tests/console/.npm axe-core@4.14.1 >/dev/null
 fi
+# The official OpenAI Node SDK, for the inbound chat completions test (skipped without it).
+if [ ! -f tests/gateway/.npm/node_modules/openai/package.json ]; then
+  npm install --silent --no-save --no-audit --no-fund --prefix tests/gateway/.npm openai@6.49.0 >/dev/null 2>&1 \
+    || echo "scripts/test.sh: could not install the openai npm package; its test is skipped" >&2
+fi
 exec $python -m pytest "$@"

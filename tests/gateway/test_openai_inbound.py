@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import shutil
+import subprocess
 import time
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -450,3 +454,26 @@ def test_models_list_is_openai_shaped_for_openai_clients_and_anthropic_shaped_ot
     assert native["data"][0]["type"] == "model" and "has_more" in native
     with pytest.raises(openai.AuthenticationError):
         client(served, "sk-not-a-key-0000").models.list()
+
+
+# -- the official OpenAI Node SDK -----------------------------------------------------------------
+
+NODE_SDK = Path(__file__).resolve().parent / ".npm" / "node_modules" / "openai"
+
+
+@pytest.mark.skipif(shutil.which("node") is None or not NODE_SDK.is_dir(),
+                    reason="the openai npm package is not installed (scripts/test.sh installs it)")
+def test_the_official_node_sdk_creates_streams_tool_calls_and_sees_openai_errors(served, upstream):
+    upstream.enqueue(json_reply(message_body("Hello from Node.", input_tokens=4, output_tokens=3)),
+                     sse_reply(tool_call_events("toolu_n1", "get_weather", ['{"city":', '"Lima"}'])))
+    run = subprocess.run(["node", str(Path(__file__).with_name("openai_node_client.cjs"))], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "OPENAI_MODULE": str(NODE_SDK),
+                                                     "BASE_URL": served.url + "/v1", "KEY": KEY, "MODEL": MODEL})
+    assert run.returncode == 0, run.stderr
+    seen = json.loads(run.stdout)
+    assert seen["create"] == {"content": "Hello from Node.", "finish": "stop", "usage": {
+        "prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7, "prompt_tokens_details": {"cached_tokens": 0}}}
+    assert seen["stream"]["calls"] == [{"id": "toolu_n1", "name": "get_weather", "arguments": '{"city":"Lima"}'}]
+    assert seen["stream"]["finish"] == "tool_calls" and seen["stream"]["usage"]["prompt_tokens"] == 42
+    assert seen["bad_key"] == {"class": "AuthenticationError", "status": 401, "code": "invalid_api_key"}
+    assert seen["unknown_model"] == {"class": "NotFoundError", "status": 404, "code": "model_not_found"}
