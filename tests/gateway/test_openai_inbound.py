@@ -435,6 +435,15 @@ def test_responses_stream_follows_the_event_sequence(served, upstream):
     assert final.usage.input_tokens == 42
 
 
+def test_responses_to_an_openai_chat_upstream_go_through_the_canonical_request(served, openai_upstream):
+    openai_upstream.enqueue(chat_json("From GPT.", usage=Usage(prompt_tokens=9, completion_tokens=2)))
+    response = client(served).responses.create(model=GPT, instructions="Be brief.", input="Hi", max_output_tokens=40)
+    assert response.output_text == "From GPT." and response.usage.input_tokens == 9
+    sent = openai_upstream.chat_requests[-1]
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert sent["max_tokens"] == 40 and sent["model"] == "gpt-upstream"
+
+
 @pytest.mark.parametrize("extra, param", [({"store": True}, "store"), ({"previous_response_id": "resp_1"},
                                                                       "previous_response_id")])
 def test_responses_state_is_refused_as_the_gateway_is_stateless(served, upstream, extra, param):
