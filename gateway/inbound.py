@@ -23,7 +23,8 @@ from gateway.exchange import Exchange
 from gateway.request import parse_json_object
 from providers.jsonedit import top_level_values
 from providers import openai_chat_inbound, openai_responses_inbound
-from providers.openai_inbound import Refused, StreamWriter, openai_error
+from providers.openai_inbound import Refused, StreamWriter, error_of_event, openai_error, stream_error
+from providers.sse import event_data
 
 _RATELIMIT_PREFIX = b"anthropic-ratelimit-"
 _DROPPED = (b"content-length", b"content-type")
@@ -118,6 +119,10 @@ class OpenAIInbound:
                 self._start = {**message, "headers": headers}
             return
         if self._forward:
+            if message.get("body", b"").startswith(b"event: error\n"):
+                # The gateway's own end of a stream it cut (the deadline passed), in the client's terms.
+                body = stream_error(*error_of_event(orjson.loads(event_data(message["body"]))))
+                message = {**message, "body": body}
             await self._send(message)
             return
         body = message.get("body", b"")

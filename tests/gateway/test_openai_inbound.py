@@ -22,6 +22,7 @@ import yaml
 
 from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
 from tests.fakes.openai import OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream, server_error
+from tests.gateway_server import GatewayThread
 from tests.served_process import ServedProcess
 
 KEY = "sk-team-chat-0001"
@@ -486,3 +487,23 @@ def test_the_official_node_sdk_creates_streams_tool_calls_and_sees_openai_errors
     assert seen["stream"]["finish"] == "tool_calls" and seen["stream"]["usage"]["prompt_tokens"] == 42
     assert seen["bad_key"] == {"class": "AuthenticationError", "status": 401, "code": "invalid_api_key"}
     assert seen["unknown_model"] == {"class": "NotFoundError", "status": 404, "code": "model_not_found"}
+
+
+# -- streams that end badly -----------------------------------------------------------------------
+
+def test_passed_through_streams_that_break_or_run_out_of_time_end_with_openais_error_chunk(openai_upstream):
+    settings = {"providers": {"openai": {"base_url": openai_upstream.url + "/v1", "api_key": "sk-upstream-secret-openai"}},
+                "models": [{"id": GPT, "endpoints": [gpt_endpoint("gpt-upstream")]}],
+                "keys": [{"key": KEY, "team": "chat"}], "timeouts": {"total": 1.0}}
+    ask = {"model": GPT, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
+    with GatewayThread(**settings) as gw:
+        for reply, message in ((chat_stream(StreamScript(text=["a", "b", "c", "d"]), delay_between=0.4), "deadline"),
+                               (chat_stream(StreamScript(text=["a", "b"]), cut=True), "broke off")):
+            openai_upstream.enqueue(reply)
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", json=ask, timeout=30,
+                              headers={"authorization": f"Bearer {KEY}"}) as response:
+                lines = [line for line in response.iter_lines() if line]
+            assert lines[0].startswith("data: {") and "[DONE]" not in lines[-1]
+            last = json.loads(lines[-1][6:])
+            assert message in last["error"]["message"] and set(last["error"]) == {"message", "type", "param", "code"}
+            assert not any(line.startswith("event:") for line in lines)
