@@ -386,8 +386,9 @@ def test_a_failed_openai_upstream_falls_back_to_the_anthropic_one_translated(ser
     openai_upstream.enqueue(server_error())
     upstream.enqueue(json_reply(message_body("From Claude.")))
     completion = client(served).chat.completions.with_raw_response.create(
-        model=GPT_FIRST, messages=[{"role": "user", "content": "Hi"}])
-    assert completion.headers["x-gateway-attempts"].startswith("openai/test/gpt-first=")
+        model=GPT_FIRST, messages=[{"role": "user", "content": "Hi"}],
+        extra_body={"provider": {"order": ["openai", "anthropic"]}})  # the router's own extension
+    assert completion.headers["x-gateway-attempts"] == "openai/test/gpt-first=500,anthropic/test/gpt-first=ok"
     assert completion.parse().choices[0].message.content == "From Claude."
     assert upstream.requests[-1].json()["messages"] == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}]
 
