@@ -39,7 +39,7 @@ from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.execute import Executor
 from gateway.passthrough import PassthroughExecutor
-from gateway.model_listing import list_page, model_info, openai_list
+from gateway.model_listing import list_page, model_info, openai_list, openai_model
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
@@ -486,7 +486,7 @@ class Gateway:
             raise errors.NotFound(str(exc)) from None
         if model not in self.visible_models(principal):
             raise errors.NotFound(f"model {model_id!r} is not available to this key")
-        return json_response(model_info(model))
+        return json_response(openai_model(model) if is_openai_client(request) else model_info(model))
 
     async def count_tokens(self, request: Request) -> Response:
         """Admitted like a message (key validity, allowed models, RPM; not TPM, concurrency or

@@ -465,6 +465,10 @@ def test_models_list_is_openai_shaped_for_openai_clients_and_anthropic_shaped_ot
     assert native["data"][0]["type"] == "model" and "has_more" in native
     with pytest.raises(openai.AuthenticationError):
         client(served, "sk-not-a-key-0000").models.list()
+    one = client(served).models.retrieve(MODEL)
+    assert (one.id, one.object, one.owned_by) == (MODEL, "model", "test")
+    with pytest.raises(openai.NotFoundError):
+        client(served).models.retrieve("nobody/nothing")
 
 
 # -- the official OpenAI Node SDK -----------------------------------------------------------------
