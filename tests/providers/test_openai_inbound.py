@@ -260,3 +260,42 @@ def test_a_response_cut_short_by_max_tokens_is_incomplete():
 def test_responses_state_is_refused(body):
     with pytest.raises(Refused, match="stateless"):
         responses.to_canonical({"model": "m", "input": "hi", **body})
+
+
+def thinking_stream() -> list[bytes]:
+    events = stream_events(["4"])
+    thinking = [
+        event("content_block_start", {"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+        event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "thinking_delta", "thinking": "Two and two."}}),
+        event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "signature_delta", "signature": "sig-9"}}),
+        event("content_block_stop", {"type": "content_block_stop", "index": 0})]
+    renumbered = [e.replace(b'"index":0', b'"index":1') for e in events[1:]]
+    return [events[0], *thinking, *renumbered]
+
+
+def test_thinking_streams_as_reasoning_content_chunks():
+    chunks = chunks_of(ChunkWriter(answer_id="chatcmpl-1", created=1, shape=SHAPE).feed(b"".join(thinking_stream())))
+    for chunk in chunks:
+        CHUNK.validate(chunk)
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Two and two."
+    assert "".join(d.get("content") or "" for d in deltas) == "4"
+
+
+def test_thinking_streams_as_a_reasoning_item_carrying_the_signature():
+    writer = responses.EventWriter(answer_id="resp_1", created=1, shape=response_shape())
+    out = writer.feed(b"".join(thinking_stream()))
+    events = [json.loads(block.split("\ndata: ", 1)[1]) for block in out.decode().split("\n\n") if block]
+    for item in events:
+        RESPONSE_EVENT.validate(item)
+    kinds = [e["type"] for e in events]
+    assert kinds[2:8] == ["response.output_item.added", "response.reasoning_summary_part.added",
+                          "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
+                          "response.reasoning_summary_part.done", "response.output_item.done"]
+    reasoning = events[-1]["response"]["output"][0]
+    assert reasoning["type"] == "reasoning" and reasoning["encrypted_content"] == "sig-9"
+    assert reasoning["summary"] == [{"type": "summary_text", "text": "Two and two."}]
+    assert events[-1]["response"]["output"][1]["content"][0]["text"] == "4"
