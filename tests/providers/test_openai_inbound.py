@@ -233,11 +233,7 @@ def test_responses_reasoning_item_comes_back_as_the_signed_thinking_block():
 
 
 def test_responses_stream_events_are_valid_and_in_order():
-    writer = responses.EventWriter(answer_id="resp_1", created=1, shape=response_shape())
-    out = writer.feed(b"".join(tool_stream()))
-    events = [json.loads(block.split("\ndata: ", 1)[1]) for block in out.decode().split("\n\n") if block]
-    for item in events:
-        RESPONSE_EVENT.validate(item)
+    events = response_events(tool_stream())
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert [e["type"] for e in events] == [
         "response.created", "response.in_progress",
@@ -247,6 +243,15 @@ def test_responses_stream_events_are_valid_and_in_order():
         "response.function_call_arguments.delta", "response.function_call_arguments.done",
         "response.output_item.done", "response.completed"]
     assert events[-1]["response"]["output"][1]["arguments"] == '{"q":"x"}'
+
+
+def response_events(stream: list[bytes]) -> list[dict]:
+    """The Responses events written for an Anthropic stream, each checked against the schema."""
+    out = responses.EventWriter(answer_id="resp_1", created=1, shape=response_shape()).feed(b"".join(stream))
+    events = [json.loads(block.split("\ndata: ", 1)[1]) for block in out.decode().split("\n\n") if block]
+    for item in events:
+        RESPONSE_EVENT.validate(item)
+    return events
 
 
 def test_a_response_cut_short_by_max_tokens_is_incomplete():
@@ -286,11 +291,7 @@ def test_thinking_streams_as_reasoning_content_chunks():
 
 
 def test_thinking_streams_as_a_reasoning_item_carrying_the_signature():
-    writer = responses.EventWriter(answer_id="resp_1", created=1, shape=response_shape())
-    out = writer.feed(b"".join(thinking_stream()))
-    events = [json.loads(block.split("\ndata: ", 1)[1]) for block in out.decode().split("\n\n") if block]
-    for item in events:
-        RESPONSE_EVENT.validate(item)
+    events = response_events(thinking_stream())
     kinds = [e["type"] for e in events]
     assert kinds[2:8] == ["response.output_item.added", "response.reasoning_summary_part.added",
                           "response.reasoning_summary_text.delta", "response.reasoning_summary_text.done",
