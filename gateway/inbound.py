@@ -21,6 +21,7 @@ import orjson
 from gateway import errors
 from gateway.exchange import Exchange
 from gateway.request import parse_json_object
+from gateway.search.blocks import message_events
 from providers.jsonedit import top_level_values
 from providers import openai_chat_inbound, openai_responses_inbound
 from providers.openai_inbound import Refused, StreamWriter, error_of_event, openai_error, stream_error
@@ -28,6 +29,8 @@ from providers.sse import event_data
 
 _RATELIMIT_PREFIX = b"anthropic-ratelimit-"
 _DROPPED = (b"content-length", b"content-type")
+_JSON = b"application/json"
+_SSE = b"text/event-stream; charset=utf-8"
 
 
 def openai_headers(headers: list[tuple[bytes, bytes]], now: float, *,
@@ -114,7 +117,7 @@ class OpenAIInbound:
                                   "headers": openai_headers(list(message["headers"]), time.time(), keep_length=True)})
             elif sse and message["status"] == 200:
                 self._writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
-                await self._send({**message, "headers": headers + [(b"content-type", b"text/event-stream; charset=utf-8")]})
+                await self._send({**message, "headers": headers + [(b"content-type", _SSE)]})
             else:
                 self._start = {**message, "headers": headers}
             return
@@ -135,21 +138,26 @@ class OpenAIInbound:
         self._parts.append(body)
         if more:
             return
-        status, out = self._rendered(self._start["status"], b"".join(self._parts))
-        headers = self._start["headers"] + [(b"content-type", b"application/json"),
+        status, out, content_type = self._rendered(self._start["status"], b"".join(self._parts))
+        headers = self._start["headers"] + [(b"content-type", content_type),
                                             (b"content-length", str(len(out)).encode())]
         await self._send({"type": "http.response.start", "status": status, "headers": headers})
         await self._send({"type": "http.response.body", "body": out})
 
-    def _rendered(self, status: int, body: bytes) -> tuple[int, bytes]:
+    def _rendered(self, status: int, body: bytes) -> tuple[int, bytes, bytes]:
         if status >= 400:
             budget = bool(self.exchange and (self.exchange.limited_by or "").startswith("budget"))
-            return openai_error(status, body, budget=budget, param=self._param)
+            return *openai_error(status, body, budget=budget, param=self._param), _JSON
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return openai_error(502, errors.error_body("api_error", "the upstream's answer could not be read"))
-        return status, orjson.dumps(self.protocol.translator.from_message(message, **self._answer()))
+            return *openai_error(502, errors.error_body("api_error", "the upstream's answer could not be read")), _JSON
+        if self.shape.stream:
+            # A stream was asked for and a whole message came (an upstream that answered JSON): the
+            # client still gets the stream it can read.
+            writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
+            return status, writer.feed(b"".join(message_events(message))), _SSE
+        return status, orjson.dumps(self.protocol.translator.from_message(message, **self._answer())), _JSON
 
 
 INBOUND = {"/v1/chat/completions": CHAT, "/v1/responses": RESPONSES}

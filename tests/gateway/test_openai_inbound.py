@@ -165,6 +165,15 @@ def test_stream_without_include_usage_shows_no_usage_chunk(served, upstream):
     assert upstream.requests[-1].json()["stream"] is True
 
 
+def test_a_stream_answered_whole_by_the_upstream_still_reaches_the_client_as_a_stream(served, upstream):
+    upstream.enqueue(json_reply(message_body("Whole answer.", output_tokens=2)))
+    chunks = list(client(served).chat.completions.create(model=MODEL, stream=True,
+                                                         stream_options={"include_usage": True},
+                                                         messages=[{"role": "user", "content": "Hi"}]))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Whole answer."
+    assert chunks[-1].usage.completion_tokens == 2
+
+
 def test_streamed_tool_call_then_tool_message_reaches_the_upstream_as_tool_result(served, upstream):
     upstream.enqueue(sse_reply(tool_call_events("toolu_01", "get_weather", ['{"city": ', '"Paris"}'])))
     sdk = client(served)
