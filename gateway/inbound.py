@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import calendar
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -35,9 +35,9 @@ _SSE = b"text/event-stream; charset=utf-8"
 
 def openai_headers(headers: list[tuple[bytes, bytes]], now: float, *,
                    keep_length: bool = False) -> list[tuple[bytes, bytes]]:
-    """Anthropic's answer headers with OpenAI's names beside: `x-request-id`, and the key's limits as
-    x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset as seconds from now, "12s"). The
-    body's type and length go unless `keep_length` (a body sent as it is)."""
+    """The answer's headers as OpenAI's SDKs read them: `x-request-id` beside `request-id`, and the
+    key's limits renamed x-ratelimit-{limit,remaining,reset}-{requests,tokens} (reset as seconds from
+    now, "12s"). The body's type and length go unless `keep_length` (a body sent as it is)."""
     out = []
     for name, value in headers:
         if name in _DROPPED and not keep_length:
@@ -64,16 +64,19 @@ def _seconds_until(rfc3339: bytes, now: float) -> bytes:
 
 @dataclass(frozen=True)
 class Protocol:
-    """One inbound protocol's translator (a module of `providers`) and what its answers are named."""
+    """One inbound protocol: its translator's functions (in `providers`) and what its answers are named."""
     name: str  # as the usage record names it
     id_prefix: str  # of the answer's id, the request id after it
-    translator: ModuleType  # to_canonical(body), from_message(...), and its stream writer
-    writer: str  # the translator's StreamWriter class
+    to_canonical: Callable[[dict], tuple[dict, Any]]  # the canonical request, and the answer's shape
+    from_message: Callable[..., dict]  # an Anthropic Message → the protocol's answer
+    writer: type[StreamWriter]  # the Anthropic stream → the protocol's stream
     passthrough: bool = False  # an upstream of this protocol gets the client's own bytes (gateway.passthrough)
 
 
-CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound, "ChunkWriter", passthrough=True)
-RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound, "EventWriter")
+CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound.to_canonical, openai_chat_inbound.from_message,
+                openai_chat_inbound.ChunkWriter, passthrough=True)
+RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound.to_canonical,
+                     openai_responses_inbound.from_message, openai_responses_inbound.EventWriter)
 
 
 class OpenAIInbound:
@@ -94,7 +97,7 @@ class OpenAIInbound:
     def canonical(self, raw: bytes) -> bytes:
         body = parse_json_object(raw)
         try:
-            canonical, self.shape = self.protocol.translator.to_canonical(body)
+            canonical, self.shape = self.protocol.to_canonical(body)
         except Refused as exc:
             self._param = exc.param
             raise errors.InvalidRequest(str(exc)) from None
@@ -116,7 +119,7 @@ class OpenAIInbound:
                 await self._send({"type": "http.response.start", "status": message["status"],
                                   "headers": openai_headers(list(message["headers"]), time.time(), keep_length=True)})
             elif sse and message["status"] == 200:
-                self._writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
+                self._writer = self.protocol.writer(**self._answer())
                 await self._send({**message, "headers": headers + [(b"content-type", _SSE)]})
             else:
                 self._start = {**message, "headers": headers}
@@ -155,9 +158,9 @@ class OpenAIInbound:
         if self.shape.stream:
             # A stream was asked for and a whole message came (an upstream that answered JSON): the
             # client still gets the stream it can read.
-            writer = getattr(self.protocol.translator, self.protocol.writer)(**self._answer())
+            writer = self.protocol.writer(**self._answer())
             return status, writer.feed(b"".join(message_events(message))), _SSE
-        return status, orjson.dumps(self.protocol.translator.from_message(message, **self._answer())), _JSON
+        return status, orjson.dumps(self.protocol.from_message(message, **self._answer())), _JSON
 
 
 INBOUND = {"/v1/chat/completions": CHAT, "/v1/responses": RESPONSES}
