@@ -112,13 +112,15 @@ class OpenAIInbound:
 
     async def send(self, message: dict) -> None:
         if message["type"] == "http.response.start":
-            headers = openai_headers(list(message.get("headers", ())), time.time())
-            sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in message.get("headers", ()))
+            raw_headers = list(message.get("headers", ()))
             if message.get("passthrough"):  # the upstream spoke the client's protocol: its answer goes as it is
                 self._forward = True
                 await self._send({"type": "http.response.start", "status": message["status"],
-                                  "headers": openai_headers(list(message["headers"]), time.time(), keep_length=True)})
-            elif sse and message["status"] == 200:
+                                  "headers": openai_headers(raw_headers, time.time(), keep_length=True)})
+                return
+            headers = openai_headers(raw_headers, time.time())
+            sse = any(n == b"content-type" and v.startswith(b"text/event-stream") for n, v in raw_headers)
+            if sse and message["status"] == 200:
                 self._writer = self.protocol.writer(**self._answer())
                 await self._send({**message, "headers": headers + [(b"content-type", _SSE)]})
             else:
