@@ -93,8 +93,6 @@ def _messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
             blocks = _user_blocks(content, where)
         elif role == "assistant":
             blocks = _assistant_blocks(message, where)
-            if not blocks:
-                continue
         elif role == "tool":
             call_id = message.get("tool_call_id")
             if not isinstance(call_id, str) or not call_id:
@@ -104,6 +102,8 @@ def _messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
             role = "user"
         else:
             raise Refused(f"{where}.role: must be system, developer, user, assistant or tool", "messages")
+        if not blocks:
+            continue
         # Anthropic alternates turns: tool results and the user text after them are one user turn.
         if turns and turns[-1]["role"] == role:
             turns[-1]["content"].extend(blocks)
@@ -116,13 +116,14 @@ def _messages(messages: list[Any]) -> tuple[str, list[dict[str, Any]]]:
 
 def _user_blocks(content: Any, where: str) -> list[dict[str, Any]]:
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return [{"type": "text", "text": content}] if content else []  # Anthropic refuses empty text
     blocks = []
     for index, part in enumerate(require_list(content, f"{where}.content")):
         part = require_object(part, f"{where}.content[{index}]")
         kind = part.get("type")
         if kind == "text" and isinstance(part.get("text"), str):
-            blocks.append({"type": "text", "text": part["text"]})
+            if part["text"]:
+                blocks.append({"type": "text", "text": part["text"]})
         elif kind == "image_url":
             image = part.get("image_url")
             url = image.get("url") if isinstance(image, Mapping) else image

@@ -114,7 +114,7 @@ def apply_tools(canonical: dict[str, Any], tools: list[dict[str, Any]], choice: 
     if parallel is False and tools:
         choice = dict(choice or {"type": "auto"})
         choice["disable_parallel_tool_use"] = True
-    if choice is not None and (tools or choice["type"] == "none"):
+    if choice is not None and tools:  # a choice among no tools means nothing
         canonical["tool_choice"] = choice
 
 

@@ -300,3 +300,12 @@ def test_thinking_streams_as_a_reasoning_item_carrying_the_signature():
     assert reasoning["type"] == "reasoning" and reasoning["encrypted_content"] == "sig-9"
     assert reasoning["summary"] == [{"type": "summary_text", "text": "Two and two."}]
     assert events[-1]["response"]["output"][1]["content"][0]["text"] == "4"
+
+
+def test_empty_messages_are_left_out_rather_than_refused_upstream():
+    canonical, _ = to_canonical({"model": "m", "messages": [
+        {"role": "user", "content": ""}, {"role": "assistant", "content": None},
+        {"role": "user", "content": [{"type": "text", "text": ""}, {"type": "text", "text": "hi"}]}],
+        "tool_choice": "none"})
+    assert canonical["messages"] == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert "tool_choice" not in canonical
