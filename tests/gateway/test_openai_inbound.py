@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
-from tests.fakes.openai import OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream, server_error
+from tests.fakes.openai import (OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream,
+                                context_length_exceeded, rate_limited, server_error)
 from tests.gateway_server import GatewayThread
 from tests.served_process import ServedProcess
 
@@ -408,6 +409,17 @@ def test_openai_upstream_error_reaches_the_sdk_in_openais_envelope(served, opena
         client(served).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "Hi"}])
     assert caught.value.status_code == 502 and caught.value.body["type"] == "server_error"
     assert "sk-upstream-secret-openai" not in caught.value.response.text
+
+
+def test_openai_upstream_refusals_reach_the_sdk_as_openais_errors(served, openai_upstream):
+    openai_upstream.enqueue(context_length_exceeded())
+    with pytest.raises(openai.BadRequestError) as caught:
+        client(served).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "Hi"}])
+    assert "maximum context length" in caught.value.message and caught.value.type == "invalid_request_error"
+    openai_upstream.enqueue(rate_limited(retry_after=1))
+    with pytest.raises(openai.RateLimitError) as caught:
+        client(served).chat.completions.create(model=GPT, messages=[{"role": "user", "content": "Hi"}])
+    assert caught.value.response.headers["retry-after"] == "1" and caught.value.code == "rate_limit_exceeded"
 
 
 # -- responses ------------------------------------------------------------------------------------
