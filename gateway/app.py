@@ -36,10 +36,10 @@ from gateway.discovery import Discovery
 from gateway.console import Console, console_routes
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
-from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.execute import Executor
-from gateway.passthrough import PassthroughExecutor
+from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.model_listing import list_page, model_info, openai_list, openai_model
+from gateway.passthrough import PassthroughExecutor
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
