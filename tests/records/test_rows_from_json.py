@@ -9,7 +9,6 @@ import pytest
 from gateway.records import create_record_store
 from gateway.records.base import COLUMNS, HOURLY_KEY, HOURLY_SUMS, json_text, record_row
 from gateway.records.ingest import write_entries
-from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
 from tests.records.test_record_store import MARCH_1, record
 
 pytestmark = pytest.mark.anyio
@@ -27,7 +26,7 @@ ODD = [
 
 
 @pytest.fixture
-async def pg(postgres_server):  # noqa: F811
+async def pg(postgres_server):
     postgres_server.reset()
     store = create_record_store(postgres_server.url)
     await store.open(migrate=True)
