@@ -9,8 +9,9 @@ when a budget applies).
 Every relay sends the client Anthropic events, whatever the upstream speaks, so one meter serves
 them all: a relay calls `sent(block)` with each block it forwards, `over_budget(usage)` after it
 while the upstream's final usage has not come (only when `budgeted`), and `settle(usage)` once at
-the end. A block costs one C-speed search for the deltas' text values; a value is decoded only
-when it holds an escape or a non-ASCII byte, and otherwise counts as its byte length.
+the end. A block costs a list append: blocks are counted 32 at a time (and whenever a count is
+asked for), by one C-speed search for the deltas' text values over them all; a value is decoded
+only when it holds an escape or a non-ASCII byte, and otherwise counts as its byte length.
 """
 from __future__ import annotations
 
@@ -28,13 +29,14 @@ from providers.base import Usage
 # The text of a content_block_delta: `text_delta`'s text, `thinking_delta`'s thinking,
 # `input_json_delta`'s partial_json (a tool call's JSON). The literal prefix makes the search skip
 # through everything else at C speed; a JSON string cannot hold `_delta","` unescaped.
-_DELTA_TEXT = re.compile(rb'_delta",\s*"(?:text|thinking|partial_json)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
+_find_text = re.compile(rb'_delta",\s*"(?:text|thinking|partial_json)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"').findall
 _PER_MILLION = 1_000_000
+_BATCH = 32  # blocks kept before they are counted: a few kilobytes
 
 
 class StreamMeter:
-    __slots__ = ("max_tokens", "chars_per_token", "allowance_usd", "price", "budgeted", "_plain", "_tally",
-                 "_priced_input", "_output_limit")
+    __slots__ = ("max_tokens", "chars_per_token", "allowance_usd", "price", "budgeted", "_pending", "_plain",
+                 "_tally", "_priced_input", "_output_limit")
 
     def __init__(self, *, max_tokens: int | None, chars_per_token: float, allowance_usd: float | None = None,
                  price: Callable[[Usage], float] | None = None) -> None:
@@ -43,14 +45,23 @@ class StreamMeter:
         self.allowance_usd = allowance_usd
         self.price = price
         self.budgeted = allowance_usd is not None and price is not None
+        self._pending: list[bytes] = []  # blocks sent and not counted yet (whole events)
         self._plain = 0  # bytes of text values with no escape and no non-ASCII byte: one character each
         self._tally = TextTally()  # the other values, decoded
         self._priced_input: tuple[int, int, int, int] | None = None
         self._output_limit = 0
 
     def sent(self, block: bytes) -> None:
-        """Count the output text of a block of events forwarded to the client."""
-        found = _DELTA_TEXT.findall(block)
+        """Take a block of events forwarded to the client, for its output text."""
+        pending = self._pending
+        pending.append(block)
+        if len(pending) == _BATCH:
+            self._count()
+
+    def _count(self) -> None:
+        pending = self._pending
+        found = _find_text(pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
         if not found:
             return
         text = found[0] if len(found) == 1 else b"".join(found)
@@ -69,6 +80,8 @@ class StreamMeter:
     def output_tokens(self, reported: int = 0) -> int:
         """The output so far: the deltas' text by the estimate (or what the upstream reported so
         far, when more), never above `max_tokens`, which the upstream cannot pass."""
+        if self._pending:
+            self._count()
         tally = self._tally
         counted = math.ceil((self._plain + tally.ascii_chars) / self.chars_per_token) + tally.other_chars
         tokens = max(counted, reported)
@@ -85,7 +98,15 @@ class StreamMeter:
         if priced != self._priced_input:
             self._priced_input = priced
             self._output_limit = self._fitting_output(usage)
-        return self.output_tokens(usage.output_tokens) > self._output_limit
+        limit = self._output_limit
+        if self._pending and usage.output_tokens <= limit:
+            # A token of text takes at least a byte: while the bytes not yet counted could not
+            # pass the limit, they need no counting.
+            tally = self._tally
+            counted = math.ceil((self._plain + tally.ascii_chars) / self.chars_per_token) + tally.other_chars
+            if counted + sum(map(len, self._pending)) <= limit:
+                return False
+        return self.output_tokens(usage.output_tokens) > limit
 
     def settle(self, usage: Usage) -> Usage:
         """The usage to account for: a stream without the upstream's final count (`estimated`)
