@@ -105,3 +105,19 @@ def test_without_a_budget_nothing_is_ever_over():
     meter = StreamMeter(chars_per_token=4.0, max_tokens=None, price=price)
     meter.sent(delta("text_delta", "text", "x" * 10_000))
     assert not meter.budgeted and not meter.over_budget(Usage(input_tokens=10**9))
+
+
+def test_a_long_stream_is_counted_exactly_across_its_batches():
+    texts = ["abc"] * 100 + ["\u00e9t\u00e9"] * 7 + ["abc"] * 50  # blocks past several batches
+    assert cut_output(text_deltas(texts), chars_per_token=3.5) == text_tokens("".join(texts), 3.5)
+
+
+def test_blocks_not_yet_counted_are_counted_when_they_could_pass_the_limit():
+    allowance = price(Usage(input_tokens=1000, output_tokens=500))
+    meter = StreamMeter(chars_per_token=1.0, max_tokens=None, allowance_usd=allowance, price=price)
+    usage = Usage(input_tokens=1000)
+    for _ in range(5):  # 500 tokens in blocks of over 600 bytes: the byte bound passes, the count does not
+        meter.sent(delta("text_delta", "text", "x" * 100))
+        assert not meter.over_budget(usage)
+    meter.sent(delta("text_delta", "text", "x"))
+    assert meter.over_budget(usage)
