@@ -88,3 +88,29 @@ def test_a_writer_that_waited_on_a_claim_writes_to_a_new_file(tmp_path):
     appending.join(5)
     assert claimed.read_bytes() == b'{"a":1}\n'
     assert writer.own.read_bytes() == b'{"b":2}\n'
+
+
+def test_a_store_without_room_stops_the_replay_after_the_file_it_took(tmp_path):
+    base = tmp_path / "spill.jsonl"
+    process(base, 111).append([b'{"a":1}'])
+    process(base, 222).append([b'{"b":2}'])
+    taken: list[bytes] = []
+
+    async def full(data: bytes) -> bool:
+        taken.append(data)
+        return False  # took the lines (what it refused went back to a spill file), has no room for more
+    assert asyncio.run(process(base, 333).replay(full)) == 1
+    assert len(taken) == 1 and process(base, 333).count() == 1
+
+
+def test_a_spill_path_that_is_not_a_regular_file_takes_lines_and_is_never_replayed(tmp_path):
+    fifo = tmp_path / "spill.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        files = SpillFiles(fifo)
+        files.append([b'{"a":1}'])
+        assert os.read(reader, 100) == b'{"a":1}\n'
+        assert not files.pending() and replay_all(files) == [] and fifo.is_fifo()
+    finally:
+        os.close(reader)
