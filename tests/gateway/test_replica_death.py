@@ -30,7 +30,7 @@ def test_a_killed_replicas_completions_are_each_recorded_or_abandoned_never_both
     redis_server.flush()
     db_url = postgres_server.database("death")
     with BillingFake() as fake:
-        fake.pace = 0.02  # a stream takes about half a second: some are in flight at the kill
+        fake.pace = 0.05  # a stream takes about a second: three are in flight on the killed replica at the kill
         config = {
             "admin_key": ADMIN_KEY, "redis_url": redis_server.url, "lease_ttl": LEASE_TTL_S,
             # Records the killed replica had taken from the buffer are claimed by the survivor after this.
@@ -46,15 +46,26 @@ def test_a_killed_replicas_completions_are_each_recorded_or_abandoned_never_both
             replicas.create_team(team, budget_daily_usd=100.0)
             key = replicas.create_key(team)["key"]
             killed = threading.Event()
-            stop_at = time.monotonic() + 2.0 + LEASE_TTL_S + 1.5
+            stop_at = [time.monotonic() + 60.0]  # moved up once the replica is killed
+            in_flight = [0]  # streams the replica to be killed has begun answering and not finished
+            lock = threading.Lock()
 
             def load(i: int) -> None:
                 ask = {"model": MODEL, "max_tokens": 30, "stream": True,
                        "messages": [{"role": "user", "content": f"load {i}"}]}
-                while time.monotonic() < stop_at:
-                    url = replicas.urls[1] if killed.is_set() or i % 2 else replicas.urls[0]
+                while time.monotonic() < stop_at[0]:
+                    doomed = not killed.is_set() and i % 2 == 0
+                    url = replicas.urls[0] if doomed else replicas.urls[1]
                     try:
-                        httpx.post(url + "/v1/messages", headers={"x-api-key": key}, json=ask, timeout=10)
+                        with httpx.stream("POST", url + "/v1/messages", headers={"x-api-key": key}, json=ask,
+                                          timeout=10) as response:
+                            with lock:
+                                in_flight[0] += doomed  # admitted: its answer has begun
+                            try:
+                                response.read()
+                            finally:
+                                with lock:
+                                    in_flight[0] -= doomed
                     except httpx.HTTPError:
                         pass  # the replica died under this request
                     time.sleep(0.05)
@@ -62,9 +73,11 @@ def test_a_killed_replicas_completions_are_each_recorded_or_abandoned_never_both
             threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
             for t in threads:
                 t.start()
-            time.sleep(1.5)
+            time.sleep(1.0)
+            assert wait_for(lambda: in_flight[0] >= 2, timeout=10, interval=0.01)
             replicas.processes[0].process.kill()  # SIGKILL: no shutdown, no flush
             killed.set()
+            stop_at[0] = time.monotonic() + LEASE_TTL_S + 2.5  # the survivor's admissions sweep the expired leases
             for t in threads:
                 t.join()
 
