@@ -50,6 +50,7 @@ from gateway.tracing import create_tracer
 from gateway.upstream import Client, UpstreamError
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog
+from policies.limits import InputCeilings
 from policies.plan import Plan, build_plan
 from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndpoint, parse_preferences,
                                  request_parameters)
@@ -66,7 +67,7 @@ GC_YOUNG_OBJECTS = 5000
 
 
 def store_options(settings: Settings) -> dict:
-    options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records,
+    options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records, "lease_ttl_s": settings.lease_ttl,
                      # A replayed batch holds settlements and records alike: one window for both.
                      "usage_dedupe_s": settings.usage_dedupe_window, "settle_memory_s": settings.usage_dedupe_window}
     if settings.redis_url:
@@ -93,7 +94,12 @@ class Gateway:
                                   fail_open=settings.store_outage == "fail_open")
         self.client: Client | None = None
         self.executor: Executor | None = None
-        self.admitter = Admitter(self.store, settings.store_outage)
+        ceilings = settings.reservation
+        self.admitter = Admitter(self.store, settings.store_outage, count=self._count_for_reservation,
+                                 renew_every=settings.lease_ttl / 3,
+                                 ceilings=InputCeilings(image=ceilings.image_tokens, item=ceilings.item_tokens,
+                                                        server_tool_use=ceilings.server_tool_use_tokens,
+                                                        server_tool_uses=ceilings.server_tool_uses))
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.records = UsageRecords(settings, self.store)
@@ -513,11 +519,29 @@ class Gateway:
                 return counted
         return {"input_tokens": estimate_input_tokens(body, plan.primary)}
 
-    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
+    async def _count_for_reservation(self, ex: Exchange, plan: Plan) -> int | None:
+        """The input tokens of a message, counted by the first Anthropic endpoint of its plan
+        (count_tokens is free): for a reservation that content only the upstream can size would
+        otherwise fill with ceilings. None when no endpoint answers."""
+        request = ex.request
+        remove = [name for name in request.values if name not in COUNTED_FIELDS]
+        for attempt in plan.attempts[:1]:
+            try:
+                counted = await self._count_upstream(attempt, request.raw, {"model": request.model}, ex.headers,
+                                                     ex.query, remove=remove, values=request.values)
+            except GatewayError:  # the upstream refused to count: the ceilings stand
+                return None
+            tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
+            return tokens if type(tokens) is int and tokens >= 0 else None
+        return None
+
+    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str, *,
+                              remove: list[str] | None = None, values=None) -> dict | None:
         provider = attempt.provider
         target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
         data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
-                                       router_fields=[f for f in ROUTER_FIELDS if f in body])
+                                       router_fields=remove if remove is not None else
+                                       [f for f in ROUTER_FIELDS if f in body], values=values)
         upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
                                                       beta=headers.beta, extra=provider.headers,
                                                       bearer=provider.options.auth == "bearer")
@@ -552,18 +576,21 @@ class Gateway:
     async def readyz(self, request: Request) -> Response:
         backend = "redis" if self.settings.redis_url else "memory"
         usage = self.records.report()
+        waiting = self.usage.spill.count() if self.usage.spill.pending() else 0
+        spilled = {"spilled_records": waiting} if waiting else {}
         try:
             await self.store.ping()
         except StoreUnavailable:
             if self.admitter.fail_open:
                 return json_response({"status": "degraded", "store": backend, "reachable": False,
-                                      "policy": "fail_open", "usage": usage})
+                                      "policy": "fail_open", "usage": usage, **spilled})
             return json_response({"status": "unavailable", "store": backend, "reachable": False,
-                                  "policy": "fail_closed", "usage": usage}, status=503)
-        # The record store falling behind degrades, never fails: requests are still counted.
-        status = "ready" if usage["ok"] else "degraded"
+                                  "policy": "fail_closed", "usage": usage, **spilled}, status=503)
+        # The record store falling behind degrades, never fails: requests are still counted; so do
+        # spilled lines, whose spend the budgets have not seen yet.
+        status = "ready" if usage["ok"] and not spilled else "degraded"
         return json_response({"status": status, "store": backend, "reachable": True, "demo": self.demo,
-                              "usage": usage})
+                              "usage": usage, **spilled})
 
     async def metrics(self, request: Request) -> Response:
         token = self.settings.metrics_token
@@ -585,6 +612,10 @@ def _priced_only(resolved, team: str):
         kept.append(one if len(priced) == len(one.model.endpoints)
                     else dataclasses.replace(one, model=dataclasses.replace(one.model, endpoints=priced)))
     return tuple(kept)
+
+
+# The members of a message that count_tokens accepts: the rest (max_tokens, stream, sampling...) go.
+COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 
 
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:

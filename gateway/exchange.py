@@ -59,6 +59,7 @@ class Exchange:
     plan_model: str | None = None  # the primary model of the plan, once resolved
     limited_by: str | None = None  # which of the gateway's own limits refused the request
     deadline: float | None = None  # time.monotonic() by which a JSON answer must have begun
+    allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

@@ -19,6 +19,7 @@ from gateway import errors
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.routing import RoutingState
 from gateway.settings import Retries, Timeouts
+from gateway.stream_meter import stream_meter
 from gateway.upstream import (AnswerTooLarge, Client, ConnectFailed, PoolExhausted, ProxyFailed, Response, Target,
                               UpstreamError, UpstreamTimeout)
 from policies.health import PROBE
@@ -26,6 +27,7 @@ from policies.plan import Attempt, Plan
 from policies.preference import try_order
 from policies.pricing import cost_usd
 from policies.retry import NEXT_MODEL, RETRY, STOP, RetryBudget, backoff_delay, next_step
+from policies.tokens import chars_per_token
 from providers import anthropic, mock, openai_chat
 from providers.base import Usage
 from providers.redaction import redact_bytes
@@ -378,8 +380,10 @@ class Executor:
     async def _relay_anthropic_stream(self, attempt: Attempt, ex: Exchange, response: Response,
                                       send: Send) -> None:
         name = attempt.provider.name
-        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=self._price(attempt),
+        price = self._price(attempt)
+        scanner = anthropic.StreamScanner(model=attempt.model.id, provider=name, price=price,
                                           secrets=(attempt.provider.api_key,))
+        meter = stream_meter(ex, chars_per_token=chars_per_token(attempt.model.tokenizer), price=price)
         chunks = aiter(response)
         # Wait for the first event: until it has arrived, a failure may still fall back.
         block = b""
@@ -413,27 +417,37 @@ class Executor:
                 last = block
             else:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
-                async for chunk in chunks:
-                    block = scanner.feed(chunk)
-                    if scanner.finished and response.exhausted:
-                        last = block
-                        break
-                    if block:
-                        await send({"type": "http.response.body", "body": block, "more_body": True})
+                meter.sent(block)
+                # A budget applies: the stream stops once its cost so far passes its reservation,
+                # unless the upstream's final usage has come (then its cost is incurred already).
+                if meter.budgeted and meter.over_budget(scanner.usage):
+                    failure, failure_type = meter.cut_message(ex), "rate_limit_error"
+                else:
+                    async for chunk in chunks:
+                        block = scanner.feed(chunk)
+                        if scanner.finished and response.exhausted:
+                            last = block
+                            break
+                        if block:
+                            await send({"type": "http.response.body", "body": block, "more_body": True})
+                            meter.sent(block)
+                            if meter.budgeted and scanner.stop_reason is None and meter.over_budget(scanner.usage):
+                                failure, failure_type = meter.cut_message(ex), "rate_limit_error"
+                                break
         except UpstreamError as exc:
             failure = f"provider {name} broke off the stream: {type(exc).__name__}"
             if isinstance(exc, TimeoutError):
                 failure_type = "timeout_error"
         finally:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
-            ex.usage = scanner.close_usage()
+            ex.usage = meter.settle(scanner.close_usage())
             ex.cost_usd = scanner.cost()
         if failure is None and not scanner.finished and scanner.error is None:
             failure = f"provider {name} ended the stream before message_stop"
         if failure is not None:
-            ex.status = 504 if failure_type == "timeout_error" else 502
+            ex.status = {"timeout_error": 504, "rate_limit_error": 429}.get(failure_type, 502)
             ex.error_type = failure_type
-            ex.attempts[-1].outcome = "stream_error"
+            ex.attempts[-1].outcome = "budget_cut" if ex.status == 429 else "stream_error"
             ex.finished = True
             await send({"type": "http.response.body", "body": errors.sse_error_event(failure_type, failure)})
             return
@@ -502,6 +516,9 @@ class Executor:
         translator = openai_chat.ChatStreamTranslator(
             model=attempt.model.id, provider=name, message_id="msg_" + ex.request_id[4:],
             stop_sequences=ex.request.body.get("stop_sequences") or ())
+        # No budget cut: a chat stream reports its input only at its end, and its output counted
+        # here never passes max_tokens, which the reservation holds. The meter counts it for a cut stream.
+        meter = stream_meter(ex, chars_per_token=chars_per_token(attempt.model.tokenizer), price=self._price(attempt))
         chunks = aiter(response)
         pending: list[bytes] = []
         received = reported = False  # any bytes before the first event; an error object among them
@@ -537,18 +554,22 @@ class Executor:
 
         await self._start_stream(ex, attempt, send)
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
-        await send({"type": "http.response.body", "body": joined(pending), "more_body": True})
+        block = joined(pending)
+        await send({"type": "http.response.body", "body": block, "more_body": True})
+        meter.sent(block)
         try:
             async for chunk in chunks:
                 events = translator.feed(chunk)
                 if events:
-                    await send({"type": "http.response.body", "body": joined(events), "more_body": True})
+                    block = joined(events)
+                    await send({"type": "http.response.body", "body": block, "more_body": True})
+                    meter.sent(block)
             tail = translator.finish()
         except UpstreamError as exc:
             tail = translator.error(f"provider {name} broke off the stream: {type(exc).__name__}",
                                     "timeout_error" if isinstance(exc, TimeoutError) else "api_error")
         finally:
-            ex.usage = translator.close_usage()
+            ex.usage = meter.settle(translator.close_usage())
             ex.cost_usd = cost_usd(ex.usage, attempt.endpoint.pricing)
         if translator.failure is not None:
             ex.status = 504 if translator.failure[0] == "timeout_error" else 502

@@ -25,9 +25,6 @@ from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
 DEFAULT_VERSION = "2023-06-01"
-# One content_block_delta event's envelope around its text, for estimating a cut stream's output.
-_DELTA_ENVELOPE_BYTES = 95
-_CHARS_PER_TOKEN = 4
 # The events the scanner reads, by their `event:` line; every other event passes unread.
 _NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop|error)[ \t]*\n")
 
@@ -157,7 +154,7 @@ class StreamScanner:
     """
 
     __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
-                 "error", "_splitter", "_delta_bytes", "_final_usage")
+                 "error", "_splitter", "_final_usage")
 
     def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
                  secrets: Sequence[str | None] = ()) -> None:
@@ -172,7 +169,6 @@ class StreamScanner:
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
         self._splitter = EventSplitter()
-        self._delta_bytes = 0
         self._final_usage = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -185,10 +181,7 @@ class StreamScanner:
             return block
         # Only a message_start as the stream's very first event makes it Anthropic's.
         first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
-        count = block.count(b"\n\n")
-        self.events += count
-        special = 0
-        special_bytes = 0
+        self.events += block.count(b"\n\n")
         edits: list[tuple[int, int, bytes]] = []  # (begin, end, replacement), in block order
         for match in _NOTABLE_EVENT.finditer(block):
             at = match.start()
@@ -198,8 +191,6 @@ class StreamScanner:
             begin = 0 if begin < 0 else begin + 2
             end = block.find(b"\n\n", at) + 2
             event = block[begin:end]
-            special += 1
-            special_bytes += end - begin
             name = match.group(1)
             if name == b"message_start":
                 edits.append((begin, end, self._rewrite_start(event, first=end == first_event_end)))
@@ -212,9 +203,6 @@ class StreamScanner:
                 if redacted is not event:
                     edits.append((begin, end, redacted))
                 self.error = error_of(event_data(redacted))
-        # The rest is text deltas and small framing events (block start and stop, pings): their bytes
-        # beyond an event's envelope estimate the output of a stream cut short.
-        self._delta_bytes += max(0, len(block) - special_bytes - _DELTA_ENVELOPE_BYTES * (count - special))
         if edits:
             parts, done = [], 0
             for begin, end, replacement in edits:
@@ -227,9 +215,9 @@ class StreamScanner:
         return block
 
     def close_usage(self) -> Usage:
-        """The usage to account for; estimated from the deltas seen when the stream was cut short."""
+        """The usage to account for. A stream cut short keeps the output reported so far, flagged
+        `estimated`: the relay's meter (gateway/stream_meter.py) counts it from the deltas sent."""
         if not self._final_usage:
-            self.usage.output_tokens = max(self.usage.output_tokens, self._delta_bytes // _CHARS_PER_TOKEN)
             self.usage.estimated = True
         return self.usage
 
