@@ -194,7 +194,7 @@ class Executor:
 
     async def _try(self, attempt: Attempt, ex: Exchange, send: Send, deadline: float | None) -> None:
         """One attempt on any protocol: its request, the upstream's answer, and the relay of it."""
-        protocol: WireProtocol = protocol_for(attempt.provider.protocol)
+        protocol: WireProtocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol)
         request = ex.request
         provider = attempt.provider
         call = call_for(protocol, attempt, ex)
@@ -233,7 +233,7 @@ class Executor:
         """count_tokens by the attempt's upstream, when its protocol can count: the count, or None
         when it cannot or the upstream fails (the caller estimates instead). An error that is the
         request's own (a 4xx other than those about our key, the model or the rate) is the answer."""
-        protocol = protocol_for(attempt.provider.protocol)
+        protocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol)
         if protocol.local:
             return None
         call = call_for(protocol, attempt, ex)

@@ -341,11 +341,7 @@ class Passthrough:
                                         self._body(call))
 
     def counted(self, raw: bytes) -> dict[str, Any] | None:
-        try:
-            answer = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        return answer if isinstance(answer, dict) else None
+        return protocol.json_or_none(raw)
 
 
 def _type_for(status: int) -> str:

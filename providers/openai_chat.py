@@ -32,7 +32,6 @@ from providers.openai_chat_request import (
 )
 from providers.openai_chat_response import anthropic_usage, from_chat_response
 from providers.openai_chat_stream import ChatStreamTranslator
-from providers.redaction import redact_bytes
 
 __all__ = [
     "ChatOptions", "ChatStreamTranslator", "DEFAULT_SUPPORTED", "EFFORT_BY_BUDGET", "RAW_ARGUMENTS_KEY",
@@ -69,10 +68,13 @@ def supported_names(supported_parameters: frozenset[str] | set[str]) -> set[str]
     return supported
 
 
-class ChatCompletions:
+class ChatCompletions(protocol.Translating):
     """The `openai` protocol: `POST {base_url}/chat/completions`."""
 
-    local = False
+    read_error = staticmethod(map_error)
+    is_context_length_error = staticmethod(is_context_length_error)
+    is_moderation_error = staticmethod(is_moderation_error)
+    answer_error = staticmethod(error_in_response)
 
     def options(self, attempt, require_parameters: bool) -> ChatOptions:
         supported = supported_names(attempt.endpoint.supported_parameters)
@@ -81,47 +83,29 @@ class ChatCompletions:
                            require_parameters=require_parameters, max_tokens_field=options.max_tokens_field,
                            reasoning=options.reasoning)
 
-    def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
-        stream = call.request.stream
-        try:
-            chat, dropped = to_chat_request(call.request.body, upstream_model=call.upstream_model,
-                                            options=call.options, stream=stream)
-        except UnsupportedParameters as exc:
-            raise protocol.unsupported(call.provider, exc.parameters) from None
-        return protocol.UpstreamRequest(
-            chat_completions_url(call.base_url),
-            upstream_headers(api_key=call.api_key, stream=stream, extra=call.extra_headers),
-            orjson.dumps(chat), dropped=dropped)
+    def translate(self, call: protocol.Call) -> tuple[dict, list[str]]:
+        return to_chat_request(call.request.body, upstream_model=call.upstream_model, options=call.options,
+                               stream=call.request.stream)
 
-    def failure(self, call: protocol.Call, status: int, headers, body: bytes) -> protocol.Failure:
-        body = redact_bytes(body, call.secrets)
-        client_status, error_type, message = map_error(status, body)
-        return protocol.classify(call.provider, status, client_status=client_status, error_type=error_type,
-                                 message=message, headers=headers,
-                                 context_length=is_context_length_error(status, body),
-                                 moderation=is_moderation_error(status, body))
+    def url(self, call: protocol.Call) -> str:
+        return chat_completions_url(call.base_url)
 
-    def message(self, call: protocol.Call, raw: bytes) -> protocol.Answer:
-        completion = protocol.json_object(call.provider, raw)
-        embedded = error_in_response(completion)
-        if embedded is not None:
-            raise protocol.Refused(self.failure(call, embedded[0], None, orjson.dumps(
-                {"error": {"message": embedded[2], "type": embedded[1]}})))
-        message = from_chat_response(completion, model=call.model, provider=call.provider,
-                                     stop_sequences=call.request.body.get("stop_sequences") or (),
-                                     message_id=call.message_id)
-        return protocol.priced(call, message)
+    def headers(self, call: protocol.Call) -> dict[str, str]:
+        return upstream_headers(api_key=call.api_key, stream=call.request.stream, extra=call.extra_headers)
 
-    def stream(self, call: protocol.Call) -> protocol.Translated:
-        return protocol.Translated(ChatStreamTranslator(
-            model=call.model, provider=call.provider, message_id=call.message_id,
-            stop_sequences=call.request.body.get("stop_sequences") or ()), call.secrets)
+    def embedded_failure(self, call: protocol.Call, mapped: tuple[int, str, str]) -> protocol.Failure:
+        # Read again as an error body: its message may say context length or moderation.
+        status, error_type, message = mapped
+        return self.failure(call, status, None, orjson.dumps({"error": {"message": message, "type": error_type}}))
 
-    def count_request(self, call: protocol.Call) -> None:
-        return None  # chat completions cannot count: the gateway estimates
+    def to_message(self, call: protocol.Call, completion: dict) -> dict:
+        return from_chat_response(completion, model=call.model, provider=call.provider,
+                                  stop_sequences=call.request.body.get("stop_sequences") or (),
+                                  message_id=call.message_id)
 
-    def counted(self, raw: bytes) -> None:
-        return None
+    def machine(self, call: protocol.Call) -> ChatStreamTranslator:
+        return ChatStreamTranslator(model=call.model, provider=call.provider, message_id=call.message_id,
+                                    stop_sequences=call.request.body.get("stop_sequences") or ())
 
 
 PROTOCOL = ChatCompletions()

@@ -31,12 +31,14 @@ from typing import Any, Protocol
 import orjson
 
 from providers.base import Usage
+from providers.openai_chat_request import UnsupportedParameters
 from providers.redaction import redact_bytes
 
 # The catalog's `protocol:` name → the module whose PROTOCOL implements it.
 _MODULES = {
     "anthropic": "providers.anthropic",
     "openai": "providers.openai_chat",
+    "openai-responses": "providers.openai_responses",
     "mock": "providers.mock",
 }
 NAMES = frozenset(_MODULES)
@@ -289,6 +291,15 @@ def json_object(provider: str, raw: bytes) -> dict[str, Any]:
     return answer
 
 
+def json_or_none(raw: bytes) -> dict[str, Any] | None:
+    """A JSON object answer, or None for anything else (count_tokens then estimates)."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return answer if isinstance(answer, dict) else None
+
+
 def priced(call: Call, message: dict[str, Any]) -> Answer:
     """A translated Anthropic message with its cost in `usage.cost`, as the client gets it."""
     usage = Usage()
@@ -299,7 +310,57 @@ def priced(call: Call, message: dict[str, Any]) -> Answer:
     return Answer(orjson.dumps(message), usage, cost)
 
 
-def embedded(provider: str, mapped: tuple[int, str, str]) -> Refused:
-    """A 200 answer that stands for a failure, already read as (client status, error type, message)."""
-    status, error_type, message = mapped
-    return Refused(classify(provider, status, client_status=status, error_type=error_type, message=message))
+class Translating:
+    """What the translating protocols (chat completions, Responses, Gemini) do alike around their own
+    translators, which a subclass names:
+
+      translate(call) -> (body, dropped)        the upstream body as objects (UnsupportedParameters
+                                                under require_parameters), and what it dropped
+      url(call), headers(call)                  where it goes
+      read_error(status, body) -> (client status, error type, message); is_context_length_error,
+      is_moderation_error (status, body)        the error body's reading
+      answer_error(answer) -> mapped | None     a 200 answer that stands for a failure
+      to_message(call, answer) -> dict          the Anthropic message of a JSON answer
+      machine(call)                             the stream's state machine (see Translated)
+    """
+
+    local = False
+
+    def request(self, call: Call) -> UpstreamRequest:
+        try:
+            body, dropped = self.translate(call)
+        except UnsupportedParameters as exc:
+            raise unsupported(call.provider, exc.parameters) from None
+        return UpstreamRequest(self.url(call), self.headers(call), orjson.dumps(body), dropped=dropped)
+
+    def retry_after(self, body: bytes) -> float | None:
+        """A wait the error body asks for (when the protocol's errors carry one)."""
+        return None
+
+    def failure(self, call: Call, status: int, headers: Mapping[str, str] | None, body: bytes) -> Failure:
+        body = redact_bytes(body, call.secrets)
+        client_status, error_type, message = self.read_error(status, body)
+        return classify(call.provider, status, client_status=client_status, error_type=error_type,
+                        message=message, headers=headers, retry_after=self.retry_after(body),
+                        context_length=self.is_context_length_error(status, body),
+                        moderation=self.is_moderation_error(status, body))
+
+    def embedded_failure(self, call: Call, mapped: tuple[int, str, str]) -> Failure:
+        status, error_type, message = mapped
+        return classify(call.provider, status, client_status=status, error_type=error_type, message=message)
+
+    def message(self, call: Call, raw: bytes) -> Answer:
+        answer = json_object(call.provider, raw)
+        failed = self.answer_error(answer)
+        if failed is not None:
+            raise Refused(self.embedded_failure(call, failed))
+        return priced(call, self.to_message(call, answer))
+
+    def stream(self, call: Call) -> Translated:
+        return Translated(self.machine(call), call.secrets)
+
+    def count_request(self, call: Call) -> UpstreamRequest | None:
+        return None  # the gateway estimates
+
+    def counted(self, raw: bytes) -> dict[str, Any] | None:
+        return None
