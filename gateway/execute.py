@@ -101,7 +101,7 @@ class Executor:
         self.retries = retries
         self.routing = routing
         self.budget = RetryBudget(ratio=retries.budget_ratio)
-        self._targets: dict[tuple[str, str, str], Target] = {}
+        self._targets: dict[str, Target] = {}
 
     async def run(self, ex: Exchange, plan: Plan, send: Send) -> None:
         """Serve `ex` from the plan's attempts; raise the final error when none answers.

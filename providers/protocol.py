@@ -39,6 +39,7 @@ _MODULES = {
     "anthropic": "providers.anthropic",
     "openai": "providers.openai_chat",
     "openai-responses": "providers.openai_responses",
+    "gemini": "providers.gemini",
     "mock": "providers.mock",
 }
 NAMES = frozenset(_MODULES)
@@ -203,8 +204,9 @@ def classify(provider: str, status: int, *, client_status: int, error_type: str,
     if status == 429:
         wait = retry_after_header(headers)
         return Failure("429", 429, "rate_limit_error", detail, wait if wait is not None else retry_after)
-    if status in (401, 403):
-        return Failure(str(status), 502, "api_error", f"provider {provider} rejected the gateway's credentials")
+    if status in (401, 403) or client_status in (401, 403):  # Google says 400 API_KEY_INVALID: read as 401
+        return Failure(str(status if status in (401, 403) else client_status), 502, "api_error",
+                       f"provider {provider} rejected the gateway's credentials")
     if client_status == 529:
         return Failure(str(status), 529, "overloaded_error", detail)
     if client_status == 504 or status == 408:
