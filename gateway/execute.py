@@ -320,7 +320,6 @@ class Executor:
     def _fold(ex: Exchange, served: Served) -> None:
         """The one place an answer's outcome enters the Exchange, and so the usage record."""
         ex.usage, ex.cost_usd = served.usage, served.cost
-        ex.finished = True
         if served.broke_off is None:
             ex.status = 200
             return
@@ -341,6 +340,7 @@ class Executor:
         self._fold(ex, Served(answer.usage, answer.cost))
         await send(start)
         ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        ex.finished = True
         await send({"type": "http.response.body", "body": answer.body})
 
     async def _relay_stream(self, attempt: Attempt, ex: Exchange, translator: StreamTranslator, response,
@@ -393,4 +393,5 @@ class Executor:
             # Also when the client went away (cancellation): what was streamed so far is accounted for.
             usage = translator.close_usage()
             self._fold(ex, Served(usage, cost_usd(usage, attempt.endpoint.pricing), translator.failure))
+        ex.finished = True
         await send({"type": "http.response.body", "body": last + tail if tail else last})
