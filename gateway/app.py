@@ -47,7 +47,7 @@ from gateway.settings import ConfigError, Settings
 from gateway.store.base import (LIMIT_FIELDS, Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
                                 create_store, limits_from)
 from gateway.tracing import create_tracer
-from gateway.upstream import Client, UpstreamError
+from gateway.upstream import Client
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog
 from policies.limits import InputCeilings
@@ -56,9 +56,7 @@ from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndp
                                  request_parameters)
 from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
-from providers import anthropic
 from providers.base import ROUTER_FIELDS
-from providers.redaction import redact_bytes
 
 log = logging.getLogger("gateway")
 WATCH_AFTER_S = 0.25
@@ -492,11 +490,12 @@ class Gateway:
             body, model_id = parse_count_tokens_request(raw)
             ex.request = MessagesRequest(raw=raw, model=model_id, fallbacks=[], stream=False, max_tokens=0,
                                          session_id=None, user=None, trace=None, preferences=None,
-                                         router_fields=(), values={})
+                                         router_fields=tuple(f for f in ROUTER_FIELDS if f in body),
+                                         values=None, _body=body)
             plan = self.plan(model_id, [], ex.principal)
             ex.plan_model = plan.primary.id
             await self._admit(ex, plan, rate_only=True)
-            counted = await self._count(plan, raw, body, headers, request.url.query)
+            counted = await self._count(plan, ex, body)
             ex.status = 200
             return json_response(counted, headers={"request-id": ex.request_id, **_str_headers(ex.response_headers)})
         except GatewayError as exc:
@@ -510,64 +509,28 @@ class Gateway:
             if ex.principal is not None:
                 self.usage.finish(ex, None)  # nothing was reserved: nothing to settle
 
-    async def _count(self, plan: Plan, raw: bytes, body: dict, headers, query: str) -> dict:
+    async def _count(self, plan: Plan, ex: Exchange, body: dict) -> dict:
+        """The first count an upstream gives, by the plan's order; else the local estimate."""
         for attempt in plan.attempts:
-            if attempt.provider.protocol != "anthropic":
-                continue
-            counted = await self._count_upstream(attempt, raw, body, headers, query)
+            counted = await self.executor.count(attempt, ex)
             if counted is not None:
                 return counted
         return {"input_tokens": estimate_input_tokens(body, plan.primary)}
 
     async def _count_for_reservation(self, ex: Exchange, plan: Plan) -> int | None:
-        """The input tokens of a message, counted by the first Anthropic endpoint of its plan
-        (count_tokens is free): for a reservation that content only the upstream can size would
-        otherwise fill with ceilings. None when no endpoint answers."""
+        """The input tokens of a message, counted by the first endpoint of its plan through its
+        protocol (Anthropic's count_tokens is free): for a reservation that content only the
+        upstream can size would otherwise fill with ceilings. None when it cannot or does not answer."""
         request = ex.request
-        remove = [name for name in request.values if name not in COUNTED_FIELDS]
+        counted_only = dataclasses.replace(request, router_fields=tuple(
+            name for name in request.values if name not in COUNTED_FIELDS))
         for attempt in plan.attempts[:1]:
             try:
-                counted = await self._count_upstream(attempt, request.raw, {"model": request.model}, ex.headers,
-                                                     ex.query, remove=remove, values=request.values)
+                counted = await self.executor.count(attempt, ex, request=counted_only)
             except GatewayError:  # the upstream refused to count: the ceilings stand
                 return None
             tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
             return tokens if type(tokens) is int and tokens >= 0 else None
-        return None
-
-    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str, *,
-                              remove: list[str] | None = None, values=None) -> dict | None:
-        provider = attempt.provider
-        target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
-        data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
-                                       router_fields=remove if remove is not None else
-                                       [f for f in ROUTER_FIELDS if f in body], values=values)
-        upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
-                                                      beta=headers.beta, extra=provider.headers,
-                                                      bearer=provider.options.auth == "bearer")
-        timeouts = self.settings.timeouts
-        response = None
-        try:
-            async with asyncio.timeout(timeouts.first_byte):
-                response = await self.client.request("POST", target, upstream_headers, data,
-                                                     first_byte_timeout=timeouts.first_byte,
-                                                     idle_timeout=timeouts.idle)
-                answer = await response.read()
-                status = response.status
-        except (TimeoutError, UpstreamError):  # TimeoutError: the asyncio.timeout above
-            if response is not None:
-                response.close()
-            return None  # count locally instead
-        response.release()
-        if status == 200:
-            try:
-                return orjson.loads(answer)
-            except orjson.JSONDecodeError:
-                return None
-        if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
-            answer = redact_bytes(answer, (provider.api_key,))
-            error_type, message = anthropic.error_of(answer)
-            raise errors.PassThrough(status, answer, error_type or "invalid_request_error", message)
         return None
 
     async def healthz(self, request: Request) -> Response:

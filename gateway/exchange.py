@@ -55,10 +55,8 @@ class Exchange:
     finished: bool = False  # the last byte was handed to the server
     client_gone: bool = False
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    dropped_params: list[str] = field(default_factory=list)
     plan_model: str | None = None  # the primary model of the plan, once resolved
     limited_by: str | None = None  # which of the gateway's own limits refused the request
-    deadline: float | None = None  # time.monotonic() by which a JSON answer must have begun
     allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
 
     def attempts_header(self) -> bytes:
