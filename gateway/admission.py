@@ -1,9 +1,10 @@
 """Admission: the team's and key's limits, checked and reserved in one store round trip.
 
 The reservation is the worst case over the whole plan (the dearest endpoint the `models` list may
-reach, input at the cache-write price when the request caches, all of `max_tokens` at the output
-price), so concurrent requests can never spend past a budget; settlement replaces it by the actual
-cost. When the store is unreachable the configured policy decides: fail-open admits and settles
+reach, a sound upper bound of the input, at the cache-write price when the request caches, all of
+`max_tokens` at the output price), so concurrent requests can never spend past a budget; settlement
+replaces it by the actual cost. An answer that still costs more (an upstream over-reporting) is cut
+at its reservation by the relay when a budget applies (`Exchange.allowance_usd`). When the store is unreachable the configured policy decides: fail-open admits and settles
 later (the usage recorder replays), fail-closed answers 529.
 """
 from __future__ import annotations
@@ -12,23 +13,33 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from gateway import errors, logs
 from gateway.exchange import Exchange
 from gateway.store.base import Admission, AdmissionRequest, Invalid, Store, StoreUnavailable
 from gateway.usage import Ticket
-from policies.limits import reservation_usd
+from policies.limits import (
+    ContentCensus,
+    InputCeilings,
+    census,
+    has_unbounded_content,
+    input_bound,
+    reservation_usd,
+)
 from policies.plan import Plan
 
 log = logging.getLogger("gateway.admission")
-# Bytes of request body per input token, for the admission estimate: JSON syntax makes bodies
-# larger than their text, so this errs on the high side, as a reservation should.
-BYTES_PER_TOKEN = 3
+DEFAULT_CEILINGS = InputCeilings()
+# Counts a request's input tokens upstream (count_tokens), or None when no upstream can.
+Counter = Callable[[Exchange, Plan], Awaitable[int | None]]
 
 
-def reservation(raw: bytes, max_tokens: int, plan: Plan) -> tuple[int, float]:
-    """(tokens, USD) to reserve for a request, without walking its body."""
-    input_tokens = len(raw) // BYTES_PER_TOKEN + 1
+def reservation(raw: bytes, max_tokens: int, plan: Plan, *, found: ContentCensus | None = None,
+                ceilings: InputCeilings = DEFAULT_CEILINGS, counted: int | None = None) -> tuple[int, float]:
+    """(tokens, USD) to reserve for a request: a sound upper bound of its input (see
+    `limits.input_bound`) and all of `max_tokens`, at the dearest prices of the plan."""
+    input_tokens = input_bound(len(raw), tools=b'"tools"' in raw, found=found, ceilings=ceilings, counted=counted)
     cost = reservation_usd(input_tokens, max_tokens, [a.endpoint.pricing for a in plan.attempts],
                            cache_write=b'"cache_control"' in raw)
     return input_tokens + max_tokens, cost
@@ -105,8 +116,12 @@ RENEW_EVERY_S = 10.0
 
 
 class Admitter:
-    def __init__(self, store: Store, outage_policy: str) -> None:
+    def __init__(self, store: Store, outage_policy: str, *, ceilings: InputCeilings = DEFAULT_CEILINGS,
+                 count: Counter | None = None, renew_every: float = RENEW_EVERY_S) -> None:
         self.store = store
+        self.renew_every = renew_every
+        self.ceilings = ceilings
+        self.count = count
         self.fail_open = outage_policy == "fail_open"
         self.open: dict[str, Ticket] = {}  # admitted requests still running, whose leases need renewing
         effect = "admitting without limits (fail_open)" if self.fail_open else "answering 529 (fail_closed)"
@@ -117,17 +132,31 @@ class Admitter:
         self.open.pop(ticket.request_id, None)
 
     async def renew_forever(self) -> None:
-        """Renew the concurrency leases of long requests (leases expire after 30 s unless renewed)."""
+        """Renew the concurrency leases of long requests (leases expire unless renewed: `lease_ttl`)."""
         while True:
-            await asyncio.sleep(RENEW_EVERY_S)
+            await asyncio.sleep(self.renew_every)
             now = time.time()
             for ticket in list(self.open.values()):
-                if ticket.local or now - ticket.admitted_at < RENEW_EVERY_S:
+                if ticket.local or now - ticket.admitted_at < self.renew_every:
                     continue
                 try:
                     await self.store.renew(ticket.team, ticket.request_id, now)
                 except StoreUnavailable:
                     break
+
+    async def reserve(self, ex: Exchange, plan: Plan) -> tuple[int, float]:
+        """The reservation of a request. Its byte length bounds a body of text; only a body that
+        may hold more (images, documents, content by URL or file id, server tools) is decoded and
+        walked, and counted upstream when the walk finds content only the upstream can size."""
+        raw = ex.request.raw
+        if not has_unbounded_content(raw):
+            return reservation(raw, ex.request.max_tokens, plan)
+        found = census(ex.request.body, self.ceilings)
+        counted = None
+        if found.needs_upstream and self.count is not None \
+                and all(a.provider.protocol == "anthropic" for a in plan.attempts):
+            counted = await self.count(ex, plan)
+        return reservation(raw, ex.request.max_tokens, plan, found=found, ceilings=self.ceilings, counted=counted)
 
     async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False) -> Ticket:
         """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is
@@ -137,7 +166,7 @@ class Admitter:
         if not rate_only and model.max_output is not None and max_tokens > model.max_output:
             raise errors.InvalidRequest(f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum "
                                         f"allowed number of output tokens for {model.id}")
-        tokens, cost = (0, 0.0) if rate_only else reservation(ex.request.raw, max_tokens, plan)
+        tokens, cost = (0, 0.0) if rate_only else await self.reserve(ex, plan)
         request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
                                    tokens=tokens, cost_usd=cost, model=model.id, now=time.time(),
                                    fallback_models=tuple(m.id for m in plan.models[1:]), rate_only=rate_only)
@@ -158,6 +187,8 @@ class Admitter:
             ticket = Ticket(principal.team, principal.key_id, ex.request_id, admitted_at=request.now)
             if not rate_only:
                 self.open[ex.request_id] = ticket
+                if adm.budgeted:
+                    ex.allowance_usd = cost
             return ticket
         models = " or ".join(repr(m.id) for m in plan.models)
         error = refusal(adm, team=principal.team, cost_usd=cost,

@@ -39,7 +39,6 @@ from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
 from gateway.inbound import INBOUND, OpenAIInbound
 from gateway.model_listing import list_page, model_info, openai_list, openai_model
-from gateway.passthrough import PassthroughExecutor
 from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_change, refused, reread_settings
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
@@ -49,18 +48,17 @@ from gateway.settings import ConfigError, Settings
 from gateway.store.base import (LIMIT_FIELDS, Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
                                 create_store, limits_from)
 from gateway.tracing import create_tracer
-from gateway.upstream import Client, UpstreamError
+from gateway.upstream import Client
 from gateway.usage import UsageRecorder
 from policies.catalog import Catalog
+from policies.limits import InputCeilings
 from policies.plan import Plan, build_plan
 from policies.preference import (DEFAULT_PREFERENCES, InvalidPreferences, NoEndpoint, parse_preferences,
                                  request_parameters)
 from policies.resolve import UnknownModel, resolve, resolve_all
 from policies.tokens import estimate_input_tokens
-from providers import anthropic
 from providers.base import ROUTER_FIELDS
 from providers.openai_inbound import openai_error
-from providers.redaction import redact_bytes
 
 log = logging.getLogger("gateway")
 WATCH_AFTER_S = 0.25
@@ -69,7 +67,7 @@ GC_YOUNG_OBJECTS = 5000
 
 
 def store_options(settings: Settings) -> dict:
-    options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records,
+    options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records, "lease_ttl_s": settings.lease_ttl,
                      # A replayed batch holds settlements and records alike: one window for both.
                      "usage_dedupe_s": settings.usage_dedupe_window, "settle_memory_s": settings.usage_dedupe_window}
     if settings.redis_url:
@@ -96,7 +94,12 @@ class Gateway:
                                   fail_open=settings.store_outage == "fail_open")
         self.client: Client | None = None
         self.executor: Executor | None = None
-        self.admitter = Admitter(self.store, settings.store_outage)
+        ceilings = settings.reservation
+        self.admitter = Admitter(self.store, settings.store_outage, count=self._count_for_reservation,
+                                 renew_every=settings.lease_ttl / 3,
+                                 ceilings=InputCeilings(image=ceilings.image_tokens, item=ceilings.item_tokens,
+                                                        server_tool_use=ceilings.server_tool_use_tokens,
+                                                        server_tool_uses=ceilings.server_tool_uses))
         self.routing = RoutingState(self.store, settings.cooldowns)
         self.tracer = create_tracer(settings.otlp_endpoint)
         self.records = UsageRecords(settings, self.store)
@@ -255,7 +258,7 @@ class Gateway:
                              max_connections_per_origin=upstream.max_connections_per_origin,
                              pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes,
                              egress=self.serving.egress)
-        self.executor = PassthroughExecutor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
+        self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
             # A listing is small: a server that takes longer is not worth holding startup for.
@@ -500,11 +503,12 @@ class Gateway:
             body, model_id = parse_count_tokens_request(raw)
             ex.request = MessagesRequest(raw=raw, model=model_id, fallbacks=[], stream=False, max_tokens=0,
                                          session_id=None, user=None, trace=None, preferences=None,
-                                         router_fields=(), values={})
+                                         router_fields=tuple(f for f in ROUTER_FIELDS if f in body),
+                                         values=None, _body=body)
             plan = self.plan(model_id, [], ex.principal)
             ex.plan_model = plan.primary.id
             await self._admit(ex, plan, rate_only=True)
-            counted = await self._count(plan, raw, body, headers, request.url.query)
+            counted = await self._count(plan, ex, body)
             ex.status = 200
             return json_response(counted, headers={"request-id": ex.request_id, **_str_headers(ex.response_headers)})
         except GatewayError as exc:
@@ -518,46 +522,28 @@ class Gateway:
             if ex.principal is not None:
                 self.usage.finish(ex, None)  # nothing was reserved: nothing to settle
 
-    async def _count(self, plan: Plan, raw: bytes, body: dict, headers, query: str) -> dict:
+    async def _count(self, plan: Plan, ex: Exchange, body: dict) -> dict:
+        """The first count an upstream gives, by the plan's order; else the local estimate."""
         for attempt in plan.attempts:
-            if attempt.provider.protocol != "anthropic":
-                continue
-            counted = await self._count_upstream(attempt, raw, body, headers, query)
+            counted = await self.executor.count(attempt, ex)
             if counted is not None:
                 return counted
         return {"input_tokens": estimate_input_tokens(body, plan.primary)}
 
-    async def _count_upstream(self, attempt, raw: bytes, body: dict, headers, query: str) -> dict | None:
-        provider = attempt.provider
-        target = self.executor.target(provider.base_url, "/v1/messages/count_tokens", query)
-        data = anthropic.upstream_body(raw, attempt.upstream_model, client_model=body.get("model"),
-                                       router_fields=[f for f in ROUTER_FIELDS if f in body])
-        upstream_headers = anthropic.upstream_headers(api_key=provider.api_key, version=headers.version,
-                                                      beta=headers.beta, extra=provider.headers,
-                                                      bearer=provider.options.auth == "bearer")
-        timeouts = self.settings.timeouts
-        response = None
-        try:
-            async with asyncio.timeout(timeouts.first_byte):
-                response = await self.client.request("POST", target, upstream_headers, data,
-                                                     first_byte_timeout=timeouts.first_byte,
-                                                     idle_timeout=timeouts.idle)
-                answer = await response.read()
-                status = response.status
-        except (TimeoutError, UpstreamError):  # TimeoutError: the asyncio.timeout above
-            if response is not None:
-                response.close()
-            return None  # count locally instead
-        response.release()
-        if status == 200:
+    async def _count_for_reservation(self, ex: Exchange, plan: Plan) -> int | None:
+        """The input tokens of a message, counted by the first endpoint of its plan through its
+        protocol (Anthropic's count_tokens is free): for a reservation that content only the
+        upstream can size would otherwise fill with ceilings. None when it cannot or does not answer."""
+        request = ex.request
+        counted_only = dataclasses.replace(request, router_fields=tuple(
+            name for name in request.values if name not in COUNTED_FIELDS))
+        for attempt in plan.attempts[:1]:
             try:
-                return orjson.loads(answer)
-            except orjson.JSONDecodeError:
+                counted = await self.executor.count(attempt, ex, request=counted_only)
+            except GatewayError:  # the upstream refused to count: the ceilings stand
                 return None
-        if 400 <= status < 500 and status not in (401, 403, 404, 408, 429):
-            answer = redact_bytes(answer, (provider.api_key,))
-            error_type, message = anthropic.error_of(answer)
-            raise errors.PassThrough(status, answer, error_type or "invalid_request_error", message)
+            tokens = counted.get("input_tokens") if isinstance(counted, dict) else None
+            return tokens if type(tokens) is int and tokens >= 0 else None
         return None
 
     async def healthz(self, request: Request) -> Response:
@@ -566,18 +552,21 @@ class Gateway:
     async def readyz(self, request: Request) -> Response:
         backend = "redis" if self.settings.redis_url else "memory"
         usage = self.records.report()
+        waiting = self.usage.spill.count() if self.usage.spill.pending() else 0
+        spilled = {"spilled_records": waiting} if waiting else {}
         try:
             await self.store.ping()
         except StoreUnavailable:
             if self.admitter.fail_open:
                 return json_response({"status": "degraded", "store": backend, "reachable": False,
-                                      "policy": "fail_open", "usage": usage})
+                                      "policy": "fail_open", "usage": usage, **spilled})
             return json_response({"status": "unavailable", "store": backend, "reachable": False,
-                                  "policy": "fail_closed", "usage": usage}, status=503)
-        # The record store falling behind degrades, never fails: requests are still counted.
-        status = "ready" if usage["ok"] else "degraded"
+                                  "policy": "fail_closed", "usage": usage, **spilled}, status=503)
+        # The record store falling behind degrades, never fails: requests are still counted; so do
+        # spilled lines, whose spend the budgets have not seen yet.
+        status = "ready" if usage["ok"] and not spilled else "degraded"
         return json_response({"status": status, "store": backend, "reachable": True, "demo": self.demo,
-                              "usage": usage})
+                              "usage": usage, **spilled})
 
     async def metrics(self, request: Request) -> Response:
         token = self.settings.metrics_token
@@ -604,6 +593,10 @@ def _priced_only(resolved, team: str):
 def is_openai_client(request: Request) -> bool:
     return "anthropic-version" not in request.headers \
         and request.headers.get("authorization", "")[:7].lower() == "bearer "
+
+
+# The members of a message that count_tokens accepts: the rest (max_tokens, stream, sampling...) go.
+COUNTED_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 
 
 def json_response(payload, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from gateway.request import InboundHeaders, MessagesRequest
 from policies.plan import Attempt
 from providers.base import Usage
+from providers.protocol import ClientRequest
 
 
 def new_request_id() -> str:
@@ -55,14 +56,12 @@ class Exchange:
     finished: bool = False  # the last byte was handed to the server
     client_gone: bool = False
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
-    dropped_params: list[str] = field(default_factory=list)
     plan_model: str | None = None  # the primary model of the plan, once resolved
     limited_by: str | None = None  # which of the gateway's own limits refused the request
-    deadline: float | None = None  # time.monotonic() by which a JSON answer must have begun
-    inbound: str = "messages"  # the protocol the client spoke: messages, openai_chat, openai_responses
-    # A chat completions client's own body and its top-level values, for an upstream of its protocol.
-    client_body: bytes | None = None
-    client_values: dict | None = None
+    inbound: str = "messages"  # the API the client spoke: messages, openai_chat, openai_responses
+    client: ClientRequest | None = None  # its own request, when that API is not Messages
+    answered_in: str = "messages"  # the API of the answer that began (a passthrough's is the client's)
+    allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

@@ -22,9 +22,10 @@ from gateway import errors
 from gateway.exchange import Exchange
 from gateway.request import parse_json_object
 from gateway.search.blocks import message_events
-from providers.jsonedit import top_level_values
 from providers import openai_chat_inbound, openai_responses_inbound
+from providers.jsonedit import top_level_values
 from providers.openai_inbound import Refused, StreamWriter, error_of_event, openai_error, stream_error
+from providers.protocol import ClientRequest
 from providers.sse import event_data
 
 _RATELIMIT_PREFIX = b"anthropic-ratelimit-"
@@ -70,11 +71,10 @@ class Protocol:
     to_canonical: Callable[[dict], tuple[dict, Any]]  # the canonical request, and the answer's shape
     from_message: Callable[..., dict]  # an Anthropic Message → the protocol's answer
     writer: type[StreamWriter]  # the Anthropic stream → the protocol's stream
-    passthrough: bool = False  # an upstream of this protocol gets the client's own bytes (gateway.passthrough)
 
 
 CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound.to_canonical, openai_chat_inbound.from_message,
-                openai_chat_inbound.ChunkWriter, passthrough=True)
+                openai_chat_inbound.ChunkWriter)
 RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound.to_canonical,
                      openai_responses_inbound.from_message, openai_responses_inbound.EventWriter)
 
@@ -101,8 +101,8 @@ class OpenAIInbound:
         except Refused as exc:
             self._param = exc.param
             raise errors.InvalidRequest(str(exc)) from None
-        if self.protocol.passthrough and self.exchange is not None:
-            self.exchange.client_body, self.exchange.client_values = raw, top_level_values(raw)
+        if self.exchange is not None:  # for an upstream of the client's API (providers.protocol.protocol_for)
+            self.exchange.client = ClientRequest(self.name, raw, top_level_values(raw))
         return orjson.dumps(canonical)
 
     def _answer(self) -> dict[str, Any]:
@@ -113,7 +113,8 @@ class OpenAIInbound:
     async def send(self, message: dict) -> None:
         if message["type"] == "http.response.start":
             raw_headers = list(message.get("headers", ()))
-            if message.get("passthrough"):  # the upstream spoke the client's protocol: its answer goes as it is
+            if message["status"] == 200 and self.exchange is not None and self.exchange.answered_in == self.name:
+                # The upstream spoke the client's API and its answer goes as it is (a passthrough).
                 self._forward = True
                 await self._send({"type": "http.response.start", "status": message["status"],
                                   "headers": openai_headers(raw_headers, time.time(), keep_length=True)})

@@ -70,7 +70,8 @@ def demo_providers(catalog: Catalog) -> dict[str, ProviderInfo]:
 
 def _demo_endpoints(template: Endpoint, model: Model) -> tuple[Endpoint, ...]:
     return tuple(dataclasses.replace(template, provider=name, upstream_model=model.id, retains_prompts=False,
-                                     zdr=True, pricing=_scaled(template.pricing, factor), options=DEFAULT_OPTIONS)
+                                     zdr=True, pricing=_scaled(template.pricing, factor), options=DEFAULT_OPTIONS,
+                                     protocol=None)
                  for name, (factor, _options) in DEMO_PROVIDERS.items())
 
 
@@ -91,9 +92,7 @@ def serving_catalog(catalog: Catalog, configured: Mapping[str, object], demo: bo
                 continue
             endpoints = _demo_endpoints(template, model)
         else:
-            # An endpoint that only speaks OpenAI's Responses API has no protocol module yet.
-            endpoints = tuple(e for e in model.endpoints
-                              if e.provider in usable and e.options.api != "responses")
+            endpoints = tuple(e for e in model.endpoints if e.provider in usable)
         models[model_id] = dataclasses.replace(model, endpoints=endpoints)
     providers = {**catalog.providers, **demo_providers(catalog)} if demo else catalog.providers
     return dataclasses.replace(catalog, models=models, providers=providers), demo

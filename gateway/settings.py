@@ -103,6 +103,18 @@ class Cooldowns(BaseModel):
     max_seconds: float = Field(default=retry.COOLDOWN_CAP_S, gt=0)
 
 
+class ReservationCeilings(BaseModel):
+    """What a budget reservation assumes for content whose size the request body does not show
+    (tokens; see the README's limits). Too low a ceiling lets such a request spend past its
+    reservation; the stream is then cut at the budget."""
+    model_config = ConfigDict(extra="forbid")
+    image_tokens: int = Field(default=1_600, ge=1, description="one base64 image (the provider's per-image maximum)")
+    item_tokens: int = Field(default=100_000, ge=1, description="a document, or content by URL or file id, when "
+                             "no upstream count_tokens sized it")
+    server_tool_use_tokens: int = Field(default=25_000, ge=0, description="the result of one server tool use")
+    server_tool_uses: int = Field(default=10, ge=0, description="uses assumed of a server tool without max_uses")
+
+
 class InputLimits(BaseModel):
     """Bounds on what a request may carry, checked when its body is read: a request over one is
     refused with 400 `invalid_request_error` naming the field, before it costs the store anything.
@@ -189,6 +201,8 @@ class Settings(BaseSettings):
     store_timeout: float = Field(default=0.5, gt=0)
     admin_key: SecretStr | None = None
     key_cache_ttl: float = Field(default=5.0, ge=0)
+    lease_ttl: float = Field(default=30.0, ge=3, description="seconds a request's concurrency lease and budget "
+                             "reservation outlive its replica's last renewal (renewed every third of it)")
     key_cache_grace: float = Field(default=600.0, ge=0, description="seconds past key_cache_ttl that a key "
                                    "the store vouched for keeps working while the store is down (fail_open)")
 
@@ -204,6 +218,7 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     input_limits: InputLimits = Field(default_factory=InputLimits)
+    reservation: ReservationCeilings = Field(default_factory=ReservationCeilings)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retries: Retries = Field(default_factory=Retries)
     cooldowns: Cooldowns = Field(default_factory=Cooldowns)

@@ -4,9 +4,10 @@ A finished exchange becomes a record at once (the request's own cost ends there)
 batches records into one `settle_and_append` call (settlements, rollups and, with Redis, the
 buffer the record store's drainers empty), and counts Prometheus metrics. Without Redis the same
 task writes the batch to the record store itself (`records`). When the store or the record store
-is unreachable, or the Redis buffer is full, records and settlements go to an append-only spill
-file and are replayed when there is room again; both stores drop duplicates by request id, so a
-replay writes each record once.
+is unreachable, or the Redis buffer is full, records and settlements go to this process's spill
+file (gateway/spill.py) and are replayed within a second of there being room again, with or without
+traffic; an idle recorder also replays its sibling workers' files and those of processes that
+died. Both stores drop duplicates by request id, so a replay writes each record once.
 """
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ import asyncio
 import logging
 import math
 import os
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,6 +27,7 @@ from gateway.exchange import Exchange
 from gateway.records.base import RecordStore, record_row
 from gateway.records.ingest import IngestState, write_rows
 from gateway.request import MAX_ID_CHARS
+from gateway.spill import SpillFiles
 from gateway.store.base import BufferFull, Invalid, Store, StoreUnavailable
 from gateway.store.rollups import usage_entry
 from gateway.tasks import cancel_and_wait
@@ -149,7 +149,7 @@ class UsageRecorder:
         self.records = records
         self.batch_size = batch_size
         self.state = state or IngestState(records.kind if records else "redis")
-        self.spill_path = Path(spill_path)
+        self.spill = SpillFiles(spill_path)
         self.max_buffer = max_buffer
         self._deferred = False  # a bound sent records back to the spill file during this write
         self._records: list[dict] = []
@@ -166,7 +166,7 @@ class UsageRecorder:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run())
-        if _waiting(self.spill_path) or _waiting(self.spill_path.with_name(self.spill_path.name + ".replaying")):
+        if self.spill.pending():
             self._store_down = True  # a previous run left records behind: replay them
             self._wake.set()
 
@@ -202,12 +202,14 @@ class UsageRecorder:
 
     async def _run(self) -> None:
         while True:
+            # Spilled records are retried soon, whether requests come or not; an idle recorder
+            # also takes the spill files of its sibling workers and of processes that died.
             try:
-                # While records wait in the spill file, try again soon even without traffic.
-                async with asyncio.timeout(REPLAY_EVERY_S if self._store_down else None):
+                async with asyncio.timeout(REPLAY_EVERY_S):
                     await self._wake.wait()
             except TimeoutError:
-                pass
+                if not self._store_down and self.spill.pending():
+                    self._store_down = True
             self._wake.clear()
             await asyncio.sleep(0.002)  # let a burst of finishing requests share one batch
             try:
@@ -285,46 +287,37 @@ class UsageRecorder:
         lines += [orjson.dumps({"settle": list(s)}) for s in settlements]
         if not lines:
             return
-        with open(self.spill_path, "ab") as spill:
-            spill.write(b"\n".join(lines) + b"\n")
-            spill.flush()
-            if stat.S_ISREG(os.fstat(spill.fileno()).st_mode):  # /dev/null and pipes cannot be synced
-                os.fsync(spill.fileno())
+        self.spill.append(lines)
         metrics.USAGE_BACKLOG.inc(len(lines))
 
     async def _replay_spill(self) -> None:
-        """Write what waited in the spill file.
-
-        The file is first renamed, so records spilled meanwhile land in a new file and are not
-        deleted with it; the renamed file goes only once all of it is stored.
-        """
-        replaying = self.spill_path.with_name(self.spill_path.name + ".replaying")
-        if not _waiting(replaying) and not _waiting(self.spill_path):
+        """Write what waited in the spill files: this process's, its siblings' and dead processes'."""
+        if not self.spill.pending():
+            metrics.USAGE_BACKLOG.set(0)
             self._store_down = False
             return
         try:
             await self.store.ping()
         except StoreUnavailable:
             return
-        while True:
-            if not _waiting(replaying):
-                if not _waiting(self.spill_path):
-                    break
-                os.replace(self.spill_path, replaying)
-            records, settlements, count = _read_spill(replaying)
-            self._deferred = False
-            try:
-                await self._write(records, settlements)
-            except StoreUnavailable:
-                return
-            replaying.unlink(missing_ok=True)
-            metrics.USAGE_BACKLOG.dec(count)
-            log.info("usage: %d spilled records and %d settlements written to the store", len(records),
-                     len(settlements))
-            if self._deferred:
-                return  # the buffer is still full: what it refused waits in the new spill file
+        try:
+            await self.spill.replay(self._write_spilled)
+        except StoreUnavailable:
+            return
+        if self.spill.pending():
+            return  # spilled meanwhile, held by another replayer, or refused by a full buffer: next round
+        metrics.USAGE_BACKLOG.set(0)
         self._store_down = False
         self._outage.recovered()
+
+    async def _write_spilled(self, data: bytes) -> bool:
+        """Store one spill file's lines; False when a full buffer sent some back to the spill file
+        (the replay stops there: the buffer has no room for the next file either)."""
+        records, settlements, _count = _read_spill(data)
+        self._deferred = False
+        await self._write(records, settlements)
+        log.info("usage: %d spilled records and %d settlements written to the store", len(records), len(settlements))
+        return not self._deferred
 
 
 def _spill_line(record: dict[str, Any]) -> bytes | None:
@@ -335,17 +328,11 @@ def _spill_line(record: dict[str, Any]) -> bytes | None:
         return None if minimal is None else orjson.dumps({"record": minimal})
 
 
-def _waiting(path: Path) -> bool:
-    """Whether records wait in this file. Only a regular file holds any: a spill path such as
-    /dev/null (records thrown away on purpose) must never be renamed or deleted by a replay."""
-    return path.is_file()
-
-
-def _read_spill(path: Path) -> tuple[list[dict], list[tuple], int]:
+def _read_spill(data: bytes) -> tuple[list[dict], list[tuple], int]:
     records: list[dict] = []
     settlements: list[tuple] = []
     count = 0
-    for line in path.read_bytes().splitlines():
+    for line in data.splitlines():
         if not line.strip():
             continue
         count += 1

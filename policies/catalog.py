@@ -31,8 +31,10 @@ startup naming it):
   `Authorization: Bearer`, as Bedrock's Anthropic-compatible API wants).
 - `openai`: `max_tokens_field` (`max_tokens` or `max_completion_tokens`: the field that carries
   `max_tokens`), `reasoning` (how thinking travels: `reasoning_effort`, `enable_thinking`,
-  `thinking`, or null for not at all), `api` (`chat`, or `responses` when a model is served only
-  by OpenAI's Responses API).
+  `thinking`, or null for not at all).
+- `gemini`: `thinking` (`budget`, the default: `thinkingConfig.thinkingBudget`, or `level`:
+  `thinkingLevel`, which Gemini 3 prefers).
+- `openai-responses`: none (reasoning follows `thinking` in `supported_parameters`).
 - `mock`: `ttft_ms` and `tokens_per_second` (non-negative numbers: a simulated latency and rate),
   `fail_status` (an HTTP error status the provider answers every time, to show fallbacks offline).
 
@@ -52,9 +54,10 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from providers.gemini_request import THINKING_MODES
 from providers.openai_chat_request import REASONING_MODES
+from providers.protocol import NAMES as PROTOCOLS
 
-PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "mock"})
 _CHAT_PARAMETERS = frozenset({"tools", "tool_choice", "stop_sequences", "temperature", "top_p", "images",
                               "metadata"})
 # What a request feature needs of the wire protocol alone: the parameters an endpoint supports when
@@ -63,7 +66,10 @@ PROTOCOL_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({
     "anthropic": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
                             "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"}),
     "openai": _CHAT_PARAMETERS,
-    "gemini": _CHAT_PARAMETERS,
+    "openai-responses": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "temperature",
+                                   "top_p", "metadata"}),
+    "gemini": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "stop_sequences",
+                         "temperature", "top_p", "top_k"}),
     "mock": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "stop_sequences",
                        "temperature", "top_p", "metadata"}),
 })
@@ -106,7 +112,7 @@ class Options:
     auth: str = "x-api-key"                      # anthropic
     max_tokens_field: str = "max_tokens"         # openai
     reasoning: str | None = "reasoning_effort"   # openai
-    api: str = "chat"                            # openai
+    thinking: str = "budget"                     # gemini
     ttft_ms: float = 0.0                         # mock
     tokens_per_second: float = 0.0               # mock
     fail_status: int | None = None               # mock: answer this error status every time
@@ -140,7 +146,7 @@ _OPTION_CHECKS = {
     "auth": _one_of("x-api-key", "bearer"),
     "max_tokens_field": _one_of("max_tokens", "max_completion_tokens"),
     "reasoning": _one_of(*REASONING_MODES, None),
-    "api": _one_of("chat", "responses"),
+    "thinking": _one_of(*THINKING_MODES),
     "ttft_ms": _non_negative,
     "tokens_per_second": _non_negative,
     "fail_status": _error_status,
@@ -148,8 +154,9 @@ _OPTION_CHECKS = {
 }
 OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
     "anthropic": frozenset({"auth"}),
-    "openai": frozenset({"max_tokens_field", "reasoning", "api"}),
-    "gemini": frozenset(),
+    "openai": frozenset({"max_tokens_field", "reasoning"}),
+    "openai-responses": frozenset(),
+    "gemini": frozenset({"thinking"}),
     "mock": frozenset({"ttft_ms", "tokens_per_second", "fail_status"}),
     # Providers of these protocols are not served yet (see the README's clouds section); their
     # endpoints' options are checked so that the clouds' catalog data stays valid.
@@ -209,6 +216,7 @@ class Endpoint:
     max_output: int | None         # None: unknown
     supported_parameters: frozenset[str]
     options: Options = field(default_factory=Options, hash=False)
+    protocol: str | None = None    # its own wire protocol (`protocol:`), when not its provider's
 
 
 @dataclass(frozen=True)
@@ -398,7 +406,7 @@ _MODEL_FIELDS = frozenset({"id", "display_name", "created_at", "aliases", "conte
                            "endpoints", "lifecycle"})
 _ENDPOINT_FIELDS = frozenset({"provider", "upstream_model", "pricing", "retains_prompts", "zdr",
                               "quantization", "context_length", "max_output",
-                              "supported_parameters", "options"})
+                              "supported_parameters", "options", "protocol"})
 _PRICE_FIELDS = ("input", "output", "cache_write", "cache_write_1h", "cache_read")
 _UNKNOWN_DATE = "1970-01-01T00:00:00Z"  # Anthropic's convention for an unknown release date
 
@@ -514,11 +522,17 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
     if provider is None:
         raise CatalogError(f"{label}: field 'provider' names an unknown provider "
                            f"'{provider_name}'")
+    protocol = _string(label, raw, "protocol")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise CatalogError(f"{label}: unknown protocol '{protocol}' "
+                           f"(expected one of {', '.join(sorted(PROTOCOLS))})")
+    wire = protocol or provider.protocol
     if "supported_parameters" in raw:
         parameters = frozenset(_strings(label, raw, "supported_parameters"))
     elif parameters is None:
-        parameters = PROTOCOL_PARAMETERS.get(provider.protocol, frozenset())
-    options = _options(label, raw, provider.protocol, provider.options)
+        parameters = PROTOCOL_PARAMETERS.get(wire, frozenset())
+    # The provider's options are for its own protocol: an endpoint speaking another starts afresh.
+    options = _options(label, raw, wire, provider.options if wire == provider.protocol else Options())
     return Endpoint(
         provider=provider.name,
         upstream_model=_string(label, raw, "upstream_model", required=True),
@@ -530,6 +544,7 @@ def _build_endpoint(model_label: str, raw: Any, providers: Mapping[str, Provider
         max_output=_positive_int(label, raw, "max_output") or max_output,
         supported_parameters=parameters,
         options=options,
+        protocol=protocol if protocol != provider.protocol else None,
     )
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 WINDOW_S = 60.0          # RPM and TPM are sliding windows of this length
 LEASE_TTL_S = 30.0       # a concurrency slot lives this long unless renewed
 LEASE_RENEW_S = 10.0     # how often an open stream renews its slot
+ABANDONED_KEEP_S = 40 * 86400  # how long a lease that expired unsettled is kept on record
 CONCURRENCY_RETRY_S = 1.0  # a slot frees when some request ends: no better hint exists
 NANOS_PER_USD = 1_000_000_000
 TOKENS_PER_PRICE_UNIT = 1_000_000  # catalog prices are USD per million tokens
@@ -119,3 +121,102 @@ def reservation_usd(
         cost = (input_tokens * input_price + max_tokens * output_price) / TOKENS_PER_PRICE_UNIT
         worst = max(worst, cost)
     return math.ceil(round(worst * NANOS_PER_USD, 3)) / NANOS_PER_USD
+
+
+# -- a sound bound of a request's input ----------------------------------------------------
+# A token covers at least one byte of UTF-8 text, and a JSON body is never smaller than the text
+# it carries (escapes only lengthen it), so the body's bytes bound its text's tokens. What is not
+# text in the body (base64 image and document data) or not in the body at all (content by URL or
+# file id, container uploads, the results of server tools) is bounded item by item below.
+# The tool-use system prompt the upstream adds when a request has tools: the largest Anthropic
+# documents (530 tokens, Claude 3 Opus; 346 for Claude 4 models).
+TOOL_PROMPT_MAX_TOKENS = 530
+# Byte markers of content the body's size does not bound: a body with none of them is bounded by
+# its length alone, without being decoded.
+UNBOUNDED_MARKERS = (b'"image"', b'"document"', b'"base64"', b'"url"', b'"file"', b'"file_id"',
+                     b'"container_upload"', b'"max_uses"', b'"mcp_servers"', b'"web_search', b'"web_fetch',
+                     b'"code_execution', b'"search_result"')
+
+
+@dataclass(frozen=True, slots=True)
+class InputCeilings:
+    """What a reservation assumes for content whose size the body does not show (tokens)."""
+    image: int = 1_600          # Anthropic: a full-size image (1.15 megapixels) is ~1,600 tokens, the most
+    item: int = 100_000         # a document, or any content by URL / file id, when no count_tokens answers
+    server_tool_use: int = 25_000  # the result of one server tool use (a search, a fetched page)
+    server_tool_uses: int = 10  # uses assumed of a server tool that sets no max_uses
+
+
+@dataclass(slots=True)
+class ContentCensus:
+    """What a body holds beyond its text: found by `census` in one walk of the decoded body."""
+    binary_bytes: int = 0       # base64 data, counted by item instead of as text
+    images: int = 0             # images whose size is bounded by the per-image maximum
+    unknown: int = 0            # items only the upstream can size (documents, URLs, file ids, uploads)
+    server_tool_uses: int = 0   # uses of server tools, by their max_uses
+
+    @property
+    def needs_upstream(self) -> bool:
+        return self.unknown > 0 or self.server_tool_uses > 0
+
+
+def has_unbounded_content(raw: bytes) -> bool:
+    """Whether the body may hold content its byte length does not bound (a few C-speed searches)."""
+    return any(marker in raw for marker in UNBOUNDED_MARKERS)
+
+
+def census(body: Mapping[str, Any], ceilings: InputCeilings) -> ContentCensus:
+    found = ContentCensus()
+    _census_value(body.get("system"), found)
+    for message in body.get("messages") or ():
+        if isinstance(message, Mapping):
+            _census_value(message.get("content"), found)
+    for tool in body.get("tools") or ():
+        if isinstance(tool, Mapping) and "input_schema" not in tool and tool.get("type") not in (None, "custom"):
+            uses = tool.get("max_uses")
+            found.server_tool_uses += uses if type(uses) is int and uses > 0 else ceilings.server_tool_uses
+    for _server in body.get("mcp_servers") or ():
+        found.server_tool_uses += ceilings.server_tool_uses
+    return found
+
+
+def _census_value(value: Any, found: ContentCensus) -> None:
+    if isinstance(value, list):
+        for item in value:
+            _census_value(item, found)
+    elif isinstance(value, Mapping):
+        kind = value.get("type")
+        source = value.get("source")
+        if kind in ("image", "document") and isinstance(source, Mapping):
+            data = source.get("data")
+            if source.get("type") == "base64" and isinstance(data, str):
+                found.binary_bytes += len(data)
+            if kind == "image" and source.get("type") == "base64":
+                found.images += 1
+            elif source.get("type") not in ("text", "content"):
+                found.unknown += 1  # a document's pages, or anything by URL or file id
+        elif kind == "container_upload":
+            found.unknown += 1
+        for name, inner in value.items():
+            if name != "source" or kind not in ("image", "document"):
+                _census_value(inner, found)
+            elif isinstance(inner, Mapping) and inner.get("type") == "content":
+                _census_value(inner.get("content"), found)
+
+
+def input_bound(body_bytes: int, *, tools: bool, found: ContentCensus | None = None,
+                ceilings: InputCeilings | None = None, counted: int | None = None) -> int:
+    """An upper bound of a request's input tokens.
+
+    `counted` is the upstream's own count_tokens answer when it gave one: exact for the body,
+    server tools' results excepted (they do not exist yet when counting)."""
+    tool_prompt = TOOL_PROMPT_MAX_TOKENS if tools else 0
+    ceilings = ceilings or InputCeilings()
+    if found is None:
+        return body_bytes + tool_prompt
+    tools_results = found.server_tool_uses * ceilings.server_tool_use
+    if counted is not None:
+        return counted + tools_results
+    return (body_bytes - found.binary_bytes + found.images * ceilings.image + found.unknown * ceilings.item
+            + tool_prompt + tools_results)
+

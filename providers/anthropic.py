@@ -13,6 +13,8 @@ from typing import Any
 import msgspec
 import orjson
 
+from providers import protocol
+from providers.anthropic_events import error_event
 from providers.base import ROUTER_FIELDS, Usage
 from providers.jsonedit import (
     EditError,
@@ -25,9 +27,6 @@ from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
 DEFAULT_VERSION = "2023-06-01"
-# One content_block_delta event's envelope around its text, for estimating a cut stream's output.
-_DELTA_ENVELOPE_BYTES = 95
-_CHARS_PER_TOKEN = 4
 # The events the scanner reads, by their `event:` line; every other event passes unread.
 _NOTABLE_EVENT = re.compile(rb"event: ?(message_start|message_delta|message_stop|error)[ \t]*\n")
 
@@ -157,7 +156,7 @@ class StreamScanner:
     """
 
     __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
-                 "error", "_splitter", "_delta_bytes", "_final_usage")
+                 "error", "failure", "_splitter", "_final_usage")
 
     def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
                  secrets: Sequence[str | None] = ()) -> None:
@@ -171,8 +170,8 @@ class StreamScanner:
         self.started = False  # a readable message_start seen: the stream is Anthropic's
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
+        self.failure: tuple[str, str] | None = None  # the error the stream ended with
         self._splitter = EventSplitter()
-        self._delta_bytes = 0
         self._final_usage = False
 
     def feed(self, chunk: bytes) -> bytes:
@@ -185,10 +184,7 @@ class StreamScanner:
             return block
         # Only a message_start as the stream's very first event makes it Anthropic's.
         first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
-        count = block.count(b"\n\n")
-        self.events += count
-        special = 0
-        special_bytes = 0
+        self.events += block.count(b"\n\n")
         edits: list[tuple[int, int, bytes]] = []  # (begin, end, replacement), in block order
         for match in _NOTABLE_EVENT.finditer(block):
             at = match.start()
@@ -198,8 +194,6 @@ class StreamScanner:
             begin = 0 if begin < 0 else begin + 2
             end = block.find(b"\n\n", at) + 2
             event = block[begin:end]
-            special += 1
-            special_bytes += end - begin
             name = match.group(1)
             if name == b"message_start":
                 edits.append((begin, end, self._rewrite_start(event, first=end == first_event_end)))
@@ -212,9 +206,6 @@ class StreamScanner:
                 if redacted is not event:
                     edits.append((begin, end, redacted))
                 self.error = error_of(event_data(redacted))
-        # The rest is text deltas and small framing events (block start and stop, pings): their bytes
-        # beyond an event's envelope estimate the output of a stream cut short.
-        self._delta_bytes += max(0, len(block) - special_bytes - _DELTA_ENVELOPE_BYTES * (count - special))
         if edits:
             parts, done = [], 0
             for begin, end, replacement in edits:
@@ -226,12 +217,30 @@ class StreamScanner:
             block = b"".join(parts)
         return block
 
+    def finish(self) -> bytes:
+        """The upstream body ended: nothing to add after message_stop or the upstream's own error event,
+        else the error event of a stream cut short."""
+        if self.finished:
+            return b""
+        if self.error is not None:
+            self.failure = self.error
+            return b""
+        return self.fail(f"provider {self.provider} ended the stream before message_stop", "api_error")
+
+    def fail(self, message: str, error_type: str) -> bytes:
+        self.failure = (error_type, message)
+        return error_event(error_type, message)
+
     def close_usage(self) -> Usage:
-        """The usage to account for; estimated from the deltas seen when the stream was cut short."""
+        """The usage to account for. A stream cut short keeps the output reported so far, flagged
+        `estimated`: the relay's meter (gateway/stream_meter.py) counts it from the deltas sent."""
         if not self._final_usage:
-            self.usage.output_tokens = max(self.usage.output_tokens, self._delta_bytes // _CHARS_PER_TOKEN)
             self.usage.estimated = True
         return self.usage
+
+    def usage_so_far(self) -> Usage | None:
+        """The input is known from message_start; once message_delta has come, the cost is incurred."""
+        return None if self.stop_reason is not None or self._final_usage else self.usage
 
     def _rewrite_start(self, event: bytes, *, first: bool) -> bytes:
         try:
@@ -263,3 +272,75 @@ class StreamScanner:
         if isinstance(usage, dict):
             self.usage.update_from(usage)
             self._final_usage = True
+
+
+class Passthrough:
+    """The `anthropic` protocol: the client's bytes go upstream nearly as they are, and the answer's
+    bytes come back with the router's model and provider; a stream is scanned, never re-encoded."""
+
+    local = False
+    answers = protocol.MESSAGES
+
+    def options(self, attempt, require_parameters: bool) -> bool:
+        """Whether the key goes in `Authorization: Bearer` (the `auth` option)."""
+        return attempt.endpoint.options.auth == "bearer"
+
+    def _body(self, call: protocol.Call) -> bytes:
+        request = call.request
+        try:
+            return upstream_body(request.raw, call.upstream_model, client_model=request.model,
+                                 router_fields=request.router_fields, values=request.values)
+        except UnreadableBody as exc:
+            raise protocol.Refused(protocol.Failure("400", 400, "invalid_request_error", str(exc))) from None
+
+    def _headers(self, call: protocol.Call) -> dict[str, str]:
+        return upstream_headers(api_key=call.api_key, version=call.version, beta=call.beta,
+                                extra=call.extra_headers, bearer=call.options)
+
+    def _url(self, call: protocol.Call, path: str) -> str:
+        return call.base_url.rstrip("/") + path + (f"?{call.query}" if call.query else "")
+
+    def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        return protocol.UpstreamRequest(self._url(call, "/v1/messages"), self._headers(call), self._body(call))
+
+    def failure(self, call: protocol.Call, status: int, headers, body: bytes) -> protocol.Failure:
+        body = redact_bytes(body, call.secrets)
+        error_type, message = error_of(body)
+        context_length = is_context_length_error(status, message)
+        moderation = is_moderation_error(status, message)
+        if error_type is None:
+            error_type = "invalid_request_error" if context_length or moderation else _type_for(status)
+        return protocol.classify(call.provider, status, client_status=status, error_type=error_type,
+                                 message=message, headers=headers, context_length=context_length,
+                                 moderation=moderation, body=body)
+
+    def message(self, call: protocol.Call, raw: bytes) -> protocol.Answer:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise protocol.bad_response(call.provider, "malformed JSON") from None
+        if not isinstance(message, dict):
+            raise protocol.bad_response(call.provider, "an unexpected body")
+        usage = usage_of(message)
+        cost = call.price(usage)
+        return protocol.Answer(edit_response(raw, message, model=call.model, provider=call.provider, cost=cost),
+                               usage, cost)
+
+    def stream(self, call: protocol.Call) -> StreamScanner:
+        return StreamScanner(model=call.model, provider=call.provider, price=call.price, secrets=call.secrets)
+
+    def count_request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        return protocol.UpstreamRequest(self._url(call, "/v1/messages/count_tokens"), self._headers(call),
+                                        self._body(call))
+
+    def counted(self, raw: bytes) -> dict[str, Any] | None:
+        return protocol.json_or_none(raw)
+
+
+def _type_for(status: int) -> str:
+    return {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+            413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}.get(
+        status, "invalid_request_error" if status < 500 else "api_error")
+
+
+PROTOCOL = Passthrough()

@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
+from providers import protocol
 from providers.gemini_errors import is_context_length_error, is_moderation_error, map_error, retry_delay
 from providers.gemini_request import (
     DEFAULT_SUPPORTED,
@@ -75,3 +78,45 @@ def count_tokens_result(response: Mapping[str, Any]) -> int:
     """`totalTokens` of a countTokens answer (0 when absent: an empty prompt)."""
     total = response.get("totalTokens")
     return total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else 0
+
+
+class Gemini(protocol.Translating):
+    """The `gemini` protocol: Google's native generateContent, streamGenerateContent and countTokens."""
+
+    read_error = staticmethod(map_error)
+    retry_after = staticmethod(retry_delay)  # Google sends no retry-after header, but RetryInfo
+    is_context_length_error = staticmethod(is_context_length_error)
+    is_moderation_error = staticmethod(is_moderation_error)
+    answer_error = staticmethod(error_in_response)
+
+    def options(self, attempt, require_parameters: bool) -> GeminiOptions:
+        return GeminiOptions.from_endpoint(attempt.endpoint.supported_parameters,
+                                           {"thinking": attempt.endpoint.options.thinking},
+                                           require_parameters=require_parameters)
+
+    def translate(self, call: protocol.Call) -> tuple[dict, list[str]]:
+        return to_gemini_request(call.request.body, options=call.options)
+
+    def url(self, call: protocol.Call) -> str:
+        return generate_url(call.base_url, call.upstream_model, call.request.stream)
+
+    def headers(self, call: protocol.Call) -> dict[str, str]:
+        return upstream_headers(call.api_key, extra=call.extra_headers)
+
+    def to_message(self, call: protocol.Call, response: dict) -> dict:
+        return from_gemini_response(response, model=call.model, provider=call.provider, message_id=call.message_id)
+
+    def machine(self, call: protocol.Call) -> GeminiStreamTranslator:
+        return GeminiStreamTranslator(model=call.model, provider=call.provider, message_id=call.message_id)
+
+    def count_request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        body = count_tokens_request(call.request.body, model=call.upstream_model, options=call.options)
+        return protocol.UpstreamRequest(count_tokens_url(call.base_url, call.upstream_model), self.headers(call),
+                                        orjson.dumps(body))
+
+    def counted(self, raw: bytes) -> dict[str, int] | None:
+        answer = protocol.json_or_none(raw)
+        return None if answer is None else {"input_tokens": count_tokens_result(answer)}
+
+
+PROTOCOL = Gemini()

@@ -6,7 +6,8 @@ event sequence: message_start, per content block content_block_start / deltas /
 content_block_stop (a ping after the first start), message_delta, message_stop. With `thinking` enabled a thinking block (with a
 signature) comes first; with `tools` the mock calls one (see `chosen_tool`) with an input built from
 the tool's `input_schema` (its required properties), and stops with `tool_use`. Timing (time to
-first token, tokens per second) and `fail_status` are provider options the executor applies.
+first token, tokens per second) and `fail_status` are provider options, which `local_answer`
+turns into an answer the executor paces.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from providers import protocol
+from providers.anthropic import Passthrough
 from providers.base import Usage
 from providers.sse import encode_event
 
@@ -279,3 +282,38 @@ def error_body(status: int) -> bytes:
     """What a mock configured with `fail_status` answers, in Anthropic's error envelope."""
     kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(status, "api_error")
     return orjson.dumps({"type": "error", "error": {"type": kind, "message": f"mock provider answers {status}"}})
+
+
+_SSE = {"content-type": "text/event-stream"}
+_JSON = {"content-type": "application/json"}
+
+
+class Mock(Passthrough):
+    """The `mock` protocol: Anthropic's wire format, answered in-process at the provider's simulated
+    first-token latency and token rate (`ttft_ms`, `tokens_per_second`), or with `fail_status`."""
+
+    local = True
+
+    def options(self, attempt, require_parameters: bool):
+        return attempt.provider.options  # the timings are the provider's
+
+    def local_answer(self, call: protocol.Call) -> protocol.LocalAnswer:
+        options = call.options
+        ttft = options.ttft_ms / 1000
+        if options.fail_status:  # a mock provider that is down, to show retries and fallbacks offline
+            return protocol.LocalAnswer(options.fail_status, [(error_body(options.fail_status), 0.0)], ttft, _JSON)
+        body = call.request.body
+        if not call.request.stream:
+            answer = message(body, message_id=call.message_id, model=call.model, provider=call.provider)
+            return protocol.LocalAnswer(200, [(orjson.dumps(answer), 0.0)], ttft, _JSON)
+        events = stream_events(body, message_id=call.message_id, model=call.model, provider=call.provider,
+                               cost=call.price(usage_of(body)))
+        rate = options.tokens_per_second
+        if not rate:
+            return protocol.LocalAnswer(200, [(b"".join(events), 0.0)], ttft, _SSE)
+        pause = 1 / rate
+        return protocol.LocalAnswer(200, [(event, pause if event.startswith(b"event: content_block_delta") else 0.0)
+                                          for event in events], ttft, _SSE)
+
+
+PROTOCOL = Mock()

@@ -1,36 +1,52 @@
-"""A chat completions request to an OpenAI-compatible upstream, passed through: the client's own bytes
-with `model` spliced and the router's fields cut, as the Anthropic path treats a Messages request
-(unknown fields survive). A stream asks for its usage (`stream_options.include_usage`) so that the
-gateway can count it, and a client that did not ask is not shown the extra usage chunk.
+"""Chat completions to an OpenAI-compatible upstream, passed through instead of translated twice.
+
+A chat completions client routed to a `protocol: openai` endpoint gets this protocol instead of the
+`openai` one (`providers.protocol.protocol_for`): the upstream gets the client's own bytes with
+`model` spliced and the router's fields cut, as the Anthropic protocol treats a Messages request
+(unknown fields survive), and the answer comes back as the upstream wrote it (`answers` is the
+client's API, so `gateway.inbound` does not translate it). A stream asks for its usage
+(`stream_options.include_usage`) so that the gateway can count it, and a client that did not ask
+is not shown the extra usage chunk. Errors are read as the `openai` protocol reads them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
 import orjson
 
+from providers import protocol
+from providers.anthropic import UnreadableBody
 from providers.anthropic import upstream_body as spliced
 from providers.anthropic_events import usage_to_account
 from providers.base import ROUTER_FIELDS, Usage
 from providers.jsonedit import EditError, edit_members
+from providers.openai_chat import ChatCompletions
+from providers.openai_chat_errors import error_in_response, error_type_of_object, redact_secrets
 from providers.openai_chat_response import anthropic_usage
+from providers.openai_inbound import stream_error
+from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
+API = "openai_chat"
 _USAGE = b'"usage"'
-# A stream that never reports usage is counted from its size: a chunk's JSON envelope is some 40
-# times the few characters of text it carries.
-_BYTES_PER_CHAR = 40
+_ERROR = b'"error"'
+_DONE = b"data: [DONE]"
+
+
+def asks_for_usage(values: Mapping[str, msgspec.Raw]) -> bool:
+    options = _decoded(values.get("stream_options"))
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def upstream_body(raw: bytes, values: Mapping[str, msgspec.Raw], upstream_model: str, *,
                   stream: bool) -> tuple[bytes, bool]:
     """The bytes for the upstream, and whether the usage chunk was added (the client did not ask)."""
     router_fields = [f for f in ROUTER_FIELDS if f in values]
-    options = _decoded(values.get("stream_options"))
-    if not stream or (isinstance(options, dict) and options.get("include_usage") is True):
+    if not stream or asks_for_usage(values):
         return spliced(raw, upstream_model, router_fields=router_fields, values=values), False
+    options = _decoded(values.get("stream_options"))
     options = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     present = "stream_options" in values
     try:
@@ -66,11 +82,9 @@ class UsageFilter:
         self.hide = hide
         self._splitter = EventSplitter()
         self._usage: dict[str, int] | None = None
-        self._chars = 0
 
     def feed(self, chunk: bytes) -> bytes:
         block = self._splitter.feed(chunk)
-        self._chars += len(block)
         if _USAGE not in block:
             return block
         kept = []
@@ -93,6 +107,130 @@ class UsageFilter:
         return not payload.get("choices")
 
     def usage(self) -> Usage:
-        """What the stream used; a stream that never reported it is estimated from its size."""
+        """What the stream used; without a usage chunk, `estimated` with no output (the relay's meter
+        counts it from the text sent, gateway/stream_meter.py)."""
         return usage_to_account(self._usage or anthropic_usage(None), output_counted=self._usage is not None,
-                                output_chars=self._chars // _BYTES_PER_CHAR)
+                                output_chars=0)
+
+
+def _error_of(payload: Any) -> tuple[str, str] | None:
+    """(Anthropic error type, message) of a chunk that is an error object, else None."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not error:
+        return None
+    error = error if isinstance(error, Mapping) else {"message": str(error)}
+    return error_type_of_object(error), redact_secrets(str(error.get("message") or "the upstream reported an error"))
+
+
+def _payload(event: bytes) -> Any:
+    try:
+        return orjson.loads(event_data(event))
+    except orjson.JSONDecodeError:
+        return None
+
+
+class ChunkRelay:
+    """The StreamTranslator of a passed-through chat completions stream: chunks leave as they came
+    (bar a hidden usage chunk). The first event with data says whether an answer began or the
+    upstream failed (keep-alive comments before it are dropped); `[DONE]` that it finished; an error
+    object after the start how it ended. Only events that name `error` are decoded after the first."""
+
+    __slots__ = ("_usage", "_provider", "_secrets", "started", "finished", "error", "failure")
+
+    def __init__(self, *, hide_usage: bool, provider: str, secrets: Sequence[str | None]) -> None:
+        self._usage = UsageFilter(hide=hide_usage)
+        self._provider = provider
+        self._secrets = secrets
+        self.started = False
+        self.finished = False
+        self.error: tuple[str, str] | None = None
+        self.failure: tuple[str, str] | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        block = self._usage.feed(data)
+        if not block:
+            return block
+        return self._read(block) if self.started else self._first(block)
+
+    def _first(self, block: bytes) -> bytes:
+        at = 0
+        while at < len(block):
+            end = block.find(b"\n\n", at)
+            end = len(block) if end < 0 else end + 2
+            event = block[at:end]
+            if event_data(event):
+                payload = _payload(event)
+                self.error = _error_of(payload)
+                if self.error is not None:
+                    self.failure = self.error
+                    return redact_bytes(block[at:], self._secrets)
+                self.started = isinstance(payload, dict)  # else not this API's stream: unreadable
+                rest = block[at:]
+                return self._read(rest) if self.started else rest
+            at = end
+        return b""
+
+    def _read(self, block: bytes) -> bytes:
+        if _ERROR in block:
+            block = self._ended_in_error(block)
+        if _DONE in block:
+            self.finished = True
+        return block
+
+    def _ended_in_error(self, block: bytes) -> bytes:
+        for event in block.split(b"\n\n"):
+            if _ERROR in event:
+                failure = _error_of(_payload(event))
+                if failure is not None:
+                    self.failure = failure
+        return redact_bytes(block, self._secrets) if self.failure is not None else block
+
+    def finish(self) -> bytes:
+        """The upstream body ended: nothing to add after `[DONE]` or the upstream's own error object,
+        else the error chunk of a stream cut short."""
+        if self.finished or self.failure is not None:
+            return b""
+        return self.fail(f"provider {self._provider} ended the stream before [DONE]", "api_error")
+
+    def fail(self, message: str, error_type: str) -> bytes:
+        self.failure = (error_type, message)
+        return redact_bytes(stream_error(error_type, message), self._secrets)
+
+    def close_usage(self) -> Usage:
+        return self._usage.usage()
+
+    def usage_so_far(self) -> None:
+        """A chat completions stream reports its input only in its last chunk, with its output: there
+        is no cost so far to cut at, and the reservation holds until then (as for the `openai`
+        protocol's translated streams)."""
+        return None
+
+
+class ChatPassthrough(ChatCompletions):
+    """The `openai` protocol for a chat completions client: its request and the upstream's answer as
+    they are. Failures and the options are the `openai` protocol's."""
+
+    answers = API
+
+    def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        client = call.client
+        try:
+            body, _ = upstream_body(client.raw, client.values, call.upstream_model, stream=call.request.stream)
+        except UnreadableBody as exc:
+            raise protocol.Refused(protocol.Failure("400", 400, "invalid_request_error", str(exc))) from None
+        return protocol.UpstreamRequest(self.url(call), self.headers(call), body)
+
+    def message(self, call: protocol.Call, raw: bytes) -> protocol.Answer:
+        completion = protocol.json_object(call.provider, raw)
+        failed = error_in_response(completion)
+        if failed is not None:
+            raise protocol.Refused(self.embedded_failure(call, failed))
+        usage = usage_of_completion(completion)
+        return protocol.Answer(raw, usage, call.price(usage))
+
+    def stream(self, call: protocol.Call) -> ChunkRelay:
+        return ChunkRelay(hide_usage=not asks_for_usage(call.client.values), provider=call.provider,
+                          secrets=call.secrets)
+
+
+PROTOCOL = ChatPassthrough()

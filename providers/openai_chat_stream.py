@@ -12,7 +12,6 @@ whose block is already closed is still emitted on that call's block index, so ac
 """
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +32,6 @@ from providers.openai_chat_response import (
 from providers.sse import encode_event
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
-_CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its usage
 
 
 @dataclass
@@ -68,7 +66,6 @@ class ChatStreamTranslator:
         self._text_tail = ""
         self._tail_length = max((len(s) for s in self.stop_sequences), default=0)
         self._usage_seen = False
-        self._output_chars = 0
         self._text_kinds: set[str] = set()  # "content" and/or "refusal": which kinds of text came
 
     # -- public ----------------------------------------------------------------------------------
@@ -105,11 +102,11 @@ class ChatStreamTranslator:
         return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
 
     def close_usage(self) -> Usage:
-        """Usage to account for; output estimated from the content seen when the upstream never said."""
+        """Usage to account for. When the upstream never reported it, `estimated` and no output: the
+        relay's meter (gateway/stream_meter.py) counts the output from the deltas sent."""
         usage = Usage()
         usage.update_from(self.usage)
         if not self._usage_seen:
-            usage.output_tokens = math.ceil(self._output_chars / _CHARS_PER_TOKEN)
             usage.estimated = True
         return usage
 
@@ -190,7 +187,6 @@ class ChatStreamTranslator:
                      else {"type": "text", "text": ""})
             events += self._open_block(kind, block)
         index = self._next_index - 1  # the open block is always the newest
-        self._output_chars += len(text)
         if kind == "text":
             delta = {"type": "text_delta", "text": text}
             if self._tail_length:
@@ -236,7 +232,6 @@ class ChatStreamTranslator:
             fragments = state.pending + fragments
             state.pending = []
         for fragment in fragments:
-            self._output_chars += len(fragment)
             events.append(encode_event("content_block_delta", {
                 "type": "content_block_delta", "index": state.block,
                 "delta": {"type": "input_json_delta", "partial_json": fragment}}))

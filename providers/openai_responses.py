@@ -10,7 +10,8 @@ This module is the protocol's public face; the work lives beside it:
 """
 from __future__ import annotations
 
-from providers.openai_chat import upstream_headers
+from providers import protocol
+from providers.openai_chat import ChatCompletions, supported_names, upstream_headers
 from providers.openai_chat_request import UnsupportedParameters, effort_for_budget
 from providers.openai_responses_errors import (
     error_in_response,
@@ -55,3 +56,32 @@ __all__ = [
 def responses_url(base_url: str) -> str:
     """The endpoint under a provider's base URL, which by convention ends in the API version (…/v1)."""
     return base_url.rstrip("/") + "/responses"
+
+
+class Responses(ChatCompletions):
+    """The `openai-responses` protocol: `POST {base_url}/responses`, stateless (`store: false`). HTTP
+    errors carry OpenAI's usual error body, read as chat completions read it."""
+
+    answer_error = staticmethod(error_in_response)
+    embedded_failure = protocol.Translating.embedded_failure  # a failed Response's code is already read
+
+    def options(self, attempt, require_parameters: bool) -> ResponsesOptions:
+        supported = supported_names(attempt.endpoint.supported_parameters)
+        return ResponsesOptions(supported=frozenset(supported & DEFAULT_SUPPORTED),
+                                reasoning="thinking" in supported, require_parameters=require_parameters)
+
+    def translate(self, call: protocol.Call) -> tuple[dict, list[str]]:
+        return to_responses_request(call.request.body, upstream_model=call.upstream_model, options=call.options,
+                                    stream=call.request.stream)
+
+    def url(self, call: protocol.Call) -> str:
+        return responses_url(call.base_url)
+
+    def to_message(self, call: protocol.Call, response: dict) -> dict:
+        return from_response(response, model=call.model, provider=call.provider, message_id=call.message_id)
+
+    def machine(self, call: protocol.Call) -> ResponsesStreamTranslator:
+        return ResponsesStreamTranslator(model=call.model, provider=call.provider, message_id=call.message_id)
+
+
+PROTOCOL = Responses()

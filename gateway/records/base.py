@@ -50,25 +50,34 @@ EXPORT_PAGE = 1000
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # an escaped NUL, not an escaped backslash before "u0000"
 
 
+MAX_COUNT = 2**63 - 1  # the largest bigint
+
+
 def _text(value: Any) -> str | None:
-    """A text column: None stays None, anything else becomes text without NUL characters (which
-    PostgreSQL cannot store in text)."""
-    if value is None:
+    """A text column: a string without its NUL characters (which PostgreSQL cannot store in
+    text); anything else reads as unknown."""
+    if not isinstance(value, str):
         return None
-    text = value if isinstance(value, str) else str(value)
-    return text.replace("\x00", "") if "\x00" in text else text
+    return value.replace("\x00", "") if "\x00" in value else value
 
 
 def _count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         return 0
-    return int(value)
+    return min(int(value), MAX_COUNT)
 
 
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def json_text(record_json: bytes | str) -> str:
+    """A record's JSON as the text stored with it: its escaped NULs removed (PostgreSQL's json
+    types refuse them)."""
+    text = record_json.decode() if isinstance(record_json, bytes) else record_json
+    return _NUL_ESCAPE.sub(r"\1", text) if "\\u0000" in text else text
 
 
 def record_row(record: Mapping[str, Any], record_json: bytes | str | None = None) -> tuple[Any, ...]:
@@ -78,18 +87,14 @@ def record_row(record: Mapping[str, Any], record_json: bytes | str | None = None
     as leniently as a bill must be: a field of the wrong type reads as unknown, never as a failed
     batch. `record_json` is the record's JSON when the caller already has it.
     """
-    if record_json is None:
-        record_json = encode_record(record)
-    text = record_json.decode() if isinstance(record_json, bytes) else record_json
-    if "\\u0000" in text:
-        text = _NUL_ESCAPE.sub(r"\1", text)
+    text = json_text(encode_record(record) if record_json is None else record_json)
     cost = _number(record.get("cost_usd")) or 0.0
     status = record.get("status")
     return (
         _text(record["request_id"]), float(record["ts"]), _text(record["team"]), _text(record.get("key_id")),
         _text(record.get("user")), _text(record.get("session_id")), _text(record.get("model_requested")),
         _text(record.get("model")), _text(record.get("provider")),
-        status if type(status) is int else 0, bool(record.get("streamed")),
+        status if type(status) is int and -2**31 <= status < 2**31 else 0, record.get("streamed") is True,
         _count(record.get("input_tokens")), _count(record.get("output_tokens")),
         _count(record.get("cache_creation_input_tokens")), _count(record.get("cache_read_input_tokens")),
         usd_to_nanos(max(cost, 0.0)), _number(record.get("latency_ms")), text,
@@ -186,6 +191,7 @@ class RecordStore(ABC):
 
     kind: str            # "postgresql" or "sqlite"
     placeholder: str     # "$" (numbered: $1, $2...) or "?"
+    reads_json = False   # insert_json: the database builds the rows from the records' JSON itself
 
     # -- what a backend provides ---------------------------------------------------------------
     @abstractmethod
@@ -229,6 +235,10 @@ class RecordStore(ABC):
 
     def sum_of(self, column: str) -> str:
         return f"sum({column})"
+
+    async def insert_json(self, texts: Sequence[str]) -> int:
+        """Records given as their JSON texts (see json_text); only where `reads_json`."""
+        raise NotImplementedError
 
     # -- shared by both ------------------------------------------------------------------------
     async def insert(self, records: Sequence[Mapping[str, Any]]) -> int:

@@ -4,22 +4,24 @@
 -- first write, and the writes (bounded integers into integer counters) cannot fail. Expired
 -- state (leases whose holder died, window seconds that left the window) is counted out while
 -- checking and deleted with the writes.
--- Returns the verdict, retry hint, the requests and tokens header triples, and what a refusing
--- budget has left (nano-USD).
+-- Returns the verdict, retry hint, the requests and tokens header triples, what a refusing
+-- budget has left (nano-USD), and 1 when a budget applies to the request (team's or key's).
 -- Mirrored by MemoryStore.admit: change both together.
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
---       11 spend of the day, 12 spend of the month
+--       11 spend of the day, 12 spend of the month, 13 settled, 14 abandoned
 -- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 models (newline-separated), 6 now,
 --       7 next UTC day start, 8 next UTC month start, 9 lease ttl, 10 window, 11 lease key ttl,
 --       12 retry hint when the concurrency is full, 13 rate only: 1 counts the request against
---       RPM alone (token counting), with no TPM, concurrency or budget check and no lease
+--       RPM alone (token counting), with no TPM, concurrency or budget check and no lease,
+--       14 how long a settlement is remembered, 15 how long an abandoned reservation is kept
 local key_id, rid, model = ARGV[1], ARGV[2], ARGV[5]
 local tokens, cost, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local next_day, next_month = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lease_ttl, window, lease_key_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local concurrency_wait = tonumber(ARGV[12])
 local rate_only = ARGV[13] == '1'
+local remember, abandoned_ttl = tonumber(ARGV[14]), tonumber(ARGV[15])
 local kfield = 'k:' .. key_id
 
 -- Whole numbers below 2^53 stay exact in Lua's doubles and in Redis' 64-bit counters.
@@ -30,16 +32,18 @@ for name, ok in pairs({tokens = whole(tokens), cost = whole(cost), now = finite(
                        ['lease ttl'] = finite(lease_ttl), window = finite(window) and window > 0,
                        ['lease key ttl'] = whole(tonumber(lease_key_ttl)),
                        ['concurrency wait'] = finite(concurrency_wait),
+                       remember = finite(remember) and remember > 0, ['abandoned ttl'] = whole(abandoned_ttl),
                        ['key id'] = key_id ~= '', ['request id'] = rid ~= '', model = model ~= ''}) do
   if not ok then return redis.error_reply('ERR admit: invalid ' .. name) end
 end
 
 local function out(v) if v == nil then return '' end return num(v) end
+local budgeted = false
 local function verdict(admitted, reason, retry, req, tok, budget_left)
   req = req or {}
   tok = tok or {}
   return {admitted and 1 or 0, reason or '', out(retry), out(req[1]), out(req[2]), out(req[3]),
-          out(tok[1]), out(tok[2]), out(tok[3]), out(budget_left)}
+          out(tok[1]), out(tok[2]), out(tok[3]), out(budget_left), budgeted and 1 or 0}
 end
 
 local team_raw = redis.call('GET', KEYS[1])
@@ -65,20 +69,21 @@ if not allows(opt(team.allowed_models)) or not allows(opt(key.allowed_models)) t
   return verdict(false, 'model_not_allowed')
 end
 
--- Expired leases (a replica died, or nobody settled) give back their slot and reservation. They
--- are counted out here and released with the other writes, after every check.
+-- Expired leases (a replica died, or nobody settled) give back their slot. Their reservation is
+-- abandoned, not freed: the upstream may have served and billed the request, so it is charged as
+-- spend at its reserved amount (the most it could have cost) and kept in the abandoned hash; a
+-- settlement arriving later is then a duplicate. Budgets see no change (reserved becomes spent);
+-- the release and the charge are written with the other writes, after every check.
 local expired, expired_ids = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now)), {}
-local freed = {leases = #expired, kconc = 0, team = 0, key = 0}  -- what releasing them gives back
+local freed = {leases = #expired, kconc = 0}  -- what releasing them gives back
+local abandoned = {}  -- {request id, cost, holder key id}
 for _, r in ipairs(expired) do
   expired_ids[r] = true
   local held = redis.call('HGET', KEYS[9], r)
   if held then
     local cost, _, _, _, holder = parse_held(held)
-    freed.team = freed.team + cost
-    if holder == key_id then
-      freed.kconc = freed.kconc + 1
-      freed.key = freed.key + cost
-    end
+    if holder == key_id then freed.kconc = freed.kconc + 1 end
+    if not redis.call('ZSCORE', KEYS[13], r) then abandoned[#abandoned + 1] = {r, cost, holder} end
   end
 end
 
@@ -106,8 +111,8 @@ local function stale(win, wtok)
 end
 
 local scopes = {
-  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team', freed = freed.team},
-  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield, freed = freed.key},
+  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team'},
+  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield},
 }
 for _, s in ipairs(scopes) do
   s.rpm, s.tpm = opt(s.limits.rpm), opt(s.limits.tpm)
@@ -177,8 +182,9 @@ if not duplicate then
   end
 
   for _, s in ipairs(rate_only and {} or scopes) do
-    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0') - s.freed
+    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0')
     local monthly = opt(s.limits.budget_monthly_usd)
+    budgeted = budgeted or monthly ~= nil or opt(s.limits.budget_daily_usd) ~= nil
     if monthly ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[12], s.field) or '0')
       local limit = math.floor(monthly * 1e9 + 0.5)
@@ -210,6 +216,23 @@ local consume = admitted and not duplicate
 -- whatever the verdict), then take the request's own slot, window entries and reservation.
 for _, r in ipairs(expired) do
   release(KEYS[7], KEYS[8], KEYS[9], KEYS[10], r)
+end
+if #abandoned > 0 then
+  for _, a in ipairs(abandoned) do
+    redis.call('ZADD', KEYS[13], num(now), a[1])
+    redis.call('HSET', KEYS[14], a[1], table.concat({int(a[2]), a[3], num(now)}, ':'))
+    if a[2] > 0 then
+      for _, field in ipairs({'team', 'k:' .. a[3]}) do
+        redis.call('HINCRBY', KEYS[11], field, int(a[2]))
+        redis.call('HINCRBY', KEYS[12], field, int(a[2]))
+      end
+    end
+  end
+  redis.call('EXPIRE', KEYS[13], math.ceil(remember * 2))
+  redis.call('EXPIRE', KEYS[14], abandoned_ttl)
+  -- Spend keys outlive their period by a day, as settle_batch keeps them.
+  redis.call('EXPIRE', KEYS[11], math.ceil(next_day - now + 86400))
+  redis.call('EXPIRE', KEYS[12], math.ceil(next_month - now + 86400))
 end
 for _, s in ipairs(scopes) do
   if s.windowed and #s.stale > 0 then

@@ -165,6 +165,8 @@ class Admission:
     tokens_reset: float | None = None
     # A budget refusal: what that budget has left (USD, after spend and reservations in flight).
     budget_left_usd: float | None = None
+    # A budget (the team's or the key's) applies: the request's answer may not cost past its reservation.
+    budgeted: bool = False
 
 
 @dataclass(frozen=True)
@@ -482,6 +484,11 @@ class Store(ABC):
     async def admit(self, req: AdmissionRequest) -> Admission:
         """Check and reserve everything at once: key valid, model allowed, RPM, TPM, a
         concurrency lease and the daily and monthly budget reservation. All or nothing."""
+
+    @abstractmethod
+    async def abandoned(self, team: str) -> dict[str, tuple[float, str]]:
+        """Requests whose lease expired unsettled: request id -> (USD charged, the reserved
+        amount; key id). Their late settlements are duplicates."""
 
     @abstractmethod
     async def renew(self, team: str, request_id: str, now: float) -> bool:

@@ -58,6 +58,8 @@ class TeamKeys:
         self.reservations = f"{self.base}:res"
         self.reserved = f"{self.base}:reserved"     # hash team | k:<key id> -> reserved nanos
         self.settled = f"{self.base}:settled"       # zset request id -> settle time
+        # hash request id -> "<nanos>:<key id>:<time>": leases that expired unsettled, charged as reserved
+        self.abandoned = f"{self.base}:abandoned"
         self.usage_seen = f"{self.base}:useen"      # zset request id -> append time (ms)
         self.usage = f"{self.base}:usage"           # stream of usage records
 

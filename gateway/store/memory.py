@@ -48,6 +48,7 @@ from gateway.store.rollups import (
 )
 from policies.health import moving_average
 from policies.limits import (
+    ABANDONED_KEEP_S,
     CONCURRENCY_RETRY_S,
     WINDOW_S,
     day_id,
@@ -157,6 +158,8 @@ class _TeamState:
     reserved: dict[str, int] = field(default_factory=dict)         # team | k:<id> -> nanos
     spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (period, field) -> nanos
     settled: _Recent = field(default_factory=_Recent)
+    # request id -> (nanos, key id, time): leases that expired unsettled, charged as reserved
+    abandoned: dict[str, tuple[int, str, float]] = field(default_factory=dict)
     usage_seen: _Recent = field(default_factory=_Recent)           # request id -> append ms
     rollups: dict[tuple[str, int], tuple[float, dict[str, int]]] = field(default_factory=dict)
 
@@ -382,8 +385,17 @@ class MemoryStore(Store):
         if refusal is not None:
             return Admission(False, refusal)
         state, cost = self._team_state(req.team), usd_to_nanos(req.cost_usd)
+        # An expired lease's reservation is abandoned: charged as spend at its reserved amount (see admit.lua).
         for rid in [r for r, expiry in state.leases.items() if expiry <= req.now]:
-            state.release(rid)
+            held = state.release(rid)
+            if held is not None and rid not in state.settled:
+                state.settled.add(rid, req.now)
+                for old in [r for r, (_, _, at) in state.abandoned.items() if at < req.now - ABANDONED_KEEP_S]:
+                    del state.abandoned[old]
+                state.abandoned[rid] = (held.cost, held.key_id, req.now)
+                for fieldname in ("team", f"k:{held.key_id}"):
+                    for period in ("d:" + day_id(req.now), "m:" + month_id(req.now)):
+                        state.spend[(period, fieldname)] = state.spend.get((period, fieldname), 0) + held.cost
         scopes = [_Scope.of(team.limits, "team", state.window),
                   _Scope.of(key.limits, f"k:{key.id}",
                             state.key_windows.setdefault(key.id, _Window()))]
@@ -406,7 +418,13 @@ class MemoryStore(Store):
             requests_reset=requests[2], tokens_limit=tokens[0], tokens_remaining=tokens[1],
             tokens_reset=tokens[2],
             budget_left_usd=nanos_to_usd(max(0, failures.budget_left[reason]))
-            if reason in failures.budget_left else None)
+            if reason in failures.budget_left else None,
+            budgeted=not req.rate_only and any(s.budget_daily is not None or s.budget_monthly is not None
+                                               for s in scopes))
+
+    async def abandoned(self, team: str) -> dict[str, tuple[float, str]]:
+        state = self._team_state(team)
+        return {rid: (nanos_to_usd(nanos), key_id) for rid, (nanos, key_id, _) in state.abandoned.items()}
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         state = self._team_state(team)

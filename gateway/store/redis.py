@@ -61,6 +61,7 @@ from gateway.store.rollups import (
 )
 from policies.health import MEASUREMENT_WEIGHT
 from policies.limits import (
+    ABANDONED_KEEP_S,
     CONCURRENCY_RETRY_S,
     WINDOW_S,
     day_id,
@@ -374,7 +375,7 @@ class RedisStore(Store):
                 tk.record, tk.key_record(key_id), tk.window, tk.window_tokens,
                 tk.key_window(key_id), tk.key_window_tokens(key_id), tk.leases,
                 tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
-                tk.spend_month(month_id(now)))
+                tk.spend_month(month_id(now)), tk.settled, tk.abandoned)
             found = self._admit_cache[cache_key] = (script_keys, (_num(next_day_start(now)),
                                                                   _num(next_month_start(now)),
                                                                   _num(self.options.lease_ttl_s), _num(WINDOW_S),
@@ -386,14 +387,26 @@ class RedisStore(Store):
         now = req.now
         script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
         args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                "\n".join(req.all_models), _num(now), *day_args, 1 if req.rate_only else 0)
+                "\n".join(req.all_models), _num(now), *day_args, 1 if req.rate_only else 0,
+                _num(self.options.settle_memory_s), ABANDONED_KEEP_S)
         out = await self._hot_script("admit", script_keys, args)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
             requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
             requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
             tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]),
-            budget_left_usd=_budget_left(out[9]) if len(out) > 9 else None)
+            budget_left_usd=_budget_left(out[9]) if len(out) > 9 else None,
+            budgeted=len(out) > 10 and int(out[10]) == 1)
+
+    async def abandoned(self, team: str) -> dict[str, tuple[float, str]]:
+        async with self._guard():
+            raw = await self._io(self._redis.hgetall(keys.TeamKeys(team).abandoned))
+        found = {}
+        for rid, value in raw.items():
+            nanos, rest = (value.decode() if isinstance(value, bytes) else value).split(":", 1)
+            key_id = rest.rsplit(":", 1)[0]
+            found[rid.decode() if isinstance(rid, bytes) else rid] = (nanos_to_usd(int(nanos)), key_id)
+        return found
 
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         tk = keys.TeamKeys(team)

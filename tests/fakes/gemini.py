@@ -18,6 +18,7 @@ answers it sends, scripted or not.
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 import re
@@ -423,7 +424,9 @@ class GeminiFake(ScriptedServer):
         if calling.get("mode") == "ANY" and declarations:
             self._calls += 1
             name = (calling.get("allowedFunctionNames") or [declarations[0]["name"]])[0]
-            parts = [function_call(name, {}, signature=f"RmFrZVNpZ25hdHVyZQ{self._calls:04d}")]
+            # A signature is opaque bytes in standard base64, padding included, as Google sends it.
+            signature = base64.b64encode(f"FakeSignature{self._calls:04d}".encode()).decode()
+            parts = [function_call(name, {}, signature=signature)]
         elif (config.get("thinkingConfig") or {}).get("includeThoughts"):
             parts = [thought("Thinking it over.", signature="VGhvdWdodFNpZ25hdHVyZQ=="), text(self.reply_text)]
         else:

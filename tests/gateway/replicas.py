@@ -89,6 +89,7 @@ class Replicas:
         workdir.mkdir(parents=True, exist_ok=True)
         config_file = workdir / "gateway.yaml"
         config_file.write_text(yaml.safe_dump(config))
+        self.config = config
         self.admin_key = admin_key
         self.processes = [GatewayProcess(config_file, workdir, f"gateway-{i}") for i in range(count)]
 

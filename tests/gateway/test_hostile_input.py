@@ -279,7 +279,7 @@ def test_one_unencodable_record_among_many_leaves_every_other_record_and_settlem
             ids = await _poisoned_batch(store, recorder, POISONS[poison], 200)
             await recorder.flush()
             await _assert_all_landed(store, postgres_server.url, ids, ids[100])
-            assert not (tmp_path / "spill.jsonl").exists()
+            assert not recorder.spill.pending()
         finally:
             await store.close()
     asyncio.run(run())
@@ -296,14 +296,14 @@ def test_an_unencodable_record_does_not_stop_the_spill_file_or_its_replay(postgr
             ids = await _poisoned_batch(store, recorder, POISONS["nested 300 deep"], 40)
             server.stop()
             await recorder.flush()  # Redis is down: the whole batch goes to the spill file
-            assert len(spill.read_bytes().splitlines()) == 80  # 40 records and 40 settlements
+            assert len(recorder.spill.own.read_bytes().splitlines()) == 80  # 40 records and 40 settlements
             server.start()
             for _ in range(50):  # each flush replays the spill file once Redis answers again
                 await recorder.flush()
-                if not spill.exists():
+                if not recorder.spill.pending():
                     break
                 await asyncio.sleep(0.1)
-            assert not spill.exists()
+            assert not recorder.spill.pending()
             await _assert_all_landed(store, postgres_server.url, ids, ids[20])
         finally:
             await store.close()

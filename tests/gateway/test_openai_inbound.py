@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import openai
 import pytest
 import yaml
 
+from policies.tokens import chars_per_token
 from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
 from tests.fakes.openai import (OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream,
                                 context_length_exceeded, rate_limited, server_error)
@@ -370,17 +372,37 @@ def test_openai_upstream_usage_is_counted_and_shown_to_a_client_that_asks(served
     chunks = list(stream)
     assert chunks[-1].usage.prompt_tokens == 20 and chunks[-1].usage.completion_tokens == 3
     assert openai_upstream.chat_requests[-1]["stream_options"] == {"include_usage": True}
-    request_id = stream.response.headers["x-request-id"]
+    row = record_of(served, stream.response.headers["x-request-id"])
+    assert row["inbound"] == "openai_chat" and row["provider"] == "openai"
+    assert row["input_tokens"] == 20 and row["output_tokens"] == 3
+
+
+def record_of(served, request_id: str, team: str = "chat") -> dict:
     deadline = time.monotonic() + 10
-    while True:
-        rows = httpx.get(served.url + "/admin/requests", params={"team": "chat"},
+    while True:  # records reach the store in batches
+        rows = httpx.get(served.url + "/admin/requests", params={"team": team},
                          headers={"x-api-key": ADMIN}).json()["data"]
         row = next((r for r in rows if r["request_id"] == request_id), None)
         if row is not None or time.monotonic() > deadline:
-            break
+            return row
         time.sleep(0.2)
-    assert row["inbound"] == "openai_chat" and row["provider"] == "openai"
-    assert row["input_tokens"] == 20 and row["output_tokens"] == 3
+
+
+def test_a_passed_through_stream_cut_before_its_usage_is_counted_from_the_text_the_client_got(
+        served, openai_upstream):
+    text = ["abcdefgh"] * 5 + ["café 世界"]  # sent as \uXXXX escapes, as some servers do
+    openai_upstream.enqueue(chat_stream(StreamScript(text=text, finish_reason=None, usage=None, ascii_only=True),
+                                        cut=True))
+    with httpx.stream("POST", served.url + "/v1/chat/completions", timeout=30,
+                      headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": GPT, "stream": True, "messages": [{"role": "user", "content": "Hi"}]}) as response:
+        lines = [line for line in response.iter_lines() if line]
+        request_id = response.headers["x-request-id"]
+    assert "broke off" in json.loads(lines[-1][6:])["error"]["message"]
+    row = record_of(served, request_id)
+    assert row["status"] == 502 and row["inbound"] == "openai_chat"
+    # The generic estimate of 44 ASCII characters, and a token for each of the 3 others.
+    assert row["output_tokens"] == math.ceil(44 / chars_per_token("generic")) + 3
 
 
 def test_openai_upstream_json_answer_is_the_upstreams(served, openai_upstream):

@@ -68,7 +68,9 @@ def test_models_lists_only_what_the_configured_providers_serve(tmp_path):
     assert served.returncode == every.returncode == 0
     assert "openai/gpt-5.4" in served.stdout and "anthropic/claude-opus-4.8" not in served.stdout
     assert "anthropic/claude-opus-4.8" in every.stdout and "openai/gpt-5.4" in every.stdout
-    rows = [line for line in served.stdout.splitlines()[2:] if line.strip() and not line.startswith("Prices")]
+    rows = [line for line in served.stdout.splitlines()[2:]
+            if line.strip() and not line.startswith(("Prices", "* "))]  # the footnotes under the table
+    assert "openai/gpt-5.5-pro" in served.stdout  # served through the Responses API
     providers = {line.split()[-6] for line in rows}
     assert providers == {"openai"}
 

@@ -7,6 +7,7 @@ import time
 import httpx
 import pytest
 
+from gateway.spill import SpillFiles
 from tests.conftest import TEAM_KEY, base_settings
 from tests.fakes.base import wait_for
 from tests.gateway.test_usage_recording import HI, query, records
@@ -55,7 +56,7 @@ def test_fail_open_admits_during_the_outage_and_loses_no_record(durable_redis, a
         durable_redis.stop()
         assert wait_for(lambda: httpx.get(gw.url + "/readyz").json()["status"] == "degraded", timeout=3)
         time.sleep(10)
-        assert spill.exists(), "records made during the outage wait in the spill file"
+        assert SpillFiles(spill).pending(), "records made during the outage wait in the spill file"
         durable_redis.start()
         for t in threads:
             t.join()
@@ -69,7 +70,7 @@ def test_fail_open_admits_during_the_outage_and_loses_no_record(durable_redis, a
                       team="team-a")
         assert row["requests"] == len(sent)
         assert row["output_tokens"] == sum(r["output_tokens"] for r in found)
-        assert wait_for(lambda: not spill.exists(), timeout=5)
+        assert wait_for(lambda: not SpillFiles(spill).pending(), timeout=5)
 
 
 def test_fail_closed_answers_overloaded_while_the_store_is_down(anthropic_upstream, tmp_path):

@@ -22,6 +22,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.records import create_record_store
+from gateway.spill import SpillFiles
 from gateway.store.base import StoreError
 from tests.conftest import ADMIN_KEY, OTHER_TEAM_KEY, TEAM_KEY, base_settings
 from tests.fakes.base import wait_for
@@ -157,7 +158,7 @@ def test_a_full_buffer_is_said_and_its_records_wait_in_the_spill_file(shared, po
             hits = [s.value for f in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text)
                     for s in f.samples if s.name == "gateway_usage_bound_hits_total" and s.labels == {"bound": "buffer"}]
             assert hits and hits[0] >= 3
-            assert (tmp_path / "spill-a.jsonl").exists()
+            assert SpillFiles(tmp_path / "spill-a.jsonl").pending()
             postgres_server.start()
             assert wait_for(lambda: len(stored_ids(postgres_server.url)) >= 5, timeout=20, interval=0.2)
             assert sorted(stored_ids(postgres_server.url)) == sorted(answered)

@@ -85,7 +85,9 @@ def test_builtin_providers_cover_every_vendor_prefix_and_mock():
     assert catalog.providers["openai"].base_url == "https://api.openai.com/v1"
     assert catalog.providers["moonshotai"].base_url == "https://api.moonshot.ai/v1"
     google = catalog.providers["google"]
-    assert (google.protocol, google.base_url) == (
+    assert (google.protocol, google.base_url) == ("gemini", "https://generativelanguage.googleapis.com/v1beta")
+    compatible = catalog.providers["google-openai"]  # kept as data, for a config file's endpoints
+    assert (compatible.protocol, compatible.base_url) == (
         "openai", "https://generativelanguage.googleapis.com/v1beta/openai")
     assert all(p.api_key is None for p in catalog.providers.values())
 

@@ -24,7 +24,20 @@ def test_options_become_typed_values_with_defaults_for_what_is_left_out():
     assert endpoint.options.reasoning is None
     # A config entry's `options` replace the built-in endpoint's as a whole; the rest are defaults.
     assert endpoint.options.max_tokens_field == "max_tokens"
-    assert Options().auth == "x-api-key" and Options().api == "chat"
+    assert Options().auth == "x-api-key" and Options().thinking == "budget"
+
+
+def test_an_endpoint_may_speak_another_protocol_than_its_provider():
+    endpoint = load_catalog().get("openai/gpt-5.5-pro").endpoint("openai")
+    assert endpoint.protocol == "openai-responses"
+    assert load_catalog().get("openai/gpt-5.4").endpoint("openai").protocol is None  # the provider's
+    # Options are checked against the endpoint's own protocol, which has none of chat's.
+    with pytest.raises(CatalogError, match="unknown option 'reasoning' for protocol 'openai-responses'"):
+        load_catalog([{"id": "openai/gpt-5.5-pro", "endpoints": [
+            {"provider": "openai", "options": {"reasoning": "reasoning_effort"}}]}])
+    with pytest.raises(CatalogError, match="unknown protocol 'openai-realtime'"):
+        load_catalog([{"id": "openai/gpt-5.5-pro", "endpoints": [
+            {"provider": "openai", "protocol": "openai-realtime"}]}])
 
 
 def test_endpoint_options_are_laid_over_the_providers():

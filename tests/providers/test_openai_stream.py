@@ -234,11 +234,12 @@ def test_usage_attribute_and_stop_reason_follow_the_stream() -> None:
     assert not translator.close_usage().estimated
 
 
-def test_a_stream_without_usage_is_accounted_by_estimate() -> None:
+def test_a_stream_without_usage_is_flagged_estimated_for_the_relays_meter() -> None:
+    # The relay's meter counts the output from the deltas sent (tests/gateway/test_stream_meter.py).
     translator = ChatStreamTranslator(model="m", provider="p", message_id="msg_1")
     run(script_chunks(text=["x" * 40], usage=None), translator=translator)
     usage = translator.close_usage()
-    assert usage.estimated and usage.output_tokens == 10
+    assert usage.estimated and usage.output_tokens == 0
 
 
 def test_finish_reason_error_without_an_error_object_is_an_error() -> None:

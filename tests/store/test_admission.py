@@ -340,12 +340,22 @@ async def test_settle_with_zero_cost_releases_the_reservation(store, make_team, 
     assert (await store.admit(request("r2", cost=1.00))).admitted
 
 
-async def test_a_reservation_never_settled_expires_with_its_lease(store, make_team, make_key):
-    await make_team(budget_daily_usd=1.00)
+async def test_a_reservation_never_settled_is_charged_as_abandoned_when_its_lease_expires(store, make_team,
+                                                                                          make_key):
+    await make_team(budget_daily_usd=1.00, max_concurrent=1)
     await make_key()
-    assert (await store.admit(request("r1", cost=1.00, now=NOW))).admitted
-    assert not (await store.admit(request("r2", cost=0.5, now=NOW + 29))).admitted
-    assert (await store.admit(request("r2", cost=0.5, now=NOW + 30))).admitted
+    assert (await store.admit(request("r1", cost=0.6, now=NOW))).admitted
+    assert (await store.admit(request("r2", cost=0.3, now=NOW + 29))).reason == "concurrency"
+    # The lease expired: its slot is free, its reservation is spent (the upstream may have billed it).
+    assert (await store.admit(request("r2", cost=0.4, now=NOW + 30))).admitted
+    assert await store.abandoned("team-a") == {"r1": (0.6, "key-1")}
+    assert (await store.admit(request("r3", cost=0.01, now=NOW + 31))).reason == "concurrency"
+    assert await store.settle("team-a", "key-1", "r2", 0.4, 1, NOW + 31)
+    refused = await store.admit(request("r3", cost=0.01, now=NOW + 32))
+    assert refused.reason == "budget_daily" and refused.budget_left_usd == 0
+    # A late settlement of the abandoned request is a duplicate: it was charged at its reservation.
+    assert not await store.settle("team-a", "key-1", "r1", 0.2, 1, NOW + 33)
+    assert (await store.admit(request("r3", cost=0.01, now=NOW + 34))).reason == "budget_daily"
 
 
 async def test_a_late_settle_still_charges_what_was_spent(store, make_team, make_key):
