@@ -71,12 +71,21 @@ class Protocol:
     to_canonical: Callable[[dict], tuple[dict, Any]]  # the canonical request, and the answer's shape
     from_message: Callable[..., dict]  # an Anthropic Message → the protocol's answer
     writer: type[StreamWriter]  # the Anthropic stream → the protocol's stream
+    stream_error: Callable[[str, str, int], bytes]  # (error type, message, events so far) → the event ending a stream
+
+
+def _chat_error(error_type: str, message: str, events: int) -> bytes:
+    return stream_error(error_type, message)
+
+
+def _responses_error(error_type: str, message: str, events: int) -> bytes:
+    return openai_responses_inbound.error_event(error_type, message, sequence=events)
 
 
 CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound.to_canonical, openai_chat_inbound.from_message,
-                openai_chat_inbound.ChunkWriter)
+                openai_chat_inbound.ChunkWriter, _chat_error)
 RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound.to_canonical,
-                     openai_responses_inbound.from_message, openai_responses_inbound.EventWriter)
+                     openai_responses_inbound.from_message, openai_responses_inbound.EventWriter, _responses_error)
 
 
 class OpenAIInbound:
@@ -93,6 +102,7 @@ class OpenAIInbound:
         self._parts: list[bytes] = []
         self._writer: StreamWriter | None = None
         self._forward = False
+        self._events = 0  # forwarded, when forwarding: a Responses error event's sequence_number
 
     def canonical(self, raw: bytes) -> bytes:
         body = parse_json_object(raw)
@@ -128,10 +138,14 @@ class OpenAIInbound:
                 self._start = {**message, "headers": headers}
             return
         if self._forward:
-            if message.get("body", b"").startswith(b"event: error\n"):
-                # The gateway's own end of a stream it cut (the deadline passed), in the client's terms.
-                body = stream_error(*error_of_event(orjson.loads(event_data(message["body"]))))
-                message = {**message, "body": body}
+            body = message.get("body", b"")
+            if body.startswith(b"event: error\n"):
+                event = orjson.loads(event_data(body))
+                if isinstance(event.get("error"), dict):
+                    # The gateway's own end of a stream it cut (the deadline passed), in Anthropic's
+                    # terms (an upstream's Responses error event has no `error` object): the client's.
+                    message = {**message, "body": self.protocol.stream_error(*error_of_event(event), self._events)}
+            self._events += body.count(b"\n\n")
             await self._send(message)
             return
         body = message.get("body", b"")

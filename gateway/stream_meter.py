@@ -34,9 +34,11 @@ _STRING = rb'\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"'  # a member's JSON string value,
 #                     literal prefix makes the search skip through everything else at C speed (a JSON
 #                     string cannot hold `_delta","` unescaped)
 #   openai_chat       a chunk's delta content, reasoning_content, refusal, or tool call arguments
+#   openai_responses  a delta event's delta (output text, refusal, reasoning summary, call arguments)
 TEXT = {
     "messages": re.compile(rb'_delta",\s*"(?:text|thinking|partial_json)"' + _STRING).findall,
     "openai_chat": re.compile(rb'"(?:content|reasoning_content|reasoning|refusal|arguments)"' + _STRING).findall,
+    "openai_responses": re.compile(rb'"delta"' + _STRING).findall,
 }
 _PER_MILLION = 1_000_000
 _BATCH = 32  # blocks kept before they are counted: a few kilobytes

@@ -23,7 +23,7 @@ from providers.anthropic_events import usage_to_account
 from providers.base import ROUTER_FIELDS, Usage
 from providers.jsonedit import EditError, edit_members
 from providers.openai_chat import ChatCompletions
-from providers.openai_chat_errors import error_in_response, error_type_of_object, redact_secrets
+from providers.openai_chat_errors import error_type_of_object, redact_secrets
 from providers.openai_chat_response import anthropic_usage
 from providers.openai_inbound import stream_error
 from providers.redaction import redact_bytes
@@ -129,48 +129,25 @@ def _payload(event: bytes) -> Any:
         return None
 
 
-class ChunkRelay:
+class ChunkRelay(protocol.Relayed):
     """The StreamTranslator of a passed-through chat completions stream: chunks leave as they came
     (bar a hidden usage chunk). The first event with data says whether an answer began or the
-    upstream failed (keep-alive comments before it are dropped); `[DONE]` that it finished; an error
-    object after the start how it ended. Only events that name `error` are decoded after the first."""
+    upstream failed (`protocol.Relayed`); `[DONE]` that it finished; an error object after the start
+    how it ended. Only events that name `error` are decoded after the first."""
 
-    __slots__ = ("_usage", "_provider", "_secrets", "started", "finished", "error", "failure")
+    __slots__ = ("_usage",)
+    END = "[DONE]"
 
     def __init__(self, *, hide_usage: bool, provider: str, secrets: Sequence[str | None]) -> None:
+        super().__init__(provider, secrets)
         self._usage = UsageFilter(hide=hide_usage)
-        self._provider = provider
-        self._secrets = secrets
-        self.started = False
-        self.finished = False
-        self.error: tuple[str, str] | None = None
-        self.failure: tuple[str, str] | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        block = self._usage.feed(data)
-        if not block:
-            return block
-        return self._read(block) if self.started else self._first(block)
+    failure_of = staticmethod(_error_of)
 
-    def _first(self, block: bytes) -> bytes:
-        at = 0
-        while at < len(block):
-            end = block.find(b"\n\n", at)
-            end = len(block) if end < 0 else end + 2
-            event = block[at:end]
-            if event_data(event):
-                payload = _payload(event)
-                self.error = _error_of(payload)
-                if self.error is not None:
-                    self.failure = self.error
-                    return redact_bytes(block[at:], self._secrets)
-                self.started = isinstance(payload, dict)  # else not this API's stream: unreadable
-                rest = block[at:]
-                return self._read(rest) if self.started else rest
-            at = end
-        return b""
+    def split(self, data: bytes) -> bytes:
+        return self._usage.feed(data)
 
-    def _read(self, block: bytes) -> bytes:
+    def read(self, block: bytes) -> bytes:
         if _ERROR in block:
             block = self._ended_in_error(block)
         if _DONE in block:
@@ -185,16 +162,9 @@ class ChunkRelay:
                     self.failure = failure
         return redact_bytes(block, self._secrets) if self.failure is not None else block
 
-    def finish(self) -> bytes:
-        """The upstream body ended: nothing to add after `[DONE]` or the upstream's own error object,
-        else the error chunk of a stream cut short."""
-        if self.finished or self.failure is not None:
-            return b""
-        return self.fail(f"provider {self._provider} ended the stream before [DONE]", "api_error")
-
-    def fail(self, message: str, error_type: str) -> bytes:
-        self.failure = (error_type, message)
-        return redact_bytes(stream_error(error_type, message), self._secrets)
+    @staticmethod
+    def error_event(error_type: str, message: str) -> bytes:
+        return stream_error(error_type, message)
 
     def close_usage(self) -> Usage:
         return self._usage.usage()
@@ -206,11 +176,12 @@ class ChunkRelay:
         return None
 
 
-class ChatPassthrough(ChatCompletions):
+class ChatPassthrough(protocol.Passing, ChatCompletions):
     """The `openai` protocol for a chat completions client: its request and the upstream's answer as
     they are. Failures and the options are the `openai` protocol's."""
 
     answers = API
+    usage_of = staticmethod(usage_of_completion)
 
     def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
         client = call.client
@@ -219,14 +190,6 @@ class ChatPassthrough(ChatCompletions):
         except UnreadableBody as exc:
             raise protocol.Refused(protocol.Failure("400", 400, "invalid_request_error", str(exc))) from None
         return protocol.UpstreamRequest(self.url(call), self.headers(call), body)
-
-    def message(self, call: protocol.Call, raw: bytes) -> protocol.Answer:
-        completion = protocol.json_object(call.provider, raw)
-        failed = error_in_response(completion)
-        if failed is not None:
-            raise protocol.Refused(self.embedded_failure(call, failed))
-        usage = usage_of_completion(completion)
-        return protocol.Answer(raw, usage, call.price(usage))
 
     def stream(self, call: protocol.Call) -> ChunkRelay:
         return ChunkRelay(hide_usage=not asks_for_usage(call.client.values), provider=call.provider,

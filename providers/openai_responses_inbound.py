@@ -242,6 +242,12 @@ def from_message(message: Mapping[str, Any], *, answer_id: str, created: int, sh
                      status="completed", output=output, usage=usage, stop_reason=message.get("stop_reason"))
 
 
+def error_event(error_type: str, message: str, *, sequence: int) -> bytes:
+    """The event that ends a Responses stream which failed midway (`sequence`: its sequence_number)."""
+    payload = {"type": "error", "sequence_number": sequence, "code": error_type, "message": message, "param": None}
+    return b"event: error\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
 class EventWriter(StreamWriter):
     """Feed it the Anthropic stream's bytes; it returns the Responses API's stream events as SSE bytes:
     response.created, response.in_progress, per item output_item.added … output_item.done (with
@@ -285,8 +291,8 @@ class EventWriter(StreamWriter):
             self._emit(out, name, response=snapshot)
             self.done = True
         elif kind == "error":
-            error_type, message = error_of_event(event)
-            self._emit(out, "error", code=error_type, message=message, param=None)
+            out.append(error_event(*error_of_event(event), sequence=self._sequence))
+            self._sequence += 1
             self.done = True
 
     def _start(self, event: Mapping[str, Any], out: list[bytes]) -> None:

@@ -40,6 +40,7 @@ import orjson
 from providers.base import Usage
 from providers.openai_chat_request import UnsupportedParameters
 from providers.redaction import redact_bytes
+from providers.sse import event_data
 
 # The catalog's `protocol:` name → the module whose PROTOCOL implements it.
 _MODULES = {
@@ -55,6 +56,7 @@ MESSAGES = "messages"  # the gateway's own API, which every protocol above answe
 # request through to that upstream and answers in the client's API.
 _PASSTHROUGHS = {
     ("openai_chat", "openai"): "providers.openai_chat_passthrough",
+    ("openai_responses", "openai-responses"): "providers.openai_responses_passthrough",
 }
 _LOADED: dict[str, WireProtocol] = {}
 _LOADED_PASSTHROUGHS: dict[tuple[str, str], WireProtocol] = {}
@@ -318,6 +320,78 @@ class Translated:
 
     def usage_so_far(self) -> None:
         return None  # these upstreams report their input at the end: the reservation holds until then
+
+
+class Passing:
+    """What the passthrough protocols do alike, mixed in before the translating protocol of their
+    upstream (whose `answer_error`, `embedded_failure` and failures they keep): a JSON answer goes to
+    the client as its bytes, with the usage the subclass's `usage_of(answer)` reads."""
+
+    answers: str
+
+    def message(self, call: Call, raw: bytes) -> Answer:
+        answer = json_object(call.provider, raw)
+        failed = self.answer_error(answer)
+        if failed is not None:
+            raise Refused(self.embedded_failure(call, failed))
+        usage = self.usage_of(answer)
+        return Answer(raw, usage, call.price(usage))
+
+
+class Relayed:
+    """What the passthroughs' stream translators do alike until their answer begins: events with no
+    data (keep-alive comments) are dropped; the first with data is the upstream's error (as the
+    subclass's `failure_of(payload)` reads it), the start of an answer (a JSON object, then `read`
+    takes the block), or not a stream of the API (left unstarted: the relay finds it unreadable).
+    After it, the subclass's `read` marks `finished` and `failure`; a stream that ends short of
+    `finished` gets the API's error event (`error_event`), as does a broken connection."""
+
+    __slots__ = ("_provider", "_secrets", "started", "finished", "error", "failure")
+    END = ""  # what finishes a stream of the API, for the message of one that ended without it
+
+    def __init__(self, provider: str, secrets: Sequence[str | None]) -> None:
+        self._provider = provider
+        self._secrets = secrets
+        self.started = False
+        self.finished = False
+        self.error: tuple[str, str] | None = None
+        self.failure: tuple[str, str] | None = None
+
+    def finish(self) -> bytes:
+        """The upstream body ended: nothing to add after the end or the upstream's own error, else
+        the error event of a stream cut short."""
+        if self.finished or self.failure is not None:
+            return b""
+        return self.fail(f"provider {self._provider} ended the stream before {self.END}", "api_error")
+
+    def fail(self, message: str, error_type: str) -> bytes:
+        self.failure = (error_type, message)
+        return redact_bytes(self.error_event(error_type, message), self._secrets)
+
+    def feed(self, data: bytes) -> bytes:
+        block = self.split(data)  # the events `data` completes, as the subclass keeps them
+        if not block:
+            return block
+        return self.read(block) if self.started else self._first(block)
+
+    def _first(self, block: bytes) -> bytes:
+        at = 0
+        while at < len(block):
+            end = block.find(b"\n\n", at)
+            end = len(block) if end < 0 else end + 2
+            data = event_data(block[at:end])
+            if data:
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    payload = None
+                self.error = self.failure = self.failure_of(payload)
+                if self.error is not None:
+                    return redact_bytes(block[at:], self._secrets)
+                self.started = isinstance(payload, dict)
+                return self.read(block[at:]) if self.started else block[at:]
+            at = end
+        return b""
 
 
 def json_object(provider: str, raw: bytes) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import yaml
 
 from policies.tokens import chars_per_token
 from tests.fakes.anthropic import AnthropicFake, event, json_reply, message_body, sse_reply, stream_events
+from tests.fakes import openai_responses as r
 from tests.fakes.openai import (OpenAIFake, StreamScript, ToolCall, Usage, chat_json, chat_stream,
                                 context_length_exceeded, rate_limited, server_error)
 from tests.gateway_server import GatewayThread
@@ -35,6 +36,9 @@ ADMIN = "sk-admin-inbound-0001"
 MODEL = "test/chat"
 GPT = "test/gpt"  # served by an OpenAI-compatible upstream
 GPT_FIRST = "test/gpt-first"  # the OpenAI upstream first, the Anthropic one if it fails
+PRO = "test/pro"  # served by a Responses-protocol upstream
+PRO_FIRST = "test/pro-first"  # the Responses upstream first, the Anthropic one if it fails
+RESPONSES_KEY = "sk-upstream-secret-responses"
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Current weather",
                                             "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
                                                            "required": ["city"]}}}
@@ -53,10 +57,17 @@ def openai_upstream():
         yield fake
 
 
+@pytest.fixture(scope="module")
+def responses_upstream():
+    with r.ResponsesFake(api_key=RESPONSES_KEY) as fake:
+        yield fake
+
+
 @pytest.fixture(autouse=True)
-def fresh(upstream, openai_upstream):
+def fresh(upstream, openai_upstream, responses_upstream):
     upstream.reset()
     openai_upstream.reset()
+    responses_upstream.reset()
 
 
 def gpt_endpoint(model: str) -> dict:
@@ -64,18 +75,26 @@ def gpt_endpoint(model: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def served(upstream, openai_upstream, tmp_path_factory):
+def served(upstream, openai_upstream, responses_upstream, tmp_path_factory):
     folder = tmp_path_factory.mktemp("inbound")
     config = {
         "admin_key": ADMIN,
         "providers": {"anthropic": {"base_url": upstream.url, "api_key": "sk-upstream-secret-inbound"},
-                      "openai": {"base_url": openai_upstream.url + "/v1", "api_key": "sk-upstream-secret-openai"}},
+                      "openai": {"base_url": openai_upstream.url + "/v1", "api_key": "sk-upstream-secret-openai"},
+                      "oresp": {"protocol": "openai-responses", "base_url": responses_upstream.url + "/v1",
+                                "api_key": RESPONSES_KEY}},
         "models": [{"id": MODEL, "display_name": "Chat test", "context_length": 100_000, "max_output": 8192,
                     "endpoints": [{"provider": "anthropic", "upstream_model": "claude-upstream",
                                    "pricing": {"input": 0.0, "output": 100.0}}]},
                    {"id": GPT, "endpoints": [gpt_endpoint("gpt-upstream")]},
                    {"id": GPT_FIRST, "endpoints": [
                        gpt_endpoint("gpt-upstream"),
+                       {"provider": "anthropic", "upstream_model": "claude-upstream",
+                        "pricing": {"input": 0.0, "output": 100.0}}]},
+                   {"id": PRO, "endpoints": [{"provider": "oresp", "upstream_model": "pro-upstream",
+                                              "pricing": {"input": 0.0, "output": 100.0}}]},
+                   {"id": PRO_FIRST, "endpoints": [
+                       {"provider": "oresp", "upstream_model": "pro-upstream", "pricing": {"input": 0.0, "output": 100.0}},
                        {"provider": "anthropic", "upstream_model": "claude-upstream",
                         "pricing": {"input": 0.0, "output": 100.0}}]}],
         "teams": [{"name": "chat"}, {"name": "budget", "budget_daily_usd": 0.03}, {"name": "rpm", "rpm": 1}],
@@ -489,6 +508,71 @@ def test_responses_to_an_openai_chat_upstream_go_through_the_canonical_request(s
     assert sent["max_tokens"] == 40 and sent["model"] == "gpt-upstream"
 
 
+def test_responses_to_a_responses_upstream_pass_the_clients_bytes_with_store_off(served, responses_upstream):
+    responses_upstream.enqueue(r.responses_json(r.Script(items=[r.Text.of("From Pro.")], id="resp_upstream1",
+                                                         usage=r.Usage(input_tokens=30, output_tokens=4,
+                                                                       cached_tokens=10))))
+    items = b'[ {"role": "user",  "content": "Hi"} ]'
+    body = (b'{"model": "test/pro", "input": ' + items + b', "instructions": "Be brief.", '
+            b'"max_output_tokens": 64, "trace": {"job": "nightly"}}')
+    answer = httpx.post(served.url + "/v1/responses", content=body, timeout=30,
+                        headers={"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+    assert answer.status_code == 200 and answer.headers["x-gateway-provider"] == "oresp"
+    assert answer.json()["id"] == "resp_upstream1"  # the upstream's own answer
+    assert answer.json()["output"][0]["content"][0]["text"] == "From Pro."
+    sent = responses_upstream.requests[-1]
+    assert items in sent.body
+    assert sent.json() == {"model": "pro-upstream", "input": json.loads(items), "instructions": "Be brief.",
+                           "max_output_tokens": 64, "store": False}
+    row = record_of(served, answer.headers["x-request-id"])
+    assert (row["inbound"], row["provider"], row["input_tokens"], row["output_tokens"]) == \
+        ("openai_responses", "oresp", 20, 4)
+
+
+def test_responses_stream_from_a_responses_upstream_is_the_upstreams(served, responses_upstream):
+    responses_upstream.enqueue(r.responses_stream(r.Script(items=[
+        r.Text.of("Let me ", "check."), r.FunctionCall(call_id="call_r1", name="get_weather",
+                                                       arguments=['{"city": ', '"Rome"}'])],
+        usage=r.Usage(input_tokens=50, output_tokens=9))))
+    with client(served).responses.stream(model=PRO, input="Rome?", store=False, tools=[
+            {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"],
+             "strict": False}]) as stream:
+        kinds = [e.type for e in stream]
+        final = stream.get_final_response()
+    assert kinds == [p["type"] for p in r.stream_payloads(r.Script(items=[
+        r.Text.of("Let me ", "check."), r.FunctionCall(call_id="call_r1", name="get_weather",
+                                                       arguments=['{"city": ', '"Rome"}'])]))]
+    assert final.id == "resp_fake0001" and final.output_text == "Let me check."
+    assert final.output[1].call_id == "call_r1" and final.usage.input_tokens == 50
+    sent = responses_upstream.responses_requests[-1]
+    assert sent["stream"] is True and sent["store"] is False and sent["model"] == "pro-upstream"
+
+
+def test_a_passed_through_responses_stream_cut_short_ends_with_its_error_event_and_is_metered(
+        served, responses_upstream):
+    responses_upstream.enqueue(r.responses_stream(r.Script(items=[r.Text.of("abcdefgh", "abcdefgh")], end=False),
+                                                  cut=True))
+    with httpx.stream("POST", served.url + "/v1/responses", timeout=30, headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": PRO, "stream": True, "input": "Hi"}) as response:
+        lines = [line for line in response.iter_lines() if line]
+        request_id = response.headers["x-request-id"]
+    assert lines[-2] == "event: error"
+    error = json.loads(lines[-1][6:])
+    assert "broke off" in error["message"] and error["type"] == "error"
+    assert error["sequence_number"] == json.loads(lines[-3][6:])["sequence_number"] + 1
+    row = record_of(served, request_id)
+    assert row["status"] == 502 and row["output_tokens"] == math.ceil(16 / chars_per_token("generic"))
+
+
+def test_a_failed_responses_upstream_falls_back_to_the_anthropic_one_translated(served, upstream, responses_upstream):
+    responses_upstream.enqueue(r.server_error())
+    upstream.enqueue(json_reply(message_body("From Claude.")))
+    response = client(served).responses.with_raw_response.create(
+        model=PRO_FIRST, input="Hi", store=False, extra_body={"provider": {"order": ["oresp", "anthropic"]}})
+    assert response.headers["x-gateway-attempts"] == "oresp/test/pro-first=500,anthropic/test/pro-first=ok"
+    assert response.parse().output_text == "From Claude."
+
+
 @pytest.mark.parametrize("extra, param", [({"store": True}, "store"), ({"previous_response_id": "resp_1"},
                                                                       "previous_response_id")])
 def test_responses_state_is_refused_as_the_gateway_is_stateless(served, upstream, extra, param):
@@ -555,3 +639,21 @@ def test_passed_through_streams_that_break_or_run_out_of_time_end_with_openais_e
             last = json.loads(lines[-1][6:])
             assert message in last["error"]["message"] and set(last["error"]) == {"message", "type", "param", "code"}
             assert not any(line.startswith("event:") for line in lines)
+
+
+def test_a_passed_through_responses_stream_past_its_deadline_ends_with_the_responses_error_event(responses_upstream):
+    settings = {"providers": {"oresp": {"protocol": "openai-responses", "base_url": responses_upstream.url + "/v1",
+                                        "api_key": RESPONSES_KEY}},
+                "models": [{"id": PRO, "endpoints": [{"provider": "oresp", "upstream_model": "pro-upstream",
+                                                      "pricing": {"input": 0.0, "output": 100.0}}]}],
+                "keys": [{"key": KEY, "team": "chat"}], "timeouts": {"total": 1.0}}
+    responses_upstream.enqueue(r.responses_stream(r.Script(items=[r.Text.of("a", "b", "c", "d")]),
+                                                  delay_between=0.2))
+    with GatewayThread(**settings) as gw:
+        with httpx.stream("POST", gw.url + "/v1/responses", json={"model": PRO, "stream": True, "input": "Hi"},
+                          headers={"authorization": f"Bearer {KEY}"}, timeout=30) as response:
+            lines = [line for line in response.iter_lines() if line]
+    assert lines[0] == "event: response.created" and lines[-2] == "event: error"
+    error = json.loads(lines[-1][6:])
+    assert "deadline" in error["message"] and error["code"] == "timeout_error"
+    assert error["sequence_number"] == json.loads(lines[-3][6:])["sequence_number"] + 1
