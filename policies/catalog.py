@@ -54,15 +54,20 @@ import yaml
 
 from providers.openai_chat_request import REASONING_MODES
 
-PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "mock"})
+PROTOCOLS = frozenset({"anthropic", "openai", "gemini", "bedrock", "vertex", "azure", "mock"})
 _CHAT_PARAMETERS = frozenset({"tools", "tool_choice", "stop_sequences", "temperature", "top_p", "images",
                               "metadata"})
+_ANTHROPIC_PARAMETERS = frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
+                                   "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"})
 # What a request feature needs of the wire protocol alone: the parameters an endpoint supports when
 # neither it nor its model lists any.
 PROTOCOL_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "anthropic": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
-                            "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"}),
+    "anthropic": _ANTHROPIC_PARAMETERS,
+    # The clouds' Claude APIs take Anthropic's request as it is.
+    "bedrock": _ANTHROPIC_PARAMETERS,
+    "vertex": _ANTHROPIC_PARAMETERS,
     "openai": _CHAT_PARAMETERS,
+    "azure": _CHAT_PARAMETERS,
     "gemini": _CHAT_PARAMETERS,
     "mock": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "stop_sequences",
                        "temperature", "top_p", "metadata"}),
@@ -151,10 +156,9 @@ OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
     "openai": frozenset({"max_tokens_field", "reasoning", "api"}),
     "gemini": frozenset(),
     "mock": frozenset({"ttft_ms", "tokens_per_second", "fail_status"}),
-    # Providers of these protocols are not served yet (see the README's clouds section); their
-    # endpoints' options are checked so that the clouds' catalog data stays valid.
     "bedrock": frozenset(),
     "vertex": frozenset({"protocol"}),
+    "azure": frozenset({"max_tokens_field", "reasoning"}),
 })
 
 
@@ -194,6 +198,10 @@ class ProviderInfo:
     # Models listed by the upstream's GET /models become `{name}/{id}` router ids.
     discover: bool = False
     discover_interval: float = DEFAULT_DISCOVER_INTERVAL
+    # `auth:` as given (None: the protocol places `api_key` as its wire wants) and the fields that
+    # go with it (`gateway.credentials` reads and checks them; they may hold secrets).
+    auth: str | None = None
+    auth_settings: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -292,13 +300,21 @@ def load_catalog(model_overrides: Sequence[Mapping] = (),
 
 @lru_cache(maxsize=1)
 def _builtin_data() -> Mapping[str, Any]:
+    """catalog.yaml with catalog_clouds.yaml laid over it as a config file's `providers:` and
+    `models:` are, so the clouds' endpoints join the same router ids."""
     # Parsed once per process; the merge below builds new dicts and never mutates this.
-    text = resources.files("policies").joinpath("catalog.yaml").read_text(encoding="utf-8")
+    data, clouds = _data_file("catalog.yaml"), _data_file("catalog_clouds.yaml")
+    return {"providers": _merge_providers(data["providers"], clouds["providers"]),
+            "models": _merge_models(data["models"], clouds["models"])}
+
+
+def _data_file(name: str) -> Mapping[str, Any]:
+    text = resources.files("policies").joinpath(name).read_text(encoding="utf-8")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     data = yaml.load(text, Loader=loader)
     if not isinstance(data, dict) or not isinstance(data.get("providers"), dict) \
             or not isinstance(data.get("models"), list):
-        raise CatalogError("catalog.yaml: expected a `providers:` mapping and a `models:` list")
+        raise CatalogError(f"{name}: expected a `providers:` mapping and a `models:` list")
     return data
 
 
@@ -390,9 +406,13 @@ def _find_key(mapping: Mapping[str, Any], name: str) -> str | None:
 
 # -- building and validating --------------------------------------------------------------------
 
+# The fields of every `auth:` kind (gateway.credentials says which belong to which).
+AUTH_FIELDS = frozenset({"region", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_profile",
+                         "credentials_file", "project", "tenant_id", "client_id", "client_secret", "api_version",
+                         "authority_host", "scope"})
 _PROVIDER_FIELDS = frozenset({"protocol", "base_url", "api_key", "retains_prompts", "zdr",
                               "headers", "options", "proxy", "ca_file", "tls_cert", "tls_key",
-                              "discover", "discover_interval"})
+                              "discover", "discover_interval", "auth"}) | AUTH_FIELDS
 _MODEL_FIELDS = frozenset({"id", "display_name", "created_at", "aliases", "context_length",
                            "max_output", "input_modalities", "supported_parameters", "tokenizer",
                            "endpoints", "lifecycle"})
@@ -436,6 +456,9 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
         tls_key=tls_key,
         discover=_boolean(label, raw, "discover", default=False),
         discover_interval=float(interval),
+        auth=_string(label, raw, "auth"),
+        auth_settings=MappingProxyType({key: _string(label, raw, key) for key in AUTH_FIELDS
+                                        if raw.get(key) not in (None, "")}),
     )
 
 
