@@ -332,44 +332,19 @@ class InvokeStreamTranslator:
 
 # -- the protocol ---------------------------------------------------------------------------------
 
-class InvokeStream:
-    """An InvokeModelWithResponseStream answer as a StreamTranslator: frames → Anthropic SSE
-    (`InvokeStreamTranslator`) → the passthrough's scanner, which labels and accounts for it."""
+class InvokeStream(anthropic.StreamScanner):
+    """An InvokeModelWithResponseStream answer as a StreamTranslator: the frames become Anthropic
+    SSE (`InvokeStreamTranslator`), which the passthrough's scanner labels and accounts for."""
 
-    __slots__ = ("_frames", "_scanner")
+    __slots__ = ("_frames",)
 
-    def __init__(self, scanner: anthropic.StreamScanner) -> None:
+    def __init__(self, **scanner) -> None:
+        super().__init__(**scanner)
         self._frames = InvokeStreamTranslator()
-        self._scanner = scanner
-
-    @property
-    def started(self) -> bool:
-        return self._scanner.started
-
-    @property
-    def finished(self) -> bool:
-        return self._scanner.finished
-
-    @property
-    def error(self) -> tuple[str, str] | None:
-        return self._scanner.error
-
-    @property
-    def failure(self) -> tuple[str, str] | None:
-        return self._scanner.failure
 
     def feed(self, data: bytes) -> bytes:
         events = self._frames.feed(data)
-        return self._scanner.feed(events) if events else b""
-
-    def finish(self) -> bytes:
-        return self._scanner.finish()
-
-    def fail(self, message: str, error_type: str) -> bytes:
-        return self._scanner.fail(message, error_type)
-
-    def close_usage(self):
-        return self._scanner.close_usage()
+        return super().feed(events) if events else b""
 
 
 class InvokeModel:
@@ -406,7 +381,7 @@ class InvokeModel:
         return anthropic.PROTOCOL.message(call, raw)
 
     def stream(self, call: protocol.Call) -> InvokeStream:
-        return InvokeStream(anthropic.PROTOCOL.stream(call))
+        return InvokeStream(model=call.model, provider=call.provider, price=call.price, secrets=call.secrets)
 
     def count_request(self, call: protocol.Call) -> None:
         return None  # the gateway estimates
