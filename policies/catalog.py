@@ -22,7 +22,11 @@ has these defaults (the README has the same table):
   sequences, images.
 - `pricing`: unpriced (`Pricing.unpriced`): costs 0, and its usage records say so.
 
-`api_key` comes only from the config file; nothing here reads the environment.
+`api_key` comes only from the config file; nothing here reads the environment. A provider's `auth`
+and its fields (`AUTH_FIELDS`) are kept as given, for `gateway.credentials` to check and use.
+
+`catalog_clouds.yaml` (the clouds' endpoints of the built-in models) is laid over `catalog.yaml`
+the way the config file's `providers:` and `models:` are, before the config file.
 
 Endpoint and provider `options` are hints for the wire translators, validated at load into
 `Options` (each protocol accepts its own keys, see `OPTION_KEYS`; an unknown key or value stops
@@ -33,6 +37,10 @@ startup naming it):
   `max_tokens`), `reasoning` (how thinking travels: `reasoning_effort`, `enable_thinking`,
   `thinking`, or null for not at all), `api` (`chat`, or `responses` when a model is served only
   by OpenAI's Responses API).
+- `azure`: those of `openai` but `api`.
+- `vertex`: `protocol` (`gemini`: the endpoint is a Gemini model, served by the Gemini protocol on
+  Vertex's URLs).
+- `bedrock`: none.
 - `mock`: `ttft_ms` and `tokens_per_second` (non-negative numbers: a simulated latency and rate),
   `fail_status` (an HTTP error status the provider answers every time, to show fallbacks offline).
 
