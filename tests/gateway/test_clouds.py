@@ -14,7 +14,7 @@ from tests.fakes import anthropic as anthropic_fake
 from tests.fakes import bedrock as bedrock_fake
 from tests.fakes.azure import AzureFake
 from tests.fakes.bedrock import BedrockFake
-from tests.fakes.openai import StreamScript, chat_stream
+from tests.fakes.openai import StreamScript, ToolCall, chat_stream
 from tests.fakes.vertex import VertexFake, google_error
 from tests.gateway_server import GatewayThread
 
@@ -59,6 +59,9 @@ def gw(bedrock, vertex, azure):
                      "api_key": AZURE_KEY},
         "azure-deployment": {"protocol": "azure", "base_url": azure.url, "api_key": AZURE_KEY,
                              "api_version": "2024-10-21"},
+        "azure-entra": {"protocol": "azure", "base_url": azure.url, "tenant_id": azure.tenant_id,
+                        "client_id": azure.client_id, "client_secret": azure.client_secret,
+                        "authority_host": azure.url, "api_version": "2024-10-21"},
     }
     models = [
         {"id": "clouds/bedrock", "endpoints": [{"provider": "bedrock-iam", "upstream_model": BEDROCK_MODEL,
@@ -70,6 +73,7 @@ def gw(bedrock, vertex, azure):
         {"id": "clouds/azure-v1", "endpoints": [{"provider": "azure-v1", "upstream_model": "gpt-5-4-prod"}]},
         {"id": "clouds/azure-deployment", "endpoints": [{"provider": "azure-deployment",
                                                          "upstream_model": "gpt-5-4-prod"}]},
+        {"id": "clouds/azure-entra", "endpoints": [{"provider": "azure-entra", "upstream_model": "gpt-5-4-prod"}]},
     ]
     with GatewayThread(providers=providers, models=models, keys=[{"key": TEAM_KEY, "team": "team-a"}],
                        retries={"per_endpoint": 1}) as running:
@@ -88,29 +92,39 @@ def sdk(gw) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key=TEAM_KEY, max_retries=0)
 
 
+# A streamed answer that thinks, then calls a tool.
+THINKING_EVENTS = [
+    {"type": "message_start", "message": {"id": "msg_bdrk01", "type": "message", "role": "assistant",
+                                          "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": None,
+                                          "stop_sequence": None, "usage": {"input_tokens": 120, "output_tokens": 1,
+                                                                           "cache_read_input_tokens": 100}}},
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Paris: tool."}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmVk"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_bdrk01",
+                                                                  "name": "get_weather", "input": {}}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta",
+                                                          "partial_json": '{"city": "Par'}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'is"}'}},
+    {"type": "content_block_stop", "index": 1},
+    {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+     "usage": {"output_tokens": 42}},
+    {"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 120, "outputTokenCount": 42,
+                                                                 "invocationLatency": 400, "firstByteLatency": 90}},
+]
+
+
 def thinking_frames() -> list[bytes]:
-    """A streamed answer that thinks, then calls a tool, as InvokeModelWithResponseStream frames it."""
-    events = [
-        {"type": "message_start", "message": {"id": "msg_bdrk01", "type": "message", "role": "assistant",
-                                              "model": "claude-sonnet-4-5-20250929", "content": [], "stop_reason": None,
-                                              "stop_sequence": None, "usage": {"input_tokens": 120, "output_tokens": 1,
-                                                                               "cache_read_input_tokens": 100}}},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Paris: tool."}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmVk"}},
-        {"type": "content_block_stop", "index": 0},
-        {"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_bdrk01",
-                                                                      "name": "get_weather", "input": {}}},
-        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta",
-                                                              "partial_json": '{"city": "Par'}},
-        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": 'is"}'}},
-        {"type": "content_block_stop", "index": 1},
-        {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
-         "usage": {"output_tokens": 42}},
-        {"type": "message_stop", "amazon-bedrock-invocationMetrics": {"inputTokenCount": 120, "outputTokenCount": 42,
-                                                                     "invocationLatency": 400, "firstByteLatency": 90}},
-    ]
-    return [bedrock_fake.chunk_frame(event) for event in events]
+    """The answer as InvokeModelWithResponseStream frames it."""
+    return [bedrock_fake.chunk_frame(event) for event in THINKING_EVENTS]
+
+
+def thinking_sse() -> list[bytes]:
+    """The answer as Anthropic's own SSE, which Vertex streams (without Bedrock's metrics)."""
+    return [anthropic_fake.event(event["type"], {k: v for k, v in event.items()
+                                                 if k != "amazon-bedrock-invocationMetrics"})
+            for event in THINKING_EVENTS]
 
 
 # -- Bedrock InvokeModel, SigV4 -----------------------------------------------------------------------
@@ -252,6 +266,26 @@ def test_vertex_anthropic_error_passes_with_its_type(gw, vertex):
     assert caught.value.body["error"]["type"] == "invalid_request_error"
 
 
+def test_vertex_streams_thinking_and_a_tool_call_then_takes_the_tool_result(gw, vertex):
+    vertex.enqueue(anthropic_fake.sse_reply(thinking_sse()))
+    with sdk(gw).messages.stream(model="clouds/vertex", max_tokens=200, tools=[WEATHER_TOOL],
+                                 thinking={"type": "enabled", "budget_tokens": 1024},
+                                 messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+        final = stream.get_final_message()
+    assert [block.type for block in final.content] == ["thinking", "tool_use"]
+    assert final.content[1].input == {"city": "Paris"} and final.usage.output_tokens == 42
+    assert vertex.requests[-1].json()["thinking"] == {"type": "enabled", "budget_tokens": 1024}
+    turns = [{"role": "user", "content": "Weather in Paris?"},
+             {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in final.content]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_bdrk01",
+                                           "content": "18C, sunny"}]}]
+    message = sdk(gw).messages.create(model="clouds/vertex", max_tokens=8, tools=[WEATHER_TOOL], messages=turns,
+                                      thinking={"type": "enabled", "budget_tokens": 1024})
+    assert message.stop_reason == "end_turn"
+    sent = vertex.requests[-1].json()["messages"]
+    assert sent[1]["content"][0]["signature"] == "c2lnbmVk" and sent[2] == turns[2]
+
+
 # -- Azure OpenAI -------------------------------------------------------------------------------------------
 
 def test_azure_v1_path_with_the_api_key_header(gw, azure):
@@ -272,3 +306,40 @@ def test_azure_deployment_path_carries_the_api_version(gw, azure):
     sent = azure.requests[-1]
     assert (sent.path, sent.query) == ("/openai/deployments/gpt-5-4-prod/chat/completions", "api-version=2024-10-21")
     assert sent.headers["api-key"] == AZURE_KEY
+
+
+def test_azure_tool_call_over_two_turns(gw, azure):
+    azure.enqueue(chat_stream(StreamScript(tool_calls=[ToolCall(id="call_az1", name="get_weather",
+                                                                arguments=['{"city":', ' "Paris"}'])],
+                                           finish_reason="tool_calls")))
+    with sdk(gw).messages.stream(model="clouds/azure-deployment", max_tokens=50, tools=[WEATHER_TOOL],
+                                 messages=[{"role": "user", "content": "Weather in Paris?"}]) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use" and final.content[-1].input == {"city": "Paris"}
+    message = sdk(gw).messages.create(model="clouds/azure-deployment", max_tokens=50, tools=[WEATHER_TOOL], messages=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in final.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "call_az1", "content": "18C"}]}])
+    assert message.content[0].type == "text"
+    sent = azure.chat_requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"] and sent[2]["tool_call_id"] == "call_az1"
+
+
+def test_azure_entra_id_token_from_the_client_credentials_grant(gw, azure):
+    message = sdk(gw).messages.create(model="clouds/azure-entra", max_tokens=20,
+                                      messages=[{"role": "user", "content": "hi"}])
+    assert message.model == "clouds/azure-entra"
+    sent = azure.requests[-1]
+    assert sent.path == "/openai/deployments/gpt-5-4-prod/chat/completions" and "api-key" not in sent.headers
+    assert sent.headers["authorization"].removeprefix("Bearer ") in azure.tokens
+
+
+def test_azure_refusing_the_key_is_a_502_naming_the_provider(gw, azure):
+    azure.resource_key = "a-rotated-resource-key-0000000000"
+    try:
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            sdk(gw).messages.create(model="clouds/azure-v1", max_tokens=20, messages=[{"role": "user", "content": "hi"}])
+    finally:
+        azure.resource_key = AZURE_KEY
+    assert caught.value.status_code == 502
+    assert caught.value.body["error"]["message"] == "provider azure-v1 rejected the gateway's credentials"
