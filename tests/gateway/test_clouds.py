@@ -9,6 +9,7 @@ import anthropic
 import httpx
 import pytest
 
+from providers import protocol
 from tests.conftest import TEAM_KEY
 from tests.fakes import anthropic as anthropic_fake
 from tests.fakes import bedrock as bedrock_fake
@@ -70,6 +71,8 @@ def gw(bedrock, vertex, azure):
                                                          "upstream_model": BEDROCK_MODEL, "pricing": PRICING}]},
         {"id": "clouds/vertex", "endpoints": [{"provider": "vertex", "upstream_model": "claude-sonnet-4-5@20250929",
                                                "pricing": PRICING}]},
+        {"id": "clouds/vertex-gemini", "endpoints": [{"provider": "vertex", "upstream_model": "gemini-2.5-flash",
+                                                      "options": {"protocol": "gemini"}}]},
         {"id": "clouds/azure-v1", "endpoints": [{"provider": "azure-v1", "upstream_model": "gpt-5-4-prod"}]},
         {"id": "clouds/azure-deployment", "endpoints": [{"provider": "azure-deployment",
                                                          "upstream_model": "gpt-5-4-prod"}]},
@@ -82,7 +85,7 @@ def gw(bedrock, vertex, azure):
 
 @pytest.fixture(autouse=True)
 def fresh(bedrock, vertex, azure):
-    for fake in (bedrock, vertex, azure):
+    for fake in (bedrock, vertex, vertex.gemini, azure):
         fake.reset()
     bedrock.refused.clear()
     bedrock.signed_by.clear()
@@ -284,6 +287,19 @@ def test_vertex_streams_thinking_and_a_tool_call_then_takes_the_tool_result(gw, 
     assert message.stop_reason == "end_turn"
     sent = vertex.requests[-1].json()["messages"]
     assert sent[1]["content"][0]["signature"] == "c2lnbmVk" and sent[2] == turns[2]
+
+
+@pytest.mark.skipif("gemini" not in protocol.NAMES, reason="no gemini protocol module registered in this build")
+def test_gemini_on_vertex_speaks_the_gemini_protocol_with_the_google_token(gw, vertex):
+    with sdk(gw).messages.stream(model="clouds/vertex-gemini", max_tokens=16,
+                                 messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join(stream.text_stream)
+    assert text == "Hello from the Gemini fake."
+    sent = vertex.requests[-1]
+    assert sent.path == ("/v1/projects/fake-project/locations/us-east5/publishers/google/models/"
+                         "gemini-2.5-flash:streamGenerateContent")
+    assert sent.query == "alt=sse" and sent.headers["authorization"].removeprefix("Bearer ") in vertex.live_tokens()
+    assert "x-goog-api-key" not in sent.headers and "contents" in sent.json()
 
 
 # -- Azure OpenAI -------------------------------------------------------------------------------------------
