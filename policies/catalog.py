@@ -465,9 +465,15 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
         discover=_boolean(label, raw, "discover", default=False),
         discover_interval=float(interval),
         auth=_string(label, raw, "auth"),
-        auth_settings=MappingProxyType({key: _string(label, raw, key) for key in AUTH_FIELDS
+        auth_settings=MappingProxyType({key: _auth_field(label, raw, key) for key in AUTH_FIELDS
                                         if raw.get(key) not in (None, "")}),
     )
+
+
+def _auth_field(label: str, raw: Mapping[str, Any], key: str) -> str:
+    # YAML reads an unquoted `api_version: 2024-10-21` as a date: it means the string.
+    value = raw[key]
+    return value.isoformat() if isinstance(value, date) else _string(label, raw, key)
 
 
 def _proxy(label: str, raw: Mapping[str, Any]) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from gateway.credentials.config import authenticated, for_providers
 from gateway.settings import ConfigError
@@ -61,3 +62,9 @@ def test_a_misplaced_auth_field_stops_startup_naming_it():
     catalog = providers(**{"google-vertex": {"aws_profile": "prod"}})
     with pytest.raises(ConfigError, match="field 'aws_profile' does not apply to auth 'google'"):
         for_providers({"google-vertex": catalog["google-vertex"]})
+
+
+def test_an_unquoted_api_version_read_by_yaml_as_a_date_is_the_version_string():
+    catalog = providers(**yaml.safe_load("azure: {protocol: azure, base_url: 'https://c.openai.azure.com', "
+                                         "api_key: k0123456789, api_version: 2024-10-21}"))
+    assert catalog["azure"].auth_settings["api_version"] == "2024-10-21"
