@@ -159,6 +159,19 @@ def test_a_rotated_aws_key_is_picked_up_without_a_restart_or_a_failed_request(se
     assert message.model_extra["provider"] == "amazon-bedrock" and not bedrock.refused
 
 
+def test_a_reload_that_changes_a_providers_credentials_serves_the_new_ones(served, clouds):
+    _, bedrock, _ = clouds
+    config = yaml.safe_load((served.folder / "gateway.yaml").read_text())
+    config["providers"]["amazon-bedrock"].update(aws_access_key_id=KEY_A[0], aws_secret_access_key=KEY_A[1])
+    (served.folder / "gateway.yaml").write_text(yaml.safe_dump(config))
+    answer = httpx.post(served.url + "/admin/reload", headers={"x-api-key": ADMIN_KEY})
+    assert answer.status_code == 200, answer.text
+    message = sdk(served).messages.create(model=MODEL, max_tokens=2, messages=PROMPT,
+                                          extra_body={"provider": {"only": ["amazon-bedrock"]}})
+    # The shared credentials file still holds KEY_B: the keys in the config file sign now.
+    assert message.model_extra["provider"] == "amazon-bedrock" and bedrock.signed_by == [KEY_A[0]]
+
+
 def test_an_expiring_vertex_token_is_refreshed_before_it_lapses(served, clouds):
     _, _, vertex = clouds
     only_vertex = {"provider": {"only": ["google-vertex"]}}
