@@ -149,7 +149,7 @@ class Admitter:
         may hold more (images, documents, content by URL or file id, server tools) is decoded and
         walked, and counted upstream when the walk finds content only the upstream can size."""
         raw = ex.request.raw
-        if not has_unbounded_content(raw):
+        if not has_unbounded_content(raw, mcp_servers="mcp_servers" in ex.request.values):
             return reservation(raw, ex.request.max_tokens, plan)
         found = census(ex.request.body, self.ceilings)
         counted = None

@@ -16,7 +16,7 @@ import random
 import signal
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
 from pydantic import SecretStr
@@ -34,6 +34,7 @@ from gateway.audit import Auditor
 from gateway.auth import Authenticator, key_id_for, secret_hash
 from gateway.discovery import Discovery
 from gateway.console import Console, console_routes
+from gateway.credentials import Credentials
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Principal, new_request_id
 from gateway.execute import Executor
@@ -74,6 +75,16 @@ def store_options(settings: Settings) -> dict:
         options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout,
                        operation_timeout=settings.store_timeout)
     return options
+
+
+async def _start_credentials(credentials: Iterable[Credentials]) -> None:
+    """Each fetches or resolves its credentials once (a failure is logged and retried in the
+    background: the provider's requests fail with its reason meanwhile)."""
+    await asyncio.gather(*(c.start() for c in credentials))
+
+
+async def _close_credentials(credentials: Iterable[Credentials]) -> None:
+    await asyncio.gather(*(c.close() for c in credentials))
 
 
 class Gateway:
@@ -139,8 +150,18 @@ class Gateway:
             self.settings.admin_key = SecretStr(self.demo_admin_key)
         self.static_keys.clear()
         self.static_keys.update(keys)
+        if getattr(self, "executor", None) is not None:
+            self.executor.credentials = serving.credentials
         if getattr(self, "client", None) is not None and (previous is None or serving.egress is not previous.egress):
             self.client.configure(serving.egress)
+
+    async def _serve(self, serving: Serving) -> None:
+        """Swap in `serving` once its new credentials hold what they fetch at start (a token), and
+        close the ones it no longer uses: no request goes out without credentials."""
+        previous = list(self.serving.credentials.values())
+        await _start_credentials(c for c in serving.credentials.values() if c not in previous)
+        self._use(serving)
+        await _close_credentials(c for c in previous if c not in serving.credentials.values())
 
     async def reload(self) -> dict:
         """Read the config file again and serve it; raises ConfigError with the reason when it is
@@ -149,12 +170,12 @@ class Gateway:
             try:
                 settings, ignored = reread_settings(self.settings)
                 serving = build_serving(settings, self.discovery.entries() if self.discovery else (),
-                                        catalog=self._fixed_catalog)
+                                        catalog=self._fixed_catalog, credentials=self.serving.credentials)
             except RELOAD_ERRORS as exc:
                 log.error("reload refused, the previous config keeps serving: %s", refused(exc))
                 raise ConfigError(refused(exc)) from None
             old, removed = self.serving, set(self.static_keys)
-            self._use(serving)
+            await self._serve(serving)
             removed -= set(self.static_keys)
             if self.discovery is not None and await self.discovery.refresh(self.catalog.providers):
                 await self._rediscovered()
@@ -203,7 +224,8 @@ class Gateway:
     async def _rediscovered(self) -> None:
         """Discovery's lists changed: the same config, with the new lists."""
         try:
-            self._use(build_serving(self.settings, self.discovery.entries(), catalog=self._fixed_catalog))
+            await self._serve(build_serving(self.settings, self.discovery.entries(), catalog=self._fixed_catalog,
+                                            credentials=self.serving.credentials))
         except RELOAD_ERRORS as exc:
             log.warning("discovery: the new model lists cannot be served, keeping the previous ones: %s",
                         refused(exc))
@@ -259,6 +281,8 @@ class Gateway:
                              pool_wait=upstream.pool_wait, max_answer_bytes=upstream.max_answer_bytes,
                              egress=self.serving.egress)
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
+        await _start_credentials(self.serving.credentials.values())
+        self.executor.credentials = self.serving.credentials
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
             # A listing is small: a server that takes longer is not worth holding startup for.
@@ -323,6 +347,7 @@ class Gateway:
             await asyncio.to_thread(self.tracer.shutdown)
         if self.client is not None:
             await self.client.close()
+        await _close_credentials(self.serving.credentials.values())
         await self.store.close()
 
     # -- planning -------------------------------------------------------------------------------

@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from gateway import errors
+from gateway.credentials import Credentials, CredentialsUnavailable
+from gateway.credentials.base import authorize
 from gateway.exchange import AttemptRecord, Exchange
 from gateway.local import LocalResponse
 from gateway.routing import RoutingState
@@ -85,14 +87,28 @@ class Served:
     budget_cut: bool = False  # the gateway ended it: the team's budget was reached
 
 
-def call_for(protocol: WireProtocol, attempt: Attempt, ex: Exchange) -> Call:
-    """One attempt as its protocol sees it."""
+def call_for(protocol: WireProtocol, attempt: Attempt, ex: Exchange, credentials: Credentials | None = None) -> Call:
+    """One attempt as its protocol sees it. With `credentials` (the provider's `auth:`), the
+    executor authenticates the request, so the protocol gets no `api_key` to place."""
     request, provider, pricing = ex.request, attempt.provider, attempt.endpoint.pricing
     require = bool(request.preferences and request.preferences.get("require_parameters") is True)
     return Call(request, attempt.model.id, attempt.upstream_model, provider.name, provider.base_url,
-                provider.api_key, protocol.options(attempt, require), "msg_" + ex.request_id[4:],
-                lambda usage: cost_usd(usage, pricing), provider.headers, ex.headers.version, ex.headers.beta,
-                ex.query, ex.client)
+                provider.api_key if credentials is None else None, protocol.options(attempt, require),
+                "msg_" + ex.request_id[4:], lambda usage: cost_usd(usage, pricing), provider.headers,
+                ex.headers.version, ex.headers.beta, ex.query,
+                credentials.secret_values() if credentials is not None else (), ex.client)
+
+
+def authorized(upstream: UpstreamRequest, credentials: Credentials | None) -> UpstreamRequest:
+    """The one authentication step: the provider's credentials added to the request its protocol
+    built (and SigV4 signing it as it stands); no credential available is a 502 naming the provider
+    and the credential source, and the next endpoint may serve."""
+    if credentials is None:
+        return upstream
+    try:
+        return authorize(upstream, credentials)
+    except CredentialsUnavailable as exc:
+        raise AttemptFailed(errors.UpstreamFailed(str(exc)), "credentials") from None
 
 
 def _health_of(attempt: Attempt) -> str:
@@ -107,6 +123,7 @@ class Executor:
         self.routing = routing
         self.budget = RetryBudget(ratio=retries.budget_ratio)
         self._targets: dict[str, Target] = {}
+        self.credentials: Mapping[str, Credentials] = {}  # provider name → its `auth:`, set by the gateway
 
     async def run(self, ex: Exchange, plan: Plan, send: Send) -> None:
         """Serve `ex` from the plan's attempts; raise the final error when none answers.
@@ -202,7 +219,8 @@ class Executor:
         protocol: WireProtocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol, ex.inbound)
         request = ex.request
         provider = attempt.provider
-        call = call_for(protocol, attempt, ex)
+        credentials = self.credentials.get(provider.name)
+        call = call_for(protocol, attempt, ex, credentials)
         try:
             if protocol.local:
                 answer = protocol.local_answer(call)
@@ -211,7 +229,7 @@ class Executor:
                 response = LocalResponse(answer)
                 upstream = None
             else:
-                upstream = protocol.request(call)
+                upstream = authorized(protocol.request(call), credentials)
                 response = await self._post(provider.name, upstream, deadline)
                 self.routing.saw_headers(provider.name, response.headers, time.time())
         except Refused as exc:
@@ -225,7 +243,8 @@ class Executor:
             upstream_id = response.headers.get("request-id")
             if upstream_id:
                 extra.append((b"upstream-request-id", upstream_id.encode()))
-            if request.stream and response.headers.get("content-type", "").startswith("text/event-stream"):
+            stream_type = upstream.stream_type if upstream is not None else "text/event-stream"
+            if request.stream and response.headers.get("content-type", "").startswith(stream_type):
                 await self._relay_stream(attempt, ex, protocol.answers, protocol.stream(call), response, extra, send)
             else:
                 await self._relay_json(attempt, ex, protocol, call, response, extra, send, deadline)
@@ -241,7 +260,8 @@ class Executor:
         protocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol)
         if protocol.local:
             return None
-        call = call_for(protocol, attempt, ex)
+        credentials = self.credentials.get(attempt.provider.name)
+        call = call_for(protocol, attempt, ex, credentials)
         if request is not None:  # another body than the exchange's own (a reservation's count)
             call.request = request
         try:
@@ -250,6 +270,10 @@ class Executor:
             raise error_of(exc.failure) from None
         if upstream is None:
             return None
+        try:
+            upstream = authorized(upstream, credentials)
+        except AttemptFailed:
+            return None  # no credentials now: the caller estimates
         first_byte, response = self.timeouts.first_byte, None
         try:
             async with asyncio.timeout(first_byte):

@@ -13,6 +13,7 @@ it says so in its answer and the log.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.auth import key_id_for, secret_hash
+from gateway.credentials import Credentials
+from gateway.credentials.config import for_providers
 from gateway.egress import EgressPlan, egress_plan
 from gateway.exchange import Principal
 from gateway.serving import serving_catalog, without_empty_keys
@@ -41,6 +44,9 @@ class Serving:
     team_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # team -> its whole map
     egress: EgressPlan = field(default_factory=EgressPlan)
     unpriced_deny: bool = False
+    # provider name → what the executor authenticates its requests with (`auth:`), not started yet
+    # when built: the gateway starts them before it serves this config
+    credentials: Mapping[str, Credentials] = field(default_factory=dict)
 
     def map_for(self, team: str) -> Mapping[str, str]:
         return self.team_maps.get(team, self.model_map)
@@ -50,12 +56,19 @@ class Serving:
 
 
 def build_serving(settings: Settings, discovered: Sequence[Mapping[str, Any]] = (),
-                  catalog: Catalog | None = None, environ: Mapping[str, str] | None = None) -> Serving:
-    """Everything checked; raises CatalogError (catalog, egress, model maps) or NothingToServe."""
+                  catalog: Catalog | None = None, environ: Mapping[str, str] | None = None,
+                  credentials: Mapping[str, Credentials] | None = None) -> Serving:
+    """Everything checked; raises CatalogError (catalog, egress, model maps), ConfigError (a
+    provider's `auth:` fields) or NothingToServe. `credentials` are the serving ones, kept for
+    the providers whose settings did not change."""
     environ = os.environ if environ is None else environ
     # Discovered models first: a model the config file lists by the same id wins over them.
     base = catalog or load_catalog([*discovered, *settings.models], without_empty_keys(settings.providers))
     served, demo = serving_catalog(base, settings.providers, settings.demo)
+    used = {e.provider for m in served.models.values() for e in m.endpoints}
+    provider_credentials, providers = for_providers({n: p for n, p in served.providers.items() if n in used},
+                                                    credentials)
+    served = dataclasses.replace(served, providers={**served.providers, **providers})
     egress = egress_plan(served.providers.values(), environ)
     discovering = {name.lower() for name, p in served.providers.items() if p.discover}
     model_map = _model_map("model_map", {**settings.aliases, **settings.model_map}, served, discovering)
@@ -75,7 +88,8 @@ def build_serving(settings: Settings, discovered: Sequence[Mapping[str, Any]] = 
                                         allowed_models=team_models.get(entry.team),
                                         budgeted=entry.team in budgeted)
     return Serving(settings=settings, catalog=served, demo=demo, static_keys=static_keys, model_map=model_map,
-                   team_maps=team_maps, egress=egress, unpriced_deny=settings.budgets.unpriced == "deny")
+                   team_maps=team_maps, egress=egress, unpriced_deny=settings.budgets.unpriced == "deny",
+                   credentials=provider_credentials)
 
 
 def _model_map(label: str, raw: Mapping[str, str], catalog: Catalog, discovering: set[str]) -> dict[str, str]:

@@ -22,7 +22,11 @@ has these defaults (the README has the same table):
   sequences, images.
 - `pricing`: unpriced (`Pricing.unpriced`): costs 0, and its usage records say so.
 
-`api_key` comes only from the config file; nothing here reads the environment.
+`api_key` comes only from the config file; nothing here reads the environment. A provider's `auth`
+and its fields (`AUTH_FIELDS`) are kept as given, for `gateway.credentials` to check and use.
+
+`catalog_clouds.yaml` (the clouds' endpoints of the built-in models) is laid over `catalog.yaml`
+the way the config file's `providers:` and `models:` are, before the config file.
 
 Endpoint and provider `options` are hints for the wire translators, validated at load into
 `Options` (each protocol accepts its own keys, see `OPTION_KEYS`; an unknown key or value stops
@@ -35,6 +39,10 @@ startup naming it):
 - `gemini`: `thinking` (`budget`, the default: `thinkingConfig.thinkingBudget`, or `level`:
   `thinkingLevel`, which Gemini 3 prefers).
 - `openai-responses`: none (reasoning follows `thinking` in `supported_parameters`).
+- `azure`: those of `openai`.
+- `vertex`: `protocol` (`gemini`: the endpoint is a Gemini model, served by the Gemini protocol on
+  Vertex's URLs).
+- `bedrock`: none.
 - `mock`: `ttft_ms` and `tokens_per_second` (non-negative numbers: a simulated latency and rate),
   `fail_status` (an HTTP error status the provider answers every time, to show fallbacks offline).
 
@@ -60,12 +68,17 @@ from providers.protocol import NAMES as PROTOCOLS
 
 _CHAT_PARAMETERS = frozenset({"tools", "tool_choice", "stop_sequences", "temperature", "top_p", "images",
                               "metadata"})
+_ANTHROPIC_PARAMETERS = frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
+                                   "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"})
 # What a request feature needs of the wire protocol alone: the parameters an endpoint supports when
 # neither it nor its model lists any.
 PROTOCOL_PARAMETERS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "anthropic": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "cache_control",
-                            "stop_sequences", "temperature", "top_p", "top_k", "metadata", "service_tier"}),
+    "anthropic": _ANTHROPIC_PARAMETERS,
+    # The clouds' Claude APIs take Anthropic's request as it is.
+    "bedrock": _ANTHROPIC_PARAMETERS,
+    "vertex": _ANTHROPIC_PARAMETERS,
     "openai": _CHAT_PARAMETERS,
+    "azure": _CHAT_PARAMETERS,
     "openai-responses": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "temperature",
                                    "top_p", "metadata"}),
     "gemini": frozenset({"tools", "tool_choice", "thinking", "images", "documents", "stop_sequences",
@@ -158,10 +171,9 @@ OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
     "openai-responses": frozenset(),
     "gemini": frozenset({"thinking"}),
     "mock": frozenset({"ttft_ms", "tokens_per_second", "fail_status"}),
-    # Providers of these protocols are not served yet (see the README's clouds section); their
-    # endpoints' options are checked so that the clouds' catalog data stays valid.
     "bedrock": frozenset(),
     "vertex": frozenset({"protocol"}),
+    "azure": frozenset({"max_tokens_field", "reasoning"}),
 })
 
 
@@ -201,6 +213,10 @@ class ProviderInfo:
     # Models listed by the upstream's GET /models become `{name}/{id}` router ids.
     discover: bool = False
     discover_interval: float = DEFAULT_DISCOVER_INTERVAL
+    # `auth:` as given (None: the protocol places `api_key` as its wire wants) and the fields that
+    # go with it (`gateway.credentials` reads and checks them; they may hold secrets).
+    auth: str | None = None
+    auth_settings: Mapping[str, str] = field(default_factory=_empty_mapping, repr=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -300,13 +316,21 @@ def load_catalog(model_overrides: Sequence[Mapping] = (),
 
 @lru_cache(maxsize=1)
 def _builtin_data() -> Mapping[str, Any]:
+    """catalog.yaml with catalog_clouds.yaml laid over it as a config file's `providers:` and
+    `models:` are, so the clouds' endpoints join the same router ids."""
     # Parsed once per process; the merge below builds new dicts and never mutates this.
-    text = resources.files("policies").joinpath("catalog.yaml").read_text(encoding="utf-8")
+    data, clouds = _data_file("catalog.yaml"), _data_file("catalog_clouds.yaml")
+    return {"providers": _merge_providers(data["providers"], clouds["providers"]),
+            "models": _merge_models(data["models"], clouds["models"])}
+
+
+def _data_file(name: str) -> Mapping[str, Any]:
+    text = resources.files("policies").joinpath(name).read_text(encoding="utf-8")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     data = yaml.load(text, Loader=loader)
     if not isinstance(data, dict) or not isinstance(data.get("providers"), dict) \
             or not isinstance(data.get("models"), list):
-        raise CatalogError("catalog.yaml: expected a `providers:` mapping and a `models:` list")
+        raise CatalogError(f"{name}: expected a `providers:` mapping and a `models:` list")
     return data
 
 
@@ -398,9 +422,13 @@ def _find_key(mapping: Mapping[str, Any], name: str) -> str | None:
 
 # -- building and validating --------------------------------------------------------------------
 
+# The fields of every `auth:` kind (gateway.credentials says which belong to which).
+AUTH_FIELDS = frozenset({"region", "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "aws_profile",
+                         "credentials_file", "project", "tenant_id", "client_id", "client_secret", "api_version",
+                         "authority_host", "scope"})
 _PROVIDER_FIELDS = frozenset({"protocol", "base_url", "api_key", "retains_prompts", "zdr",
                               "headers", "options", "proxy", "ca_file", "tls_cert", "tls_key",
-                              "discover", "discover_interval"})
+                              "discover", "discover_interval", "auth"}) | AUTH_FIELDS
 _MODEL_FIELDS = frozenset({"id", "display_name", "created_at", "aliases", "context_length",
                            "max_output", "input_modalities", "supported_parameters", "tokenizer",
                            "endpoints", "lifecycle"})
@@ -444,7 +472,16 @@ def _build_provider(name: str, raw: Mapping[str, Any]) -> ProviderInfo:
         tls_key=tls_key,
         discover=_boolean(label, raw, "discover", default=False),
         discover_interval=float(interval),
+        auth=_string(label, raw, "auth"),
+        auth_settings=MappingProxyType({key: _auth_field(label, raw, key) for key in AUTH_FIELDS
+                                        if raw.get(key) not in (None, "")}),
     )
+
+
+def _auth_field(label: str, raw: Mapping[str, Any], key: str) -> str:
+    # YAML reads an unquoted `api_version: 2024-10-21` as a date: it means the string.
+    value = raw[key]
+    return value.isoformat() if isinstance(value, date) else _string(label, raw, key)
 
 
 def _proxy(label: str, raw: Mapping[str, Any]) -> str | None:

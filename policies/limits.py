@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -131,11 +132,21 @@ def reservation_usd(
 # The tool-use system prompt the upstream adds when a request has tools: the largest Anthropic
 # documents (530 tokens, Claude 3 Opus; 346 for Claude 4 models).
 TOOL_PROMPT_MAX_TOKENS = 530
-# Byte markers of content the body's size does not bound: a body with none of them is bounded by
-# its length alone, without being decoded.
-UNBOUNDED_MARKERS = (b'"image"', b'"document"', b'"base64"', b'"url"', b'"file"', b'"file_id"',
-                     b'"container_upload"', b'"max_uses"', b'"mcp_servers"', b'"web_search', b'"web_fetch',
-                     b'"code_execution', b'"search_result"')
+# The `type` values of everything whose size the body's bytes bound: text and tool blocks, cache
+# control, JSON Schema types, thinking and tool_choice settings. A body whose every `type` is one of
+# these (and that has no `mcp_servers`) is bounded by its length alone, without being decoded; any
+# other `type` (an image, a document, a source by URL or file id, a container upload, a server
+# tool...) has the body decoded and walked by `census`. Unknown types take the walk: the safe side.
+BOUNDED_TYPES = frozenset({
+    b"text", b"tool_use", b"tool_result", b"thinking", b"redacted_thinking", b"ephemeral", b"custom",
+    b"object", b"string", b"array", b"boolean", b"number", b"integer", b"null",
+    b"enabled", b"disabled", b"adaptive", b"auto", b"any", b"tool", b"none", b"json_schema",
+})
+# A `type` member as JSON writes it; a value holding an escape stops at it and so is unknown.
+_TYPE_VALUE = re.compile(rb'"type"[ \t\r\n]*:[ \t\r\n]*"([^"\\]*)')
+# An ASCII letter written as a \u escape: no encoder does that, but it could hide a `type` key or
+# value from _TYPE_VALUE, so such a body takes the walk.
+_ESCAPED_LETTER = re.compile(rb"\\u00(?:[46][1-9a-fA-F]|[57][0-9aA])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +171,15 @@ class ContentCensus:
         return self.unknown > 0 or self.server_tool_uses > 0
 
 
-def has_unbounded_content(raw: bytes) -> bool:
-    """Whether the body may hold content its byte length does not bound (a few C-speed searches)."""
-    return any(marker in raw for marker in UNBOUNDED_MARKERS)
+def has_unbounded_content(raw: bytes, *, mcp_servers: bool | None = None) -> bool:
+    """Whether the body may hold content its byte length does not bound: one search for its `type`
+    values (a property named `url` in a tool's schema, say, is no reason). `mcp_servers`: whether
+    the body has that top-level member, when the caller's parse knows (else it is searched for)."""
+    if mcp_servers is None:
+        mcp_servers = b'"mcp_servers"' in raw
+    if mcp_servers or not BOUNDED_TYPES.issuperset(_TYPE_VALUE.findall(raw)):
+        return True
+    return b"\\u00" in raw and _ESCAPED_LETTER.search(raw) is not None
 
 
 def census(body: Mapping[str, Any], ceilings: InputCeilings) -> ContentCensus:

@@ -6,14 +6,15 @@ Pure: no clock, no randomness of its own, no I/O. Time (`now`, epoch seconds) an
 Outcomes are the short strings the executor records per attempt (`x-gateway-attempts`):
 an upstream HTTP status as digits (`"429"`, `"503"`), or one of `connect_error`, `timeout`,
 `error`, `read_error`, `empty_stream`, `stream_error` (the connection failed before the first
-event), `bad_response` (an unreadable answer), `unsupported` (no protocol module),
-`context_length`, `moderation`. What each allows:
+event), `bad_response` (an unreadable answer), `unsupported` (no protocol module), `credentials`
+(none to authenticate with: a failed refresh), `context_length`, `moderation`. What each allows:
 
 | outcome                                          | same endpoint | next endpoint | next model |
 |--------------------------------------------------|---------------|---------------|------------|
 | connection errors, timeouts, 408, 429, 500, 502, | yes (1)       | yes           | yes        |
 | 503, 504, 529                                    |               |               |            |
 | 401, 403 (our key), `bad_response`, `unsupported`| no            | yes           | yes        |
+| `credentials`, `pool_exhausted`                  |               |               |            |
 | `context_length`, `moderation`                   | no            | no            | yes        |
 | any other 4xx (the request itself is wrong)      | no            | no            | no         |
 
@@ -34,7 +35,7 @@ TRANSIENT_OUTCOMES = frozenset({
 })
 # The endpoint cannot serve (wrong key, unreadable answer, every connection to it busy for the
 # whole pool wait), but another endpoint may.
-ENDPOINT_OUTCOMES = frozenset({"401", "403", "bad_response", "unsupported", "pool_exhausted"})
+ENDPOINT_OUTCOMES = frozenset({"401", "403", "bad_response", "unsupported", "pool_exhausted", "credentials"})
 # The model cannot serve this request; another model may.
 MODEL_OUTCOMES = frozenset({"context_length", "moderation"})
 

@@ -1,13 +1,11 @@
 """Anthropic stream events and usage that every translating protocol's stream produces alike."""
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 from providers.base import Usage
 from providers.sse import encode_event
 
-CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its output
 
 
 def error_event(error_type: str, message: str) -> bytes:
@@ -21,13 +19,12 @@ def message_start_event(*, message_id: str, model: str, provider: str, usage: Ma
         "content": [], "stop_reason": None, "stop_sequence": None, "usage": {**usage, "output_tokens": 0}}})
 
 
-def usage_to_account(usage: Mapping[str, int], *, output_counted: bool, output_chars: int) -> Usage:
-    """The usage a stream leaves: as reported, with the output estimated from the characters seen when
-    the upstream never counted it (never below what it did report)."""
+def usage_to_account(usage: Mapping[str, int], *, output_counted: bool) -> Usage:
+    """The usage a stream leaves: as reported, flagged `estimated` when the upstream never counted
+    the output (the relay's meter, gateway/stream_meter.py, counts it from the deltas sent)."""
     result = Usage()
     result.update_from(dict(usage))
     if not output_counted:
-        result.output_tokens = max(result.output_tokens, math.ceil(output_chars / CHARS_PER_TOKEN))
         result.estimated = True
     return result
 

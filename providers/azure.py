@@ -6,10 +6,19 @@ deployment name goes in the body's `model` as with OpenAI and no `api-version` i
 the OpenAI chat completions protocol (`providers/openai_chat*`); the deployment name is the
 endpoint's `upstream_model`. A key goes in `api-key`; an Entra ID token in `Authorization: Bearer`.
 Claude on Foundry speaks Anthropic's protocol instead (`foundry_anthropic_base_url`).
+
+The v1 path is the `openai` protocol under `{resource}/openai/v1`. `PROTOCOL` is the `azure`
+protocol: the same chat completions on the deployment path, with the provider's `api_version`.
+The executor adds the `api-key` or the Entra token (`auth: azure`).
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from urllib.parse import quote, urlencode
+
+from providers import openai_chat, protocol
+from providers.openai_chat_request import ChatOptions
 
 DEFAULT_API_VERSION = "2024-10-21"  # the latest generally available data-plane version of the deployment path
 
@@ -52,3 +61,26 @@ def api_key_headers(key: str) -> dict[str, str]:
 
 def bearer_headers(token: str) -> dict[str, str]:
     return {"authorization": f"Bearer {token}"}
+
+
+@dataclass(frozen=True, slots=True)
+class DeploymentOptions:
+    chat: ChatOptions
+    api_version: str | None
+
+
+class Deployments(openai_chat.ChatCompletions):
+    """The `azure` protocol: chat completions at `/openai/deployments/{upstream_model}/chat/completions`."""
+
+    def options(self, attempt, require_parameters: bool) -> DeploymentOptions:
+        return DeploymentOptions(super().options(attempt, require_parameters),
+                                 attempt.provider.auth_settings.get("api_version"))
+
+    def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        options = call.options
+        upstream = super().request(dataclasses.replace(call, options=options.chat))
+        return dataclasses.replace(upstream, url=deployment_url(call.base_url, call.upstream_model,
+                                                                options.api_version))
+
+
+PROTOCOL = Deployments()

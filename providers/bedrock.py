@@ -11,8 +11,10 @@ its prelude and one of the whole message, typed headers (`:message-type`, `:even
 `:exception-type`) and, for a `chunk` event, the JSON payload `{"bytes": base64 Anthropic event}`.
 `InvokeStreamTranslator` turns those frames back into Anthropic SSE as they arrive.
 
-Bedrock's Anthropic Messages path (`/anthropic/v1/messages`) is Anthropic's protocol itself and
-needs nothing from here.
+`PROTOCOL` is the `bedrock` protocol: these requests, Bedrock's errors, and the answers read by the
+Anthropic passthrough (`providers.anthropic`), whose messages and events they are. The executor
+signs the request (SigV4, `auth: sigv4`). Bedrock's Anthropic Messages path
+(`/anthropic/v1/messages`) is Anthropic's protocol itself: a provider with `protocol: anthropic`.
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ from urllib.parse import quote
 import msgspec
 import orjson
 
-from providers import openai_chat_errors
+from providers import anthropic, openai_chat_errors, protocol
 from providers.anthropic_cloud import betas, cloud_body
 from providers.openai_chat_errors import redact_secrets
+from providers.redaction import redact_bytes
 from providers.sse import encode_event
 
 BEDROCK_VERSION = "bedrock-2023-05-31"
@@ -325,3 +328,67 @@ class InvokeStreamTranslator:
             out.append(encode_event("error", {"type": "error", "error": {"type": self.error[1],
                                                                          "message": self.error[2]}}))
         return b"".join(out)
+
+
+# -- the protocol ---------------------------------------------------------------------------------
+
+class InvokeStream(anthropic.StreamScanner):
+    """An InvokeModelWithResponseStream answer as a StreamTranslator: the frames become Anthropic
+    SSE (`InvokeStreamTranslator`), which the passthrough's scanner labels and accounts for."""
+
+    __slots__ = ("_frames",)
+
+    def __init__(self, **scanner) -> None:
+        super().__init__(**scanner)
+        self._frames = InvokeStreamTranslator()
+
+    def feed(self, data: bytes) -> bytes:
+        events = self._frames.feed(data)
+        return super().feed(events) if events else b""
+
+
+class InvokeModel:
+    """The `bedrock` protocol: `POST {base_url}/model/{id}/invoke[-with-response-stream]`."""
+
+    local = False
+    answers = protocol.MESSAGES
+
+    def options(self, attempt, require_parameters: bool) -> None:
+        return None
+
+    def request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        stream = call.request.stream
+        try:
+            body = invoke_body(call.request.raw, beta=call.beta, values=call.request.values)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise protocol.Refused(protocol.Failure("400", 400, "invalid_request_error",
+                                                    "request body must be a JSON object")) from None
+        headers = invoke_headers(stream=stream)
+        if call.extra_headers:
+            headers.update(call.extra_headers)
+        return protocol.UpstreamRequest(call.base_url.rstrip("/") + invoke_path(call.upstream_model, stream=stream),
+                                        headers, body, stream_type=STREAM_CONTENT_TYPE)
+
+    def failure(self, call: protocol.Call, status: int, headers, body: bytes) -> protocol.Failure:
+        body = redact_bytes(body, call.secrets)
+        client_status, error_type, message = map_error(status, headers or {}, body)
+        # Classified by what the error is (ModelNotReadyException comes as a 429 but is an overload,
+        # ServiceQuotaExceededException as a 400 but is a rate limit), not by its HTTP status.
+        return protocol.classify(call.provider, client_status, client_status=client_status, error_type=error_type,
+                                 message=message, headers=headers,
+                                 context_length=is_context_length_error(status, body))
+
+    def message(self, call: protocol.Call, raw: bytes) -> protocol.Answer:
+        return anthropic.PROTOCOL.message(call, raw)
+
+    def stream(self, call: protocol.Call) -> InvokeStream:
+        return InvokeStream(model=call.model, provider=call.provider, price=call.price, secrets=call.secrets)
+
+    def count_request(self, call: protocol.Call) -> None:
+        return None  # the gateway estimates
+
+    def counted(self, raw: bytes) -> None:
+        return None
+
+
+PROTOCOL = InvokeModel()

@@ -53,7 +53,6 @@ class GeminiStreamTranslator:
         self._finish_reason: str | None = None
         self._blocked = False
         self._usage_seen = False
-        self._output_chars = 0
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[bytes]:
@@ -84,7 +83,7 @@ class GeminiStreamTranslator:
 
     def close_usage(self) -> Usage:
         """Usage to account for; output estimated from the content seen when the upstream never counted it."""
-        return usage_to_account(self.usage, output_counted=self._usage_seen, output_chars=self._output_chars)
+        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- lines and chunks ------------------------------------------------------------------------
     def _lines(self, lines: list[bytes]) -> list[bytes]:
@@ -156,7 +155,6 @@ class GeminiStreamTranslator:
         if op[0] == "stop":
             return encode_event("content_block_stop", {"type": "content_block_stop", "index": op[1]})
         delta = op[2]
-        self._output_chars += len(delta.get("text") or delta.get("thinking") or delta.get("partial_json") or "")
         return encode_event("content_block_delta", {"type": "content_block_delta", "index": op[1], "delta": delta})
 
     # -- the end ---------------------------------------------------------------------------------

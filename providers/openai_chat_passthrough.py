@@ -70,7 +70,7 @@ def _decoded(value: msgspec.Raw | None) -> Any:
 def usage_of_completion(completion: Any) -> Usage:
     usage = completion.get("usage") if isinstance(completion, Mapping) else None
     return usage_to_account(anthropic_usage(usage if isinstance(usage, Mapping) else None),
-                            output_counted=isinstance(usage, Mapping), output_chars=0)
+                            output_counted=isinstance(usage, Mapping))
 
 
 class UsageFilter:
@@ -109,8 +109,7 @@ class UsageFilter:
     def usage(self) -> Usage:
         """What the stream used; without a usage chunk, `estimated` with no output (the relay's meter
         counts it from the text sent, gateway/stream_meter.py)."""
-        return usage_to_account(self._usage or anthropic_usage(None), output_counted=self._usage is not None,
-                                output_chars=0)
+        return usage_to_account(self._usage or anthropic_usage(None), output_counted=self._usage is not None)
 
 
 def _error_of(payload: Any) -> tuple[str, str] | None:

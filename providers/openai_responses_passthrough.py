@@ -47,7 +47,7 @@ def upstream_body(raw: bytes, values: Mapping[str, msgspec.Raw], upstream_model:
 def usage_of(response: Any) -> Usage:
     usage = response.get("usage") if isinstance(response, Mapping) else None
     return usage_to_account(anthropic_usage(usage if isinstance(usage, Mapping) else None),
-                            output_counted=isinstance(usage, Mapping), output_chars=0)
+                            output_counted=isinstance(usage, Mapping))
 
 
 def _payload(event: bytes) -> Any:
@@ -115,7 +115,7 @@ class EventRelay(protocol.Relayed):
         meter counts it from the text sent, gateway/stream_meter.py)."""
         if self._usage is not None:
             return self._usage
-        return usage_to_account(anthropic_usage(None), output_counted=False, output_chars=0)
+        return usage_to_account(anthropic_usage(None), output_counted=False)
 
     def usage_so_far(self) -> None:
         """A Responses stream reports its input only at its end, with its output: there is no cost so

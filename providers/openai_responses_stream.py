@@ -13,7 +13,6 @@ body that ends before the response did end it with an Anthropic `error` event.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +31,6 @@ from providers.openai_responses_response import (
 )
 from providers.sse import EventSplitter, encode_event, event_data
 
-_CHARS_PER_TOKEN = 4  # the estimate used when a stream never reported its usage
 
 
 @dataclass
@@ -64,7 +62,6 @@ class ResponsesStreamTranslator:
         self._calls = 0
         self._text_kinds: set[str] = set()
         self._usage_seen = False
-        self._output_chars = 0
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[bytes]:
@@ -93,11 +90,11 @@ class ResponsesStreamTranslator:
         return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
 
     def close_usage(self) -> Usage:
-        """Usage to account for; output estimated from the content seen when the upstream never said."""
+        """Usage to account for, flagged `estimated` when the upstream never said (the relay's meter,
+        gateway/stream_meter.py, counts the output from the deltas sent)."""
         usage = Usage()
         usage.update_from(self.usage)
         if not self._usage_seen:
-            usage.output_tokens = math.ceil(self._output_chars / _CHARS_PER_TOKEN)
             usage.estimated = True
         return usage
 
@@ -255,7 +252,6 @@ class ResponsesStreamTranslator:
 
     def _delta(self, block: _Block, delta: dict[str, Any]) -> bytes:
         text = delta.get("text") or delta.get("thinking") or delta.get("partial_json") or ""
-        self._output_chars += len(text)
         block.has_text = block.has_text or bool(text)
         return encode_event("content_block_delta", {"type": "content_block_delta", "index": block.index,
                                                     "delta": delta})

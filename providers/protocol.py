@@ -6,8 +6,10 @@ upstream's wire format; the executor (`gateway.execute`) does all the I/O and kn
 name. For one attempt it asks the protocol, in this order:
 
   options(attempt, require_parameters)  the catalog endpoint's settings as the protocol's typed options
-  request(call)                         the upstream request: method, URL, headers, body bytes, and the
-                                        parameters it had to drop; or raises Refused
+  request(call)                         the upstream request: method, URL, headers, body bytes, the
+                                        parameters it had to drop and the content type of a streamed
+                                        answer; or raises Refused. The executor then adds the provider's
+                                        credentials (`auth:`) to its headers, signing it as it stands
   failure(call, status, headers, body)  an upstream error answer as a Failure (the outcome the retry
                                         policy knows, and what the client would see)
   message(call, raw)                    a JSON answer as the Anthropic message bytes and its usage, or
@@ -48,6 +50,9 @@ _MODULES = {
     "openai": "providers.openai_chat",
     "openai-responses": "providers.openai_responses",
     "gemini": "providers.gemini",
+    "bedrock": "providers.bedrock",
+    "vertex": "providers.vertex",
+    "azure": "providers.azure",
     "mock": "providers.mock",
 }
 NAMES = frozenset(_MODULES)
@@ -98,12 +103,15 @@ class Call:
     version: str | None = None    # the client's anthropic-version and anthropic-beta
     beta: str | None = None
     query: str = ""               # the client's query string
+    # The values of the credentials the executor adds to the request (a key, a token), when the
+    # provider's `auth:` has them added there rather than `api_key` placed by the protocol.
+    credentials: tuple[str, ...] = ()
     client: ClientRequest | None = None  # the client's own request, when it spoke another API than Messages
 
     @property
     def secrets(self) -> tuple[str | None, ...]:
         """What the upstream may quote back and must never reach the client: the provider's key."""
-        return (self.api_key,)
+        return (self.api_key, *self.credentials)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,7 @@ class UpstreamRequest:
     body: bytes
     method: str = "POST"
     dropped: Sequence[str] = ()   # Anthropic parameters the upstream cannot honour, reported to the client
+    stream_type: str = "text/event-stream"  # the content type of a streamed answer (`stream` reads it)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,14 @@ Nothing on the request path waits for a credential source.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 
 from gateway.tasks import cancel_and_wait
+from providers.protocol import UpstreamRequest
 from providers.openai_chat_errors import redact_secrets
 
 log = logging.getLogger("gateway.credentials")
@@ -57,6 +59,7 @@ class Credentials:
     def __init__(self, provider: str, source: str) -> None:
         self.provider = provider
         self.source = source  # a description for messages, e.g. "shared credentials file ~/.aws/credentials"
+        self.settings: Mapping[str, object] | None = None  # what they were built from (a reload compares)
 
     async def start(self) -> None:
         return None
@@ -76,8 +79,21 @@ class Credentials:
     def headers_for(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> dict[str, str]:
         raise NotImplementedError
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The secrets these credentials send (a key, a token), which an upstream may quote back in
+        an error: redacted from whatever reaches the client."""
+        return ()
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(provider={self.provider!r}, source={self.source!r})"
+
+
+def authorize(upstream: UpstreamRequest, credentials: Credentials) -> UpstreamRequest:
+    """The request as the protocol built it, with the credentials' headers added; SigV4 signs it
+    as it stands (method, URL, headers, body), so nothing may change it afterwards. Raises
+    CredentialsUnavailable."""
+    added = credentials.headers_for(upstream.method, upstream.url, upstream.headers, upstream.body)
+    return dataclasses.replace(upstream, headers={**upstream.headers, **added})
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
@@ -127,6 +143,7 @@ class RefreshingToken(Credentials):
         self._fetched_at = 0.0
         self._failures = 0
         self._last_error = "not fetched yet"
+        self._secret_values: tuple[str, ...] = ()
         self.refreshes = 0  # successful fetches, for tests and metrics
 
     def _secrets(self) -> tuple[str | None, ...]:
@@ -154,6 +171,7 @@ class RefreshingToken(Credentials):
                         self.provider, self.source, self._last_error)
             return False
         self._headers, self._expires_at, self._fetched_at = headers, expires_at, self._clock()
+        self._secret_values = tuple(value.removeprefix("Bearer ") for value in headers.values())
         self._failures = 0
         self.refreshes += 1
         return True
@@ -173,6 +191,9 @@ class RefreshingToken(Credentials):
             return self._headers
         reason = self._last_error if self._failures or self._headers is None else "the token expired"
         raise CredentialsUnavailable(self.provider, self.source, reason)
+
+    def secret_values(self) -> tuple[str, ...]:
+        return self._secret_values
 
     @property
     def expires_at(self) -> float:

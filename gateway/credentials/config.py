@@ -1,12 +1,13 @@
 """A provider's settings → its `Credentials`: the `auth:` kind and the fields that go with it.
 
-`auth` defaults by protocol (`x-api-key` for anthropic, `sigv4` for bedrock, `google` for vertex,
-`bearer` otherwise). Fields that belong to another kind are refused, so that a misplaced
+`auth` defaults by protocol (`x-api-key` for anthropic, `sigv4` for bedrock, or `bearer` when it
+has an `api_key`, a Bedrock API key; `google` for vertex, `bearer` otherwise). Fields that belong to another kind are refused, so that a misplaced
 `aws_profile` is an error at startup rather than silently unused. Messages name the provider and
 the field, never a value.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from gateway.credentials.base import Credentials
 from gateway.credentials.google import GoogleToken
 from gateway.credentials.sigv4 import SigV4Credentials
 from gateway.settings import ConfigError
+from policies.catalog import AUTH_FIELDS, ProviderInfo
 
 KINDS = ("x-api-key", "bearer", "sigv4", "google", "azure")
 _FIELDS = {
@@ -27,7 +29,11 @@ _FIELDS = {
     "azure": {"api_key", "tenant_id", "client_id", "client_secret", "api_version", "authority_host", "scope"},
 }
 _ALL_FIELDS = set().union(*_FIELDS.values())
-_DEFAULT_BY_PROTOCOL = {"anthropic": "x-api-key", "bedrock": "sigv4", "vertex": "google"}
+assert _ALL_FIELDS - {"api_key"} == AUTH_FIELDS, "policies.catalog.AUTH_FIELDS must list every kind's fields"
+_DEFAULT_BY_PROTOCOL = {"anthropic": "x-api-key", "bedrock": "sigv4", "vertex": "google", "azure": "azure"}
+# Protocols whose requests are always authenticated by the executor; others only with an `auth:`
+# (without one, the protocol places `api_key` as its wire wants).
+_AUTHENTICATED_PROTOCOLS = frozenset({"bedrock", "vertex", "azure"})
 _KIND_LIKE = re.compile(r"^[a-z][a-z0-9_-]{0,15}$")
 _BEDROCK_HOST = re.compile(r"^https?://bedrock-runtime(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:[:/]|$)")
 
@@ -38,7 +44,10 @@ def auth_kind(provider: str, settings: Mapping[str, Any]) -> str:
     if kind is None and isinstance(settings.get("options"), Mapping):
         kind = settings["options"].get("auth")
     if kind is None:
-        return _DEFAULT_BY_PROTOCOL.get(str(settings.get("protocol", "")), "bearer")
+        protocol = str(settings.get("protocol", ""))
+        if protocol == "bedrock" and settings.get("api_key"):
+            return "bearer"  # a Bedrock API key
+        return _DEFAULT_BY_PROTOCOL.get(protocol, "bearer")
     if kind not in KINDS:
         # Echo only what looks like a kind's name: a secret pasted into the wrong field must not be printed.
         shown = f"'{kind}'" if isinstance(kind, str) and _KIND_LIKE.match(kind) else "another value"
@@ -108,8 +117,10 @@ def _google(provider: str, value: "_Reader") -> GoogleToken:
         missing = [k for k in ("client_email", "private_key", "token_uri") if not info.get(k)]
         if missing:
             raise ConfigError(f"provider '{provider}': field 'credentials_file': {path} lacks '{missing[0]}'")
-    return GoogleToken(provider, credentials_file=path, project=value.string("project"),
-                       region=value.string("region"))
+        project = value.string("project") or info.get("project_id") or None
+    else:
+        project = value.string("project")
+    return GoogleToken(provider, credentials_file=path, project=project, region=value.string("region"))
 
 
 def _azure(provider: str, value: "_Reader"):
@@ -145,3 +156,41 @@ class _Reader:
             raise ConfigError(f"provider '{self.provider}': field '{name}' must be a string, "
                               f"got {type(raw).__name__}")
         return raw
+
+
+def authenticated(provider: ProviderInfo) -> bool:
+    """The executor adds this provider's credentials to its requests."""
+    return provider.auth is not None or provider.protocol in _AUTHENTICATED_PROTOCOLS
+
+
+def provider_settings(provider: ProviderInfo) -> dict[str, Any]:
+    """A catalog provider as the settings mapping `credentials_from` reads."""
+    settings: dict[str, Any] = {"protocol": provider.protocol, "base_url": provider.base_url,
+                                **provider.auth_settings}
+    if provider.auth is not None:
+        settings["auth"] = provider.auth
+    if provider.api_key:
+        settings["api_key"] = provider.api_key
+    return settings
+
+
+def for_providers(providers: Mapping[str, ProviderInfo], previous: Mapping[str, Credentials] | None = None
+                  ) -> tuple[dict[str, Credentials], dict[str, ProviderInfo]]:
+    """The credentials of every authenticated provider (those of `previous` kept where the settings
+    are the same, so a reload does not fetch tokens anew), and the providers with what their
+    credentials tell (the Vertex project a service-account file names). Raises ConfigError."""
+    credentials: dict[str, Credentials] = {}
+    updated = dict(providers)
+    for name, provider in providers.items():
+        if not authenticated(provider):
+            continue
+        settings = provider_settings(provider)
+        kept = (previous or {}).get(name)
+        credentials[name] = kept if kept is not None and kept.settings == settings else credentials_from(name, settings)
+        credentials[name].settings = settings
+        if provider.protocol == "vertex" and not provider.auth_settings.get("project"):
+            project = getattr(credentials[name], "project", None)
+            if not project:
+                raise ConfigError(f"provider '{name}': field 'project' is required (the credentials name none)")
+            updated[name] = dataclasses.replace(provider, auth_settings={**provider.auth_settings, "project": project})
+    return credentials, updated

@@ -226,6 +226,11 @@ class SigV4Credentials(Credentials):
         return signed_headers(method, url, headers, body, access_key=frozen.access_key, key=cached[2],
                               token=frozen.token, region=self.region, service=self.service, amz_date=amz_date)
 
+    def secret_values(self) -> tuple[str, ...]:
+        # The secret key is never sent; a session token is.
+        frozen = self._frozen
+        return (frozen.token,) if frozen is not None and frozen.token else ()
+
     def __repr__(self) -> str:
         return (f"SigV4Credentials(provider={self.provider!r}, region={self.region!r}, "
                 f"source={self.source!r}, method={self._method!r})")

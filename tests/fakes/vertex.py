@@ -8,10 +8,13 @@ token that lives `token_lifetime` seconds.
 `rawPredict` / `streamRawPredict` accept only a live token it issued (401 UNAUTHENTICATED
 otherwise, as Google answers), check the body (`anthropic_version: vertex-2023-10-16`, no
 `model`) and answer as Anthropic does; unscripted, with the Anthropic fake's automatic answer.
+Gemini's methods under `publishers/google/models/{model}` take the same token and are answered by
+a Gemini fake (`self.gemini`, its own script), which checks the request as it checks Google AI's.
 """
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import secrets
@@ -25,10 +28,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.fakes import anthropic as anthropic_fake
 from tests.fakes.base import RecordedRequest, Reply, ScriptedServer
+from tests.fakes.gemini import GeminiFake
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # The audience Google's token endpoint requires in the assertion, wherever the request is sent.
 TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
+_GEMINI = re.compile(r"^/v1/projects/[^/]+/locations/[^/]+/publishers/google/models/(?P<method>[^/]+)$")
 _PREDICT = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<region>[^/]+)/publishers/anthropic/"
                       r"models/(?P<model>[^/:]+):(?P<op>rawPredict|streamRawPredict)$")
 
@@ -53,6 +58,7 @@ class VertexFake(ScriptedServer):
         self.refuse_grants = False  # the token endpoint answers invalid_grant (a revoked key)
         self.grant_errors: list[str] = []
         self.grant_key_ids: list[str] = []  # the key that signed each accepted assertion
+        self.gemini = GeminiFake(api_key=None)  # answers Gemini's methods; never started on a port of its own
 
     def add_key(self) -> str:
         """A new key of the service account (as `gcloud iam service-accounts keys create` makes); its id."""
@@ -89,12 +95,17 @@ class VertexFake(ScriptedServer):
         if request.path == "/token":
             return self._grant(request)
         match = _PREDICT.match(request.path)
-        if match is None:
+        gemini = _GEMINI.match(request.path)
+        if match is None and gemini is None:
             return google_error(404, "NOT_FOUND", f"The requested URL {request.path} was not found.")
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if self.tokens.get(token, 0) <= time.time():
             return google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected "
                                 "OAuth 2 access token, login cookie or other valid authentication credential.")
+        if gemini is not None:
+            as_google_ai = dataclasses.replace(request, path="/v1/models/" + gemini["method"])
+            self.gemini.requests.append(as_google_ai)
+            return self.gemini.next_reply(as_google_ai)
         try:
             body = request.json()
         except ValueError:

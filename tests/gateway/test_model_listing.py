@@ -70,7 +70,8 @@ def test_model_info_carries_the_router_extras_with_prices():
     assert info["aliases"] == ["claude-opus-4-8", "~anthropic/claude-opus-latest"]
     assert (info["context_length"], info["max_output"]) == (1_000_000, 128_000)
     assert "image" in info["input_modalities"] and "cache_control" in info["supported_parameters"]
-    anthropic_host, bedrock = info["providers"]
+    anthropic_host, bedrock, vertex = info["providers"]
+    assert vertex["name"] == "google-vertex" and vertex["pricing"]["verified"] is False
     assert anthropic_host["name"] == "anthropic"
     assert anthropic_host["pricing"] == {"input": 5.0, "output": 25.0, "cache_write": 6.25,
                                          "cache_write_1h": 10.0, "cache_read": 0.5,

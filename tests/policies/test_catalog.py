@@ -104,7 +104,9 @@ def test_bedrock_endpoints_retain_nothing_and_their_prices_are_marked_unverified
     bedrock = load_catalog().models["anthropic/claude-sonnet-4.5"].endpoint("amazon-bedrock")
     assert (bedrock.retains_prompts, bedrock.zdr) == (False, True)
     assert bedrock.pricing.verified is False
-    assert bedrock.options.auth == "bearer"  # inherited from the provider
+    provider = load_catalog().providers["amazon-bedrock"]
+    # catalog_clouds.yaml makes Bedrock InvokeModel, signed (SigV4) unless an api_key is configured.
+    assert (provider.protocol, provider.base_url) == ("bedrock", "https://bedrock-runtime.us-east-1.amazonaws.com")
 
 
 def test_openai_reasoning_endpoints_name_their_protocol_options():
@@ -146,7 +148,7 @@ def test_model_override_replaces_the_given_fields_and_keeps_the_rest():
                              "aliases": ["fast"]}])
     model = catalog.models["anthropic/claude-haiku-4.5"]
     assert (model.display_name, model.aliases) == ("Haiku", ("fast",))
-    assert model.context_length == 200_000 and len(model.endpoints) == 2
+    assert model.context_length == 200_000 and len(model.endpoints) == 4  # Anthropic, Bedrock, Foundry, Vertex
     assert catalog.get("fast") is model and catalog.get("claude-haiku-4-5") is None
 
 

@@ -1,6 +1,6 @@
-"""The cloud endpoints prepared in policies/catalog_clouds.yaml: they merge into the built-in
-catalog as a config file's `models:` would, pass the catalog's own validation, give the same
-router id several clouds, name their sources, and mark every unconfirmed price."""
+"""The cloud endpoints of policies/catalog_clouds.yaml: the catalog loads them over the built-in
+data as a config file's `models:` would, so the same router id has several clouds; the file names
+its sources and marks every unconfirmed price."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,18 +22,9 @@ def clouds():
 
 
 @pytest.fixture(scope="module")
-def merged(clouds):
-    """Every model with the clouds' endpoints merged in, built by the catalog's own validation."""
-    builtin = catalog._builtin_data()
-    providers = catalog._merge_providers(builtin["providers"], {})
-    infos = {name.lower(): catalog._build_provider(name, raw) for name, raw in providers.items()}
-    for name, raw in clouds["providers"].items():
-        # The protocols `bedrock` and `vertex` and the `auth` fields are new to the catalog's loader.
-        infos[name.lower()] = catalog.ProviderInfo(
-            name=name, protocol=raw["protocol"], base_url=raw["base_url"], retains_prompts=raw["retains_prompts"],
-            zdr=raw["zdr"])
-    return {raw["id"]: catalog._build_model(raw, infos)
-            for raw in catalog._merge_models(builtin["models"], clouds["models"])}
+def merged():
+    """Every model of the catalog, the clouds' endpoints merged in by the loader."""
+    return catalog.load_catalog().models
 
 
 def test_header_names_the_price_lists_and_the_date():
@@ -73,10 +64,11 @@ def test_gemini_on_vertex_speaks_the_gemini_protocol(merged):
     assert endpoint.options.protocol == "gemini"
 
 
-@pytest.mark.parametrize("name, extra", [("amazon-bedrock", {}), ("google-vertex", {}),
-                                         ("azure", {"api_key": "configured-in-the-config-file"}),
-                                         ("azure-foundry", {"api_key": "configured-in-the-config-file"})])
-def test_cloud_providers_auth_settings_are_valid(clouds, name, extra):
+@pytest.mark.parametrize("name, extra, kind", [
+    ("amazon-bedrock", {}, "sigv4"), ("amazon-bedrock", {"api_key": "a-bedrock-api-key"}, "bearer"),
+    ("google-vertex", {}, "google"), ("azure", {"api_key": "configured-in-the-config-file"}, "azure"),
+    ("azure-foundry", {"api_key": "configured-in-the-config-file"}, "x-api-key")])
+def test_cloud_providers_auth_settings_are_valid(clouds, name, extra, kind):
     settings = {**clouds["providers"][name], **extra}
     assert set(clouds["providers"][name]) - _CATALOG_PROVIDER_FIELDS <= {"auth", "region"}
-    assert credentials_from(name, settings).kind == settings["auth"]
+    assert credentials_from(name, settings).kind == kind

@@ -174,7 +174,7 @@ def test_builtin_catalog_data_collection_deny_routes_claude_to_bedrock():
     catalog = load_catalog()
     result = build_plan(catalog, [resolve(catalog, "anthropic/claude-opus-4.8")],
                         parse_preferences({"data_collection": "deny"}), now=NOW, rand=0.0)
-    assert [a.provider.name for a in result.attempts] == ["amazon-bedrock"]
+    assert [a.provider.name for a in result.attempts] == ["amazon-bedrock", "google-vertex"]
 
 
 def test_builtin_catalog_dated_id_goes_unchanged_to_its_own_vendor_only():
@@ -185,7 +185,8 @@ def test_builtin_catalog_dated_id_goes_unchanged_to_its_own_vendor_only():
                         now=NOW, rand=0.0)
     assert [(a.provider.name, a.upstream_model) for a in result.attempts] == [
         ("amazon-bedrock", "global.anthropic.claude-sonnet-4-5-20250929-v1:0"),
-        ("anthropic", "claude-sonnet-4-5-20260101")]
+        ("anthropic", "claude-sonnet-4-5-20260101"), ("azure-foundry", "claude-sonnet-4-5"),
+        ("google-vertex", "claude-sonnet-4-5@20250929")]
 
 
 def test_builtin_catalog_max_price_message_names_the_filter_and_the_endpoints():
@@ -195,6 +196,6 @@ def test_builtin_catalog_max_price_message_names_the_filter_and_the_endpoints():
                    parse_preferences({"max_price": {"prompt": 1.0}}), now=NOW, rand=0.0)
     assert str(caught.value) == ("no endpoint of 'anthropic/claude-opus-4.8' satisfies "
                                  "provider.max_price (prompt ≤ 1.0 USD/M); endpoints before that "
-                                 "filter: anthropic, amazon-bedrock")
+                                 "filter: anthropic, amazon-bedrock, google-vertex")
 
 

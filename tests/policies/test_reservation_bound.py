@@ -78,3 +78,27 @@ def test_text_documents_are_text():
     found = census(body, CEILINGS)
     assert (found.unknown, found.images, found.binary_bytes) == (0, 0, 0)
     assert bound(body) == len(orjson.dumps(body))
+
+
+def test_a_tool_schema_property_named_url_is_no_reason_to_walk_the_body():
+    body = {**message({"type": "text", "text": "fetch it"}),
+            "tools": [{"name": "fetch", "input_schema": {"type": "object", "properties": {
+                "url": {"type": "string"}, "file": {"type": "string"}, "image": {"type": "array"}}}}]}
+    assert not has_unbounded_content(orjson.dumps(body))
+
+
+def test_any_type_the_bytes_may_not_bound_is_walked_however_it_is_written():
+    walked = [
+        b'{"messages":[{"role":"user","content":[{"type" : "image","source":{"type":"url","url":"u"}}]}]}',
+        b'{"tools":[{"type":"web_search_20250305","name":"web_search","max_uses":3}]}',
+        b'{"messages":[{"role":"user","content":[{"t\\u0079pe":"document"}]}]}',  # an escaped key
+        b'{"messages":[{"role":"user","content":[{"type":"te\\u0078t"}]}]}',  # an escaped value
+        b'{"messages":[{"role":"user","content":[{"type":"something_new"}]}]}',  # unknown: the safe side
+    ]
+    for raw in walked:
+        assert has_unbounded_content(raw), raw
+    assert has_unbounded_content(b'{"mcp_servers":[{"type":"url","url":"u"}]}')
+    assert has_unbounded_content(b'{"messages":[]}', mcp_servers=True)
+    quoted = b'{"messages":[{"role":"user","content":[{"type":"text","text":"say \\"type\\": \\"url\\""}]}]}'
+    assert not has_unbounded_content(quoted)  # inside a string, not a member
+    assert not has_unbounded_content(b'{"messages":[{"role":"user","content":"caf\\u00e9"}]}')

@@ -19,6 +19,7 @@ def test_each_protocol_name_has_an_implementation_of_the_contract(name):
     missing = [method for method in CONTRACT if not callable(getattr(protocol, method, None))]
     assert missing == []
     assert protocol.local is (name == "mock") and (not protocol.local or callable(protocol.local_answer))
+    assert protocol.answers == "messages"
 
 
 def test_every_provider_and_endpoint_of_the_catalog_speaks_a_registered_protocol():
