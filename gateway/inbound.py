@@ -6,7 +6,10 @@ A chat completions or Responses request is translated to the canonical Anthropic
 the inbound protocol named in the record. What the executor sends back (Anthropic JSON, SSE or
 error envelope) passes through this module's `send`, which answers in the client's protocol:
 OpenAI's body or stream, OpenAI's error envelope and statuses, and the headers OpenAI's SDKs read
-(`x-request-id`, `x-ratelimit-*`).
+(`x-request-id`, `x-ratelimit-*`). An upstream of the client's own API is given the client's body
+instead (`Exchange.client`, read by the passthrough protocols the registry picks for it,
+`providers.protocol.protocol_for`); its answer, begun in the client's API
+(`Exchange.answered_in`), is forwarded as it is.
 """
 from __future__ import annotations
 

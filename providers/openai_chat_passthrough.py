@@ -31,6 +31,7 @@ from providers.sse import EventSplitter, event_data
 
 API = "openai_chat"
 _USAGE = b'"usage"'
+_NO_USAGE = b'"usage":null'  # what every chunk but the last says once include_usage is on (OpenAI's spacing)
 _ERROR = b'"error"'
 _DONE = b"data: [DONE]"
 
@@ -75,8 +76,8 @@ def usage_of_completion(completion: Any) -> Usage:
 
 class UsageFilter:
     """Passes a chunk stream through as it arrives, cut at event boundaries; reads the usage chunk,
-    and drops it when the client did not ask for it (`hide`). Only events that name `usage` are
-    decoded."""
+    and drops it when the client did not ask for it (`hide`). Only events that name `usage` with a
+    value other than null are decoded."""
 
     def __init__(self, *, hide: bool) -> None:
         self.hide = hide
@@ -85,11 +86,12 @@ class UsageFilter:
 
     def feed(self, chunk: bytes) -> bytes:
         block = self._splitter.feed(chunk)
-        if _USAGE not in block:
+        if _USAGE not in block or block.count(_USAGE) == block.count(_NO_USAGE):
             return block
         kept = []
         for event in block.split(b"\n\n"):
-            if event and _USAGE in event and self._read_usage(event) and self.hide:
+            if _USAGE in event and event.count(_USAGE) != event.count(_NO_USAGE) and self._read_usage(event) \
+                    and self.hide:
                 continue
             kept.append(event)
         return b"\n\n".join(kept)
