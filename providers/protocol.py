@@ -61,6 +61,7 @@ MESSAGES = "messages"  # the gateway's own API, which every protocol above answe
 # request through to that upstream and answers in the client's API.
 _PASSTHROUGHS = {
     ("openai_chat", "openai"): "providers.openai_chat_passthrough",
+    ("openai_chat", "azure"): "providers.azure_passthrough",
     ("openai_responses", "openai-responses"): "providers.openai_responses_passthrough",
 }
 _LOADED: dict[str, WireProtocol] = {}

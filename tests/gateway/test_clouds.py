@@ -322,6 +322,24 @@ def test_azure_deployment_path_carries_the_api_version(gw, azure):
     assert sent.headers["api-key"] == AZURE_KEY
 
 
+@pytest.mark.parametrize("model, path", [
+    ("clouds/azure-deployment", "/openai/deployments/gpt-5-4-prod/chat/completions"),
+    ("clouds/azure-v1", "/openai/v1/chat/completions")])
+def test_a_chat_completions_client_passes_through_to_azure_with_its_key(gw, azure, model, path):
+    azure.enqueue(chat_stream(StreamScript(text=["Hel", "lo"])))
+    messages = b'[{"role": "user",  "content": "hi"}]'
+    body = b'{"model": "' + model.encode() + b'", "messages": ' + messages + b', "stream": true, "seed": 3}'
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", content=body, timeout=30,
+                      headers={"authorization": f"Bearer {TEAM_KEY}", "content-type": "application/json"}) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and '"id":"chatcmpl-fake0001"' in lines[0]  # the upstream's own chunks
+    sent = azure.requests[-1]
+    assert sent.path == path and sent.headers["api-key"] == AZURE_KEY and messages in sent.body
+    assert sent.json() == {"model": "gpt-5-4-prod", "messages": [{"role": "user", "content": "hi"}], "stream": True,
+                           "seed": 3, "stream_options": {"include_usage": True}}
+    assert AZURE_KEY not in "".join(lines)
+
+
 def test_azure_tool_call_over_two_turns(gw, azure):
     azure.enqueue(chat_stream(StreamScript(tool_calls=[ToolCall(id="call_az1", name="get_weather",
                                                                 arguments=['{"city":', ' "Paris"}'])],
