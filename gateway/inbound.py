@@ -58,6 +58,13 @@ def openai_headers(headers: list[tuple[bytes, bytes]], now: float, *,
     return out
 
 
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def _seconds_until(rfc3339: bytes, now: float) -> bytes:
     try:
         moment = calendar.timegm(time.strptime(rfc3339.decode(), "%Y-%m-%dT%H:%M:%SZ"))
@@ -143,8 +150,8 @@ class OpenAIInbound:
         if self._forward:
             body = message.get("body", b"")
             if body.startswith(b"event: error\n"):
-                event = orjson.loads(event_data(body))
-                if isinstance(event.get("error"), dict):
+                event = _json_or_none(event_data(body))  # an upstream's block may hold more than one event
+                if isinstance(event, dict) and isinstance(event.get("error"), dict):
                     # The gateway's own end of a stream it cut (the deadline passed), in Anthropic's
                     # terms (an upstream's Responses error event has no `error` object): the client's.
                     message = {**message, "body": self.protocol.stream_error(*error_of_event(event), self._events)}

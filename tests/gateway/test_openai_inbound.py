@@ -564,6 +564,20 @@ def test_a_passed_through_responses_stream_cut_short_ends_with_its_error_event_a
     assert row["status"] == 502 and row["output_tokens"] == math.ceil(16 / chars_per_token("generic"))
 
 
+def test_a_responses_upstreams_own_error_event_midway_reaches_the_client_as_it_came(served, responses_upstream):
+    responses_upstream.enqueue(r.responses_stream(r.Script(items=[r.Text.of("a", "b")], error_event={
+        "code": "server_error", "message": f"The model failed ({RESPONSES_KEY})"}), delay_between=0.05))
+    with httpx.stream("POST", served.url + "/v1/responses", timeout=30, headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": PRO, "stream": True, "input": "Hi"}) as response:
+        lines = [line for line in response.iter_lines() if line]
+        request_id = response.headers["x-request-id"]
+    assert lines[-2] == "event: error"
+    error = json.loads(lines[-1][6:])
+    assert error["code"] == "server_error" and error["message"].startswith("The model failed (")
+    assert RESPONSES_KEY not in "".join(lines)
+    assert record_of(served, request_id)["status"] == 502
+
+
 def test_a_failed_responses_upstream_falls_back_to_the_anthropic_one_translated(served, upstream, responses_upstream):
     responses_upstream.enqueue(r.server_error())
     upstream.enqueue(json_reply(message_body("From Claude.")))
