@@ -76,6 +76,12 @@ class SearchLoop:
     def next_request(self) -> dict[str, Any]:
         """The body of the next upstream round (Anthropic format, for the protocol's translator)."""
         body = {**self._base, "messages": list(self.messages)}
+        choice = body.get("tool_choice")
+        if self.rounds and isinstance(choice, Mapping) and choice.get("type") == "tool" \
+                and choice.get("name") == TOOL_NAME:
+            # A search forced on the first round only: forced on every round, the model could never answer.
+            body["tool_choice"] = {**choice, "type": "auto"}
+            body["tool_choice"].pop("name", None)
         if self.used >= self.max_uses:
             body = blocks.searches_used_up(body)
         return body
