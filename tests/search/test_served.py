@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.fakes.anthropic import AnthropicFake, message_body
+from tests.fakes.anthropic import error_reply as anthropic_error
 from tests.fakes.anthropic import json_reply as anthropic_json
 from tests.fakes.openai import OpenAIFake, ToolCall, Usage, chat_json
 from tests.fakes.search import json_reply
@@ -21,6 +22,7 @@ from tests.served_process import ServedProcess
 KEY = "sk-search-team-0001"
 FRUGAL_KEY = "sk-search-frugal-0002"
 OFF_KEY = "sk-search-off-0003"
+CAREFUL_KEY = "sk-search-careful-0004"
 ADMIN = "sk-search-admin-0000"
 PRICE = 0.01
 FRUGAL_PRICE = 0.6
@@ -51,11 +53,16 @@ def served(tmp_path_factory, chat_fake, claude_fake, fakes):
         "models": [{"id": "local/gpt-fake", "endpoints": [{"provider": "local", "upstream_model": "gpt-fake",
                                                            "pricing": PRICING}]},
                    {"id": "claude/sonnet", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
-                                                          "pricing": {"input": 3.0, "output": 15.0}}]}],
+                                                          "pricing": {"input": 3.0, "output": 15.0}}]},
+                   {"id": "mixed/model", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
+                                                        "pricing": PRICING},
+                                                       {"provider": "local", "upstream_model": "gpt-fake",
+                                                        "pricing": PRICING}]}],
         "keys": [{"key": KEY, "team": "research"}, {"key": FRUGAL_KEY, "team": "frugal"},
-                 {"key": OFF_KEY, "team": "offline"}],
+                 {"key": OFF_KEY, "team": "offline"}, {"key": CAREFUL_KEY, "team": "careful"}],
         "teams": [{"name": "frugal", "budget_daily_usd": 1.0, "search": {"price_per_search": FRUGAL_PRICE}},
-                  {"name": "offline", "search": {"enabled": False}}],
+                  {"name": "offline", "search": {"enabled": False}},
+                  {"name": "careful", "search": {"blocked_domains": ["sample.net"], "max_uses": 1}}],
         "search": {"searxng_url": fakes["searxng"].url, "price_per_search": PRICE,
                    "token_secret": "a-secret-of-thirty-two-characters"},
         "retries": {"per_endpoint": 1},
@@ -179,6 +186,17 @@ def test_the_tools_domain_filters_apply_to_the_results(served, model, fake_serve
     assert [r.url for r in message.content[1].content] == ["https://www.example.com/news/1"]
 
 
+def test_a_teams_blocked_domains_and_max_uses_apply_whatever_the_request_asks(served, model, fake_servers):
+    model.enqueue(asks("careful one"), asks("careful two"), answers("ok"))
+    message = sdk(served, CAREFUL_KEY).messages.create(
+        model="local/gpt-fake", max_tokens=100, tools=[{**SEARCH_TOOL, "max_uses": 5}],
+        messages=[{"role": "user", "content": "careful"}])
+    assert fake_servers["searxng"].queries == ["careful one"]
+    assert [r.url for r in message.content[1].content] == ["https://www.example.com/news/1",
+                                                           "https://docs.example.org/guide"]
+    assert message.content[3].content.error_code == "max_uses_exceeded"
+
+
 def test_both_domain_lists_are_a_400(served, model):
     response = httpx.post(served.url + "/v1/messages", headers={"x-api-key": KEY}, json={
         "model": "local/gpt-fake", "max_tokens": 100,
@@ -219,6 +237,30 @@ def test_the_search_tool_reaches_an_anthropic_upstream_untouched(served, model, 
     assert fake_servers["searxng"].queries == []
     assert message.content[1].content[0].encrypted_content == "EqAnthropicOwn"
     assert message.usage.server_tool_use.web_search_requests == 1
+
+
+def test_a_plan_mixing_anthropic_and_other_upstreams_runs_the_loop_on_every_endpoint(
+        served, model, claude_fake, fake_servers):
+    claude_fake.enqueue(anthropic_error(529, "overloaded_error", "Overloaded"))
+    model.enqueue(asks("mixed query"))
+    claude_fake.enqueue(anthropic_json(message_body(
+        "Answered by Claude from [example.com](https://www.example.com/news/1).")))
+    model.enqueue(answers("Answered by the chat model from [example.com](https://www.example.com/news/1)."))
+    response = httpx.post(served.url + "/v1/messages", headers={"x-api-key": KEY}, json={
+        "model": "mixed/model", "max_tokens": 100, "tools": [SEARCH_TOOL],
+        "provider": {"order": ["claude", "local"]}, "messages": [{"role": "user", "content": "mixed"}]})
+    assert response.status_code == 200, response.text
+    # The first round fell back from the overloaded Anthropic endpoint to the chat one, which searched.
+    assert response.headers["x-gateway-attempts"].startswith("claude/mixed/model=529,local/mixed/model=ok,")
+    assert fake_servers["searxng"].queries == ["mixed query"]
+    message = response.json()
+    assert [b["type"] for b in message["content"]] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert message["content"][2]["text"].startswith("Answered by")
+    assert message["content"][2]["citations"][0]["url"] == "https://www.example.com/news/1"
+    # An Anthropic endpoint in such a plan is offered the gateway's function, not the server tool.
+    for request in claude_fake.requests:
+        assert [t.get("type") for t in request.json()["tools"]] == [None]
+        assert request.json()["tools"][0]["name"] == "web_search"
 
 
 def test_the_gateways_search_blocks_reach_anthropic_as_text_on_the_next_turn(served, model, claude_fake):
