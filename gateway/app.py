@@ -42,6 +42,7 @@ from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_chang
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
 from gateway.routing import RoutingState
+from gateway.search.plugins import strip_online
 from gateway.search.run import Job, WebSearch
 from gateway.serving import served_models
 from gateway.settings import ConfigError, Settings
@@ -493,7 +494,7 @@ class Gateway:
                                          session_id=None, user=None, trace=None, preferences=None,
                                          router_fields=tuple(f for f in ROUTER_FIELDS if f in body),
                                          values=None, _body=body)
-            plan = self.plan(model_id, [], ex.principal)
+            plan = self.plan(strip_online(model_id)[0], [], ex.principal)
             ex.plan_model = plan.primary.id
             await self._admit(ex, plan, rate_only=True)
             counted = await self._count(plan, ex, body)

@@ -393,3 +393,20 @@ def test_the_search_cost_is_in_the_teams_usage_and_counts_against_its_budget(ser
             break
         assert time.monotonic() < deadline, records
         time.sleep(0.1)
+
+
+def test_count_tokens_counts_for_an_online_model(served, model):
+    counted = sdk(served).messages.count_tokens(model="local/gpt-fake:online",
+                                                messages=[{"role": "user", "content": "how many?"}])
+    assert counted.input_tokens > 0
+
+
+def test_a_streamed_web_plugin_answer_carries_the_citations(served, model, fake_servers):
+    model.enqueue(answers("Streamed [example.com](https://www.example.com/news/1)."))
+    with sdk(served).messages.stream(model="local/gpt-fake", max_tokens=100, extra_body={"plugins": [{"id": "web"}]},
+                                     messages=[{"role": "user", "content": "streamed plugin"}]) as stream:
+        final = stream.get_final_message()
+    assert fake_servers["searxng"].queries == ["streamed plugin"]
+    assert final.content[0].text == "Streamed [example.com](https://www.example.com/news/1)."
+    assert final.content[0].citations[0].url == "https://www.example.com/news/1"
+    assert final.usage.server_tool_use.web_search_requests == 1
