@@ -18,6 +18,7 @@ the usage record and so the budgets.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import time
 from collections.abc import Mapping
@@ -140,8 +141,13 @@ class Job:
                 ex.request = round_request(self.request, body, stream=self.request.stream)
             await executor.run(ex, plan, send)
             return
+        total = executor.timeouts.total
         try:
-            answer = await self._answer(executor, ex, plan, body, loops)
+            # The request's deadline bounds all of its rounds and searches, not each round alone.
+            async with asyncio.timeout(total):
+                answer = await self._answer(executor, ex, plan, body, loops)
+        except TimeoutError:
+            raise errors.UpstreamTimeout(f"the request took longer than its deadline of {total:g} s") from None
         finally:
             ex.usage, ex.cost_usd = self.usage, self.cost_usd + self.searches * self.settings.price_per_search
         answer["usage"] = {**answer.get("usage", {}), "cost": ex.cost_usd}

@@ -29,6 +29,7 @@ FRUGAL_PRICE = 0.6
 # USD per million tokens on the OpenAI fake's model: small against the searches' price.
 PRICING = {"input": 1.0, "output": 2.0}
 SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search"}
+DEADLINE = 4.0
 ASKED = "Tell me what the gateway project released this week, please."
 
 
@@ -66,6 +67,7 @@ def served(tmp_path_factory, chat_fake, claude_fake, fakes):
         "search": {"searxng_url": fakes["searxng"].url, "price_per_search": PRICE,
                    "token_secret": "a-secret-of-thirty-two-characters"},
         "retries": {"per_endpoint": 1},
+        "timeouts": {"total": DEADLINE},
     }
     path = tmp_path_factory.mktemp("search") / "gateway.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -270,13 +272,15 @@ def test_the_gateways_search_blocks_reach_anthropic_as_text_on_the_next_turn(ser
         "messages": [{"role": "user", "content": "look it up"}]}).json()
     claude_fake.enqueue(anthropic_json(message_body("Thanks.")))
     second = httpx.post(served.url + "/v1/messages", headers={"x-api-key": KEY}, json={
-        "model": "claude/sonnet", "max_tokens": 100,
+        "model": "claude/sonnet", "max_tokens": 100, "user": "end-user-1", "metadata": {"user_id": "u-1"},
         "messages": [{"role": "user", "content": "look it up"},
                      {"role": "assistant", "content": first["content"]},
                      {"role": "user", "content": "and then?"}]})
     assert second.status_code == 200, second.text
     sent = claude_fake.requests[0].body
     assert b"srvtoolu_gw" not in sent and b"gws1." not in sent
+    assert set(claude_fake.requests[0].json()) == {"model", "max_tokens", "metadata", "messages"}
+    assert claude_fake.requests[0].json()["model"] == "claude-sonnet"
     assistant = claude_fake.requests[0].json()["messages"][1]["content"]
     assert assistant[0]["type"] == "text" and "https://www.example.com/news/1" in assistant[0]["text"]
 
@@ -410,3 +414,18 @@ def test_a_streamed_web_plugin_answer_carries_the_citations(served, model, fake_
     assert final.content[0].text == "Streamed [example.com](https://www.example.com/news/1)."
     assert final.content[0].citations[0].url == "https://www.example.com/news/1"
     assert final.usage.server_tool_use.web_search_requests == 1
+
+
+def test_the_requests_deadline_bounds_all_its_rounds(served, model, fake_servers):
+    slow = [asks(f"slow {i}") for i in range(3)]
+    for reply in slow:
+        reply.delay_first = DEADLINE / 2 + 0.2  # each round within the deadline, all of them not
+    model.enqueue(*slow)
+    started = time.monotonic()
+    response = httpx.post(served.url + "/v1/messages", headers={"x-api-key": KEY}, timeout=30, json={
+        "model": "local/gpt-fake", "max_tokens": 100, "tools": [SEARCH_TOOL],
+        "messages": [{"role": "user", "content": "slowly"}]})
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "timeout_error"
+    assert time.monotonic() - started < DEADLINE + 1.5
+    assert fake_servers["searxng"].queries == ["slow 0"]
