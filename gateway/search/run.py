@@ -23,7 +23,7 @@ import datetime as _dt
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -47,6 +47,9 @@ from gateway.store.base import Store
 from gateway.upstream import Client
 from policies.plan import Plan
 from providers.base import ROUTER_FIELDS, Usage
+
+if TYPE_CHECKING:
+    from gateway.execute import Executor, Send
 
 # Catalog protocols whose upstreams run Anthropic's web search tool themselves.
 NATIVE_SEARCH_PROTOCOLS = frozenset({"anthropic"})
@@ -127,7 +130,7 @@ class Job:
         """What the searches this request may run can cost at most: added to the budget reservation."""
         return self.intent.reservation_usd(self.settings) if self.searcher is not None else 0.0
 
-    async def serve(self, executor, ex: Exchange, plan: Plan, send) -> None:
+    async def serve(self, executor: Executor, ex: Exchange, plan: Plan, send: Send) -> None:
         """Answer the request (in place of `executor.run`); raises the final error when no round is
         answered. What every round used reaches the Exchange, also when a later round fails."""
         native = all(a.provider.protocol in NATIVE_SEARCH_PROTOCOLS for a in plan.attempts)
@@ -155,7 +158,8 @@ class Job:
             answer, _ = heal_message(answer)
         await self._send(ex, answer, send)
 
-    async def _answer(self, executor, ex: Exchange, plan: Plan, body: dict[str, Any], loops: bool) -> dict[str, Any]:
+    async def _answer(self, executor: Executor, ex: Exchange, plan: Plan, body: dict[str, Any],
+                      loops: bool) -> dict[str, Any]:
         secret = self.settings.secret()
         web = self.intent.web
         found: SearchOutcome | None = None
@@ -190,7 +194,7 @@ class Job:
             answer["usage"] = {**usage, "server_tool_use": server}
         return answer
 
-    async def _round(self, executor, ex: Exchange, plan: Plan, body: dict[str, Any]) -> dict[str, Any]:
+    async def _round(self, executor: Executor, ex: Exchange, plan: Plan, body: dict[str, Any]) -> dict[str, Any]:
         """One upstream round as an ordinary JSON request through the executor, its answer kept."""
         one = Exchange(ex.request_id, ex.headers, ex.query, principal=ex.principal,
                        request=round_request(self.request, body, stream=False))
@@ -209,7 +213,7 @@ class Job:
                 self.dropped.append(name)
         return orjson.loads(captured.body)
 
-    async def _send(self, ex: Exchange, answer: dict[str, Any], send) -> None:
+    async def _send(self, ex: Exchange, answer: dict[str, Any], send: Send) -> None:
         stream = self.request.stream
         body = b"".join(message_events(answer)) if stream else orjson.dumps(answer)
         headers = list(_SSE_HEADERS if stream else _JSON_HEADERS)

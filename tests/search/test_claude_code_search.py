@@ -25,7 +25,8 @@ def test_claude_codes_web_search_completes_with_the_backends_results(tmp_path, f
     searxng = fake_servers["searxng"]
     with SearchingAgentFake() as model:
         config = {"providers": {"local": {"protocol": "openai", "base_url": model.url + "/v1"}},
-                  "models": [{"id": "local/coder", "endpoints": [{"provider": "local", "upstream_model": "coder-32b"}]}],
+                  "models": [{"id": "local/coder",
+                              "endpoints": [{"provider": "local", "upstream_model": "coder-32b"}]}],
                   "model_map": {"claude-haiku-4-5": "local/coder"},
                   "keys": [{"key": KEY, "team": "team-a"}],
                   "search": {"searxng_url": searxng.url}}
