@@ -79,7 +79,7 @@ class WebSearch:
         """What the request asks of web search and plugins, checked (InvalidRequest naming the
         member); None when it asks nothing and the executor serves it as it is."""
         raw = request.raw
-        if not might_search(raw, request.model):
+        if not might_search(raw, request.model, request.values or ()):
             return None
         body = request.body
         intent = read_intent(body, request.model)
