@@ -32,7 +32,8 @@ from gateway.exchange import Exchange
 from gateway.request import MessagesRequest
 from gateway.search import history
 from gateway.search.base import SearchOutcome
-from gateway.search.blocks import cite_text_blocks, message_events
+from gateway.search.blocks import (block_events, cite_text_blocks, message_end_events, message_events,
+                                   message_start_event)
 from gateway.search.cache import StoreCache
 from gateway.search.healing import heal_message, wants_json
 from gateway.search.intent import SearchIntent, might_search, read_intent
@@ -120,6 +121,8 @@ class Job:
     cost_usd: float = 0.0
     searches: int = 0
     dropped: list[str] = field(default_factory=list)
+    _started: bool = False  # the stream's head went out (after the first searches)
+    _sent: int = 0          # content blocks streamed so far
 
     @property
     def model(self) -> str:
@@ -148,7 +151,7 @@ class Job:
         try:
             # The request's deadline bounds all of its rounds and searches, not each round alone.
             async with asyncio.timeout(total):
-                answer = await self._answer(executor, ex, plan, body, loops)
+                answer = await self._answer(executor, ex, plan, body, loops, send)
         except TimeoutError:
             raise errors.UpstreamTimeout(f"the request took longer than its deadline of {total:g} s") from None
         finally:
@@ -159,7 +162,7 @@ class Job:
         await self._send(ex, answer, send)
 
     async def _answer(self, executor: Executor, ex: Exchange, plan: Plan, body: dict[str, Any],
-                      loops: bool) -> dict[str, Any]:
+                      loops: bool, send: Send) -> dict[str, Any]:
         secret = self.settings.secret()
         web = self.intent.web
         found: SearchOutcome | None = None
@@ -170,14 +173,32 @@ class Job:
                 body = with_results(body, found, web, today=_dt.datetime.now(_dt.timezone.utc).date())
                 self.searches += 1 if found.ok else 0
 
+        first: dict[str, Any] = {}
+
         async def call_model(round_body: dict[str, Any]) -> dict[str, Any]:
-            return await self._round(executor, ex, plan, round_body)
+            message = await self._round(executor, ex, plan, round_body)
+            if not first:
+                first.update(message)
+            return message
+
+        async def searched(loop: SearchLoop) -> None:
+            # A stream begins once the first round has asked for searches: each round's blocks then
+            # go out as they are made, and a later failure ends the stream with an error event.
+            events = []
+            if not self._started:
+                await send(self._head(ex, stream=True))
+                ex.first_byte_at = ex.first_token_at = time.perf_counter()
+                self._started = True
+                events.append(message_start_event(_opening(first)))
+            events.extend(self._block_events(loop.blocks_so_far()))
+            await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
 
         if loops:
             loop = SearchLoop(body, tool=self.intent.tool, max_uses=self.settings.max_uses, secret=secret,
                               max_results=self.settings.max_results)
             try:
-                answer = await run_loop(loop, self.searcher, call_model)
+                answer = await run_loop(loop, self.searcher, call_model,
+                                        searched if self.request.stream else None)
             finally:
                 self.searches += loop.web_search_requests
         else:
@@ -213,22 +234,50 @@ class Job:
                 self.dropped.append(name)
         return orjson.loads(captured.body)
 
-    async def _send(self, ex: Exchange, answer: dict[str, Any], send: Send) -> None:
-        stream = self.request.stream
-        body = b"".join(message_events(answer)) if stream else orjson.dumps(answer)
+    def _block_events(self, content: list[dict[str, Any]]) -> list[bytes]:
+        """The events of the blocks of `content` not yet streamed."""
+        events = []
+        for index in range(self._sent, len(content)):
+            events.extend(block_events(index, content[index]))
+        self._sent = max(self._sent, len(content))
+        return events
+
+    def _head(self, ex: Exchange, *, stream: bool, length: int | None = None) -> dict:
+        provider = ex.served_by.provider.name if ex.served_by is not None else ""
         headers = list(_SSE_HEADERS if stream else _JSON_HEADERS)
-        headers += [(b"request-id", ex.request_id.encode()),
-                    (b"x-gateway-provider", (answer.get("provider") or "").encode()),
+        headers += [(b"request-id", ex.request_id.encode()), (b"x-gateway-provider", provider.encode()),
                     (b"x-gateway-attempts", ex.attempts_header())]
         if self.dropped:
             headers.append((b"x-gateway-dropped-params", ",".join(self.dropped).encode()))
         headers.extend(ex.response_headers)
-        if not stream:
-            headers.append((b"content-length", str(len(body)).encode()))
+        if length is not None:
+            headers.append((b"content-length", str(length).encode()))
+        return {"type": "http.response.start", "status": 200, "headers": headers}
+
+    async def _send(self, ex: Exchange, answer: dict[str, Any], send: Send) -> None:
+        """The answer, whole; or the end of the stream begun after the first searches."""
+        if self._started:
+            body = b"".join(self._block_events(answer.get("content") or []) + message_end_events(answer))
+        elif self.request.stream:
+            body = b"".join(message_events(answer))
+            await send(self._head(ex, stream=True))
+        else:
+            body = orjson.dumps(answer)
+            await send(self._head(ex, stream=False, length=len(body)))
         ex.status, ex.finished = 200, True
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        ex.first_byte_at = ex.first_token_at = time.perf_counter()
+        if ex.first_byte_at is None:
+            ex.first_byte_at = ex.first_token_at = time.perf_counter()
         await send({"type": "http.response.body", "body": body})
+
+
+def _opening(message: dict[str, Any]) -> dict[str, Any]:
+    """The first round's answer as the stream's message_start holds it: who answers, and the input
+    it counted (the whole usage comes in the message_delta at the end)."""
+    usage = message.get("usage") or {}
+    return {"id": message.get("id"), "type": "message", "role": "assistant", "model": message.get("model"),
+            "provider": message.get("provider"),
+            "usage": {name: usage.get(name, 0) for name in ("input_tokens", "cache_creation_input_tokens",
+                                                           "cache_read_input_tokens")}}
 
 
 def round_request(request: MessagesRequest, body: dict[str, Any], *, stream: bool) -> MessagesRequest:

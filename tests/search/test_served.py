@@ -429,3 +429,43 @@ def test_the_requests_deadline_bounds_all_its_rounds(served, model, fake_servers
     assert response.json()["error"]["type"] == "timeout_error"
     assert time.monotonic() - started < DEADLINE + 1.5
     assert fake_servers["searxng"].queries == ["slow 0"]
+
+
+def read_stream(served, body: dict) -> list[tuple[float, str, dict]]:
+    """The SSE events of a streamed request, each with the time it arrived."""
+    events, started = [], time.monotonic()
+    with httpx.stream("POST", served.url + "/v1/messages", headers={"x-api-key": KEY}, timeout=30,
+                      json={**body, "stream": True}) as response:
+        assert response.status_code == 200
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                events.append((time.monotonic() - started, name, json.loads(line[6:])))
+    return events
+
+
+def test_a_stream_sends_each_rounds_search_blocks_before_the_next_round_answers(served, model, fake_servers):
+    final = answers("Later [example.com](https://www.example.com/news/1).")
+    final.delay_first = 1.0
+    model.enqueue(asks("early query"), final)
+    events = read_stream(served, {"model": "local/gpt-fake", "max_tokens": 100, "tools": [SEARCH_TOOL],
+                                  "messages": [{"role": "user", "content": "early"}]})
+    starts = {e[2]["content_block"]["type"]: e[0] for e in events if e[1] == "content_block_start"}
+    assert starts["text"] - starts["web_search_tool_result"] >= 0.8
+    assert events[0][1] == "message_start" and events[-1][1] == "message_stop"
+    delta = next(e[2] for e in events if e[1] == "message_delta")
+    assert delta["usage"]["server_tool_use"]["web_search_requests"] == 1
+    assert delta["usage"]["input_tokens"] == 110
+
+
+def test_a_round_failing_after_the_stream_began_ends_it_with_an_error_event(served, model, fake_servers):
+    from tests.fakes.openai import error_reply
+    model.enqueue(asks("then fails"), error_reply(400, "Invalid request: the second round is refused."))
+    events = read_stream(served, {"model": "local/gpt-fake", "max_tokens": 100, "tools": [SEARCH_TOOL],
+                                  "messages": [{"role": "user", "content": "fail later"}]})
+    names = [e[1] for e in events]
+    assert names[:1] == ["message_start"] and "content_block_start" in names
+    assert names[-1] == "error" and "message_stop" not in names
+    assert events[-1][2]["error"]["type"] == "invalid_request_error"
