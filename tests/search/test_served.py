@@ -469,3 +469,27 @@ def test_a_round_failing_after_the_stream_began_ends_it_with_an_error_event(serv
     assert names[:1] == ["message_start"] and "content_block_start" in names
     assert names[-1] == "error" and "message_stop" not in names
     assert events[-1][2]["error"]["type"] == "invalid_request_error"
+
+
+def test_a_reload_applies_a_teams_new_search_settings(tmp_path, chat_fake, fakes, model):
+    config = {"admin_key": ADMIN, "providers": {"local": {"protocol": "openai", "base_url": chat_fake.url + "/v1"}},
+              "models": [{"id": "local/gpt-fake", "endpoints": [{"provider": "local", "upstream_model": "gpt-fake",
+                                                                 "pricing": PRICING}]}],
+              "keys": [{"key": KEY, "team": "research"}], "teams": [{"name": "research"}],
+              "search": {"searxng_url": fakes["searxng"].url}}
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    request = {"model": "local/gpt-fake", "max_tokens": 50, "plugins": [{"id": "web"}],
+               "messages": [{"role": "user", "content": "reloaded search"}]}
+    with ServedProcess(["--config", str(path)]) as process:
+        assert httpx.post(process.url + "/v1/messages", headers={"x-api-key": KEY}, json=request).status_code == 200
+        config["teams"] = [{"name": "research", "search": {"enabled": False}}]
+        path.write_text(yaml.safe_dump(config))
+        assert httpx.post(process.url + "/admin/reload", headers={"x-api-key": ADMIN}).status_code == 200
+        refused = httpx.post(process.url + "/v1/messages", headers={"x-api-key": KEY}, json=request)
+        config["teams"] = [{"name": "research", "search": {"backend": "brave"}}]  # no key: cannot work
+        path.write_text(yaml.safe_dump(config))
+        bad = httpx.post(process.url + "/admin/reload", headers={"x-api-key": ADMIN})
+    assert refused.status_code == 400 and "not configured for team 'research'" in refused.text
+    assert bad.status_code == 400 and "teams[research].search" in bad.text and "api_key" in bad.text
+    assert fakes["searxng"].queries == ["reloaded search"]
