@@ -104,6 +104,8 @@ UNPRICED = Pricing(input=None, output=None, cache_write=None, cache_write_1h=Non
 class Options:
     """A provider's or endpoint's `options`, checked against its protocol's keys at load."""
     auth: str = "x-api-key"                      # anthropic
+    web_search: str = "gateway"                  # anthropic: "native" when the upstream runs Anthropic's
+                                                 # web search tool itself (Anthropic's own API)
     max_tokens_field: str = "max_tokens"         # openai
     reasoning: str | None = "reasoning_effort"   # openai
     api: str = "chat"                            # openai
@@ -138,6 +140,7 @@ def _non_negative(value: Any) -> float:
 
 _OPTION_CHECKS = {
     "auth": _one_of("x-api-key", "bearer"),
+    "web_search": _one_of("native", "gateway"),
     "max_tokens_field": _one_of("max_tokens", "max_completion_tokens"),
     "reasoning": _one_of(*REASONING_MODES, None),
     "api": _one_of("chat", "responses"),
@@ -147,7 +150,7 @@ _OPTION_CHECKS = {
     "protocol": _one_of("gemini"),
 }
 OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "anthropic": frozenset({"auth"}),
+    "anthropic": frozenset({"auth", "web_search"}),
     "openai": frozenset({"max_tokens_field", "reasoning", "api"}),
     "gemini": frozenset(),
     "mock": frozenset({"ttft_ms", "tokens_per_second", "fail_status"}),

@@ -3,8 +3,8 @@
 `WebSearch.prepare` reads what a request asks of this package (nothing, for nearly every request:
 a scan of its bytes) and `Job.serve` answers it in place of the executor's own `run`:
 
-- a `web_search_*` server tool on a plan whose every endpoint speaks Anthropic's protocol goes to
-  the executor untouched: Anthropic runs the search itself;
+- a `web_search_*` server tool on a plan whose every endpoint runs it itself (catalog option
+  `web_search: native`, Anthropic's own API) goes to the executor untouched;
 - on any other plan the gateway runs the search loop (`loop.SearchLoop`): each round is one
   ordinary JSON request through the executor over the same plan (its retries and fallbacks
   included), the searches between rounds go to the team's backend, and the client gets the
@@ -52,8 +52,6 @@ from providers.base import ROUTER_FIELDS, Usage
 if TYPE_CHECKING:
     from gateway.execute import Executor, Send
 
-# Catalog protocols whose upstreams run Anthropic's web search tool themselves.
-NATIVE_SEARCH_PROTOCOLS = frozenset({"anthropic"})
 _GATEWAY_MADE = (b"srvtoolu_gw", TOKEN_PREFIX.encode())
 _SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache")]
 _JSON_HEADERS = [(b"content-type", b"application/json")]
@@ -136,7 +134,8 @@ class Job:
     async def serve(self, executor: Executor, ex: Exchange, plan: Plan, send: Send) -> None:
         """Answer the request (in place of `executor.run`); raises the final error when no round is
         answered. What every round used reaches the Exchange, also when a later round fails."""
-        native = all(a.provider.protocol in NATIVE_SEARCH_PROTOCOLS for a in plan.attempts)
+        # Upstreams that run Anthropic's tool themselves say so in their catalog options.
+        native = all(a.endpoint.options.web_search == "native" for a in plan.attempts)
         loops = self.intent.tool is not None and self.searcher is not None and not native
         body = self.request.body
         if self.gateway_history and not loops:

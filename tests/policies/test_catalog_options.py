@@ -82,3 +82,15 @@ def test_gateway_serve_with_a_wrong_option_exits_2_naming_it(tmp_path):
     assert result.returncode == 2
     assert "max_tokens_field" in result.stderr and "max_tokenz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_anthropics_own_api_runs_the_web_search_tool_itself():
+    catalog = load_catalog()
+    assert catalog.provider("anthropic").options.web_search == "native"
+    assert catalog.provider("amazon-bedrock").options.web_search == "gateway"  # Bedrock has no web search
+    compat = load_catalog(provider_overrides={"compat": {"protocol": "anthropic", "base_url": "http://127.0.0.1:1"}})
+    assert compat.provider("compat").options.web_search == "gateway"
+    with pytest.raises(CatalogError, match="web_search"):
+        load_catalog(provider_overrides={"anthropic": {"options": {"web_search": "yes"}}})
+    with pytest.raises(CatalogError, match="web_search"):
+        load_catalog(provider_overrides={"openai": {"options": {"web_search": "native"}}})

@@ -50,11 +50,16 @@ def served(tmp_path_factory, chat_fake, claude_fake, fakes):
     config = {
         "admin_key": ADMIN,
         "providers": {"local": {"protocol": "openai", "base_url": chat_fake.url + "/v1"},
-                      "claude": {"protocol": "anthropic", "base_url": claude_fake.url, "api_key": "sk-ant-fake"}},
+                      "claude": {"protocol": "anthropic", "base_url": claude_fake.url, "api_key": "sk-ant-fake",
+                                 "options": {"web_search": "native"}},
+                      # An Anthropic-compatible API that does not run Anthropic's tools.
+                      "compat": {"protocol": "anthropic", "base_url": claude_fake.url, "api_key": "sk-compat"}},
         "models": [{"id": "local/gpt-fake", "endpoints": [{"provider": "local", "upstream_model": "gpt-fake",
                                                            "pricing": PRICING}]},
                    {"id": "claude/sonnet", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
                                                           "pricing": {"input": 3.0, "output": 15.0}}]},
+                   {"id": "compat/model", "endpoints": [{"provider": "compat", "upstream_model": "compat-1",
+                                                         "pricing": PRICING}]},
                    {"id": "mixed/model", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
                                                         "pricing": PRICING},
                                                        {"provider": "local", "upstream_model": "gpt-fake",
@@ -239,6 +244,25 @@ def test_the_search_tool_reaches_an_anthropic_upstream_untouched(served, model, 
     assert fake_servers["searxng"].queries == []
     assert message.content[1].content[0].encrypted_content == "EqAnthropicOwn"
     assert message.usage.server_tool_use.web_search_requests == 1
+
+
+def test_an_anthropic_compatible_upstream_without_native_search_gets_the_loop(served, model, claude_fake,
+                                                                                fake_servers):
+    claude_fake.enqueue(anthropic_json(message_body(content=[
+        {"type": "tool_use", "id": "toolu_compat1", "name": "web_search", "input": {"query": "compat query"}}],
+        stop_reason="tool_use")))
+    claude_fake.enqueue(anthropic_json(message_body("Compat found [example.com](https://www.example.com/news/1).")))
+    message = sdk(served).messages.create(model="compat/model", max_tokens=100, tools=[SEARCH_TOOL],
+                                          messages=[{"role": "user", "content": "compat"}])
+    assert fake_servers["searxng"].queries == ["compat query"]
+    assert [b.type for b in message.content] == ["server_tool_use", "web_search_tool_result", "text"]
+    assert message.content[2].citations[0].url == "https://www.example.com/news/1"
+    first, second = (r.json() for r in claude_fake.requests)
+    assert first["tools"][0]["name"] == "web_search" and "input_schema" in first["tools"][0]
+    assert "type" not in first["tools"][0]
+    results = second["messages"][-1]["content"]
+    assert results[0]["type"] == "tool_result" and results[0]["tool_use_id"] == "toolu_compat1"
+    assert "https://docs.example.org/guide" in results[0]["content"]
 
 
 def test_a_plan_mixing_anthropic_and_other_upstreams_runs_the_loop_on_every_endpoint(
