@@ -155,6 +155,7 @@ class Job:
             raise errors.UpstreamTimeout(f"the request took longer than its deadline of {total:g} s") from None
         finally:
             ex.usage, ex.cost_usd = self.usage, self.cost_usd + self.searches * self.settings.price_per_search
+            ex.web_search_requests = self.searches
         answer["usage"] = {**answer.get("usage", {}), "cost": ex.cost_usd}
         if self.healing:
             answer, _ = heal_message(answer)

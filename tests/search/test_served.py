@@ -416,8 +416,9 @@ def test_the_search_cost_is_in_the_teams_usage_and_counts_against_its_budget(ser
     while True:  # the usage record of the search request holds the search's cost
         records = httpx.get(served.url + "/admin/requests", headers={"x-api-key": ADMIN},
                             params={"team": "frugal"}).json()["data"]
-        costs = [r["cost_usd"] for r in records]
-        if any(c == pytest.approx(cost) for c in costs):
+        searched = [r for r in records if r["cost_usd"] == pytest.approx(cost)]
+        if searched:
+            assert searched[0]["web_search_requests"] == 1
             break
         assert time.monotonic() < deadline, records
         time.sleep(0.1)
