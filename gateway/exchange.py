@@ -57,7 +57,6 @@ class Exchange:
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     plan_model: str | None = None  # the primary model of the plan, once resolved
     limited_by: str | None = None  # which of the gateway's own limits refused the request
-    web_search_requests: int = 0  # searches the gateway ran for it (gateway.search), priced in cost_usd
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

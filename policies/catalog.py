@@ -94,6 +94,7 @@ class Pricing:
     cache_read: float | None
     verified: bool = True
     unpriced: bool = False        # no `pricing` at all: costs 0, and usage records say so
+    web_search: float = 0.0       # USD per web search the upstream runs itself (Anthropic's server tool)
 
 
 UNPRICED = Pricing(input=None, output=None, cache_write=None, cache_write_1h=None, cache_read=None,
@@ -541,9 +542,9 @@ def _build_pricing(label: str, raw: Any) -> Pricing:
         return UNPRICED
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{label}: field 'pricing' must be a mapping, got {type(raw).__name__}")
-    _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified"})
+    _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified", "web_search"})
     prices: dict[str, float | None] = {}
-    for name in _PRICE_FIELDS:
+    for name in (*_PRICE_FIELDS, "web_search"):
         if name in ("input", "output") and name not in raw:
             raise CatalogError(f"{label}: field 'pricing.{name}' is required "
                                f"(null when unknown)")
@@ -557,6 +558,7 @@ def _build_pricing(label: str, raw: Any) -> Pricing:
                                    f"got {value}")
             value = float(value)
         prices[name] = value
+    prices["web_search"] = prices["web_search"] or 0.0
     return Pricing(**prices, verified=_boolean(f"{label} pricing", raw, "verified", default=True))
 
 

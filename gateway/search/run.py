@@ -19,6 +19,7 @@ the usage record and so the budgets.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as _dt
 import time
 from collections.abc import Mapping
@@ -154,8 +155,10 @@ class Job:
         except TimeoutError:
             raise errors.UpstreamTimeout(f"the request took longer than its deadline of {total:g} s") from None
         finally:
-            ex.usage, ex.cost_usd = self.usage, self.cost_usd + self.searches * self.settings.price_per_search
-            ex.web_search_requests = self.searches
+            # The upstreams' own searches are priced in their rounds' cost already, the gateway's here.
+            ex.usage = dataclasses.replace(self.usage,
+                                           web_search_requests=self.usage.web_search_requests + self.searches)
+            ex.cost_usd = self.cost_usd + self.searches * self.settings.price_per_search
         answer["usage"] = {**answer.get("usage", {}), "cost": ex.cost_usd}
         if self.healing:
             answer, _ = heal_message(answer)
@@ -316,4 +319,5 @@ def _add(total: Usage, usage: Usage) -> None:
     total.cache_creation_input_tokens += usage.cache_creation_input_tokens
     total.cache_read_input_tokens += usage.cache_read_input_tokens
     total.cache_creation_1h_input_tokens += usage.cache_creation_1h_input_tokens
+    total.web_search_requests += usage.web_search_requests
     total.estimated = total.estimated or usage.estimated

@@ -28,6 +28,7 @@ PRICE = 0.01
 FRUGAL_PRICE = 0.6
 # USD per million tokens on the OpenAI fake's model: small against the searches' price.
 PRICING = {"input": 1.0, "output": 2.0}
+CLAUDE_PRICING = {"input": 3.0, "output": 15.0, "web_search": 0.01}  # Anthropic's own searches, USD each
 SEARCH_TOOL = {"type": "web_search_20250305", "name": "web_search"}
 DEADLINE = 4.0
 ASKED = "Tell me what the gateway project released this week, please."
@@ -57,7 +58,7 @@ def served(tmp_path_factory, chat_fake, claude_fake, fakes):
         "models": [{"id": "local/gpt-fake", "endpoints": [{"provider": "local", "upstream_model": "gpt-fake",
                                                            "pricing": PRICING}]},
                    {"id": "claude/sonnet", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
-                                                          "pricing": {"input": 3.0, "output": 15.0}}]},
+                                                          "pricing": CLAUDE_PRICING}]},
                    {"id": "compat/model", "endpoints": [{"provider": "compat", "upstream_model": "compat-1",
                                                          "pricing": PRICING}]},
                    {"id": "mixed/model", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
@@ -244,6 +245,41 @@ def test_the_search_tool_reaches_an_anthropic_upstream_untouched(served, model, 
     assert fake_servers["searxng"].queries == []
     assert message.content[1].content[0].encrypted_content == "EqAnthropicOwn"
     assert message.usage.server_tool_use.web_search_requests == 1
+    # Anthropic's own search is priced as the catalog says, in the answer's cost and so the budgets.
+    tokens = (10 * CLAUDE_PRICING["input"] + 5 * CLAUDE_PRICING["output"]) / 1e6
+    assert message.usage.model_extra["cost"] == pytest.approx(tokens + CLAUDE_PRICING["web_search"])
+
+
+def test_anthropics_own_searches_in_a_stream_are_priced_too(served, model, claude_fake):
+    from tests.fakes.anthropic import event, sse_reply
+    start = message_body(content=[])
+    start["usage"]["output_tokens"] = 1
+    claude_fake.enqueue(sse_reply([
+        event("message_start", {"type": "message_start", "message": start}),
+        event("content_block_start", {"type": "content_block_start", "index": 0,
+                                      "content_block": {"type": "text", "text": ""}}),
+        event("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                      "delta": {"type": "text_delta", "text": "Searched twice."}}),
+        event("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                                "usage": {"output_tokens": 5, "server_tool_use": {"web_search_requests": 2}}}),
+        event("message_stop", {"type": "message_stop"})]))
+    with sdk(served).messages.stream(model="claude/sonnet", max_tokens=100, tools=[SEARCH_TOOL],
+                                     messages=[{"role": "user", "content": "stream natively"}]) as stream:
+        final = stream.get_final_message()
+    assert final.usage.server_tool_use.web_search_requests == 2
+    assert claude_fake.requests[0].json()["tools"] == [SEARCH_TOOL]
+    deadline = time.monotonic() + 10
+    while True:  # the usage record holds the two searches and their price
+        records = httpx.get(served.url + "/admin/requests", headers={"x-api-key": ADMIN},
+                            params={"team": "research"}).json()["data"]
+        found = [r for r in records if r.get("web_search_requests") == 2]
+        if found:
+            break
+        assert time.monotonic() < deadline, records
+        time.sleep(0.1)
+    tokens = (10 * CLAUDE_PRICING["input"] + 5 * CLAUDE_PRICING["output"]) / 1e6
+    assert found[0]["cost_usd"] == pytest.approx(tokens + 2 * CLAUDE_PRICING["web_search"])
 
 
 def test_an_anthropic_compatible_upstream_without_native_search_gets_the_loop(served, model, claude_fake,
