@@ -365,7 +365,7 @@ class Gateway:
             plan = self.plan(job.model if job else ex.request.model, ex.request.fallbacks, ex.principal,
                              ex.request.preferences, ex.request)
             ex.plan_model = plan.primary.id
-            ticket = await self._admit(ex, plan, extra_usd=job.reservation_usd() if job else 0.0)
+            ticket = await self._admit(ex, plan, extra_usd=job.reservation_usd(plan) if job else 0.0)
             await self._run_watched(ex, plan, receive, send, job)
         except GatewayError as exc:
             await self._fail(ex, exc, send)

@@ -128,9 +128,13 @@ class Job:
         """The model to plan for (`:online` removed)."""
         return self.intent.model
 
-    def reservation_usd(self) -> float:
-        """What the searches this request may run can cost at most: added to the budget reservation."""
-        return self.intent.reservation_usd(self.settings) if self.searcher is not None else 0.0
+    def reservation_usd(self, plan: Plan) -> float:
+        """What the searches this request may run can cost at most, the gateway's or an upstream's
+        own at the dearest price the plan may pay: added to the budget reservation."""
+        prices = [a.endpoint.pricing.web_search for a in plan.attempts]
+        if self.searcher is not None:
+            prices.append(self.settings.price_per_search)
+        return self.intent.max_searches(self.settings) * max(prices, default=0.0)
 
     async def serve(self, executor: Executor, ex: Exchange, plan: Plan, send: Send) -> None:
         """Answer the request (in place of `executor.run`); raises the final error when no round is
