@@ -158,15 +158,17 @@ class Admitter:
             counted = await self.count(ex, plan)
         return reservation(raw, ex.request.max_tokens, plan, found=found, ceilings=self.ceilings, counted=counted)
 
-    async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False) -> Ticket:
+    async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0) -> Ticket:
         """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is
-        reserved, so the ticket needs no settlement."""
+        reserved, so the ticket needs no settlement. `extra_usd`: what the request may cost beyond
+        its tokens (the web searches it may run), reserved too."""
         principal = ex.principal
         max_tokens, model = ex.request.max_tokens, plan.primary
         if not rate_only and model.max_output is not None and max_tokens > model.max_output:
             raise errors.InvalidRequest(f"max_tokens: {max_tokens} > {model.max_output}, which is the maximum "
                                         f"allowed number of output tokens for {model.id}")
         tokens, cost = (0, 0.0) if rate_only else await self.reserve(ex, plan)
+        cost += 0.0 if rate_only else extra_usd
         request = AdmissionRequest(team=principal.team, key_id=principal.key_id, request_id=ex.request_id,
                                    tokens=tokens, cost_usd=cost, model=model.id, now=time.time(),
                                    fallback_models=tuple(m.id for m in plan.models[1:]), rate_only=rate_only)

@@ -44,6 +44,8 @@ from gateway.reload import RELOAD_ERRORS, Serving, build_serving, describe_chang
 from gateway.request import MessagesRequest, parse_count_tokens_request, parse_messages_request, read_body, read_headers
 from gateway.records.service import UsageRecords
 from gateway.routing import RoutingState
+from gateway.search.plugins import strip_online
+from gateway.search.run import Job, WebSearch
 from gateway.serving import served_models
 from gateway.settings import ConfigError, Settings
 from gateway.store.base import (LIMIT_FIELDS, Conflict, KeyRecord, Limits, NotFound, Store, StoreUnavailable, Team,
@@ -105,6 +107,7 @@ class Gateway:
                                   fail_open=settings.store_outage == "fail_open")
         self.client: Client | None = None
         self.executor: Executor | None = None
+        self.search: WebSearch | None = None
         ceilings = settings.reservation
         self.admitter = Admitter(self.store, settings.store_outage, count=self._count_for_reservation,
                                  renew_every=settings.lease_ttl / 3,
@@ -256,7 +259,7 @@ class Gateway:
         teams = set(static_teams) | {p.team for p in self.static_keys.values()}
         for name in sorted(teams):
             spec = static_teams.get(name)
-            limits = limits_from(spec.model_dump(exclude={"name", "model_map"})) if spec else Limits()
+            limits = limits_from(spec.model_dump(exclude={"name", "model_map", "search"})) if spec else Limits()
             existing = await self.store.get_team(name)
             if existing is None:
                 try:
@@ -264,7 +267,7 @@ class Gateway:
                 except Conflict:
                     pass
             elif spec is not None and existing.limits != limits:
-                await self.store.update_team(name, spec.model_dump(exclude={"name", "model_map"}))
+                await self.store.update_team(name, spec.model_dump(exclude={"name", "model_map", "search"}))
         for digest, principal in self.static_keys.items():
             if await self.store.find_key(digest) is None:
                 try:
@@ -283,6 +286,7 @@ class Gateway:
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         await _start_credentials(self.serving.credentials.values())
         self.executor.credentials = self.serving.credentials
+        self.search = WebSearch(self.client, self.store)
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
             # A listing is small: a server that takes longer is not worth holding startup for.
@@ -396,11 +400,12 @@ class Gateway:
             if inbound is not None:
                 raw = inbound.canonical(raw)
             ex.request = parse_messages_request(raw, ex.headers, self.settings.input_limits)
-            plan = self.plan(ex.request.model, ex.request.fallbacks, ex.principal, ex.request.preferences,
-                             ex.request)
+            job = self.search.prepare(ex.request, ex.principal.team, self.settings)
+            plan = self.plan(job.model if job else ex.request.model, ex.request.fallbacks, ex.principal,
+                             ex.request.preferences, ex.request)
             ex.plan_model = plan.primary.id
-            ticket = await self._admit(ex, plan)
-            await self._run_watched(ex, plan, receive, send)
+            ticket = await self._admit(ex, plan, extra_usd=job.reservation_usd(plan) if job else 0.0)
+            await self._run_watched(ex, plan, receive, send, job)
         except GatewayError as exc:
             await self._fail(ex, exc, send)
         except ConnectionAbortedError:
@@ -429,17 +434,17 @@ class Gateway:
             ex.finished = True
             await send({"type": "http.response.body", "body": tail})
 
-    async def _admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False):
+    async def _admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0):
         try:
-            return await self.admitter.admit(ex, plan, rate_only=rate_only)
+            return await self.admitter.admit(ex, plan, rate_only=rate_only, extra_usd=extra_usd)
         except errors.AuthenticationFailed:
             if not ex.principal.from_config:
                 raise
         # The store lost the config file's keys (a Redis without persistence restarted): restore them.
         await self.register_static_principals()
-        return await self.admitter.admit(ex, plan, rate_only=rate_only)
+        return await self.admitter.admit(ex, plan, rate_only=rate_only, extra_usd=extra_usd)
 
-    async def _run_watched(self, ex: Exchange, plan: Plan, receive, send) -> None:
+    async def _run_watched(self, ex: Exchange, plan: Plan, receive, send, job: Job | None = None) -> None:
         """Run the plan, cancelling it (and so the upstream call) if the client goes away.
 
         Watching costs a task, and an answer that is complete within `WATCH_AFTER_S` has little
@@ -464,7 +469,10 @@ class Gateway:
 
         timer = loop.call_later(WATCH_AFTER_S, start_watching)
         try:
-            await self.executor.run(ex, plan, send)
+            if job is None:
+                await self.executor.run(ex, plan, send)
+            else:  # web search or plugins: their driver runs the executor, a round at a time
+                await job.serve(self.executor, ex, plan, send)
         except asyncio.CancelledError:
             if not ex.client_gone:
                 raise
@@ -530,7 +538,7 @@ class Gateway:
                                          session_id=None, user=None, trace=None, preferences=None,
                                          router_fields=tuple(f for f in ROUTER_FIELDS if f in body),
                                          values=None, _body=body)
-            plan = self.plan(model_id, [], ex.principal)
+            plan = self.plan(strip_online(model_id)[0], [], ex.principal)
             ex.plan_model = plan.primary.id
             await self._admit(ex, plan, rate_only=True)
             counted = await self._count(plan, ex, body)

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway.search.settings import SearchOverride, SearchSettings, merge_search
 from policies import retry
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -69,6 +70,8 @@ class StaticTeam(BaseModel):
     allowed_models: list[str] | None = None
     model_map: dict[str, str] = Field(default_factory=dict, description="this team's own model_map, laid "
                                       "over the top-level one")
+    search: SearchOverride | None = Field(default=None, description="this team's web search settings, laid "
+                                          "over the top-level `search:`")
 
 
 class Budgets(BaseModel):
@@ -242,6 +245,7 @@ class Settings(BaseSettings):
     alerts: Alerts = Field(default_factory=Alerts)
     audit_retention_days: int = Field(default=365, ge=1)
     console: Console = Field(default_factory=Console)
+    search: SearchSettings | None = None  # web search for every model; off without a backend
 
     @field_validator("redis_url", "otlp_endpoint", "usage_db_url", mode="before")
     @classmethod
@@ -257,6 +261,18 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_key_is_none(cls, v: Any) -> Any:
         return None if v in ("", None) else v
+
+    @model_validator(mode="after")
+    def _team_search_usable(self) -> Settings:
+        # A team's search settings must work once laid over the gateway's (brave needs a key...).
+        for team in self.teams:
+            if team.search is not None:
+                try:
+                    merge_search(self.search or SearchSettings(), team.search)
+                except ValidationError as exc:
+                    reason = "; ".join(e["msg"] for e in exc.errors())
+                    raise ValueError(f"teams[{team.name}].search: {reason}") from None
+        return self
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,

@@ -132,6 +132,7 @@ def build_record(ex: Exchange, ended: float) -> dict[str, Any]:
         "output_tps": round(output / generation, 3) if output and generation > 0.001 else None,
         "estimated": bool(usage and usage.estimated),
         "limited_by": ex.limited_by,
+        "web_search_requests": usage.web_search_requests if usage else 0,
         "unpriced": bool(served and served.endpoint.pricing.unpriced),  # cost_usd is 0 for want of a price
     }
 

@@ -113,6 +113,7 @@ class Pricing:
     cache_read: float | None
     verified: bool = True
     unpriced: bool = False        # no `pricing` at all: costs 0, and usage records say so
+    web_search: float = 0.0       # USD per web search the upstream runs itself (Anthropic's server tool)
 
 
 UNPRICED = Pricing(input=None, output=None, cache_write=None, cache_write_1h=None, cache_read=None,
@@ -123,6 +124,8 @@ UNPRICED = Pricing(input=None, output=None, cache_write=None, cache_write_1h=Non
 class Options:
     """A provider's or endpoint's `options`, checked against its protocol's keys at load."""
     auth: str = "x-api-key"                      # anthropic
+    web_search: str = "gateway"                  # anthropic: "native" when the upstream runs Anthropic's
+                                                 # web search tool itself (Anthropic's own API)
     max_tokens_field: str = "max_tokens"         # openai
     reasoning: str | None = "reasoning_effort"   # openai
     thinking: str = "budget"                     # gemini
@@ -157,6 +160,7 @@ def _non_negative(value: Any) -> float:
 
 _OPTION_CHECKS = {
     "auth": _one_of("x-api-key", "bearer"),
+    "web_search": _one_of("native", "gateway"),
     "max_tokens_field": _one_of("max_tokens", "max_completion_tokens"),
     "reasoning": _one_of(*REASONING_MODES, None),
     "thinking": _one_of(*THINKING_MODES),
@@ -166,7 +170,7 @@ _OPTION_CHECKS = {
     "protocol": _one_of("gemini"),
 }
 OPTION_KEYS: Mapping[str, frozenset[str]] = MappingProxyType({
-    "anthropic": frozenset({"auth"}),
+    "anthropic": frozenset({"auth", "web_search"}),
     "openai": frozenset({"max_tokens_field", "reasoning"}),
     "openai-responses": frozenset(),
     "gemini": frozenset({"thinking"}),
@@ -590,9 +594,9 @@ def _build_pricing(label: str, raw: Any) -> Pricing:
         return UNPRICED
     if not isinstance(raw, Mapping):
         raise CatalogError(f"{label}: field 'pricing' must be a mapping, got {type(raw).__name__}")
-    _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified"})
+    _reject_unknown(f"{label} pricing", raw, frozenset(_PRICE_FIELDS) | {"verified", "web_search"})
     prices: dict[str, float | None] = {}
-    for name in _PRICE_FIELDS:
+    for name in (*_PRICE_FIELDS, "web_search"):
         if name in ("input", "output") and name not in raw:
             raise CatalogError(f"{label}: field 'pricing.{name}' is required "
                                f"(null when unknown)")
@@ -606,6 +610,7 @@ def _build_pricing(label: str, raw: Any) -> Pricing:
                                    f"got {value}")
             value = float(value)
         prices[name] = value
+    prices["web_search"] = prices["web_search"] or 0.0
     return Pricing(**prices, verified=_boolean(f"{label} pricing", raw, "verified", default=True))
 
 

@@ -168,7 +168,9 @@ class ContentCensus:
 
     @property
     def needs_upstream(self) -> bool:
-        return self.unknown > 0 or self.server_tool_uses > 0
+        """Content only the upstream can size. Server tools alone are no reason to count: their
+        results do not exist yet, and the body's bytes bound the rest."""
+        return self.unknown > 0
 
 
 def has_unbounded_content(raw: bytes, *, mcp_servers: bool | None = None) -> bool:

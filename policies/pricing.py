@@ -1,4 +1,5 @@
-"""What a request cost, from the token counts and the endpoint's catalog prices (USD per million tokens)."""
+"""What a request cost, from the token counts and the endpoint's catalog prices (USD per million tokens),
+and the web searches the upstream ran itself (USD each)."""
 from __future__ import annotations
 
 from policies.catalog import Pricing
@@ -17,4 +18,4 @@ def cost_usd(usage: Usage, pricing: Pricing) -> float:
              + (usage.cache_creation_input_tokens - hour_tokens) * write_5m
              + hour_tokens * write_1h
              + usage.cache_read_input_tokens * read)
-    return round(total / 1_000_000, 10)
+    return round(total / 1_000_000 + usage.web_search_requests * pricing.web_search, 10)

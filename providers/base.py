@@ -14,6 +14,7 @@ class Usage:
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     cache_creation_1h_input_tokens: int = 0  # the part of cache_creation written with a 1-hour TTL
+    web_search_requests: int = 0  # searches the upstream ran itself (Anthropic's web search tool)
     estimated: bool = False  # output counted from the deltas seen, the final count never arrived
 
     def update_from(self, usage: dict) -> None:
@@ -27,6 +28,11 @@ class Usage:
             hour = creation.get("ephemeral_1h_input_tokens")
             if isinstance(hour, int):
                 self.cache_creation_1h_input_tokens = hour
+        server = usage.get("server_tool_use")
+        if isinstance(server, dict):
+            searches = server.get("web_search_requests")
+            if isinstance(searches, int) and not isinstance(searches, bool) and searches >= 0:
+                self.web_search_requests = searches
 
     def as_dict(self) -> dict[str, int]:
         return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

@@ -322,15 +322,25 @@ def block_events(index: int, block: Mapping[str, Any]) -> list[bytes]:
 def message_events(message: Mapping[str, Any]) -> list[bytes]:
     """A whole assembled message as Anthropic's event sequence (message_start, each block, message_delta
     with the stop reason and usage, message_stop)."""
+    events = [message_start_event(message)]
+    for index, block in enumerate(message.get("content") or []):
+        events.extend(block_events(index, block))
+    events.extend(message_end_events(message))
+    return events
+
+
+def message_start_event(message: Mapping[str, Any]) -> bytes:
+    """The message_start of `message` (its content and stop reason come later)."""
     usage = dict(message.get("usage") or {})
     start = {**{k: v for k, v in message.items() if k != "content"}, "content": [], "stop_reason": None,
              "stop_sequence": None, "usage": {**usage, "output_tokens": 0}}
-    events = [encode_event("message_start", {"type": "message_start", "message": start})]
-    for index, block in enumerate(message.get("content") or []):
-        events.extend(block_events(index, block))
-    events.append(encode_event("message_delta", {"type": "message_delta",
-                                                 "delta": {"stop_reason": message.get("stop_reason"),
-                                                           "stop_sequence": message.get("stop_sequence")},
-                                                 "usage": usage}))
-    events.append(encode_event("message_stop", {"type": "message_stop"}))
-    return events
+    return encode_event("message_start", {"type": "message_start", "message": start})
+
+
+def message_end_events(message: Mapping[str, Any]) -> list[bytes]:
+    """message_delta with the stop reason and the whole usage, and message_stop."""
+    return [encode_event("message_delta", {"type": "message_delta",
+                                           "delta": {"stop_reason": message.get("stop_reason"),
+                                                     "stop_sequence": message.get("stop_sequence")},
+                                           "usage": dict(message.get("usage") or {})}),
+            encode_event("message_stop", {"type": "message_stop"})]

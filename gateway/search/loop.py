@@ -76,6 +76,12 @@ class SearchLoop:
     def next_request(self) -> dict[str, Any]:
         """The body of the next upstream round (Anthropic format, for the protocol's translator)."""
         body = {**self._base, "messages": list(self.messages)}
+        choice = body.get("tool_choice")
+        if self.rounds and isinstance(choice, Mapping) and choice.get("type") == "tool" \
+                and choice.get("name") == TOOL_NAME:
+            # A search forced on the first round only: forced on every round, the model could never answer.
+            body["tool_choice"] = {**choice, "type": "auto"}
+            body["tool_choice"].pop("name", None)
         if self.used >= self.max_uses:
             body = blocks.searches_used_up(body)
         return body
@@ -150,6 +156,12 @@ class SearchLoop:
             self._last = None  # its content is already in the client's
 
     # -- the answer -----------------------------------------------------------------------------
+    def blocks_so_far(self) -> list[dict[str, Any]]:
+        """The client's blocks of the rounds done (the searches and what came with them), cited
+        with the results so far: what a stream can send before the loop ends. `answer()` begins
+        with the same blocks."""
+        return blocks.cite_text_blocks(self._client_content, self._results, self.secret)
+
     def answer(self) -> dict[str, Any]:
         """The client's message: every round's blocks in order (searches as server_tool_use and
         web_search_tool_result), links to results cited, usage summed over the rounds."""

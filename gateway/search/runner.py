@@ -20,8 +20,10 @@ from gateway.search.service import Searcher
 CallModel = Callable[[dict[str, Any]], Awaitable[Mapping[str, Any]]]
 
 
-async def run_loop(loop: SearchLoop, searcher: Searcher, call_model: CallModel) -> dict[str, Any]:
-    """Run the loop to its end; the client's answer (Anthropic message, usage summed)."""
+async def run_loop(loop: SearchLoop, searcher: Searcher, call_model: CallModel,
+                   searched: Callable[[SearchLoop], Awaitable[None]] | None = None) -> dict[str, Any]:
+    """Run the loop to its end; the client's answer (Anthropic message, usage summed).
+    `searched` is called after each round's searches (a stream sends their blocks then)."""
     while True:
         answer = await call_model(loop.next_request())
         calls = loop.on_answer(answer)
@@ -30,6 +32,8 @@ async def run_loop(loop: SearchLoop, searcher: Searcher, call_model: CallModel) 
         outcomes = await asyncio.gather(*(searcher.run(loop.search_query(c)) if c.runs else _refused(c)
                                           for c in calls))
         loop.on_results(outcomes)
+        if searched is not None:
+            await searched(loop)
         if loop.done:
             break
     return loop.answer()

@@ -56,7 +56,7 @@ EVERY_FIELD = {
     "session_id": "session-1",
     "trace": {"trace_id": "t-1", "span_name": "s", "custom": "v"},
     "user": "end-user-7",
-    "plugins": [{"id": "web"}],
+    "plugins": [{"id": "web", "enabled": False}],
 }
 SONNET_UPSTREAM = "claude-sonnet-4-5-20250929"  # the catalog's upstream id for anthropic/claude-sonnet-4.5
 ROUTER_FIELDS = ("provider", "models", "session_id", "trace", "user", "plugins")

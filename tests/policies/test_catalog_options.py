@@ -95,3 +95,29 @@ def test_gateway_serve_with_a_wrong_option_exits_2_naming_it(tmp_path):
     assert result.returncode == 2
     assert "max_tokens_field" in result.stderr and "max_tokenz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_only_anthropics_own_api_runs_the_web_search_tool_itself():
+    catalog = load_catalog()
+    assert catalog.provider("anthropic").options.web_search == "native"
+    assert catalog.provider("amazon-bedrock").options.web_search == "gateway"  # Bedrock has no web search
+    compat = load_catalog(provider_overrides={"compat": {"protocol": "anthropic", "base_url": "http://127.0.0.1:1"}})
+    assert compat.provider("compat").options.web_search == "gateway"
+    with pytest.raises(CatalogError, match="web_search"):
+        load_catalog(provider_overrides={"anthropic": {"options": {"web_search": "yes"}}})
+    with pytest.raises(CatalogError, match="web_search"):
+        load_catalog(provider_overrides={"openai": {"options": {"web_search": "native"}}})
+
+
+def test_searches_an_upstream_runs_itself_cost_the_catalogs_price_each():
+    from policies.pricing import cost_usd
+    from providers.base import Usage
+    pricing = load_catalog().get("anthropic/claude-sonnet-4.6").endpoint("anthropic").pricing
+    assert pricing.web_search == 0.01
+    usage = Usage()
+    usage.update_from({"input_tokens": 1000, "output_tokens": 0, "server_tool_use": {"web_search_requests": 3}})
+    assert usage.web_search_requests == 3
+    assert cost_usd(usage, pricing) == pytest.approx(1000 * 3.0 / 1e6 + 0.03)
+    with pytest.raises(CatalogError, match="web_search"):
+        load_catalog(model_overrides=[{"id": "x/y", "endpoints": [
+            {"provider": "anthropic", "upstream_model": "y", "pricing": {"input": 1, "output": 1, "web_search": -1}}]}])

@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 
 from gateway.upstream import Client
+from tests import redis_server as redis_servers
 from tests.fakes.search import BraveFake, ExaFake, SearxngFake, TavilyFake
-from tests.redis_server import redis_server  # noqa: F401  (session fixture)
+
+redis_server = redis_servers.redis_server  # the session fixture, for the cache's tests on Redis
 
 
 @pytest.fixture

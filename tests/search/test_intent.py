@@ -16,10 +16,15 @@ SETTINGS = SearchSettings(searxng_url="http://searx:8080", max_uses=5, price_per
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "m", True),
     ({"plugins": [{"id": "web"}]}, "m", True),
     ({}, "openai/gpt-5.4:online", True),
-    ({"messages": [{"role": "assistant", "content": [{"type": "server_tool_use", "id": "srvtoolu_gw12"}]}]}, "m", True),
+    ({"plugins": []}, "m", True),
+    ({"messages": [{"role": "assistant", "content": [
+        {"type": "server_tool_use", "id": "srvtoolu_gw12", "name": "web_search", "input": {"query": "q"}},
+        {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_gw12", "content": []}]}]}, "m", True),
+    ({"tools": [{"name": "WebSearch", "description": "Searches the web", "input_schema": {"type": "object"}}]},
+     "claude-opus-4-8", False),
 ])
 def test_only_requests_that_may_search_are_read(body, model, expected):
-    assert might_search(orjson.dumps(body), model) is expected
+    assert might_search(orjson.dumps(body), model, body.keys()) is expected
 
 
 def test_a_request_with_the_tool_reserves_its_max_uses_of_searches():

@@ -191,3 +191,12 @@ def test_the_loop_refuses_to_be_driven_out_of_order():
     loop.on_answer(ask("call_1", "A"))
     with pytest.raises(ValueError):
         loop.on_results([])
+
+
+def test_a_search_forced_by_tool_choice_is_forced_on_the_first_round_only():
+    body = {**BODY, "tool_choice": {"type": "tool", "name": "web_search", "disable_parallel_tool_use": True}}
+    requests, searched = run(new_loop(body), [ask("c1", "a"), final("Done.")],
+                                [SearchOutcome("a", results=A)])
+    assert searched == ["a"]
+    assert requests[0]["tool_choice"] == body["tool_choice"]
+    assert requests[1]["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}

@@ -12,7 +12,6 @@ from gateway.search.service import Searcher, create_backend
 from gateway.search.settings import SearchSettings
 from gateway.store.base import create_store
 from tests.fakes.search import FakeResult, json_reply
-from tests.search.helpers import backend_for
 
 pytestmark = pytest.mark.anyio
 
