@@ -59,7 +59,9 @@ class Exchange:
     plan_model: str | None = None  # the primary model of the plan, once resolved
     limited_by: str | None = None  # which of the gateway's own limits refused the request
     inbound: str = "messages"  # the API the client spoke: messages, openai_chat, openai_responses
-    client: ClientRequest | None = None  # its own request, when that API is not Messages
+    # Its own request, when that API is not Messages and `request` is that request made canonical (a
+    # passthrough sends it instead; whatever rewrites `request` drops it).
+    client: ClientRequest | None = None
     answered_in: str = "messages"  # the API of the answer that began (a passthrough's is the client's)
     allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
 

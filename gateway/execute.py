@@ -6,8 +6,8 @@ context length exceeded, moderation); after the first byte, never: a failure the
 `error` event. One attempt is the same for every wire protocol: the protocol (`providers.protocol`)
 builds the upstream request, reads a failure, and translates the answer; this module does the I/O,
 with one relay for JSON answers and one for streams, and never names a protocol. Which protocol an
-attempt takes is the registry's answer for the upstream's protocol and the client's API (a client of
-another API than Messages may be passed through); the answer's API is noted in `Exchange.answered_in`.
+attempt takes is the registry's answer for the upstream's protocol and the client's own request
+(`Exchange.client`: a client of another API than Messages may be passed through); the answer's API is noted in `Exchange.answered_in`.
 """
 from __future__ import annotations
 
@@ -216,7 +216,7 @@ class Executor:
 
     async def _try(self, attempt: Attempt, ex: Exchange, send: Send, deadline: float | None) -> None:
         """One attempt on any protocol: its request, the upstream's answer, and the relay of it."""
-        protocol: WireProtocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol, ex.inbound)
+        protocol: WireProtocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol, ex.client)
         request = ex.request
         provider = attempt.provider
         credentials = self.credentials.get(provider.name)

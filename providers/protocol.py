@@ -23,7 +23,7 @@ reaching an upstream; everything after it (failure, message, stream) is the same
 `answers` names the API a protocol's answers (JSON and stream) are written in: `messages` for all of
 the above. A client that speaks another API (`gateway.inbound`: OpenAI's chat completions or
 Responses) gets its answer translated from Messages, except from an upstream of its own API: there
-the registry gives a passthrough protocol (`protocol_for(name, inbound)`), whose request is the
+the registry gives a passthrough protocol (`protocol_for(name, client)`), whose request is the
 client's own body (`Call.client`) and whose `answers` is the client's API, so that the answer goes
 back as the upstream wrote it. The executor treats both kinds alike.
 
@@ -211,14 +211,15 @@ class WireProtocol(Protocol):
     def local_answer(self, call: Call) -> LocalAnswer: ...
 
 
-def protocol_for(name: str, inbound: str = MESSAGES) -> WireProtocol:
+def protocol_for(name: str, client: ClientRequest | None = None) -> WireProtocol:
     """The implementation of a catalog protocol name (KeyError for a name no module implements); for a
-    client of another API than Messages (`inbound`), the passthrough to an upstream of that API."""
-    if inbound != MESSAGES and (inbound, name) in _PASSTHROUGHS:
-        protocol = _LOADED_PASSTHROUGHS.get((inbound, name))
+    request that is a client's own in another API than Messages (`client`), the passthrough to an
+    upstream of that API."""
+    if client is not None and (client.api, name) in _PASSTHROUGHS:
+        key = (client.api, name)
+        protocol = _LOADED_PASSTHROUGHS.get(key)
         if protocol is None:
-            protocol = _LOADED_PASSTHROUGHS[inbound, name] = importlib.import_module(
-                _PASSTHROUGHS[inbound, name]).PROTOCOL
+            protocol = _LOADED_PASSTHROUGHS[key] = importlib.import_module(_PASSTHROUGHS[key]).PROTOCOL
         return protocol
     protocol = _LOADED.get(name)
     if protocol is None:

@@ -149,6 +149,7 @@ class Job:
         if not (loops or self.intent.web is not None or self.healing):
             if body is not self.request.body:
                 ex.request = round_request(self.request, body, stream=self.request.stream)
+                ex.client = None  # no longer the client's own request: never passed through
             await executor.run(ex, plan, send)
             return
         total = executor.timeouts.total

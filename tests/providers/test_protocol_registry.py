@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from policies.catalog import PROTOCOLS, load_catalog
-from providers.protocol import Failure, Translated, classify, protocol_for, stream_failure
+from providers.protocol import ClientRequest, Failure, Translated, classify, protocol_for, stream_failure
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ("options", "request", "failure", "message", "stream", "count_request", "counted")
@@ -92,9 +92,10 @@ PASSED_THROUGH = {"openai_chat": {"openai", "azure"}, "openai_responses": {"open
 @pytest.mark.parametrize("inbound, name", [(inbound, name) for inbound, names in PASSED_THROUGH.items()
                                            for name in sorted(names)])
 def test_a_client_of_an_upstreams_own_api_gets_its_passthrough_and_others_the_translating_protocol(inbound, name):
-    passthrough = protocol_for(name, inbound)
+    client = ClientRequest(inbound, b"{}", {})
+    passthrough = protocol_for(name, client)
     missing = [method for method in CONTRACT if not callable(getattr(passthrough, method, None))]
     assert missing == [] and passthrough.answers == inbound and not passthrough.local
-    assert protocol_for(name) is protocol_for(name, "messages") and protocol_for(name).answers == "messages"
+    assert protocol_for(name) is protocol_for(name, None) and protocol_for(name).answers == "messages"
     others = sorted(PROTOCOLS - PASSED_THROUGH[inbound])
-    assert all(protocol_for(other, inbound) is protocol_for(other) for other in others)
+    assert all(protocol_for(other, client) is protocol_for(other) for other in others)
