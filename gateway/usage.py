@@ -33,7 +33,7 @@ from gateway.records.ingest import IngestState, write_rows
 from gateway.request import MAX_ID_CHARS
 from gateway.spill import SpillFiles
 from gateway.store.base import Invalid, Store, StoreUnavailable, new_batch_id, validate_batch_id
-from gateway.store.rollups import usage_entry
+from gateway.store.rollups import encode_record, usage_entry
 from gateway.tasks import cancel_and_wait
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
@@ -360,11 +360,12 @@ def _batches(records: list[dict], settlements: list[tuple], size: int) -> list[_
 
 
 def _spill_line(record: dict[str, Any]) -> bytes | None:
+    """The record encoded as the store encodes it, so that a replay sends its batch as it was sent."""
     try:
-        return orjson.dumps({"record": record})
-    except TypeError:
+        return b'{"record":' + encode_record(record) + b"}"
+    except Invalid:
         minimal = storable(record)
-        return None if minimal is None else orjson.dumps({"record": minimal})
+        return None if minimal is None else b'{"record":' + encode_record(minimal) + b"}"
 
 
 def _read_spill(data: bytes, size: int) -> list[_Batch]:
