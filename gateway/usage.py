@@ -1,7 +1,7 @@
 """Usage: one record per request, settled and written to the store off the response path.
 
 A finished exchange becomes a record at once (the request's own cost ends there); a background task
-batches records into one `settle_and_append` call (settlements, rollups and, with Redis, the
+batches records into one `write_batch` call (settlements, rollups and, with Redis, the
 buffer the record store's drainers empty), and counts Prometheus metrics. Without Redis the same
 task writes the batch to the record store itself (`records`). When the store or the record store
 is unreachable, or the Redis buffer is full, records and settlements go to this process's spill

@@ -1,7 +1,7 @@
 -- Settlement of a batch of one team's requests in one call (see settle_one in the prelude), once
 -- per batch id: a batch whose mark is in the team's set of batches was settled before (its
 -- writer did not hear back and a spill file replayed it) and is skipped whole.
--- Mirrored by MemoryStore.settle_and_append: change both together.
+-- Mirrored by MemoryStore.write_batch: change both together.
 -- KEYS: 1 team window tokens, 2 leases, 3 key concurrency, 4 reservations, 5 reserved,
 --       6 abandoned, 7 batches, then every key window and spend key the batch names (by position).
 -- ARGV: 1 lease key ttl, 2 batch id ('' for none: not marked), 3 batch marks cutoff, 4 marks

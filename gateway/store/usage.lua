@@ -4,7 +4,7 @@
 -- at the first record that does not fit and says how far it went, and the caller keeps the rest
 -- (spill file) until the drainers catch up. Once per batch id: the team's set of batches keeps
 -- '<batch id>:u:<records taken>', and the same batch again (a replay of a batch whose writer did
--- not hear back) takes only the records after those. Mirrored by MemoryStore.settle_and_append
+-- not hear back) takes only the records after those. Mirrored by MemoryStore.write_batch
 -- (no buffer there).
 -- KEYS: 1 buffer stream, 2 batches, 3.. rollup hashes
 -- ARGV: 1 consumer group, 2 buffer bound (records), 3 hourly rollup ttl, 4 daily rollup ttl,

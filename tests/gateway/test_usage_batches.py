@@ -18,7 +18,7 @@ import pytest
 
 from gateway.store.base import AdmissionRequest, KeyRecord, Limits, Team, create_store
 from gateway.store.keys import TeamKeys
-from gateway.usage import Ticket, UsageRecorder
+from gateway.usage import Ticket, UsageRecorder, build_record
 from policies.limits import day_id
 from tests.fakes.base import wait_for
 from tests.gateway.test_hostile_input import exchange
@@ -196,3 +196,27 @@ def test_redis_keeps_a_few_bytes_per_request_at_most_with_the_default_settings(o
               f"({second / 20_000:.2f} bytes per request; {(second - first) / 10_000:.3f} per further request)")
     assert second / 20_000 < 5
     assert second - first < 10_000 * 0.5  # flat: nothing kept per request
+
+
+def test_a_spill_file_of_an_earlier_version_without_batch_ids_is_replayed(own_server, tmp_path):
+    async def run() -> None:
+        store = create_store(own_server.url)
+        try:
+            await _teams(store)
+            lines = []
+            for i in range(10):
+                team, rid = TEAMS[i % 2], f"old_{i}"
+                assert (await store.admit(AdmissionRequest(team=team, key_id=f"key-{team}", request_id=rid, tokens=100,
+                                                           cost_usd=0.5, model="m", now=time.time()))).admitted
+                record = build_record(exchange(rid, team, f"key-{team}", cost=COST), time.perf_counter())
+                lines += [orjson.dumps({"record": record}),
+                          orjson.dumps({"settle": [team, f"key-{team}", rid, COST, 10, time.time()]})]
+            (tmp_path / "spill.999999.jsonl").write_bytes(b"\n".join(lines) + b"\n")  # a process that is gone
+            recorder = UsageRecorder(store, tmp_path / "spill.jsonl")
+            recorder.start()
+            assert await asyncio.to_thread(wait_for, lambda: not recorder.spill.pending(), 10)
+            await recorder.stop()
+            assert _counted(own_server) == {team: (5, 5, 5 * 10_000_000, 0) for team in TEAMS}
+        finally:
+            await store.close()
+    asyncio.run(run())

@@ -324,6 +324,7 @@ async def test_a_settlement_repeated_in_its_batch_is_charged_once(store, make_te
     assert not (await store.admit(request("r3", cost=0.01))).admitted
 
 
+@pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
 async def test_a_batch_is_settled_once_until_its_writer_says_it_is_done(store, replica, make_team, make_key):
     await make_team(budget_daily_usd=1.00)
     await make_key()
@@ -333,10 +334,14 @@ async def test_a_batch_is_settled_once_until_its_writer_says_it_is_done(store, r
     settlements = [("team-a", "key-1", rid, 0.25, 10, NOW) for rid in ("r1", "r2")]
     assert (await store.write_batch(settlements, [], batch)).settled == 2
     assert (await replica.write_batch(settlements, [], batch)).settled == 0  # a replay by another process
-    # The writer has the reply: the mark goes with its next write, and the batch is never sent again.
-    await store.write_batch([], [], None, [("team-a", batch)])
     refused = await store.admit(request("r3", cost=0.51))
     assert refused.reason == "budget_daily" and refused.budget_left_usd == pytest.approx(0.50)
+    # The writer has the reply: the mark goes with its next write, the writer never sending the
+    # batch again (were it sent, it would be a new batch: settled again, and charged).
+    await store.write_batch([], [], None, [("team-a", batch)])
+    assert (await replica.write_batch(settlements, [], batch)).settled == 2
+    refused = await store.admit(request("r3", cost=0.01))
+    assert refused.reason == "budget_daily" and refused.budget_left_usd == 0
 
 
 async def test_settle_with_zero_cost_releases_the_reservation(store, make_team, make_key):
