@@ -10,8 +10,8 @@ traffic; an idle recorder also replays its sibling workers' files and those of p
 died. Every batch goes to the store under a random batch id, and to the spill file under the same
 id when its reply is lost: the store marks each batch it takes (per team, in the same script) and a
 replay, by any process and however late, takes only what the first attempt did not. Once a batch is
-sure never to be sent again, its marks are removed with the next write, so the store remembers only
-batches in flight or waiting in a spill file. The record store also drops duplicates by request id.
+sure never to be sent again, its marks are removed with the next write (ten minutes after a replay),
+so the store remembers only batches in flight, waiting in a spill file or lately replayed. The record store also drops duplicates by request id.
 """
 from __future__ import annotations
 
@@ -43,6 +43,10 @@ BATCH = 500
 MINIMAL_FIELDS = ("request_id", "ts", "team", "key_id", "model", "provider", "status", "streamed", "input_tokens",
                   "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd")
 REPLAY_EVERY_S = 1.0
+# A batch replayed from a spill file had an attempt whose reply was lost, and a copy of it may still
+# be on its way to Redis (a socket's retransmissions outlive its closing by minutes): its marks are
+# kept this long after the replay before they go.
+REPLAYED_MARKS_KEPT_S = 600.0
 
 
 @dataclass(slots=True)
@@ -156,6 +160,7 @@ class UsageRecorder:
         self.max_buffer = max_buffer
         self._deferred = False  # a bound sent records back to the spill file during this write
         self._done: list[tuple[str, str]] = []  # (team, batch id): batches written and never to be sent again
+        self._later: list[tuple[float, str, str]] = []  # (when, team, batch id): replayed batches' marks
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
         self._unrecorded: list[dict] = []  # answered before a key was known: counted and logged only
@@ -236,7 +241,7 @@ class UsageRecorder:
         if not records and not settlements:
             if self._store_down:
                 await self._replay_spill()
-            elif self._done:
+            elif self._done or self._later and self._later[0][0] <= time.monotonic():
                 await self._forget_done()
             return
         batches = _batches(records, settlements, self.batch_size)
@@ -261,8 +266,17 @@ class UsageRecorder:
         """Batches that will never be sent again: their marks go with the next write."""
         self._done += done
 
-    async def _forget_done(self) -> None:
+    def _take_done(self) -> list[tuple[str, str]]:
+        """The marks to remove with the next write: those acknowledged, and replayed ones now due."""
+        now = time.monotonic()
+        while self._later and self._later[0][0] <= now:
+            _, team, batch_id = self._later.pop(0)
+            self._done.append((team, batch_id))
         done, self._done = self._done, []
+        return done
+
+    async def _forget_done(self) -> None:
+        done = self._take_done()
         try:
             await self.store.write_batch([], [], None, done)
         except Exception:  # noqa: BLE001  (they go with the next write)
@@ -272,7 +286,7 @@ class UsageRecorder:
         """Settle and record a batch, with the marks of acknowledged batches removed; records a full
         Redis buffer did not take go to the spill file as a new batch (and `_deferred` says so).
         Returns the (team, batch id) marks to remove once this batch is sure never to be sent again."""
-        done, self._done = self._done, []
+        done = self._take_done()
         try:
             try:
                 written = await self.store.write_batch(batch.settlements, batch.records, batch.id, done)
@@ -334,13 +348,15 @@ class UsageRecorder:
         """Store one spill file's batches, each under the id it was first sent with; False when a
         full buffer sent some back to the spill file (the replay stops there: the buffer has no
         room for the next file either). The marks of the file's batches go only once all are
-        written (the file is deleted then): a file replayed again must find them all."""
+        written (the file is deleted then: a file replayed again must find them all), and only
+        REPLAYED_MARKS_KEPT_S later."""
         batches = _read_spill(data, self.batch_size)
         self._deferred = False
         done = []
         for batch in batches:
             done += await self._write(batch)
-        self._acknowledge(done)
+        when = time.monotonic() + REPLAYED_MARKS_KEPT_S
+        self._later += [(when, team, batch_id) for team, batch_id in done]
         log.info("usage: %d spilled records and %d settlements written to the store",
                  sum(len(b.records) for b in batches), sum(len(b.settlements) for b in batches))
         return not self._deferred
