@@ -71,8 +71,7 @@ GC_YOUNG_OBJECTS = 5000
 
 def store_options(settings: Settings) -> dict:
     options: dict = {"usage_buffer_max_records": settings.usage_buffer_max_records, "lease_ttl_s": settings.lease_ttl,
-                     # A replayed batch holds settlements and records alike: one window for both.
-                     "usage_dedupe_s": settings.usage_dedupe_window, "settle_memory_s": settings.usage_dedupe_window}
+                     "usage_dedupe_s": settings.usage_dedupe_window}
     if settings.redis_url:
         options.update(socket_timeout=settings.store_timeout, connect_timeout=settings.store_timeout,
                        operation_timeout=settings.store_timeout)

@@ -239,7 +239,7 @@ class Settings(BaseSettings):
     usage_flush_interval: float = Field(default=0.5, gt=0, description="seconds between database batches while the buffer holds less than one")
     usage_buffer_max_records: int = Field(default=200_000, ge=1, description="records per team waiting in Redis for the database")
     usage_claim_idle: float = Field(default=30.0, gt=0, description="seconds before another replica takes over records a replica read and never committed")
-    usage_dedupe_window: float = Field(default=3600.0, gt=0, description="seconds a request id is remembered so that a replayed settlement or record counts once in the budgets and rollups")
+    usage_dedupe_window: float = Field(default=30 * 86400.0, gt=0, description="seconds after which the mark of a batch no replica acknowledged (its writer was killed before hearing back) may be forgotten, and only while a team holds more than 1,000 such marks; a replayed batch counts once in the budgets and rollups however late it comes while its mark is kept")
     otlp_endpoint: str | None = None
     metrics_token: SecretStr | None = None  # when set, GET /metrics needs it as Authorization: Bearer
     alerts: Alerts = Field(default_factory=Alerts)

@@ -1,13 +1,17 @@
 """Usage: one record per request, settled and written to the store off the response path.
 
 A finished exchange becomes a record at once (the request's own cost ends there); a background task
-batches records into one `settle_and_append` call (settlements, rollups and, with Redis, the
+batches records into one `write_batch` call (settlements, rollups and, with Redis, the
 buffer the record store's drainers empty), and counts Prometheus metrics. Without Redis the same
 task writes the batch to the record store itself (`records`). When the store or the record store
 is unreachable, or the Redis buffer is full, records and settlements go to this process's spill
 file (gateway/spill.py) and are replayed within a second of there being room again, with or without
 traffic; an idle recorder also replays its sibling workers' files and those of processes that
-died. Both stores drop duplicates by request id, so a replay writes each record once.
+died. Every batch goes to the store under a random batch id, and to the spill file under the same
+id when its reply is lost: the store marks each batch it takes (per team, in the same script) and a
+replay, by any process and however late, takes only what the first attempt did not. Once a batch is
+sure never to be sent again, its marks are removed with the next write (ten minutes after a replay),
+so the store remembers only batches in flight, waiting in a spill file or lately replayed. The record store also drops duplicates by request id.
 """
 from __future__ import annotations
 
@@ -28,8 +32,8 @@ from gateway.records.base import RecordStore, record_row
 from gateway.records.ingest import IngestState, write_rows
 from gateway.request import MAX_ID_CHARS
 from gateway.spill import SpillFiles
-from gateway.store.base import BufferFull, Invalid, Store, StoreUnavailable
-from gateway.store.rollups import usage_entry
+from gateway.store.base import Invalid, Store, StoreUnavailable, new_batch_id, validate_batch_id
+from gateway.store.rollups import encode_record, usage_entry
 from gateway.tasks import cancel_and_wait
 from gateway.tracing import RequestTracer  # loads no OpenTelemetry until a tracer is created
 
@@ -39,6 +43,10 @@ BATCH = 500
 MINIMAL_FIELDS = ("request_id", "ts", "team", "key_id", "model", "provider", "status", "streamed", "input_tokens",
                   "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "cost_usd")
 REPLAY_EVERY_S = 1.0
+# A batch replayed from a spill file had an attempt whose reply was lost, and a copy of it may still
+# be on its way to Redis (a socket's retransmissions outlive its closing by minutes): its marks are
+# kept this long after the replay before they go.
+REPLAYED_MARKS_KEPT_S = 600.0
 
 
 @dataclass(slots=True)
@@ -153,6 +161,8 @@ class UsageRecorder:
         self.spill = SpillFiles(spill_path)
         self.max_buffer = max_buffer
         self._deferred = False  # a bound sent records back to the spill file during this write
+        self._done: list[tuple[str, str]] = []  # (team, batch id): batches written and never to be sent again
+        self._later: list[tuple[float, str, str]] = []  # (when, team, batch id): replayed batches' marks
         self._records: list[dict] = []
         self._settlements: list[tuple] = []
         self._unrecorded: list[dict] = []  # answered before a key was known: counted and logged only
@@ -185,9 +195,9 @@ class UsageRecorder:
             self._settlements.append((ticket.team, ticket.key_id, ticket.request_id, record["cost_usd"], tokens,
                                       time.time()))
         if len(self._records) + len(self._settlements) > self.max_buffer:
-            batch = self._take()
-            self.state.bound_hit("memory", len(batch[0]), time.time())
-            self._spill(batch)
+            records, settlements = self._take()
+            self.state.bound_hit("memory", len(records), time.time())
+            self._spill(_batches(records, settlements, self.batch_size))
             self._store_down = True  # so that the spill file is replayed, as after an outage
         self._wake.set()
 
@@ -233,15 +243,20 @@ class UsageRecorder:
         if not records and not settlements:
             if self._store_down:
                 await self._replay_spill()
+            elif self._done or self._later and self._later[0][0] <= time.monotonic():
+                await self._forget_done()
             return
-        try:
-            await self._write(records, settlements)
-        except Exception as exc:
-            # Whatever went wrong, what was counted waits in the spill file for the next replay.
-            self._outage.failed(exc)
-            self._spill((records, settlements))
-            self._store_down = True
-            return
+        batches = _batches(records, settlements, self.batch_size)
+        for n, batch in enumerate(batches):
+            try:
+                self._acknowledge(await self._write(batch))
+            except Exception as exc:
+                # Whatever went wrong, what was counted waits in the spill file for the next replay,
+                # each batch under its id: one the store took before the reply was lost counts once.
+                self._outage.failed(exc)
+                self._spill(batches[n:])
+                self._store_down = True
+                return
         if settlements and self.on_settled is not None:
             self.on_settled({s[0] for s in settlements})
         if self._store_down:
@@ -249,43 +264,63 @@ class UsageRecorder:
         else:
             self._outage.recovered()
 
-    async def _write(self, records: list[dict], settlements: list[tuple]) -> None:
-        """Settle and record a batch; records a full Redis buffer did not take go to the spill file
-        (and `_deferred` says so)."""
-        size = self.batch_size
-        for i in range(0, max(len(records), len(settlements)), size):
-            chunk = records[i:i + size]
-            try:
-                left = await self._settle_and_append(settlements[i:i + size], chunk)
-            except Invalid:
-                # The store refuses a batch before writing any of it when one record is bad
-                # (settlements are idempotent where a backend had applied them): go again
-                # with the bad records reduced to what they counted.
-                chunk = [r for r in map(storable, chunk) if r is not None]
-                left = await self._settle_and_append(settlements[i:i + size], chunk)
-            if self.records is not None and chunk:
-                try:
-                    await write_rows(self.records, [record_row(r) for r in chunk])
-                except StoreUnavailable as exc:
-                    self.state.failed(exc)
-                    raise
-                self.state.ok()
-            if left:
-                self.state.bound_hit("buffer", len(left), time.time())
-                self._spill((list(left), []))
-                self._store_down = self._deferred = True
+    def _acknowledge(self, done: list[tuple[str, str]]) -> None:
+        """Batches that will never be sent again: their marks go with the next write."""
+        self._done += done
 
-    async def _settle_and_append(self, settlements: list[tuple], records: list[dict]) -> list[dict]:
-        """The records a full buffer did not take."""
+    def _take_done(self) -> list[tuple[str, str]]:
+        """The marks to remove with the next write: those acknowledged, and replayed ones now due."""
+        now = time.monotonic()
+        while self._later and self._later[0][0] <= now:
+            _, team, batch_id = self._later.pop(0)
+            self._done.append((team, batch_id))
+        done, self._done = self._done, []
+        return done
+
+    async def _forget_done(self) -> None:
+        done = self._take_done()
         try:
-            return await self.store.settle_and_append(settlements, records)
-        except BufferFull as full:
-            return full.records
+            await self.store.write_batch([], [], None, done)
+        except Exception:  # noqa: BLE001  (they go with the next write)
+            self._done = done + self._done
 
-    def _spill(self, batch: tuple[list[dict], list[tuple]]) -> None:
-        records, settlements = batch
-        lines = [line for line in map(_spill_line, records) if line is not None]
-        lines += [orjson.dumps({"settle": list(s)}) for s in settlements]
+    async def _write(self, batch: _Batch) -> list[tuple[str, str]]:
+        """Settle and record a batch, with the marks of acknowledged batches removed; records a full
+        Redis buffer did not take go to the spill file as a new batch (and `_deferred` says so).
+        Returns the (team, batch id) marks to remove once this batch is sure never to be sent again."""
+        done = self._take_done()
+        try:
+            try:
+                written = await self.store.write_batch(batch.settlements, batch.records, batch.id, done)
+            except Invalid:
+                # The store refuses a batch before writing any of it when one record is bad:
+                # go again with the bad records reduced to what they counted.
+                batch.records = [r for r in map(storable, batch.records) if r is not None]
+                written = await self.store.write_batch(batch.settlements, batch.records, batch.id, done)
+        except BaseException:
+            self._done = done + self._done  # sent again with the next write (removing a mark is idempotent)
+            raise
+        if self.records is not None and batch.records:
+            try:
+                await write_rows(self.records, [record_row(r) for r in batch.records])
+            except StoreUnavailable as exc:
+                self.state.failed(exc)
+                raise
+            self.state.ok()
+        if written.left:
+            self.state.bound_hit("buffer", len(written.left), time.time())
+            self._spill([_Batch(new_batch_id(), list(written.left), [])])
+            self._store_down = self._deferred = True
+        teams = {s[0] for s in batch.settlements} | {r["team"] for r in batch.records}
+        return [(team, batch.id) for team in teams]
+
+    def _spill(self, batches: list[_Batch]) -> None:
+        lines = []
+        for batch in batches:
+            tag = orjson.dumps(batch.id)
+            lines += [b'{"batch":' + tag + b"," + line[1:] for line in map(_spill_line, batch.records)
+                      if line is not None]
+            lines += [b'{"batch":' + tag + b',"settle":' + orjson.dumps(list(s)) + b"}" for s in batch.settlements]
         if not lines:
             return
         self.spill.append(lines)
@@ -312,37 +347,66 @@ class UsageRecorder:
         self._outage.recovered()
 
     async def _write_spilled(self, data: bytes) -> bool:
-        """Store one spill file's lines; False when a full buffer sent some back to the spill file
-        (the replay stops there: the buffer has no room for the next file either)."""
-        records, settlements, _count = _read_spill(data)
+        """Store one spill file's batches, each under the id it was first sent with; False when a
+        full buffer sent some back to the spill file (the replay stops there: the buffer has no
+        room for the next file either). The marks of the file's batches go only once all are
+        written (the file is deleted then: a file replayed again must find them all), and only
+        REPLAYED_MARKS_KEPT_S later."""
+        batches = _read_spill(data, self.batch_size)
         self._deferred = False
-        await self._write(records, settlements)
-        log.info("usage: %d spilled records and %d settlements written to the store", len(records), len(settlements))
+        done = []
+        for batch in batches:
+            done += await self._write(batch)
+        when = time.monotonic() + REPLAYED_MARKS_KEPT_S
+        self._later += [(when, team, batch_id) for team, batch_id in done]
+        log.info("usage: %d spilled records and %d settlements written to the store",
+                 sum(len(b.records) for b in batches), sum(len(b.settlements) for b in batches))
         return not self._deferred
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Settlements and records written in one store call, under one id for as long as they wait."""
+    id: str
+    records: list[dict]
+    settlements: list[tuple]
+
+
+def _batches(records: list[dict], settlements: list[tuple], size: int) -> list[_Batch]:
+    return [_Batch(new_batch_id(), records[i:i + size], settlements[i:i + size])
+            for i in range(0, max(len(records), len(settlements)), size)]
+
+
 def _spill_line(record: dict[str, Any]) -> bytes | None:
+    """The record encoded as the store encodes it, so that a replay sends its batch as it was sent."""
     try:
-        return orjson.dumps({"record": record})
-    except TypeError:
+        return b'{"record":' + encode_record(record) + b"}"
+    except Invalid:
         minimal = storable(record)
-        return None if minimal is None else orjson.dumps({"record": minimal})
+        return None if minimal is None else b'{"record":' + encode_record(minimal) + b"}"
 
 
-def _read_spill(data: bytes) -> tuple[list[dict], list[tuple], int]:
-    records: list[dict] = []
-    settlements: list[tuple] = []
-    count = 0
+def _read_spill(data: bytes, size: int) -> list[_Batch]:
+    """A spill file's batches in order; lines of an earlier version, without a batch id, become
+    new batches."""
+    batches: dict[str, _Batch] = {}
+    unmarked = _Batch("", [], [])
     for line in data.splitlines():
         if not line.strip():
             continue
-        count += 1
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError:
             continue  # a torn last line from a crash mid-write
+        batch_id = item.get("batch")
+        batch = unmarked if batch_id is None else batches.get(batch_id)
+        if batch is None:
+            try:
+                batch = batches[batch_id] = _Batch(validate_batch_id(batch_id), [], [])
+            except Invalid:
+                continue
         if "record" in item:
-            records.append(item["record"])
+            batch.records.append(item["record"])
         elif "settle" in item:
-            settlements.append(tuple(item["settle"]))
-    return records, settlements, count
+            batch.settlements.append(tuple(item["settle"]))
+    return list(batches.values()) + _batches(unmarked.records, unmarked.settlements, size)

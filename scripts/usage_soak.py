@@ -146,9 +146,8 @@ def main() -> int:
                                     "redis_used_memory": int(r.info("memory")["used_memory"]),
                                     "stream_bytes": r.memory_usage("gw:{soak}:usage", samples=0) or 0,
                                     "stream_length": r.xlen("gw:{soak}:usage"),
-                                    "dedupe_bytes": (r.memory_usage("gw:{soak}:useen", samples=0) or 0)
-                                    + (r.memory_usage("gw:{soak}:settled", samples=0) or 0),
-                                    "dedupe_ids": r.zcard("gw:{soak}:useen"),
+                                    "dedupe_bytes": r.memory_usage("gw:{soak}:batches", samples=0) or 0,
+                                    "dedupe_marks": r.zcard("gw:{soak}:batches"),
                                     "buffered": ready["usage"]["buffered"], "status": ready["status"],
                                     "db_reachable": ready["usage"]["reachable"]})
                 await task
@@ -198,9 +197,10 @@ def main() -> int:
             if peak and peak["stream_length"]:
                 report["redis_buffer_bytes_per_record_at_peak"] = round(peak["stream_bytes"] / peak["stream_length"], 1)
                 report["redis_buffer_peak_records"] = peak["stream_length"]
-            last = samples[-1] if samples else None
-            if last and last["dedupe_ids"]:
-                report["redis_dedupe_bytes_per_request"] = round(last["dedupe_bytes"] / last["dedupe_ids"], 1)
+            if samples:
+                # Replays are known by batch id: only the marks of batches in flight are kept.
+                report["redis_dedupe_bytes_peak"] = max(s["dedupe_bytes"] for s in samples)
+                report["redis_dedupe_bytes_per_request"] = round(samples[-1]["dedupe_bytes"] / max(len(answered), 1), 3)
             print(json.dumps(report, indent=2))
             (work / "samples.json").write_text(json.dumps(samples))
             print(f"samples and the gateway's log: {work}", file=sys.stderr)

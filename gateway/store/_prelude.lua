@@ -31,12 +31,19 @@ local function release(leases, kconc, res, reserved, rid)
   return second, tokens, scopes
 end
 
--- Forget the oldest members scored at or before `cutoff`, at most `limit` of them: a set that
--- only remembers ids for deduplication may keep a few too long, but a burst's backlog must not
--- be deleted in one call that stalls the server.
-local function forget_before(zset, cutoff, limit)
-  local n = redis.call('ZCOUNT', zset, '-inf', cutoff)
-  if n > 0 then redis.call('ZREMRANGEBYRANK', zset, 0, math.min(n, limit) - 1) end
+-- A batch's mark in the team's set of batches (see keys.TeamKeys.batches): a writer that did
+-- not hear back spills the batch and a replay, by any process, finds the mark and skips what it
+-- covers. The writer removes the marks once it has the reply (or the replay has its own), so the
+-- set holds only batches in flight or waiting in a spill file, plus those of a writer killed
+-- between sending and hearing back. Beyond `keep` marks, the oldest of those made before
+-- `cutoff` (a batch id prefix: its creation time) go, at most 100 per call.
+local function mark_batch(batches, member, cutoff, keep)
+  redis.call('ZADD', batches, 0, member)
+  local excess = redis.call('ZCARD', batches) - keep
+  if excess > 0 then
+    local old = redis.call('ZRANGEBYLEX', batches, '-', '(' .. cutoff, 'LIMIT', 0, math.min(excess, 100))
+    if #old > 0 then redis.call('ZREM', batches, unpack(old)) end
+  end
 end
 
 -- Lease keys live and die together, so that a reservation never outlives its lease.
@@ -44,15 +51,15 @@ local function touch(ttl, ...)
   for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
 end
 
--- Settle one request, once per request id: end its lease (slot and reservation), charge the
--- actual cost to the UTC day and month of `now`, and true up the TPM windows with the actual
--- tokens. The cost is charged even when the lease has already expired: the money was spent.
--- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, settled}. Returns 1, or 0 when the
--- request was already settled. The caller sets the expiries of the keys it names, once per call.
-local function settle_one(k, key_id, rid, cost, tokens, now, remember)
-  if redis.call('ZSCORE', k.settled, rid) then return 0 end
-  forget_before(k.settled, num(now - remember), 100)
-  redis.call('ZADD', k.settled, num(now), rid)
+-- Settle one request: end its lease (slot and reservation), charge the actual cost to the UTC
+-- day and month the caller chose, and true up the TPM windows with the actual tokens. The cost
+-- is charged even when the lease has already expired: the money was spent. A request whose
+-- lease was charged as abandoned (admit.lua) is not charged again. Repeats are kept out per
+-- batch (settle_batch.lua), not per request.
+-- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, abandoned}. Returns 1, or 0 when
+-- the request was abandoned. The caller sets the expiries of the keys it names, once per call.
+local function settle_one(k, key_id, rid, cost, tokens)
+  if redis.call('HEXISTS', k.abandoned, rid) == 1 then return 0 end
 
   local second, reserved_tokens, scopes = release(k.leases, k.kconc, k.res, k.reserved, rid)
 

@@ -9,19 +9,19 @@
 -- Mirrored by MemoryStore.admit: change both together.
 -- KEYS: 1 team record, 2 key record, 3 team window, 4 team window tokens, 5 key window,
 --       6 key window tokens, 7 leases, 8 key concurrency, 9 reservations, 10 reserved,
---       11 spend of the day, 12 spend of the month, 13 settled, 14 abandoned
+--       11 spend of the day, 12 spend of the month, 13 abandoned
 -- ARGV: 1 key id, 2 request id, 3 tokens, 4 cost (nano-USD), 5 models (newline-separated), 6 now,
 --       7 next UTC day start, 8 next UTC month start, 9 lease ttl, 10 window, 11 lease key ttl,
 --       12 retry hint when the concurrency is full, 13 rate only: 1 counts the request against
 --       RPM alone (token counting), with no TPM, concurrency or budget check and no lease,
---       14 how long a settlement is remembered, 15 how long an abandoned reservation is kept
+--       14 how long an abandoned reservation is kept
 local key_id, rid, model = ARGV[1], ARGV[2], ARGV[5]
 local tokens, cost, now = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[6])
 local next_day, next_month = tonumber(ARGV[7]), tonumber(ARGV[8])
 local lease_ttl, window, lease_key_ttl = tonumber(ARGV[9]), tonumber(ARGV[10]), ARGV[11]
 local concurrency_wait = tonumber(ARGV[12])
 local rate_only = ARGV[13] == '1'
-local remember, abandoned_ttl = tonumber(ARGV[14]), tonumber(ARGV[15])
+local abandoned_ttl = tonumber(ARGV[14])
 local kfield = 'k:' .. key_id
 
 -- Whole numbers below 2^53 stay exact in Lua's doubles and in Redis' 64-bit counters.
@@ -32,7 +32,7 @@ for name, ok in pairs({tokens = whole(tokens), cost = whole(cost), now = finite(
                        ['lease ttl'] = finite(lease_ttl), window = finite(window) and window > 0,
                        ['lease key ttl'] = whole(tonumber(lease_key_ttl)),
                        ['concurrency wait'] = finite(concurrency_wait),
-                       remember = finite(remember) and remember > 0, ['abandoned ttl'] = whole(abandoned_ttl),
+                       ['abandoned ttl'] = whole(abandoned_ttl),
                        ['key id'] = key_id ~= '', ['request id'] = rid ~= '', model = model ~= ''}) do
   if not ok then return redis.error_reply('ERR admit: invalid ' .. name) end
 end
@@ -72,7 +72,8 @@ end
 -- Expired leases (a replica died, or nobody settled) give back their slot. Their reservation is
 -- abandoned, not freed: the upstream may have served and billed the request, so it is charged as
 -- spend at its reserved amount (the most it could have cost) and kept in the abandoned hash; a
--- settlement arriving later is then a duplicate. Budgets see no change (reserved becomes spent);
+-- settlement arriving later is then a duplicate (settle_one). A lease still holding its
+-- reservation was never settled: a settlement ends the lease and its reservation together. Budgets see no change (reserved becomes spent);
 -- the release and the charge are written with the other writes, after every check.
 local expired, expired_ids = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now)), {}
 local freed = {leases = #expired, kconc = 0}  -- what releasing them gives back
@@ -83,7 +84,7 @@ for _, r in ipairs(expired) do
   if held then
     local cost, _, _, _, holder = parse_held(held)
     if holder == key_id then freed.kconc = freed.kconc + 1 end
-    if not redis.call('ZSCORE', KEYS[13], r) then abandoned[#abandoned + 1] = {r, cost, holder} end
+    abandoned[#abandoned + 1] = {r, cost, holder}
   end
 end
 
@@ -219,8 +220,7 @@ for _, r in ipairs(expired) do
 end
 if #abandoned > 0 then
   for _, a in ipairs(abandoned) do
-    redis.call('ZADD', KEYS[13], num(now), a[1])
-    redis.call('HSET', KEYS[14], a[1], table.concat({int(a[2]), a[3], num(now)}, ':'))
+    redis.call('HSET', KEYS[13], a[1], table.concat({int(a[2]), a[3], num(now)}, ':'))
     if a[2] > 0 then
       for _, field in ipairs({'team', 'k:' .. a[3]}) do
         redis.call('HINCRBY', KEYS[11], field, int(a[2]))
@@ -228,8 +228,7 @@ if #abandoned > 0 then
       end
     end
   end
-  redis.call('EXPIRE', KEYS[13], math.ceil(remember * 2))
-  redis.call('EXPIRE', KEYS[14], abandoned_ttl)
+  redis.call('EXPIRE', KEYS[13], abandoned_ttl)
   -- Spend keys outlive their period by a day, as settle_batch keeps them.
   redis.call('EXPIRE', KEYS[11], math.ceil(next_day - now + 86400))
   redis.call('EXPIRE', KEYS[12], math.ceil(next_month - now + 86400))

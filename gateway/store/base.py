@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -188,14 +190,48 @@ class RoutingSnapshot:
 
 
 @dataclass(frozen=True)
+class Written:
+    """What write_batch did: requests settled, records taken now, and records a full buffer left."""
+    settled: int = 0
+    added: int = 0
+    left: list[Mapping[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class StoreOptions:
     """Behaviour shared by both backends."""
     lease_ttl_s: float = LEASE_TTL_S
-    settle_memory_s: float = 3600.0          # a second settle within this window is a no-op
-    usage_dedupe_s: float = 3600.0           # a record appended again within this is dropped
+    # Marks of batches no writer acknowledged (see keys.TeamKeys.batches) older than this may go,
+    # and only while a team holds more than BATCH_MARKS_KEPT of them.
+    usage_dedupe_s: float = 30 * 86400.0
     usage_buffer_max_records: int = 200_000  # per team: records waiting for the record store (Redis)
     rollup_hour_ttl_s: float = 35 * 86400    # hourly rollups kept this long after the last write
     rollup_day_ttl_s: float = 400 * 86400
+
+
+# -- batch ids -----------------------------------------------------------------------------------
+# A batch id is its creation time (ms, 13 digits) and 64 random bits: the marks of a team's batches
+# sort by age (see keys.TeamKeys.batches).
+BATCH_MARKS_KEPT = 1000  # per team; beyond it, marks older than usage_dedupe_s go
+_BATCH_ID = re.compile(r"[0-9]{13}-[0-9a-f]{16}")
+
+
+def new_batch_id(now: float | None = None) -> str:
+    return f"{int((time.time() if now is None else now) * 1000):013d}-{secrets.token_hex(8)}"
+
+
+def validate_batch_id(batch: str | None) -> str:
+    """'' for no batch (applied unmarked), else the id itself."""
+    if batch is None:
+        return ""
+    if not isinstance(batch, str) or not _BATCH_ID.fullmatch(batch):
+        raise Invalid(f"batch id must match {_BATCH_ID.pattern}: {batch!r}")
+    return batch
+
+
+def batch_marks_cutoff(options: StoreOptions, now: float) -> str:
+    """The batch id prefix before which a team's surplus marks may go."""
+    return f"{int(max(0.0, now - options.usage_dedupe_s) * 1000):013d}"
 
 
 # -- validation and JSON shape ----------------------------------------------------------------
@@ -494,32 +530,41 @@ class Store(ABC):
     async def renew(self, team: str, request_id: str, now: float) -> bool:
         """Extend a live lease by the lease TTL; False when it has already expired."""
 
-    @abstractmethod
     async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
-                     tokens: int, now: float) -> bool:
+                     tokens: int, now: float, batch: str | None = None) -> bool:
         """Free the lease, replace the reservation by `cost_usd` (charged to the UTC day and
-        month of `now`, even when the lease has expired) and true up TPM with `tokens`.
-        Idempotent per request id: False when already settled. Cost 0 releases."""
+        month of `now`, even when the lease has expired) and true up TPM with `tokens`. False
+        when it changed nothing: the lease was charged as abandoned, or `batch` was settled
+        before. Cost 0 releases. Repeats are kept out by batch id only (see write_batch)."""
+        written = await self.write_batch([(team, key_id, request_id, cost_usd, tokens, now)], [], batch)
+        return written.settled > 0
 
     # usage ---------------------------------------------------------------------------------
-    async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
-                                records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-        """Settle many requests (each the arguments of `settle`) and append their usage records,
-        in as few round trips as the backend allows. Both halves are idempotent, so a caller may
-        repeat the whole call after a failure. Returns the records a full usage buffer did not
-        take (Redis only), which the caller keeps and offers again later."""
-        for settlement in settlements:
-            await self.settle(*settlement)
-        if records:
-            await self.append_usage(records)
-        return []
-
     @abstractmethod
-    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
-        """Take each record once per request id (a repeat within `usage_dedupe_s` is
-        dropped): hourly and daily rollups per team, model, provider and user, and (Redis) the
-        record into the team's buffer for the record store, atomically per team. Returns how
-        many records were new; BufferFull when a buffer had no room for some."""
+    async def write_batch(self, settlements: Sequence[Sequence[Any]], records: Sequence[Mapping[str, Any]],
+                          batch: str | None = None, done: Sequence[tuple[str, str]] = ()) -> Written:
+        """Settle many requests (each (team, key id, request id, cost USD, tokens, now)) and take
+        their usage records (hourly and daily rollups per team, model, provider and user and, with
+        Redis, the record into the team's buffer for the record store), atomically per team and
+        half, in one round trip. Once per `batch` (new_batch_id()): the same batch again, a replay
+        of one whose reply was lost, settles nothing more and takes only the records it had not
+        taken. `done`: (team, batch id) of earlier batches whose reply the caller has and that it
+        will never send again: their marks go. Records a full usage buffer did not take (Redis
+        only) are handed back, for the caller to offer again later as a new batch."""
+
+    async def settle_and_append(self, settlements: Sequence[Sequence[Any]], records: Sequence[Mapping[str, Any]],
+                                batch: str | None = None, done: Sequence[tuple[str, str]] = ()
+                                ) -> list[Mapping[str, Any]]:
+        """write_batch, returning the records a full buffer did not take."""
+        return (await self.write_batch(settlements, records, batch, done)).left
+
+    async def append_usage(self, records: Sequence[Mapping[str, Any]], batch: str | None = None) -> int:
+        """The records half of write_batch: how many records were taken now; BufferFull with the
+        records a full buffer did not take."""
+        written = await self.write_batch([], records, batch)
+        if written.left:
+            raise BufferFull(f"usage buffer full: {len(written.left)} records not taken", written.left)
+        return written.added
 
     @abstractmethod
     async def query_usage(self, start: float, end: float, group_by: Sequence[str],

@@ -57,10 +57,12 @@ class TeamKeys:
         # hash request id -> "<nanos>:<window second>:<tokens>:<windowed scopes>:<key id>"
         self.reservations = f"{self.base}:res"
         self.reserved = f"{self.base}:reserved"     # hash team | k:<key id> -> reserved nanos
-        self.settled = f"{self.base}:settled"       # zset request id -> settle time
         # hash request id -> "<nanos>:<key id>:<time>": leases that expired unsettled, charged as reserved
         self.abandoned = f"{self.base}:abandoned"
-        self.usage_seen = f"{self.base}:useen"      # zset request id -> append time (ms)
+        # Batches of settlements and records whose writer has not yet heard back: a sorted set of
+        # '<batch id>:s' and '<batch id>:u:<records taken>', all scored 0 (ordered by batch id,
+        # which begins with its creation time).
+        self.batches = f"{self.base}:batches"
         self.usage = f"{self.base}:usage"           # stream of usage records
 
     def key_record(self, key_id: str) -> str:

@@ -6,7 +6,6 @@ without awaiting in between, so on one event loop every operation is atomic, as 
 """
 from __future__ import annotations
 
-import heapq
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from gateway.store.base import (
+    BATCH_MARKS_KEPT,
     Admission,
     AdmissionRequest,
     BudgetState,
@@ -35,9 +35,13 @@ from gateway.store.base import (
     key_to_json,
     team_from_json,
     team_to_json,
+    Written,
+    batch_marks_cutoff,
     validate_admission,
+    validate_batch_id,
     validate_key,
     validate_team,
+    validate_team_name,
 )
 from gateway.store.rollups import (
     UsageEntry,
@@ -63,29 +67,23 @@ from policies.limits import (
 MEMORY_MAX_CACHE_ENTRIES = 10_000  # cache_set's bound in process memory
 
 
-class _Recent:
-    """Ids remembered with a time until a cutoff passes it (a ZSET trimmed by score)."""
+class _Batches:
+    """A team's marks of batches (the `batches` sorted set in Redis, see mark_batch in
+    _prelude.lua): '<batch id>:s' -> 0 for settlements, '<batch id>:u' -> records taken."""
 
     def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self.marks: dict[str, int] = {}
 
-    def __contains__(self, rid: str) -> bool:
-        return rid in self.times
+    def mark(self, member: str, value: int, cutoff: str) -> None:
+        self.marks[member] = value
+        excess = len(self.marks) - BATCH_MARKS_KEPT
+        if excess > 0:
+            for old in sorted(m for m in self.marks if m < cutoff)[:min(excess, 100)]:
+                del self.marks[old]
 
-    def add(self, rid: str, at: float) -> None:
-        self.times[rid] = at
-        heapq.heappush(self._heap, (at, rid))
-
-    def forget(self, cutoff: float, *, inclusive: bool, limit: int) -> None:
-        """Forget at most `limit` of the oldest ids past the cutoff, as Redis does (forget_before):
-        remembering a few too long is harmless, a long stall after a burst is not."""
-        while limit > 0 and self._heap and (self._heap[0][0] <= cutoff if inclusive
-                                            else self._heap[0][0] < cutoff):
-            at, rid = heapq.heappop(self._heap)
-            limit -= 1
-            if self.times.get(rid) == at:
-                del self.times[rid]
+    def forget(self, batch: str) -> None:
+        for kind in (":s", ":u"):
+            self.marks.pop(batch + kind, None)
 
 
 class _Window:
@@ -157,10 +155,9 @@ class _TeamState:
     reservations: dict[str, _Held] = field(default_factory=dict)
     reserved: dict[str, int] = field(default_factory=dict)         # team | k:<id> -> nanos
     spend: dict[tuple[str, str], int] = field(default_factory=dict)  # (period, field) -> nanos
-    settled: _Recent = field(default_factory=_Recent)
     # request id -> (nanos, key id, time): leases that expired unsettled, charged as reserved
     abandoned: dict[str, tuple[int, str, float]] = field(default_factory=dict)
-    usage_seen: _Recent = field(default_factory=_Recent)           # request id -> append ms
+    batches: _Batches = field(default_factory=_Batches)
     rollups: dict[tuple[str, int], tuple[float, dict[str, int]]] = field(default_factory=dict)
 
     def release(self, rid: str) -> _Held | None:
@@ -388,8 +385,7 @@ class MemoryStore(Store):
         # An expired lease's reservation is abandoned: charged as spend at its reserved amount (see admit.lua).
         for rid in [r for r, expiry in state.leases.items() if expiry <= req.now]:
             held = state.release(rid)
-            if held is not None and rid not in state.settled:
-                state.settled.add(rid, req.now)
+            if held is not None:  # a settlement ends the lease and the reservation together
                 for old in [r for r, (_, _, at) in state.abandoned.items() if at < req.now - ABANDONED_KEEP_S]:
                     del state.abandoned[old]
                 state.abandoned[rid] = (held.cost, held.key_id, req.now)
@@ -434,13 +430,10 @@ class MemoryStore(Store):
         state.leases[request_id] = max(expiry, now + self.options.lease_ttl_s)
         return True
 
-    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
-                     tokens: int, now: float) -> bool:
-        state = self._team_state(team)
-        if request_id in state.settled:
+    def _settle(self, state: _TeamState, key_id: str, request_id: str, cost_usd: float,
+                tokens: int, now: float) -> bool:
+        if request_id in state.abandoned:
             return False
-        state.settled.forget(now - self.options.settle_memory_s, inclusive=True, limit=100)
-        state.settled.add(request_id, now)
         held = state.release(request_id)
         cost = usd_to_nanos(cost_usd)
         if cost > 0:
@@ -456,22 +449,37 @@ class MemoryStore(Store):
         return True
 
     # -- usage ---------------------------------------------------------------------------------
-    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
-        entries = [usage_entry(r) for r in records]
-        now_ms = int(time.time() * 1000)
-        added = 0
-        for team, batch in group_by_team(entries).items():
+    async def write_batch(self, settlements: Sequence[Sequence[Any]], records: Sequence[Mapping[str, Any]],
+                          batch: str | None = None, done: Sequence[tuple[str, str]] = ()) -> Written:
+        # Everything is checked before the first change, as the Redis backend does before its pipeline.
+        batch_id = validate_batch_id(batch)
+        teams = group_by_team(usage_entry(r) for r in records)
+        forgotten = [(validate_team_name(team), validate_batch_id(old)) for team, old in done]
+        cutoff = batch_marks_cutoff(self.options, time.time())
+        by_team: dict[str, list[Sequence[Any]]] = {}
+        for settlement in settlements:
+            by_team.setdefault(settlement[0], []).append(settlement)
+        settled = added = 0
+        for team, group in by_team.items():  # settle_batch.lua
+            state = self._team_state(team)
+            if batch_id and batch_id + ":s" in state.batches.marks:
+                continue
+            for _team, key_id, request_id, cost_usd, tokens, now in group:
+                settled += self._settle(state, key_id, request_id, cost_usd, tokens, now)
+            if batch_id:
+                state.batches.mark(batch_id + ":s", 0, cutoff)
+        for team, entries in teams.items():  # usage.lua (no buffer here: every record fits)
             self._usage_teams.add(team)
             state = self._team_state(team)
-            state.usage_seen.forget(now_ms - int(self.options.usage_dedupe_s * 1000),
-                                    inclusive=False, limit=1000 + 5 * len(batch))
-            for entry in batch:
-                if entry.request_id in state.usage_seen:
-                    continue
-                state.usage_seen.add(entry.request_id, now_ms)
+            taken = state.batches.marks.get(batch_id + ":u", 0) if batch_id else 0
+            for entry in entries[taken:]:
                 self._add_rollups(state, entry)
                 added += 1
-        return added
+            if batch_id and len(entries) > taken:
+                state.batches.mark(batch_id + ":u", len(entries), cutoff)
+        for team, old in forgotten:
+            self._team_state(team).batches.forget(old)
+        return Written(settled=settled, added=added)
 
     def _add_rollups(self, state: _TeamState, entry: UsageEntry) -> None:
         wall = time.time()

@@ -26,6 +26,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 
 from gateway.store import keys
 from gateway.store.base import (
+    BATCH_MARKS_KEPT,
     Admission,
     AdmissionRequest,
     BudgetState,
@@ -39,7 +40,7 @@ from gateway.store.base import (
     StoreOptions,
     StoreUnavailable,
     Team,
-    BufferFull,
+    Written,
     apply_key_changes,
     apply_team_changes,
     budget_state_from,
@@ -47,9 +48,12 @@ from gateway.store.base import (
     key_to_json,
     team_from_json,
     team_to_json,
+    batch_marks_cutoff,
     validate_admission,
+    validate_batch_id,
     validate_key,
     validate_team,
+    validate_team_name,
 )
 from gateway.store.resp import PipelinedRedis, RespError
 from gateway.store.rollups import (
@@ -375,7 +379,7 @@ class RedisStore(Store):
                 tk.record, tk.key_record(key_id), tk.window, tk.window_tokens,
                 tk.key_window(key_id), tk.key_window_tokens(key_id), tk.leases,
                 tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
-                tk.spend_month(month_id(now)), tk.settled, tk.abandoned)
+                tk.spend_month(month_id(now)), tk.abandoned)
             found = self._admit_cache[cache_key] = (script_keys, (_num(next_day_start(now)),
                                                                   _num(next_month_start(now)),
                                                                   _num(self.options.lease_ttl_s), _num(WINDOW_S),
@@ -388,7 +392,7 @@ class RedisStore(Store):
         script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
         args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
                 "\n".join(req.all_models), _num(now), *day_args, 1 if req.rate_only else 0,
-                _num(self.options.settle_memory_s), ABANDONED_KEEP_S)
+                ABANDONED_KEEP_S)
         out = await self._hot_script("admit", script_keys, args)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
@@ -416,18 +420,11 @@ class RedisStore(Store):
                 [request_id, _num(now), _num(self.options.lease_ttl_s), self._lease_key_ttl()])
         return int(done) == 1
 
-    async def settle(self, team: str, key_id: str, request_id: str, cost_usd: float,
-                     tokens: int, now: float) -> bool:
-        script_keys, args = self._settle_batch_call(team, [(team, key_id, request_id, cost_usd, tokens, now)])
-        async with self._guard():
-            done = await self._script("settle_batch", script_keys, args)
-        return int(done) == 1
-
-    def _settle_batch_call(self, team: str,
-                           settlements: Sequence[Sequence[Any]]) -> tuple[list[str], list[Any]]:
+    def _settle_batch_call(self, team: str, settlements: Sequence[Sequence[Any]],
+                           batch: str, cutoff: str) -> tuple[list[str], list[Any]]:
         tk = keys.TeamKeys(team)
         script_keys = [tk.window_tokens, tk.leases, tk.key_concurrency, tk.reservations, tk.reserved,
-                       tk.settled]
+                       tk.abandoned, tk.batches]
         position = _key_positions(script_keys)
 
         entries = []
@@ -440,31 +437,39 @@ class RedisStore(Store):
                     position(tk.spend_day(day_id(now))), position(tk.spend_month(month_id(now))))
             next_day, next_month, window_pos, day_pos, month_pos = facts
             # Spend keys outlive their period by a day, measured on the caller's clock.
-            entries.append([key_id, request_id, usd_to_nanos(cost_usd), int(tokens), now,
+            entries.append([key_id, request_id, usd_to_nanos(cost_usd), int(tokens),
                             math.ceil(next_day - now + 86400), math.ceil(next_month - now + 86400),
                             window_pos, day_pos, month_pos])
-        args = [self._lease_key_ttl(), _num(self.options.settle_memory_s), orjson.dumps(entries).decode()]
+        args = [self._lease_key_ttl(), batch, cutoff, BATCH_MARKS_KEPT, orjson.dumps(entries).decode()]
         return script_keys, args
 
-    async def settle_and_append(self, settlements: Sequence[Sequence[Any]],
-                                records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    async def write_batch(self, settlements: Sequence[Sequence[Any]], records: Sequence[Mapping[str, Any]],
+                          batch: str | None = None, done: Sequence[tuple[str, str]] = ()) -> Written:
         """One pipelined round trip for a whole batch: one script call per team for the
-        settlements and one per team for the records; on a cluster, one pipeline per node, sent
-        to the nodes together. Returns the records a full buffer did not take."""
+        settlements and one per team for the records, and the marks of `done` batches removed;
+        on a cluster, one pipeline per node, sent to the nodes together."""
+        batch_id = validate_batch_id(batch)
+        cutoff = batch_marks_cutoff(self.options, time.time())
         by_team: dict[str, list[Sequence[Any]]] = {}
         for settlement in settlements:
             by_team.setdefault(settlement[0], []).append(settlement)
-        calls = [("settle_batch", *self._settle_batch_call(team, batch)) for team, batch in by_team.items()]
+        calls = [("settle_batch", *self._settle_batch_call(team, group, batch_id, cutoff))
+                 for team, group in by_team.items()]
         teams = group_by_team(usage_entry(r) for r in records)
-        now_ms = int(time.time() * 1000)
-        calls += [("usage", *self._usage_call(team, batch, now_ms)) for team, batch in teams.items()]
+        calls += [("usage", *self._usage_call(team, group, batch_id, cutoff)) for team, group in teams.items()]
         commands: list[list[Any]] = [["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args]
                                      for name, script_keys, args in calls]
         if teams:
             commands.append(["SADD", keys.USAGE_TEAMS, *teams])
+        # A batch's marks, '<id>:s' and '<id>:u:<n>', are the members from '<id>:' to '<id>;'.
+        commands += [["ZREMRANGEBYLEX", keys.TeamKeys(validate_team_name(team)).batches, f"[{old}:", f"({old};"]
+                     for team, old in dict.fromkeys((t, validate_batch_id(b)) for t, b in done)]
+        if not commands:
+            return Written()
         replies = await self._batch(commands)
         usage_replies = replies[len(by_team):len(by_team) + len(teams)]
-        return _not_taken(teams, usage_replies)
+        return Written(settled=sum(int(r) for r in replies[:len(by_team)]),
+                       added=sum(int(r[0]) for r in usage_replies), left=_not_taken(teams, usage_replies))
 
     async def _batch(self, commands: list[list[Any]]) -> list[Any]:
         """Idempotent script calls in one pipeline (per node on a cluster), loading the scripts
@@ -495,16 +500,15 @@ class RedisStore(Store):
         raise AssertionError("unreachable")
 
     # -- usage ---------------------------------------------------------------------------------
-    def _usage_call(self, team: str, batch: list[UsageEntry],
-                    now_ms: int) -> tuple[list[str], list[Any]]:
+    def _usage_call(self, team: str, batch: list[UsageEntry], batch_id: str,
+                    cutoff: str) -> tuple[list[str], list[Any]]:
         tk = keys.TeamKeys(team)
-        script_keys = [tk.usage_seen, tk.usage]
+        script_keys = [tk.usage, tk.batches]
         position = _key_positions(script_keys)
 
         o = self.options
-        args: list[Any] = [now_ms, USAGE_GROUP, o.usage_buffer_max_records,
-                           math.ceil(o.rollup_hour_ttl_s), math.ceil(o.rollup_day_ttl_s),
-                           int(o.usage_dedupe_s * 1000)]
+        args: list[Any] = [USAGE_GROUP, o.usage_buffer_max_records, math.ceil(o.rollup_hour_ttl_s),
+                           math.ceil(o.rollup_day_ttl_s), batch_id, cutoff, BATCH_MARKS_KEPT]
         buckets: dict[int, tuple[int, int]] = {}
         for entry in batch:
             hour = int(entry.ts // 3600)
@@ -512,25 +516,10 @@ class RedisStore(Store):
             if positions is None:
                 positions = buckets[hour] = (position(tk.rollup_hour(entry.hour)), position(tk.rollup_day(entry.day)))
             fields = entry.rollup_fields()
-            args += [entry.request_id, entry.record_json, positions[0], positions[1], len(fields)]
+            args += [entry.record_json, positions[0], positions[1], len(fields)]
             for name, amount in fields:
                 args += [name, amount]
         return script_keys, args
-
-    async def append_usage(self, records: Sequence[Mapping[str, Any]]) -> int:
-        teams = group_by_team(usage_entry(r) for r in records)
-        if not teams:
-            return 0
-        now_ms = int(time.time() * 1000)
-        calls = [self._script("usage", *self._usage_call(team, batch, now_ms))
-                 for team, batch in teams.items()]
-        calls.append(self._io(self._redis.sadd(keys.USAGE_TEAMS, *teams)))
-        async with self._guard():
-            results = await asyncio.gather(*calls)
-        not_taken = _not_taken(teams, results[:-1])
-        if not_taken:
-            raise BufferFull(f"usage buffer full: {len(not_taken)} records not taken", not_taken)
-        return sum(int(added) for added, _ in results[:-1])
 
     async def _usage_teams(self, team: str | None) -> list[str]:
         if team is not None:

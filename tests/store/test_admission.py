@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.store.base import AdmissionRequest
+from gateway.store.base import AdmissionRequest, new_batch_id
 from tests.store.conftest import ALL_BACKENDS, NOW
 
 pytestmark = pytest.mark.anyio
@@ -311,25 +311,37 @@ async def test_settle_replaces_the_reservation_by_the_actual_cost(store, make_te
     assert not (await store.admit(request("r3", cost=0.30))).admitted
 
 
-async def test_settle_is_idempotent_per_request(store, make_team, make_key):
+async def test_a_settlement_repeated_in_its_batch_is_charged_once(store, make_team, make_key):
     await make_team(budget_daily_usd=1.00)
     await make_key()
     assert (await store.admit(request("r1", cost=0.40))).admitted
-    assert await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW)
-    assert not await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW)
-    assert not await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW + 5)
+    batch = new_batch_id()
+    assert await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW, batch)
+    assert not await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW, batch)
+    assert not await store.settle("team-a", "key-1", "r1", 0.40, 10, NOW + 5, batch)
     # charged once: 0.60 is left
     assert (await store.admit(request("r2", cost=0.60))).admitted
+    assert not (await store.admit(request("r3", cost=0.01))).admitted
 
 
-@pytest.mark.parametrize("store_options", [{"settle_memory_s": 60}])
-async def test_a_repeated_settlement_is_refused_until_a_new_one_lets_its_memory_go(store, make_team):
-    await make_team()
-    assert await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW)
-    assert not await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 60)
-    assert not await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 61)
-    assert await store.settle("team-a", "key-1", "r2", 0.0, 1, NOW + 61)  # forgets r1
-    assert await store.settle("team-a", "key-1", "r1", 0.0, 1, NOW + 62)
+@pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
+async def test_a_batch_is_settled_once_until_its_writer_says_it_is_done(store, replica, make_team, make_key):
+    await make_team(budget_daily_usd=1.00)
+    await make_key()
+    for rid in ("r1", "r2"):
+        assert (await store.admit(request(rid, cost=0.30))).admitted
+    batch = new_batch_id()
+    settlements = [("team-a", "key-1", rid, 0.25, 10, NOW) for rid in ("r1", "r2")]
+    assert (await store.write_batch(settlements, [], batch)).settled == 2
+    assert (await replica.write_batch(settlements, [], batch)).settled == 0  # a replay by another process
+    refused = await store.admit(request("r3", cost=0.51))
+    assert refused.reason == "budget_daily" and refused.budget_left_usd == pytest.approx(0.50)
+    # The writer has the reply: the mark goes with its next write, the writer never sending the
+    # batch again (were it sent, it would be a new batch: settled again, and charged).
+    await store.write_batch([], [], None, [("team-a", batch)])
+    assert (await replica.write_batch(settlements, [], batch)).settled == 2
+    refused = await store.admit(request("r3", cost=0.01))
+    assert refused.reason == "budget_daily" and refused.budget_left_usd == 0
 
 
 async def test_settle_with_zero_cost_releases_the_reservation(store, make_team, make_key):

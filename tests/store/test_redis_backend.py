@@ -6,12 +6,14 @@ import time
 import pytest
 
 from gateway.store.base import (
+    BATCH_MARKS_KEPT,
     AdmissionRequest,
     KeyRecord,
     Limits,
     StoreUnavailable,
     Team,
     create_store,
+    new_batch_id,
 )
 from tests.redis_server import CommandLog, RedisServer
 from tests.store.conftest import NOW, secret_hash
@@ -148,19 +150,28 @@ async def test_the_rate_window_keeps_one_entry_per_second_whatever_the_rate(redi
         await store.close()
 
 
-async def test_settled_ids_past_their_memory_leave_a_hundred_per_settlement(redis_server):
+async def test_batch_marks_go_when_acknowledged_and_surplus_ones_only_past_the_window(redis_server):
     redis_server.flush()
-    store = create_store(redis_server.url, settle_memory_s=60)
+    store = create_store(redis_server.url, usage_dedupe_s=60)
+    r = redis_server.client()
     try:
-        await store.create_team(Team("team-a", created_at=NOW))
-        settled = [("team-a", "key-1", f"r{i}", 0.0, 1, NOW) for i in range(500)]
-        await store.settle_and_append(settled, [])
-        r = redis_server.client()
-        assert r.zcard("gw:{team-a}:settled") == 500
-        assert await store.settle("team-a", "key-1", "late", 0.0, 1, NOW + 3600)
-        assert r.zcard("gw:{team-a}:settled") == 401
-        assert not await store.settle("team-a", "key-1", "late", 0.0, 1, NOW + 3601)
-        assert r.zscore("gw:{team-a}:settled", "r0") is None
+        now = time.time()
+        first, second = new_batch_id(now), new_batch_id(now)
+        await store.write_batch([("team-a", "key-1", "r1", 0.0, 1, NOW)], [record("r1", NOW)], first)
+        await store.write_batch([("team-a", "key-1", "r2", 0.0, 1, NOW)], [], second)
+        assert sorted(r.zrange("gw:{team-a}:batches", 0, -1)) == sorted([f"{first}:s", f"{first}:u:1", f"{second}:s"])
+        await store.write_batch([], [], None, [("team-a", first)])
+        assert r.zrange("gw:{team-a}:batches", 0, -1) == [f"{second}:s"]
+        await store.write_batch([], [], None, [("team-a", second)])
+        assert not r.exists("gw:{team-a}:batches")  # nothing in flight: nothing kept
+        # Marks never acknowledged (a writer killed before hearing back) are kept up to
+        # BATCH_MARKS_KEPT per team whatever their age; beyond it the oldest past the window go.
+        for n in range(BATCH_MARKS_KEPT + 5):
+            await store.write_batch([("team-a", "key-1", f"old{n}", 0.0, 1, NOW)], [], new_batch_id(now - 120 + n / 1e4))
+        assert r.zcard("gw:{team-a}:batches") == BATCH_MARKS_KEPT
+        for n in range(BATCH_MARKS_KEPT + 5):
+            await store.write_batch([("team-b", "key-1", f"new{n}", 0.0, 1, NOW)], [], new_batch_id(now))
+        assert r.zcard("gw:{team-b}:batches") == BATCH_MARKS_KEPT + 5  # none is past the window yet
     finally:
         await store.close()
 
@@ -226,13 +237,14 @@ async def test_settlements_and_usage_of_a_batch_share_one_pipelined_round_trip(r
             assert (await store.admit(AdmissionRequest("team-a", "key-1", f"r{i}", 10, 0.5, "m1", NOW))).admitted
         settlements = [("team-a", "key-1", f"r{i}", 0.25, 150, NOW) for i in range(5)]
         batch = [record(f"r{i}", NOW + i) for i in range(5)]
+        batch_id = new_batch_id()
         with CommandLog(redis_server) as log:
-            await store.settle_and_append(settlements, batch)
+            await store.settle_and_append(settlements, batch, batch_id)
             # MONITOR shows a pipeline's commands one by one; what matters is that no reply
             # was awaited between them, which redis-py's pipeline guarantees.
             assert sorted(log.names()) == ["evalsha", "evalsha", "sadd"]  # settlements, records
         # idempotent: the same batch again changes nothing
-        await store.settle_and_append(settlements, batch)
+        await store.settle_and_append(settlements, batch, batch_id)
         with redis_server.client() as c:
             assert c.xlen("gw:{team-a}:usage") == 5
         # the budget was charged the actual cost once: 5 × 0.25 of 10.00 leaves room for 8.75 more

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import pytest
 
-from gateway.store.base import Invalid
+from gateway.store.base import Invalid, new_batch_id
 from policies.limits import hour_start
 from tests.store.conftest import ALL_BACKENDS
 
@@ -113,12 +113,14 @@ async def test_team_filter_limits_the_query_to_that_team(store):
 
 
 @pytest.mark.parametrize("backend", ALL_BACKENDS, indirect=True)
-async def test_a_record_appended_twice_is_counted_once(store, replica):
+async def test_a_batch_appended_twice_is_counted_once(store, replica):
     one = record("r1", MIDNIGHT + 60, cost=0.5)
-    assert await store.append_usage([one, one]) == 1
-    assert await replica.append_usage([one, record("r2", MIDNIGHT + 120, cost=0.25)]) == 1
+    batch = new_batch_id()
+    assert await store.append_usage([one, one, record("r2", MIDNIGHT + 120, cost=0.25)], batch) == 2
+    assert await replica.append_usage([one, record("r2", MIDNIGHT + 120, cost=0.25)], batch) == 0  # a replay
+    assert await replica.append_usage([record("r3", MIDNIGHT + 180, cost=0.125)], new_batch_id()) == 1
     rows = await store.query_usage(MIDNIGHT, MIDNIGHT + 3600, [])
-    assert (rows[0]["requests"], rows[0]["cost_usd"]) == (2, 0.75)
+    assert (rows[0]["requests"], rows[0]["cost_usd"]) == (3, 0.875)
 
 
 async def test_malformed_records_and_groupings_are_refused(store):

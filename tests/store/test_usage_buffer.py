@@ -9,7 +9,7 @@ import pytest
 
 from redis import Redis, RedisCluster
 
-from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, Team, create_store
+from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, Team, create_store, new_batch_id
 from tests.redis_server import redis_cluster, redis_server  # noqa: F401  (session fixtures)
 from tests.store.test_usage import record
 
@@ -45,7 +45,8 @@ async def test_a_full_buffer_takes_no_more_and_hands_the_rest_back(servers):
     store = create_store(servers.url, usage_buffer_max_records=3)
     try:
         batch = [record(f"r{i}", NOW + i) for i in range(5)]
-        left = await store.settle_and_append([], batch)
+        batch_id = new_batch_id()
+        left = await store.settle_and_append([], batch, batch_id)
         assert [r["request_id"] for r in left] == ["r3", "r4"]
         assert buffer_length(servers) == 3
         [row] = await store.query_usage(NOW, NOW + 3600, [])
@@ -53,10 +54,11 @@ async def test_a_full_buffer_takes_no_more_and_hands_the_rest_back(servers):
         with pytest.raises(BufferFull) as refused:
             await store.append_usage(left)
         assert [r["request_id"] for r in refused.value.records] == ["r3", "r4"]
-        # The drainers commit and acknowledge: there is room again, and the rest is taken once.
+        # The drainers commit and acknowledge: there is room again. The same batch again (its
+        # reply was lost, and a replay sends it whole) takes only the records after those it took.
         entries = await store.buffer_read(["team-a"], "c1", 10)
         await store.buffer_ack([(team, entry_id) for team, entry_id, _ in entries])
-        assert await store.settle_and_append([], batch) == []
+        assert await store.settle_and_append([], batch, batch_id) == []
         [row] = await store.query_usage(NOW, NOW + 3600, [])
         assert row["requests"] == 5
         assert buffer_length(servers) == 2
@@ -157,14 +159,15 @@ async def test_a_cluster_settles_and_records_a_batch_with_one_script_call_per_te
         for node in redis_cluster.nodes:
             with node.client() as c:
                 c.config_resetstat()
-        assert await store.settle_and_append(settlements, records) == []
+        batch_id = new_batch_id()
+        assert await store.settle_and_append(settlements, records, batch_id) == []
         # Two teams: one settlement script and one usage script each, whatever the batch size
         # (a cluster used to run one settlement script per request).
         assert script_calls(redis_cluster) == 4
         spent = await store.query_usage(NOW, NOW + 3600, ["team"])
         assert [(r["team"], r["requests"]) for r in spent] == [("team-a", 20), ("team-b", 20)]
         # Settled once each: the same batch again settles nothing more.
-        assert await store.settle_and_append(settlements, records) == []
+        assert await store.settle_and_append(settlements, records, batch_id) == []
         for team in ("team-a", "team-b"):
             assert not (await store.admit(AdmissionRequest(team, f"{team}-key", "big", 10, 95.1, "m1",
                                                            time.time()))).admitted  # 20 x 0.25 spent of 100
