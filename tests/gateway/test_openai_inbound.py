@@ -548,14 +548,18 @@ def test_responses_stream_from_a_responses_upstream_is_the_upstreams(served, res
     assert sent["stream"] is True and sent["store"] is False and sent["model"] == "pro-upstream"
 
 
+def streamed_responses(served) -> tuple[list[str], str]:
+    """The lines of a streamed Responses call to the Responses upstream, and its request id."""
+    with httpx.stream("POST", served.url + "/v1/responses", timeout=30, headers={"authorization": f"Bearer {KEY}"},
+                      json={"model": PRO, "stream": True, "input": "Hi"}) as response:
+        return [line for line in response.iter_lines() if line], response.headers["x-request-id"]
+
+
 def test_a_passed_through_responses_stream_cut_short_ends_with_its_error_event_and_is_metered(
         served, responses_upstream):
     responses_upstream.enqueue(r.responses_stream(r.Script(items=[r.Text.of("abcdefgh", "abcdefgh")], end=False),
                                                   cut=True))
-    with httpx.stream("POST", served.url + "/v1/responses", timeout=30, headers={"authorization": f"Bearer {KEY}"},
-                      json={"model": PRO, "stream": True, "input": "Hi"}) as response:
-        lines = [line for line in response.iter_lines() if line]
-        request_id = response.headers["x-request-id"]
+    lines, request_id = streamed_responses(served)
     assert lines[-2] == "event: error"
     error = json.loads(lines[-1][6:])
     assert "broke off" in error["message"] and error["type"] == "error"
@@ -567,10 +571,7 @@ def test_a_passed_through_responses_stream_cut_short_ends_with_its_error_event_a
 def test_a_responses_upstreams_own_error_event_midway_reaches_the_client_as_it_came(served, responses_upstream):
     responses_upstream.enqueue(r.responses_stream(r.Script(items=[r.Text.of("a", "b")], error_event={
         "code": "server_error", "message": f"The model failed ({RESPONSES_KEY})"}), delay_between=0.05))
-    with httpx.stream("POST", served.url + "/v1/responses", timeout=30, headers={"authorization": f"Bearer {KEY}"},
-                      json={"model": PRO, "stream": True, "input": "Hi"}) as response:
-        lines = [line for line in response.iter_lines() if line]
-        request_id = response.headers["x-request-id"]
+    lines, request_id = streamed_responses(served)
     assert lines[-2] == "event: error"
     error = json.loads(lines[-1][6:])
     assert error["code"] == "server_error" and error["message"].startswith("The model failed (")
