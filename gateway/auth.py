@@ -116,20 +116,26 @@ class Authenticator:
             try:
                 # A verified answer must be read after the request arrived; a cache refill may be
                 # shared, so that a burst from a key not seen yet costs the store one read.
-                seen = await (self._ask_store(digest, now) if verify else self._refill(digest, now))
+                seen = await (self._ask_and_remember(digest, now) if verify else self._refill(digest, now))
             except StoreUnavailable:
                 return self._during_outage(seen, now, verify)
-            if seen.refusal == "unknown":
-                _remember(self._unknown, digest, seen, self._max)
-            else:
-                self._unknown.pop(digest, None)
-                _remember(self._seen, digest, seen, self._max)
         return _verdict(seen)
+
+    async def _ask_and_remember(self, digest: str, now: float) -> _Seen:
+        seen = await self._ask_store(digest, now)
+        # Remembered before the answer is handed out: a request arriving between a shared refill's
+        # end and its waiters' turn finds the cache filled, not a refill to start again.
+        if seen.refusal == "unknown":
+            _remember(self._unknown, digest, seen, self._max)
+        else:
+            self._unknown.pop(digest, None)
+            _remember(self._seen, digest, seen, self._max)
+        return seen
 
     def _refill(self, digest: str, now: float) -> asyncio.Future[_Seen]:
         asking = self._asking.get(digest)
         if asking is None:
-            asking = self._asking[digest] = asyncio.ensure_future(self._ask_store(digest, now))
+            asking = self._asking[digest] = asyncio.ensure_future(self._ask_and_remember(digest, now))
             asking.add_done_callback(lambda done: self._asked(digest, done))
         return asyncio.shield(asking)  # one waiter's cancellation does not cancel the others' read
 
