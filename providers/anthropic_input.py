@@ -6,11 +6,17 @@ Inputs are read, never trusted: a member of the wrong JSON type counts as absent
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.openai_chat_request import UnsupportedParameters
+
+class UnsupportedParameters(ValueError):
+    """The request uses parameters the endpoint cannot honour, and the client required them all."""
+
+    def __init__(self, parameters: Sequence[str]) -> None:
+        self.parameters = tuple(parameters)
+        super().__init__("the endpoint cannot honour: " + ", ".join(self.parameters))
 
 
 def system_text(system: Any) -> str:

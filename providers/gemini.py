@@ -29,7 +29,7 @@ from providers.gemini_request import (
 from providers.gemini_response import anthropic_usage, error_in_response, from_gemini_response
 from providers.gemini_stream import GeminiStreamTranslator
 from providers.openai_chat_errors import redact_secrets
-from providers.openai_chat_request import UnsupportedParameters
+from providers.anthropic_input import UnsupportedParameters
 
 __all__ = [
     "DEFAULT_SUPPORTED", "FOREIGN_CALL_SIGNATURE", "GeminiOptions", "GeminiStreamTranslator", "UnsupportedParameters",

@@ -21,12 +21,12 @@ from providers.openai_chat_errors import (
     map_error,
     redact_secrets,
 )
+from providers.anthropic_input import UnsupportedParameters
 from providers.openai_chat_request import (
     DEFAULT_SUPPORTED,
     EFFORT_BY_BUDGET,
     RAW_ARGUMENTS_KEY,
     ChatOptions,
-    UnsupportedParameters,
     effort_for_budget,
     to_chat_request,
 )

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.anthropic_input import Drops
 from providers.base import ROUTER_FIELDS
 
 # Thinking budgets map onto reasoning effort by these bounds (budget_tokens below the bound → level):
@@ -94,24 +95,9 @@ class ChatOptions:
             raise ValueError(f"reasoning_efforts must be a non-empty subset of {EFFORT_LEVELS}")
 
 
-class UnsupportedParameters(ValueError):
-    """The request uses parameters the endpoint cannot honour, and the client required them all."""
-
-    def __init__(self, parameters: Sequence[str]) -> None:
-        self.parameters = tuple(parameters)
-        super().__init__("the endpoint cannot honour: " + ", ".join(self.parameters))
-
-
 @dataclass
-class _Translation:
-    options: ChatOptions
-    dropped: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
-
-    def drop(self, name: str) -> None:
-        self.dropped[name] = None
-
-    def supports(self, name: str) -> bool:
-        return name in self.options.supported
+class _Translation(Drops):
+    options: ChatOptions = field(default_factory=ChatOptions)
 
 
 def to_chat_request(body: Mapping[str, Any], *, upstream_model: str, options: ChatOptions,
@@ -120,7 +106,7 @@ def to_chat_request(body: Mapping[str, Any], *, upstream_model: str, options: Ch
 
     Raises UnsupportedParameters instead of dropping when `options.require_parameters` is set.
     """
-    t = _Translation(options)
+    t = _Translation(options.supported, options.require_parameters, options=options)
     request: dict[str, Any] = {"model": upstream_model, "messages": _messages(body, t)}
     if isinstance(body.get("max_tokens"), int):
         request[options.max_tokens_field] = body["max_tokens"]
@@ -138,13 +124,8 @@ def to_chat_request(body: Mapping[str, Any], *, upstream_model: str, options: Ch
     if stream:
         request["stream"] = True
         request["stream_options"] = {"include_usage": True}
-    for name in body:
-        if name not in _HANDLED and not (name == "service_tier" and body[name] == "auto"):
-            t.drop(name)
-    dropped = list(t.dropped)
-    if dropped and options.require_parameters:
-        raise UnsupportedParameters(dropped)
-    return request, dropped
+    t.unknown_fields(body, _HANDLED)
+    return request, t.result()
 
 
 # -- parameters ----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from providers import protocol
 from providers.openai_chat import ChatCompletions, supported_names, upstream_headers
-from providers.openai_chat_request import UnsupportedParameters, effort_for_budget
+from providers.anthropic_input import UnsupportedParameters
+from providers.openai_chat_request import effort_for_budget
 from providers.openai_responses_errors import (
     error_in_response,
     error_of_object,

@@ -24,11 +24,11 @@ from typing import Any
 
 import orjson
 
+from providers.anthropic_input import Drops
 from providers.base import ROUTER_FIELDS
 from providers.openai_chat_request import (
     EFFORT_LEVELS,
     TOOL_ERROR_PREFIX,
-    UnsupportedParameters,
     arguments_text,
     effort_for_budget,
     image_source_url,
@@ -81,15 +81,8 @@ class ResponsesOptions:
 
 
 @dataclass
-class _Translation:
-    options: ResponsesOptions
-    dropped: dict[str, None] = field(default_factory=dict)  # insertion-ordered set
-
-    def drop(self, name: str) -> None:
-        self.dropped[name] = None
-
-    def supports(self, name: str) -> bool:
-        return name in self.options.supported
+class _Translation(Drops):
+    options: ResponsesOptions = field(default_factory=ResponsesOptions)
 
 
 def to_responses_request(body: Mapping[str, Any], *, upstream_model: str, options: ResponsesOptions,
@@ -98,7 +91,7 @@ def to_responses_request(body: Mapping[str, Any], *, upstream_model: str, option
 
     Raises UnsupportedParameters instead of dropping when `options.require_parameters` is set.
     """
-    t = _Translation(options)
+    t = _Translation(options.supported, options.require_parameters, options=options)
     request: dict[str, Any] = {"model": upstream_model}
     instructions = system_text(body.get("system"))
     if instructions:
@@ -124,14 +117,8 @@ def to_responses_request(body: Mapping[str, Any], *, upstream_model: str, option
         request["include"] = ["reasoning.encrypted_content"]
     if stream:
         request["stream"] = True
-    for name in body:
-        if name not in _HANDLED and name not in ("top_k", "stop_sequences") \
-                and not (name == "service_tier" and body[name] == "auto"):
-            t.drop(name)
-    dropped = list(t.dropped)
-    if dropped and options.require_parameters:
-        raise UnsupportedParameters(dropped)
-    return request, dropped
+    t.unknown_fields(body, (*_HANDLED, "top_k", "stop_sequences"))
+    return request, t.result()
 
 
 # -- the reasoning signature ---------------------------------------------------------------------

@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import orjson
 
 from providers.base import Usage
-from providers.openai_chat_request import UnsupportedParameters
+from providers.anthropic_input import UnsupportedParameters
 from providers.redaction import redact_bytes
 from providers.sse import event_data
 
