@@ -154,7 +154,7 @@ class Admitter:
         found = census(ex.request.body, self.ceilings)
         counted = None
         if found.needs_upstream and self.count is not None \
-                and all(a.provider.protocol == "anthropic" for a in plan.attempts):
+                and all(a.protocol == "anthropic" for a in plan.attempts):
             counted = await self.count(ex, plan)
         return reservation(raw, ex.request.max_tokens, plan, found=found, ceilings=self.ceilings, counted=counted)
 

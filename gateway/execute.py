@@ -216,7 +216,7 @@ class Executor:
 
     async def _try(self, attempt: Attempt, ex: Exchange, send: Send, deadline: float | None) -> None:
         """One attempt on any protocol: its request, the upstream's answer, and the relay of it."""
-        protocol: WireProtocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol, ex.client)
+        protocol: WireProtocol = protocol_for(attempt.protocol, ex.client)
         request = ex.request
         provider = attempt.provider
         credentials = self.credentials.get(provider.name)
@@ -257,7 +257,7 @@ class Executor:
         """count_tokens by the attempt's upstream, when its protocol can count: the count, or None
         when it cannot or the upstream fails (the caller estimates instead). An error that is the
         request's own (a 4xx other than those about our key, the model or the rate) is the answer."""
-        protocol = protocol_for(attempt.endpoint.protocol or attempt.provider.protocol)
+        protocol = protocol_for(attempt.protocol)
         if protocol.local:
             return None
         credentials = self.credentials.get(attempt.provider.name)

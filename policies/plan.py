@@ -41,6 +41,11 @@ class Attempt:
     health: str = HEALTHY
 
     @property
+    def protocol(self) -> str:
+        """The wire protocol this attempt speaks: its endpoint's own, else its provider's."""
+        return self.endpoint.protocol or self.provider.protocol
+
+    @property
     def endpoint_key(self) -> str:
         """How routing state names this endpoint: provider and upstream model."""
         return f"{self.provider.name}/{self.endpoint.upstream_model}"
