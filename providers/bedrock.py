@@ -33,6 +33,7 @@ import orjson
 
 from providers import anthropic, openai_chat_errors, protocol
 from providers.anthropic_cloud import betas, cloud_body
+from providers.anthropic_events import error_event
 from providers.openai_chat_errors import redact_secrets
 from providers.redaction import redact_bytes
 from providers.sse import encode_event
@@ -325,8 +326,7 @@ class InvokeStreamTranslator:
         if self.error is None and corrupt is not None:
             self.error = (502, "api_error", f"unreadable Bedrock stream: {corrupt}")
         if self.error is not None:
-            out.append(encode_event("error", {"type": "error", "error": {"type": self.error[1],
-                                                                         "message": self.error[2]}}))
+            out.append(error_event(self.error[1], self.error[2]))
         return b"".join(out)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from providers.anthropic_events import error_event, usage_to_account
 from providers.base import Usage
 from providers.openai_chat_errors import error_type_of_object, redact_secrets
 from providers.openai_chat_request import list_at, mapping_at
@@ -99,16 +100,12 @@ class ChatStreamTranslator:
             return []
         self._ended = True
         self.failure = (error_type, message)
-        return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
+        return [error_event(error_type, message)]
 
     def close_usage(self) -> Usage:
         """Usage to account for. When the upstream never reported it, `estimated` and no output: the
         relay's meter (gateway/stream_meter.py) counts the output from the deltas sent."""
-        usage = Usage()
-        usage.update_from(self.usage)
-        if not self._usage_seen:
-            usage.estimated = True
-        return usage
+        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- lines and chunks ------------------------------------------------------------------------
     def _line(self, line: bytes) -> list[bytes]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from providers.anthropic_events import error_event, usage_to_account
 from providers.base import Usage
 from providers.openai_chat_request import mapping_at
 from providers.openai_chat_response import tool_use_id_for
@@ -87,16 +88,12 @@ class ResponsesStreamTranslator:
             return []
         self._ended = True
         self.failure = (error_type, message)
-        return [encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})]
+        return [error_event(error_type, message)]
 
     def close_usage(self) -> Usage:
         """Usage to account for, flagged `estimated` when the upstream never said (the relay's meter,
         gateway/stream_meter.py, counts the output from the deltas sent)."""
-        usage = Usage()
-        usage.update_from(self.usage)
-        if not self._usage_seen:
-            usage.estimated = True
-        return usage
+        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- events ----------------------------------------------------------------------------------
     def _events(self, block: bytes) -> list[bytes]:
