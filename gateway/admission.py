@@ -145,13 +145,18 @@ class Admitter:
                     break
 
     async def reserve(self, ex: Exchange, plan: Plan) -> tuple[int, float]:
-        """The reservation of a request. Its byte length bounds a body of text; only a body that
-        may hold more (images, documents, content by URL or file id, server tools) is decoded and
-        walked, and counted upstream when the walk finds content only the upstream can size."""
+        """The reservation of a request. Its byte length bounds a body of text; what it may hold
+        beyond (images, documents, content by URL or file id, server tools) is found by the body's
+        typed census (`MessagesRequest.shape`), and counted upstream when that finds content only
+        the upstream can size."""
         raw = ex.request.raw
-        if not has_unbounded_content(raw, mcp_servers="mcp_servers" in ex.request.values):
+        shape = ex.request.shape
+        if shape is not None:
+            found = shape.census(self.ceilings)
+        elif not has_unbounded_content(raw, mcp_servers="mcp_servers" in ex.request.values):
             return reservation(raw, ex.request.max_tokens, plan)
-        found = census(ex.request.body, self.ceilings)
+        else:  # a body of another shape than the API's: walked as objects
+            found = census(ex.request.body, self.ceilings)
         counted = None
         if found.needs_upstream and self.count is not None \
                 and all(a.protocol == "anthropic" for a in plan.attempts):

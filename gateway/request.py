@@ -13,6 +13,7 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from gateway.settings import InputLimits
+from policies.body_shape import BodyShape, read_shape
 from providers.base import ROUTER_FIELDS
 from providers.jsonedit import top_level_values
 
@@ -105,6 +106,15 @@ class MessagesRequest:
     router_fields: tuple[str, ...]  # router-only members present in the body
     values: dict[str, msgspec.Raw]  # every top-level member's value as raw bytes: see upstream_body
     _body: dict[str, Any] | None = None
+    _shape: BodyShape | None | bool = False  # False: not read yet
+
+    @property
+    def shape(self) -> BodyShape | None:
+        """The content census of the body, read once by a typed decode of its bytes (reservations
+        and the search check both read it); None when the body is not shaped as the API's."""
+        if self._shape is False:
+            self._shape = read_shape(self.raw)
+        return self._shape  # type: ignore[return-value]
 
     @property
     def body(self) -> dict[str, Any]:

@@ -3,15 +3,14 @@
 
 `might_search` is the hot path's test, so that a request that asks for none of this is never
 decoded for it: the body's top-level members (already read by the request parser) for `plugins`,
-the model id for `:online`, and one scan of the bytes for `web_search_`, which both the server
-tool's type (`web_search_20250305`...) and every search result block in a history
-(`web_search_tool_result`, the gateway's own among them) contain. It costs about 3 µs for a 60 KB
-Claude Code turn: the marker ends in `_`, rare in bodies, so the byte search mostly skips ahead,
-where markers ending in common letters or quotes cost some 25 µs each for the same body.
+the model id for `:online`, and the `type` of its blocks and tools (the body's typed census, which
+the reservation reads too) for `web_search_`, the start of both the server tool's type
+(`web_search_20250305`...) and of every search result block in a history (`web_search_tool_result`,
+the gateway's own among them). A body the census cannot read is searched for the marker instead.
 """
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Collection, Container, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,14 +18,20 @@ from gateway.search.blocks import WebSearchTool, find_web_search_tool
 from gateway.search.plugins import WebPlugin, merged_web, parse_plugins, strip_online
 from gateway.search.settings import SearchSettings
 
-_MARKER = b"web_search_"
+_KIND_PREFIX = "web_search_"
+_MARKER = _KIND_PREFIX.encode()
 
 
-def might_search(raw: bytes, model: str, members: Container[str]) -> bool:
-    """False when the body (`raw`, whose top-level member names are `members`) cannot hold a web
-    search tool, plugins or search blocks and the model has no `:online`: the request then needs
-    none of this package."""
-    return "plugins" in members or ":online" in model.lower() or _MARKER in raw
+def might_search(raw: bytes, model: str, members: Container[str], kinds: Collection[str] | None = None) -> bool:
+    """False when the body (`raw`, whose top-level member names are `members` and whose blocks'
+    and tools' types are `kinds`, when its census could read them) cannot hold a web search tool,
+    plugins or search blocks and the model has no `:online`: the request then needs none of this
+    package."""
+    if "plugins" in members or ":online" in model.lower():
+        return True
+    if kinds is None:
+        return _MARKER in raw
+    return any(kind.startswith(_KIND_PREFIX) for kind in kinds)
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,8 @@ class WebSearch:
         """What the request asks of web search and plugins, checked (InvalidRequest naming the
         member); None when it asks nothing and the executor serves it as it is."""
         raw = request.raw
-        if not might_search(raw, request.model, request.values or ()):
+        shape = request.shape
+        if not might_search(raw, request.model, request.values or (), None if shape is None else shape.kinds):
             return None
         body = request.body
         intent = read_intent(body, request.model)

@@ -6,6 +6,7 @@ import pytest
 
 from gateway.errors import InvalidRequest
 from gateway.search.intent import might_search, read_intent
+from policies.body_shape import read_shape
 from gateway.search.settings import SearchSettings
 
 SETTINGS = SearchSettings(searxng_url="http://searx:8080", max_uses=5, price_per_search=0.01)
@@ -24,7 +25,19 @@ SETTINGS = SearchSettings(searxng_url="http://searx:8080", max_uses=5, price_per
      "claude-opus-4-8", False),
 ])
 def test_only_requests_that_may_search_are_read(body, model, expected):
-    assert might_search(orjson.dumps(body), model, body.keys()) is expected
+    raw = orjson.dumps(body)
+    shape = read_shape(raw)
+    assert shape is not None
+    assert might_search(raw, model, body.keys(), shape.kinds) is expected
+    assert might_search(raw, model, body.keys()) is expected  # a body the census cannot read: its bytes
+
+
+def test_a_search_block_hidden_by_escapes_is_found_by_the_census():
+    raw = (b'{"messages":[{"role":"assistant","content":[{"\\u0074ype":"web_search_tool_result",'
+           b'"tool_use_id":"srvtoolu_gw1","content":[]}]}]}')
+    shape = read_shape(raw)
+    assert shape is not None and "web_search_tool_result" in shape.kinds
+    assert might_search(raw, "m", orjson.loads(raw).keys(), shape.kinds)
 
 
 def test_a_request_with_the_tool_reserves_its_max_uses_of_searches():
