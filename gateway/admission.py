@@ -35,13 +35,15 @@ DEFAULT_CEILINGS = InputCeilings()
 Counter = Callable[[Exchange, Plan], Awaitable[int | None]]
 
 
-def reservation(raw: bytes, max_tokens: int, plan: Plan, *, found: ContentCensus | None = None,
-                ceilings: InputCeilings = DEFAULT_CEILINGS, counted: int | None = None) -> tuple[int, float]:
+def reservation(raw: bytes, max_tokens: int, plan: Plan, *, tools: bool, cache_write: bool,
+                found: ContentCensus | None = None, ceilings: InputCeilings = DEFAULT_CEILINGS,
+                counted: int | None = None) -> tuple[int, float]:
     """(tokens, USD) to reserve for a request: a sound upper bound of its input (see
-    `limits.input_bound`) and all of `max_tokens`, at the dearest prices of the plan."""
-    input_tokens = input_bound(len(raw), tools=b'"tools"' in raw, found=found, ceilings=ceilings, counted=counted)
+    `limits.input_bound`) and all of `max_tokens`, at the dearest prices of the plan (input at the
+    cache-write price when `cache_write`)."""
+    input_tokens = input_bound(len(raw), tools=tools, found=found, ceilings=ceilings, counted=counted)
     cost = reservation_usd(input_tokens, max_tokens, [a.endpoint.pricing for a in plan.attempts],
-                           cache_write=b'"cache_control"' in raw)
+                           cache_write=cache_write)
     return input_tokens + max_tokens, cost
 
 
@@ -149,19 +151,22 @@ class Admitter:
         beyond (images, documents, content by URL or file id, server tools) is found by the body's
         typed census (`MessagesRequest.shape`), and counted upstream when that finds content only
         the upstream can size."""
-        raw = ex.request.raw
-        shape = ex.request.shape
+        raw, request = ex.request.raw, ex.request
+        shape = request.shape
+        tools = request.has_member("tools")
         if shape is not None:
-            found = shape.census(self.ceilings)
-        elif not has_unbounded_content(raw, mcp_servers="mcp_servers" in ex.request.values):
-            return reservation(raw, ex.request.max_tokens, plan)
-        else:  # a body of another shape than the API's: walked as objects
-            found = census(ex.request.body, self.ceilings)
+            found, caches = shape.census(self.ceilings), shape.caches
+        else:  # a body of another shape than the API's: walked as objects, when its bytes do not bound it
+            caches = b'"cache_control"' in raw
+            if not has_unbounded_content(raw, mcp_servers=request.has_member("mcp_servers")):
+                return reservation(raw, request.max_tokens, plan, tools=tools, cache_write=caches)
+            found = census(request.body, self.ceilings)
         counted = None
         if found.needs_upstream and self.count is not None \
                 and all(a.protocol == "anthropic" for a in plan.attempts):
             counted = await self.count(ex, plan)
-        return reservation(raw, ex.request.max_tokens, plan, found=found, ceilings=self.ceilings, counted=counted)
+        return reservation(raw, request.max_tokens, plan, tools=tools, cache_write=caches, found=found,
+                           ceilings=self.ceilings, counted=counted)
 
     async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0) -> Ticket:
         """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is

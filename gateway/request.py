@@ -104,7 +104,8 @@ class MessagesRequest:
     trace: dict[str, Any] | None
     preferences: dict[str, Any] | None
     router_fields: tuple[str, ...]  # router-only members present in the body
-    values: dict[str, msgspec.Raw]  # every top-level member's value as raw bytes: see upstream_body
+    # Every top-level member's value as raw bytes (see upstream_body); None for a body built as objects.
+    values: dict[str, msgspec.Raw] | None
     _body: dict[str, Any] | None = None
     _shape: BodyShape | None | bool = False  # False: not read yet
 
@@ -115,6 +116,10 @@ class MessagesRequest:
         if self._shape is False:
             self._shape = read_shape(self.raw)
         return self._shape  # type: ignore[return-value]
+
+    def has_member(self, name: str) -> bool:
+        """Whether the body has the top-level member `name`."""
+        return name in (self.values if self.values is not None else self.body)
 
     @property
     def body(self) -> dict[str, Any]:

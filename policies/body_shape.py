@@ -3,9 +3,9 @@
 `limits.census` walks a body decoded to objects; for a 31 KB Claude Code turn that decode alone
 costs more than a small request's whole path, and byte searches for `"type"` values cost almost as
 much (JSON's quotes defeat a byte search's skipping). The decoder here declares only what the census
-reads (content blocks' `type`, `source` and nested `content`; tools' `type`, `input_schema` and
-`max_uses`; `mcp_servers`) and steps over everything else in C, about 9 µs for that turn. Escapes
-are no disguise: the decoder reads `"\\u0074ype"` as `type`.
+reads (content blocks' `type`, `source`, nested `content` and `cache_control`; tools' `type`,
+`input_schema`, `max_uses` and `cache_control`; `mcp_servers`) and steps over everything else in C:
+about 11 µs for that turn. Escapes are no disguise: the decoder reads `"\\u0074ype"` as `type`.
 
 A body of another shape than the API's (a block that is not an object, a `type` that is not a
 string, content nested where the API puts none) does not decode: `read_shape` answers None and the
@@ -31,6 +31,7 @@ class _Block(msgspec.Struct):
     source: Union[_Source, str, None] = None  # a search result's source is its URL
     # tool_result and search_result hold blocks; a server tool's result holds results or an error object.
     content: Union[str, list["_Block"], "_Block", None] = None
+    cache_control: msgspec.Raw = msgspec.Raw()
 
 
 class _Message(msgspec.Struct):
@@ -41,6 +42,7 @@ class _Tool(msgspec.Struct):
     type: Union[str, None] = None
     input_schema: msgspec.Raw = msgspec.Raw()
     max_uses: msgspec.Raw = msgspec.Raw()
+    cache_control: msgspec.Raw = msgspec.Raw()
 
 
 class _Body(msgspec.Struct):
@@ -48,6 +50,7 @@ class _Body(msgspec.Struct):
     messages: Union[list[_Message], None] = None
     tools: Union[list[_Tool], None] = None
     mcp_servers: Union[list[msgspec.Raw], None] = None
+    cache_control: msgspec.Raw = msgspec.Raw()  # automatic caching of the whole prompt
 
 
 _DECODER = msgspec.json.Decoder(_Body)
@@ -62,6 +65,7 @@ class BodyShape(msgspec.Struct, frozen=True):
     server_tools: tuple[int | None, ...]  # each server tool's max_uses (None: unset or not a positive integer)
     mcp_servers: int
     kinds: frozenset[str]      # the `type` of every content block and tool
+    caches: bool               # a cache_control anywhere the API takes one: input may be billed as cache writes
 
     def census(self, ceilings: InputCeilings) -> ContentCensus:
         uses = sum(n if n is not None else ceilings.server_tool_uses for n in self.server_tools)
@@ -80,14 +84,16 @@ def read_shape(raw: bytes) -> BodyShape | None:
     for message in body.messages or ():
         tally.blocks(message.content)
     server_tools = []
+    caches = tally.caches or bool(body.cache_control)
     for tool in body.tools or ():
+        caches = caches or bool(tool.cache_control)
         if tool.type is not None:
             tally.kinds.add(tool.type)
         if not tool.input_schema and tool.type not in (None, "custom"):
             server_tools.append(_positive_int(tool.max_uses))
     return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
                      server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),
-                     kinds=frozenset(tally.kinds))
+                     kinds=frozenset(tally.kinds), caches=caches)
 
 
 def _positive_int(raw: msgspec.Raw) -> int | None:
@@ -102,11 +108,12 @@ def _positive_int(raw: msgspec.Raw) -> int | None:
 
 class _Tally:
     """The census of `limits._census_value`, over typed blocks."""
-    __slots__ = ("binary_bytes", "images", "unknown", "kinds")
+    __slots__ = ("binary_bytes", "images", "unknown", "kinds", "caches")
 
     def __init__(self) -> None:
         self.binary_bytes = self.images = self.unknown = 0
         self.kinds: set[str] = set()
+        self.caches = False
 
     def blocks(self, content: str | list[_Block] | _Block | None) -> None:
         if content is None or type(content) is str:
@@ -116,6 +123,8 @@ class _Tally:
 
     def block(self, block: _Block) -> None:
         kind, source = block.type, block.source
+        if block.cache_control:
+            self.caches = True
         if type(source) is not _Source:
             source = None
         self.kinds.add(kind)

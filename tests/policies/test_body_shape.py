@@ -55,23 +55,27 @@ _block = st.one_of(_text_block, _image, _document, _search_result, _tool_result,
 _message = st.builds(lambda role, content: {"role": role, "content": content},
                      st.sampled_from(["user", "assistant"]), st.one_of(_text, st.lists(_block, max_size=5)))
 _tool = st.one_of(
-    st.builds(lambda n: {"name": n or "f", "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}}}, _text),
+    st.builds(lambda n: {"name": n or "f",
+                         "input_schema": {"type": "object", "properties": {"url": {"type": "string"}}}}, _text),
     st.builds(lambda u: {"type": "web_search_20250305", "name": "web_search", **u},
               st.sampled_from([{}, {"max_uses": 2}, {"max_uses": 0}, {"max_uses": True}, {"max_uses": "3"}])),
-    st.just({"type": "custom", "name": "g", "input_schema": {"type": "object"}}),
+    st.builds(lambda c: {"type": "custom", "name": "g", "input_schema": {"type": "object"}, **c}, _cache),
     st.just({"type": "web_fetch_20250910", "name": "web_fetch", "max_uses": 1}))
 _body = st.fixed_dictionaries(
     {"model": st.just("m"), "max_tokens": st.just(10), "messages": st.lists(_message, max_size=4)},
     optional={"system": st.one_of(_text, st.lists(_text_block, max_size=2)), "tools": st.lists(_tool, max_size=3),
+              "cache_control": st.just({"type": "ephemeral"}),
               "mcp_servers": st.lists(st.just({"type": "url", "url": "https://mcp.example", "name": "m"}), max_size=2)})
 
 
 @settings(max_examples=300, deadline=None)
 @given(_body)
 def test_the_typed_census_finds_what_the_walk_finds(body):
-    shape = read_shape(orjson.dumps(body))
+    raw = orjson.dumps(body)
+    shape = read_shape(raw)
     assert shape is not None
     assert shape.census(CEILINGS) == census(body, CEILINGS)
+    assert shape.caches == (b'"cache_control"' in raw)
 
 
 def test_kinds_name_every_block_and_tool_type_at_any_depth():
