@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from gateway import errors, logs
 from gateway.exchange import Exchange
+from gateway.request import MessagesRequest
 from gateway.store.base import Admission, AdmissionRequest, Invalid, Store, StoreUnavailable
 from gateway.usage import Ticket
 from policies.limits import (
@@ -45,6 +46,30 @@ def reservation(raw: bytes, max_tokens: int, plan: Plan, *, tools: bool, cache_w
     cost = reservation_usd(input_tokens, max_tokens, [a.endpoint.pricing for a in plan.attempts],
                            cache_write=cache_write)
     return input_tokens + max_tokens, cost
+
+
+def content_of(request: MessagesRequest, ceilings: InputCeilings) -> tuple[ContentCensus | None, bool]:
+    """(what the body holds beyond its text, whether it caches). Its byte length bounds a body of
+    text; what it may hold beyond (images, documents, content by URL or file id, server tools) is
+    found by its typed census (`MessagesRequest.shape`), or for a body of another shape than the
+    API's by a walk of its objects when a search of its bytes says it may hold any (None: it holds
+    none)."""
+    shape = request.shape
+    if shape is not None:
+        return shape.census(ceilings), shape.caches
+    raw = request.raw
+    caches = b'"cache_control"' in raw
+    if not has_unbounded_content(raw, mcp_servers=request.has_member("mcp_servers")):
+        return None, caches
+    return census(request.body, ceilings), caches
+
+
+def worst_case(request: MessagesRequest, plan: Plan, ceilings: InputCeilings = DEFAULT_CEILINGS) -> float:
+    """What `request` may cost at most on `plan` (USD), content only the upstream can size taken
+    at its ceilings: what a request must have left of its reservation to be sent."""
+    found, caches = content_of(request, ceilings)
+    return reservation(request.raw, request.max_tokens, plan, tools=request.has_member("tools"),
+                       cache_write=caches, found=found, ceilings=ceilings)[1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -147,26 +172,16 @@ class Admitter:
                     break
 
     async def reserve(self, ex: Exchange, plan: Plan) -> tuple[int, float]:
-        """The reservation of a request. Its byte length bounds a body of text; what it may hold
-        beyond (images, documents, content by URL or file id, server tools) is found by the body's
-        typed census (`MessagesRequest.shape`), and counted upstream when that finds content only
-        the upstream can size."""
-        raw, request = ex.request.raw, ex.request
-        shape = request.shape
-        tools = request.has_member("tools")
-        if shape is not None:
-            found, caches = shape.census(self.ceilings), shape.caches
-        else:  # a body of another shape than the API's: walked as objects, when its bytes do not bound it
-            caches = b'"cache_control"' in raw
-            if not has_unbounded_content(raw, mcp_servers=request.has_member("mcp_servers")):
-                return reservation(raw, request.max_tokens, plan, tools=tools, cache_write=caches)
-            found = census(request.body, self.ceilings)
+        """The reservation of a request (see `worst_case`), with content only the upstream can
+        size counted upstream when every endpoint of the plan can count."""
+        request = ex.request
+        found, caches = content_of(request, self.ceilings)
         counted = None
-        if found.needs_upstream and self.count is not None \
+        if found is not None and found.needs_upstream and self.count is not None \
                 and all(a.protocol == "anthropic" for a in plan.attempts):
             counted = await self.count(ex, plan)
-        return reservation(raw, request.max_tokens, plan, tools=tools, cache_write=caches, found=found,
-                           ceilings=self.ceilings, counted=counted)
+        return reservation(request.raw, request.max_tokens, plan, tools=request.has_member("tools"),
+                           cache_write=caches, found=found, ceilings=self.ceilings, counted=counted)
 
     async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0) -> Ticket:
         """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is

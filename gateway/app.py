@@ -285,7 +285,7 @@ class Gateway:
         self.executor = Executor(self.client, self.settings.timeouts, self.settings.retries, self.routing)
         await _start_credentials(self.serving.credentials.values())
         self.executor.credentials = self.serving.credentials
-        self.search = WebSearch(self.client, self.store)
+        self.search = WebSearch(self.client, self.store, ceilings=self.admitter.ceilings)
         loop = asyncio.get_running_loop()
         if not self.demo and any(p.discover for p in self.catalog.providers.values()):
             # A listing is small: a server that takes longer is not worth holding startup for.

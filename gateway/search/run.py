@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway import errors
+from gateway.admission import DEFAULT_CEILINGS, worst_case
 from gateway.exchange import Exchange
 from gateway.request import MessagesRequest
 from gateway.search import history
@@ -47,6 +48,7 @@ from gateway.search.tokens import PREFIX as TOKEN_PREFIX
 from gateway.settings import Settings
 from gateway.store.base import Store
 from gateway.upstream import Client
+from policies.limits import InputCeilings
 from policies.plan import Plan
 from providers.base import ROUTER_FIELDS, Usage
 
@@ -62,8 +64,9 @@ class WebSearch:
     """The gateway's searches: one service (a backend per distinct team configuration, the store's
     cache shared by replicas) and each team's settings, merged once per config."""
 
-    def __init__(self, client: Client, store: Store) -> None:
+    def __init__(self, client: Client, store: Store, *, ceilings: InputCeilings = DEFAULT_CEILINGS) -> None:
         self.service = SearchService(SearchSettings(), client, StoreCache(store))
+        self.ceilings = ceilings  # the reservation's, for each round's worst case
         self._settings: Settings | None = None
         self._teams: dict[str, SearchSettings] = {}
         self._base = SearchSettings()
@@ -100,7 +103,7 @@ class WebSearch:
                 raise errors.InvalidRequest(f"plugins: web: engine {engine!r} is not available here; this "
                                             f"gateway searches with {search.resolved_backend!r}")
         return Job(request=request, intent=intent, settings=search, searcher=searcher, healing=healing,
-                   gateway_history=gateway_history)
+                   gateway_history=gateway_history, ceilings=self.ceilings)
 
 
 def _plugin_ids(body: Mapping[str, Any]) -> set[str]:
@@ -121,6 +124,7 @@ class Job:
     cost_usd: float = 0.0
     searches: int = 0
     dropped: list[str] = field(default_factory=list)
+    ceilings: InputCeilings = DEFAULT_CEILINGS
     _started: bool = False  # the stream's head went out (after the first searches)
     _sent: int = 0          # content blocks streamed so far
 
@@ -131,11 +135,39 @@ class Job:
 
     def reservation_usd(self, plan: Plan) -> float:
         """What the searches this request may run can cost at most, the gateway's or an upstream's
-        own at the dearest price the plan may pay: added to the budget reservation."""
+        own at the dearest price the plan may pay, and the web plugin's results as input (the
+        server tool's are in the body's census): added to the budget reservation."""
+        searches = self.intent.max_searches(self.settings) * self._search_price(plan)
+        if self.intent.web is None:
+            return searches
+        input_price = max((a.endpoint.pricing.input or 0.0 for a in plan.attempts), default=0.0)
+        return searches + self.ceilings.server_tool_use * input_price / 1_000_000
+
+    def _search_price(self, plan: Plan) -> float:
         prices = [a.endpoint.pricing.web_search for a in plan.attempts]
         if self.searcher is not None:
             prices.append(self.settings.price_per_search)
-        return self.intent.max_searches(self.settings) * max(prices, default=0.0)
+        return max(prices, default=0.0)
+
+    def _check_round_budget(self, ex: Exchange, plan: Plan, request: MessagesRequest) -> None:
+        """A round after the first (whose worst case admission reserved) is sent only while its
+        worst case fits in what is left of the reservation, beside the searches not run yet: the
+        rounds of one request never spend past its budget. Otherwise the request ends with the
+        budget's refusal (an error event once the stream began); what the rounds used is recorded."""
+        allowance = ex.allowance_usd
+        if allowance is None:
+            return
+        spent = self.cost_usd + self.searches * self.settings.price_per_search
+        searches_left = max(0, self.intent.max_searches(self.settings) - self.searches) * self._search_price(plan)
+        worst = worst_case(request, plan, self.ceilings)
+        if spent + searches_left + worst <= allowance:
+            return
+        ex.limited_by = "budget"
+        team = ex.principal.team if ex.principal else ""
+        raise errors.RateLimited(
+            f"the budget of this key (team {team!r}) is reached: the next round of this request's search "
+            f"may cost {worst:.6f} USD, more than the {max(0.0, allowance - spent - searches_left):.6f} USD left "
+            f"of the {allowance:.6f} USD reserved for it", headers=dict(errors.NO_RETRY))
 
     async def serve(self, executor: Executor, ex: Exchange, plan: Plan, send: Send) -> None:
         """Answer the request (in place of `executor.run`); raises the final error when no round is
@@ -185,7 +217,7 @@ class Job:
         first: dict[str, Any] = {}
 
         async def call_model(round_body: dict[str, Any]) -> dict[str, Any]:
-            message = await self._round(executor, ex, plan, round_body)
+            message = await self._round(executor, ex, plan, round_body, later=bool(first))
             if not first:
                 first.update(message)
             return message
@@ -224,10 +256,14 @@ class Job:
             answer["usage"] = {**usage, "server_tool_use": server}
         return answer
 
-    async def _round(self, executor: Executor, ex: Exchange, plan: Plan, body: dict[str, Any]) -> dict[str, Any]:
-        """One upstream round as an ordinary JSON request through the executor, its answer kept."""
-        one = Exchange(ex.request_id, ex.headers, ex.query, principal=ex.principal,
-                       request=round_request(self.request, body, stream=False))
+    async def _round(self, executor: Executor, ex: Exchange, plan: Plan, body: dict[str, Any], *,
+                     later: bool) -> dict[str, Any]:
+        """One upstream round as an ordinary JSON request through the executor, its answer kept;
+        `later`: not the first round, so checked against the budget first."""
+        request = round_request(self.request, body, stream=False)
+        if later:
+            self._check_round_budget(ex, plan, request)
+        one = Exchange(ex.request_id, ex.headers, ex.query, principal=ex.principal, request=request)
         captured = _Captured()
         try:
             await executor.run(one, plan, captured.send)

@@ -23,6 +23,10 @@ KEY = "sk-search-team-0001"
 FRUGAL_KEY = "sk-search-frugal-0002"
 OFF_KEY = "sk-search-off-0003"
 CAREFUL_KEY = "sk-search-careful-0004"
+THRIFTY_KEYS = {"thrifty": "sk-search-thrifty-0005", "sparing": "sk-search-sparing-0006"}
+THRIFTY_BUDGET = 0.6
+# A model whose output dominates a round's cost: 500 tokens of output are 0.5 USD.
+PRICEY = {"input": 1.0, "output": 1000.0}
 ADMIN = "sk-search-admin-0000"
 PRICE = 0.01
 FRUGAL_PRICE = 0.6
@@ -61,15 +65,19 @@ def served(tmp_path_factory, chat_fake, claude_fake, fakes):
                                                           "pricing": CLAUDE_PRICING}]},
                    {"id": "compat/model", "endpoints": [{"provider": "compat", "upstream_model": "compat-1",
                                                          "pricing": PRICING}]},
+                   {"id": "local/pricey", "endpoints": [{"provider": "local", "upstream_model": "gpt-pricey",
+                                                          "pricing": PRICEY}]},
                    {"id": "mixed/model", "endpoints": [{"provider": "claude", "upstream_model": "claude-sonnet",
                                                         "pricing": PRICING},
                                                        {"provider": "local", "upstream_model": "gpt-fake",
                                                         "pricing": PRICING}]}],
         "keys": [{"key": KEY, "team": "research"}, {"key": FRUGAL_KEY, "team": "frugal"},
-                 {"key": OFF_KEY, "team": "offline"}, {"key": CAREFUL_KEY, "team": "careful"}],
+                 {"key": OFF_KEY, "team": "offline"}, {"key": CAREFUL_KEY, "team": "careful"},
+                 *({"key": key, "team": team} for team, key in THRIFTY_KEYS.items())],
         "teams": [{"name": "frugal", "budget_daily_usd": 1.0, "search": {"price_per_search": FRUGAL_PRICE}},
                   {"name": "offline", "search": {"enabled": False}},
-                  {"name": "careful", "search": {"blocked_domains": ["sample.net"], "max_uses": 1}}],
+                  {"name": "careful", "search": {"blocked_domains": ["sample.net"], "max_uses": 1}},
+                  *({"name": team, "budget_daily_usd": THRIFTY_BUDGET} for team in THRIFTY_KEYS)],
         "search": {"searxng_url": fakes["searxng"].url, "price_per_search": PRICE,
                    "token_secret": "a-secret-of-thirty-two-characters"},
         "retries": {"per_endpoint": 1},
@@ -458,6 +466,51 @@ def test_the_search_cost_is_in_the_teams_usage_and_counts_against_its_budget(ser
             break
         assert time.monotonic() < deadline, records
         time.sleep(0.1)
+
+
+def _thrifty_search(served, team: str, stream: bool) -> httpx.Response:
+    # Admission reserves the first round's worst case (all 500 tokens of output, 0.5 USD) with the
+    # searches and their results: about 0.57 USD of the team's 0.6. The first round spends its
+    # output in full and asks to search; the next round's worst case no longer fits.
+    body = {"model": "local/pricey", "max_tokens": 500, "stream": stream, "tools": [{**SEARCH_TOOL, "max_uses": 2}],
+            "messages": [{"role": "user", "content": "search, at length"}]}
+    with httpx.stream("POST", served.url + "/v1/messages", headers={"x-api-key": THRIFTY_KEYS[team]}, json=body,
+                      timeout=10) as response:
+        response.read()
+    return response
+
+
+def _spend_settles(served, team: str, spent: float) -> None:
+    deadline = time.monotonic() + 10
+    while budget(served, team)["spent_usd"] != pytest.approx(spent):
+        assert time.monotonic() < deadline, budget(served, team)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("team, stream", [("thrifty", False), ("sparing", True)], ids=["json", "stream"])
+def test_the_rounds_of_a_search_never_spend_past_what_was_reserved(served, model, fake_servers, team, stream):
+    round_cost = (20 * PRICEY["input"] + 500 * PRICEY["output"]) / 1e6
+    model.enqueue(asks(f"costly query for {team}", usage=Usage(prompt_tokens=20, completion_tokens=500)),
+                  asks("second query", usage=Usage(prompt_tokens=20, completion_tokens=500)),
+                  answers("never sent"))
+    response = _thrifty_search(served, team, stream)
+    assert len(model.chat_requests) == 1  # the second round was never sent
+    assert fake_servers["searxng"].queries == [f"costly query for {team}"]
+    if stream:  # the stream had begun with the first round's search blocks: it ends with the refusal
+        assert response.status_code == 200
+        events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+        assert [e["type"] for e in events][:2] == ["message_start", "content_block_start"]
+        assert events[-1]["type"] == "error" and events[-1]["error"]["type"] == "rate_limit_error"
+        message = events[-1]["error"]["message"]
+    else:
+        assert response.status_code == 429, response.text
+        assert response.headers["x-should-retry"] == "false"
+        message = response.json()["error"]["message"]
+    assert "budget" in message and "next round" in message and repr(team) in message
+    # What the round and the search used is counted, and the budget holds.
+    spent = round_cost + PRICE
+    _spend_settles(served, team, spent)
+    assert spent <= THRIFTY_BUDGET
 
 
 def test_count_tokens_counts_for_an_online_model(served, model):
