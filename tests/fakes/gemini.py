@@ -34,6 +34,21 @@ HEADERS = {"vary": "Origin, X-Origin, Referer", "server": "scaffolding on HTTPSe
            "x-frame-options": "SAMEORIGIN", "x-content-type-options": "nosniff"}
 DUMMY_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
 _PATH = re.compile(r"^/v1(?:beta)?/models/([^/:]+):(generateContent|streamGenerateContent|countTokens)$")
+_LIST_PATH = re.compile(r"^/v1(?:beta)?/models$")
+# models.list: Model resources as Google's reference describes them (a chat model, and an
+# embedding model that only embeds).
+LISTED_MODELS = (
+    {"name": "models/gemini-2.5-pro", "version": "2.5", "displayName": "Gemini 2.5 Pro",
+     "description": "Stable release (June 17th, 2025) of Gemini 2.5 Pro", "inputTokenLimit": 1048576,
+     "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens",
+                                                               "createCachedContent", "batchGenerateContent"],
+     "temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": True},
+    {"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
+     "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+     "supportedGenerationMethods": ["generateContent", "countTokens"], "thinking": True},
+    {"name": "models/text-embedding-004", "version": "004", "displayName": "Text Embedding 004",
+     "inputTokenLimit": 2048, "outputTokenLimit": 1, "supportedGenerationMethods": ["embedContent"]},
+)
 _SIGNATURE = re.compile(rb'"thoughtSignature":\s*"([^"]+)"')
 
 # Field names of the reference's request objects, camelCase as the REST API writes them.
@@ -357,8 +372,11 @@ class GeminiFake(ScriptedServer):
 
     def __init__(self, *, api_key: str | None = "AIzaFakeKey0123456789abcdefghijklmnop", prompt_tokens: int = 12,
                  reply_text: str = "Hello from the Gemini fake.", check_signatures: bool | None = None,
+                 models: Sequence[Mapping[str, Any]] = LISTED_MODELS, max_page_size: int = 1000,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.models = list(models)  # what models.list answers, `max_page_size` at a time at most
+        self.max_page_size = max_page_size
         self.api_key = api_key
         self.prompt_tokens = prompt_tokens
         self.reply_text = reply_text
@@ -387,6 +405,8 @@ class GeminiFake(ScriptedServer):
                 return key_missing()
             if key != self.api_key:
                 return api_key_invalid()
+        if request.method == "GET" and _LIST_PATH.match(request.path):
+            return self._list_models(request.query)
         match = _PATH.match(request.path)
         if request.method != "POST" or match is None:
             return error_reply(404, "NOT_FOUND", f"The requested URL {request.path} was not found on this server.")
@@ -407,6 +427,21 @@ class GeminiFake(ScriptedServer):
             if problem:
                 return invalid_argument(problem)
         return None
+
+    def _list_models(self, query: str) -> Reply:
+        """models.list: `pageSize` (default 50, at most 1000) models from `pageToken` on, and a
+        `nextPageToken` while more remain."""
+        params = dict(part.partition("=")[::2] for part in query.split("&") if part)
+        try:
+            size = min(int(params.get("pageSize") or 50), 1000, self.max_page_size)
+            start = int(params.get("pageToken") or 0)
+        except ValueError:
+            return invalid_argument("Invalid value at 'page_size' (TYPE_INT32)")
+        payload: dict[str, Any] = {"models": self.models[start:start + size]}
+        if start + size < len(self.models):
+            payload["nextPageToken"] = str(start + size)
+        return Reply(status=200, headers=dict(HEADERS), chunks=[json.dumps(payload, indent=2).encode() + b"\n"],
+                     content_type=JSON_TYPE)
 
     def auto_reply(self, request: RecordedRequest) -> Reply:
         model, method = _PATH.match(request.path).groups()

@@ -7,10 +7,11 @@ import logging
 import httpx
 import pytest
 
-from gateway.discovery import DiscoveryFailed, listed_models
+from gateway.discovery import DiscoveryFailed, listed_models, models_url
 from policies.catalog import ProviderInfo
 from tests.conftest import TEAM_KEY
 from tests.fakes.base import wait_for
+from tests.fakes.gemini import GeminiFake
 from tests.fakes.selfhosted import VLLMFake
 from tests.gateway_server import GatewayThread
 
@@ -83,3 +84,40 @@ def test_listing_formats_of_other_servers_are_read():
     assert entries[0]["created_at"] == "2024-10-27T03:33:20Z"
     with pytest.raises(DiscoveryFailed, match="no 'data' array"):
         listed_models(provider, b'{"models": []}')
+
+
+def test_a_gemini_provider_lists_its_generating_models_page_by_page():
+    with GeminiFake(max_page_size=1) as gemini:
+        config = {"providers": {"gem": {"protocol": "gemini", "base_url": gemini.base_url, "api_key": gemini.api_key,
+                                        "discover": True}},
+                  "keys": [{"key": TEAM_KEY, "team": "team-a"}]}
+        with GatewayThread(**config) as gw:
+            models = {name: m for name, m in listed(gw).items() if name.startswith("gem/")}
+            answer = httpx.post(gw.url + "/v1/messages", headers={"x-api-key": TEAM_KEY}, json={
+                "model": "gem/gemini-2.5-flash", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+        listings = [r for r in gemini.requests if r.method == "GET"]
+    # Three pages of one model each, the key in Gemini's own header; the embedding model is left out.
+    assert [r.query for r in listings[:3]] == ["pageSize=1000", "pageSize=1000&pageToken=1",
+                                               "pageSize=1000&pageToken=2"]
+    assert all(r.headers.get("x-goog-api-key") == gemini.api_key for r in listings)
+    assert sorted(models) == ["gem/gemini-2.5-flash", "gem/gemini-2.5-pro"]
+    pro = models["gem/gemini-2.5-pro"]
+    assert (pro["display_name"], pro["context_length"], pro["max_output"]) == ("Gemini 2.5 Pro", 1048576, 65536)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["model"] == "gem/gemini-2.5-flash"
+    assert gemini.requests[-1].path == "/v1beta/models/gemini-2.5-flash:generateContent"
+
+
+def test_an_anthropic_listing_is_read_page_by_page():
+    provider = ProviderInfo(name="ant", protocol="anthropic", base_url="https://api.example")
+    page = (b'{"data":[{"type":"model","id":"claude-sonnet-4-6","display_name":"Claude Sonnet 4.6",'
+            b'"created_at":"2026-02-17T00:00:00Z"},{"type":"model","id":"claude-haiku-4-5","display_name":"Claude '
+            b'Haiku 4.5","created_at":"bad date"}],"has_more":true,"first_id":"claude-sonnet-4-6",'
+            b'"last_id":"claude-haiku-4-5"}')
+    entries = listed_models(provider, page)
+    assert [(e["id"], e["display_name"], e.get("created_at")) for e in entries] == [
+        ("ant/claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-17T00:00:00Z"),
+        ("ant/claude-haiku-4-5", "Claude Haiku 4.5", None)]
+    assert models_url(provider) == "https://api.example/v1/models?limit=1000"
+    assert models_url(provider, "claude-haiku-4-5") == \
+        "https://api.example/v1/models?limit=1000&after_id=claude-haiku-4-5"
