@@ -43,6 +43,19 @@ def is_custom_tool(tool: Mapping[str, Any]) -> bool:
             and isinstance(tool.get("input_schema"), Mapping))
 
 
+def client_tools(tools: Iterable[Any], drops: Drops) -> list[Mapping[str, Any]]:
+    """The client's own tools among `tools` (the body's, as the caller reads them), or none where
+    the endpoint takes no tools; the others are reported as server_tools, having no function form."""
+    tools = [tool for tool in tools if isinstance(tool, Mapping)]
+    if any(not is_custom_tool(tool) for tool in tools):
+        drops.drop("server_tools")
+    custom = [tool for tool in tools if is_custom_tool(tool)]
+    if custom and not drops.supports("tools"):
+        drops.drop("tools")
+        return []
+    return custom
+
+
 def is_server_tool_block(kind: Any) -> bool:
     """A content block of a server tool's call or result (web search, code execution...)."""
     return kind == "server_tool_use" or str(kind).endswith("_tool_result")

@@ -29,8 +29,8 @@ from typing import Any
 
 from providers.anthropic_input import (
     Drops,
+    client_tools,
     document_blocks,
-    is_custom_tool,
     is_server_tool_block,
     message_blocks,
     stop_sequences,
@@ -190,13 +190,7 @@ def _declaration(tool: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
 
 def _function_declarations(body: Mapping[str, Any], t: _Translation) -> dict[str, Any]:
     """`tools` and `toolConfig` for the client's own tools (AUTO, Gemini's default, needs no toolConfig)."""
-    tools = [tool for tool in body.get("tools") or () if isinstance(tool, Mapping)]
-    if any(not is_custom_tool(tool) for tool in tools):
-        t.drop("server_tools")
-    custom = [tool for tool in tools if is_custom_tool(tool)]
-    if custom and not t.supports("tools"):
-        t.drop("tools")
-        custom = []
+    custom = client_tools(body.get("tools") or (), t)
     declarations = [_declaration(tool, t) for tool in custom]
     members: dict[str, Any] = {"tools": [{"functionDeclarations": declarations}]} if declarations else {}
     choice = t.tool_choice(body, [d["name"] for d in declarations])

@@ -15,12 +15,19 @@ field this module does not know.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.anthropic_input import Drops
+from providers.anthropic_input import Drops, client_tools
 from providers.base import ROUTER_FIELDS
+from providers.openai_content import (
+    PartShapes,
+    content_parts,
+    drop_unsent_assistant_block,
+    inner_parts,
+    turns,
+)
 
 # Thinking budgets map onto reasoning effort by these bounds (budget_tokens below the bound → level):
 # under 4,096 tokens is "low", under 16,384 "medium", anything larger "high". Anthropic's minimum
@@ -110,12 +117,7 @@ def to_chat_request(body: Mapping[str, Any], *, upstream_model: str, options: Ch
     request: dict[str, Any] = {"model": upstream_model, "messages": _messages(body, t)}
     if isinstance(body.get("max_tokens"), int):
         request[options.max_tokens_field] = body["max_tokens"]
-    for name in _SAMPLING:
-        if body.get(name) is not None:
-            if t.supports(name):
-                request[name] = body[name]
-            else:
-                t.drop(name)
+    request.update(t.honoured(body, _SAMPLING))
     _stop(body, request, t)
     _tools(body, request, t)
     _reasoning(body, request, t)
@@ -143,11 +145,6 @@ def _stop(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> 
         t.drop("stop_sequences")  # partly honoured is not honoured
 
 
-def _is_custom_tool(tool: Mapping[str, Any]) -> bool:
-    return (tool.get("type") in (None, "custom") and isinstance(tool.get("name"), str)
-            and isinstance(tool.get("input_schema"), Mapping))
-
-
 def _function(tool: Mapping[str, Any]) -> dict[str, Any]:
     function: dict[str, Any] = {"name": tool["name"]}
     if tool.get("description"):
@@ -159,31 +156,34 @@ def _function(tool: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tools(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    tools = [tool for tool in body.get("tools") or () if isinstance(tool, Mapping)]
-    if any(not _is_custom_tool(tool) for tool in tools):
-        t.drop("server_tools")
-    functions = [_function(tool) for tool in tools if _is_custom_tool(tool)]
-    if functions and not t.supports("tools"):
-        t.drop("tools")
-        functions = []
-    if functions:
-        request["tools"] = functions
+    set_function_tools(body, body.get("tools") or (), request, t, function=_function,
+                       forced=lambda name: {"type": "function", "function": {"name": name}})
+
+
+def set_function_tools(body: Mapping[str, Any], tools: Iterable[Any], request: dict[str, Any], t: Drops, *,
+                       function: Callable[[Mapping[str, Any]], dict[str, Any]],
+                       forced: Callable[[str], dict[str, Any]]) -> None:
+    """Sets `tools`, `tool_choice` and `parallel_tool_calls` as both OpenAI APIs take them, which
+    differ only in how a function tool is written (`function`, from a client tool) and how the choice
+    of one tool by name is (`forced`). Anthropic-defined and server tools have no function form."""
+    custom = client_tools(tools, t)
+    if custom:
+        request["tools"] = [function(tool) for tool in custom]
     choice = body.get("tool_choice")
     if not isinstance(choice, Mapping):
         return
     kind = choice.get("type")
-    names = {f["function"]["name"] for f in functions}
-    if kind == "auto" or (kind == "none" and not functions):
+    if kind == "auto" or (kind == "none" and not custom):
         pass  # the upstream's default already, or nothing to refrain from
-    elif not functions or not t.supports("tool_choice"):
+    elif not custom or not t.supports("tool_choice"):
         t.drop("tool_choice")
     elif kind in CHAT_TOOL_CHOICE:
         request["tool_choice"] = CHAT_TOOL_CHOICE[kind]
-    elif kind == "tool" and choice.get("name") in names:
-        request["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
+    elif kind == "tool" and choice.get("name") in {tool["name"] for tool in custom}:
+        request["tool_choice"] = forced(choice["name"])
     else:
         t.drop("tool_choice")
-    if choice.get("disable_parallel_tool_use") and functions and kind != "none":
+    if choice.get("disable_parallel_tool_use") and custom and kind != "none":
         if t.supports("parallel_tool_calls"):
             request["parallel_tool_calls"] = False
         else:
@@ -216,58 +216,74 @@ def nearest_effort(level: str, accepted: Sequence[str]) -> str:
     return below[-1] if below else ordered[0]
 
 
-def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
+@dataclass(frozen=True)
+class ThinkingAsked:
+    """What a request asks of reasoning, read alike for both OpenAI APIs."""
+    wanted: bool | None  # None when it says nothing; adaptive and between_tools think too
+    budget: int | None  # an enabled thinking's budget_tokens
+    effort: str | None  # output_config.effort, unless dropped
+
+
+def thinking_asked(body: Mapping[str, Any], t: Drops, *, effort_honoured: bool) -> ThinkingAsked:
+    """The request's thinking and effort; the effort is dropped unless the endpoint sets one
+    (`effort_honoured`) and supports `effort`."""
     thinking = mapping_at(body, "thinking")
     output_config = mapping_at(body, "output_config")
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
     kind = thinking.get("type")
-    wanted = None if kind is None else kind != "disabled"  # adaptive and between_tools think too
     budget = thinking.get("budget_tokens") if kind == "enabled" else None
-    budget = budget if isinstance(budget, int) else None
-    mode = t.options.reasoning if t.supports("thinking") else None
-    if effort and not (mode == "reasoning_effort" and t.supports("effort")):
+    if effort and not (effort_honoured and t.supports("effort")):
         t.drop("effort")
         effort = None
+    return ThinkingAsked(wanted=None if kind is None else kind != "disabled",
+                         budget=budget if isinstance(budget, int) else None, effort=effort)
 
+
+def effort_level(asked: ThinkingAsked, accepted: Sequence[str]) -> str | None:
+    """The effort level to send, among `accepted`: the effort asked for, else the one the budget
+    stands for; thinking turned off is "none" where that level exists, else no level at all."""
+    level = asked.effort or (effort_for_budget(asked.budget) if asked.budget is not None else None)
+    if asked.wanted is False and not asked.effort:
+        level = "none" if "none" in accepted else None
+    return nearest_effort(level, accepted) if level else None
+
+
+def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
+    mode = t.options.reasoning if t.supports("thinking") else None
+    asked = thinking_asked(body, t, effort_honoured=mode == "reasoning_effort")
     if mode == "reasoning_effort":
-        level = effort or (effort_for_budget(budget) if budget is not None else None)
-        if wanted is False and not effort:
-            level = "none" if "none" in t.options.reasoning_efforts else None
+        level = effort_level(asked, t.options.reasoning_efforts)
         if level:
-            request["reasoning_effort"] = nearest_effort(level, t.options.reasoning_efforts)
+            request["reasoning_effort"] = level
         return
-    if wanted is None:
+    if asked.wanted is None:
         return
     if mode == "enable_thinking":
-        request["enable_thinking"] = wanted
-        if wanted and budget is not None:
-            request["thinking_budget"] = budget
+        request["enable_thinking"] = asked.wanted
+        if asked.wanted and asked.budget is not None:
+            request["thinking_budget"] = asked.budget
     elif mode == "thinking":
-        request["thinking"] = {"type": "enabled" if wanted else "disabled"}
-    elif wanted:
+        request["thinking"] = {"type": "enabled" if asked.wanted else "disabled"}
+    elif asked.wanted:
         t.drop("thinking")
 
 
 def _output_format(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    output_config = mapping_at(body, "output_config")
-    for name in output_config:
-        if name not in ("effort", "format"):
-            t.drop(f"output_config.{name}")
-    fmt = output_config.get("format") or body.get("output_format")
-    if not isinstance(fmt, Mapping):
-        return
-    is_schema = fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), Mapping)
-    if not is_schema or not t.supports("output_format"):
-        t.drop("output_format")
-        return
-    request["response_format"] = {"type": "json_schema",
-                                  "json_schema": {"name": "output", "schema": dict(fmt["schema"]), "strict": True}}
+    schema = t.output_schema(body)
+    if schema is not None:
+        request["response_format"] = {"type": "json_schema",
+                                      "json_schema": {"name": "output", "schema": dict(schema), "strict": True}}
+
+
+def user_id(body: Mapping[str, Any], t: Drops) -> str | None:
+    """The end user's id (metadata.user_id, or a top-level `user`) where the endpoint takes one."""
+    user = mapping_at(body, "metadata").get("user_id") or body.get("user")
+    return user if isinstance(user, str) and user and t.supports("user") else None
 
 
 def _user(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    metadata = mapping_at(body, "metadata")
-    user = metadata.get("user_id") or body.get("user")
-    if isinstance(user, str) and user and t.supports("user"):
+    user = user_id(body, t)
+    if user:
         request["user"] = user
 
 
@@ -278,16 +294,8 @@ def _messages(body: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
     system = _system_text(body.get("system"))
     if system:
         messages.append({"role": "system", "content": system})
-    for message in body.get("messages") or ():
-        if not isinstance(message, Mapping):
-            continue
-        content = message.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-        blocks = [b for b in blocks if isinstance(b, Mapping)]
-        if message.get("role") == "assistant":
-            messages.extend(_assistant_turn(blocks, t))
-        else:
-            messages.extend(_user_turn(blocks, t))
+    for is_assistant, blocks in turns(body.get("messages") or ()):
+        messages.extend(_assistant_turn(blocks, t) if is_assistant else _user_turn(blocks, t))
     return messages
 
 
@@ -298,6 +306,13 @@ def _system_text(system: Any) -> str:
         return "\n\n".join(b["text"] for b in system
                            if isinstance(b, Mapping) and b.get("type") == "text" and b.get("text"))
     return ""
+
+
+# The content parts chat completions takes; a PDF travels as a file part, a document URL not at all.
+CHAT_PARTS = PartShapes(
+    text="text",
+    image=lambda url: {"type": "image_url", "image_url": {"url": url}},
+    pdf=lambda filename, data_url: {"type": "file", "file": {"filename": filename, "file_data": data_url}})
 
 
 def _user_turn(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[dict[str, Any]]:
@@ -316,7 +331,7 @@ def _user_turn(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[dic
                 tool_images.append({"type": "text", "text": f"[attachments of tool result {tool_id}]"})
                 tool_images.extend(extra)
         else:
-            parts.extend(_content_parts(block, t))
+            parts.extend(content_parts(block, t, CHAT_PARTS))
     turn = tool_messages
     if tool_images or parts:
         turn.append({"role": "user", "content": _user_content(tool_images + parts)})
@@ -331,83 +346,12 @@ def _user_content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
 
 
 def _tool_result(block: Mapping[str, Any], t: _Translation) -> tuple[str, list[dict[str, Any]]]:
-    content = block.get("content")
-    blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-    texts: list[str] = []
-    extra: list[dict[str, Any]] = []
-    for inner in blocks:
-        if not isinstance(inner, Mapping):
-            continue
-        for part in _content_parts(inner, t):
-            if part["type"] == "text":
-                texts.append(part["text"])
-            else:
-                extra.append(part)
-    text = "\n\n".join(texts)
+    """The tool message's text, and the parts it cannot take (they follow in the user message)."""
+    parts = inner_parts(block.get("content"), t, CHAT_PARTS)
+    text = "\n\n".join(p["text"] for p in parts if p["type"] == "text")
     if block.get("is_error"):
         text = TOOL_ERROR_PREFIX + text if text else TOOL_ERROR_PREFIX.rstrip(": ")
-    return text, extra
-
-
-def _content_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    """One user-side Anthropic block as chat content parts ([] when it is dropped)."""
-    kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        return [{"type": "text", "text": text}] if isinstance(text, str) and text else []
-    if kind == "image":
-        return _image_part(block, t)
-    if kind == "document":
-        return _document_parts(block, t)
-    if kind in ("thinking", "redacted_thinking"):
-        return []
-    t.drop(str(kind))
-    return []
-
-
-def image_source_url(block: Mapping[str, Any]) -> str:
-    """An Anthropic image block's source as the URL OpenAI's APIs take: a data URL for base64, the
-    URL itself, or "" for a Files API id (which means nothing to another provider)."""
-    source = mapping_at(block, "source")
-    if source.get("type") == "base64":
-        return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
-    if source.get("type") == "url":
-        return str(source.get("url", ""))
-    return ""
-
-
-def image_source_for_url(url: str) -> dict[str, str]:
-    """The Anthropic image source for a URL OpenAI's APIs took: base64 for a data URL, else the URL."""
-    if url.startswith("data:") and ";base64," in url:
-        media_type, data = url[5:].split(";base64,", 1)
-        return {"type": "base64", "media_type": media_type or "image/png", "data": data}
-    return {"type": "url", "url": url}
-
-
-def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    url = image_source_url(block)
-    if not url or not t.supports("images"):
-        t.drop("images")
-        return []
-    return [{"type": "image_url", "image_url": {"url": url}}]
-
-
-def _document_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    source = mapping_at(block, "source")
-    title = block.get("title") if isinstance(block.get("title"), str) else ""
-    kind = source.get("type")
-    if kind == "text":
-        text = str(source.get("data", ""))
-        return [{"type": "text", "text": f"{title}\n\n{text}" if title else text}] if text else []
-    if kind == "content":
-        inner = source.get("content")
-        blocks = [{"type": "text", "text": inner}] if isinstance(inner, str) else list(inner or ())
-        return [p for b in blocks if isinstance(b, Mapping) for p in _content_parts(b, t)]
-    if kind == "base64" and source.get("media_type") == "application/pdf" and t.supports("documents"):
-        return [{"type": "file", "file": {"filename": title or "document.pdf",
-                                          "file_data": f"data:application/pdf;base64,{source.get('data', '')}"}}]
-    t.drop("documents")  # a URL or Files API id would need fetching; other media types have no part
-    return []
+    return text, [p for p in parts if p["type"] != "text"]
 
 
 def _assistant_turn(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[dict[str, Any]]:
@@ -425,12 +369,8 @@ def _assistant_turn(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> lis
         elif kind == "thinking":
             if t.options.reasoning_history and block.get("thinking"):
                 reasoning.append(str(block["thinking"]))
-        elif kind == "redacted_thinking":
-            pass  # encrypted for Anthropic's models only
-        elif kind == "server_tool_use" or str(kind).endswith("_tool_result"):
-            t.drop("server_tools")
         else:
-            t.drop(str(kind))
+            drop_unsent_assistant_block(kind, t)
     # Text blocks of one answer are pieces of one text (citations split it), hence no separator.
     text = "".join(texts)
     if not text and not calls:

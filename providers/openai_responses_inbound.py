@@ -15,8 +15,9 @@ from typing import Any
 
 import orjson
 
-from providers.openai_chat_request import arguments_text, image_source_for_url
+from providers.openai_chat_request import arguments_text
 from providers.openai_chat_response import chat_usage, tool_input
+from providers.openai_content import image_source_for_url
 from providers.openai_inbound import (Refused, StreamWriter, apply_tools, common_fields, error_of_event,
                                       function_tool, reasoning, require_list, require_object, structured_output,
                                       text_of_parts, tool_choice)

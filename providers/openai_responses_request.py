@@ -19,22 +19,29 @@ import base64
 import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from providers.anthropic_input import Drops
+from providers.anthropic_input import Drops, system_text
 from providers.base import ROUTER_FIELDS
 from providers.openai_chat_request import (
     EFFORT_LEVELS,
     TOOL_ERROR_PREFIX,
     arguments_text,
-    effort_for_budget,
-    image_source_url,
+    effort_level,
     list_at,
-    mapping_at,
-    nearest_effort,
+    set_function_tools,
+    thinking_asked,
+    user_id,
+)
+from providers.openai_content import (
+    PartShapes,
+    content_parts,
+    drop_unsent_assistant_block,
+    inner_parts,
+    turns,
 )
 
 DEFAULT_SUPPORTED = frozenset({
@@ -99,12 +106,7 @@ def to_responses_request(body: Mapping[str, Any], *, upstream_model: str, option
     request["input"] = _input(body, t)
     if isinstance(body.get("max_tokens"), int) and not isinstance(body["max_tokens"], bool):
         request["max_output_tokens"] = max(body["max_tokens"], MIN_OUTPUT_TOKENS)
-    for name in ("temperature", "top_p"):
-        if body.get(name) is not None:
-            if t.supports(name):
-                request[name] = body[name]
-            else:
-                t.drop(name)
+    request.update(t.honoured(body, ("temperature", "top_p")))
     for name in ("top_k", "stop_sequences"):
         if body.get(name):
             t.drop(name)
@@ -148,21 +150,6 @@ def decode_signature(signature: Any) -> tuple[str, str] | None:
 
 # -- parameters ----------------------------------------------------------------------------------
 
-def system_text(system: Any) -> str:
-    if isinstance(system, str):
-        return system
-    if isinstance(system, list):
-        return "\n\n".join(b["text"] for b in system
-                           if isinstance(b, Mapping) and b.get("type") == "text" and isinstance(b.get("text"), str)
-                           and b["text"])
-    return ""
-
-
-def _is_custom_tool(tool: Mapping[str, Any]) -> bool:
-    return (tool.get("type") in (None, "custom") and isinstance(tool.get("name"), str)
-            and isinstance(tool.get("input_schema"), Mapping))
-
-
 def _function_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
     function: dict[str, Any] = {"type": "function", "name": tool["name"]}
     if isinstance(tool.get("description"), str) and tool["description"]:
@@ -174,37 +161,8 @@ def _function_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _tools(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    tools = [tool for tool in list_at(body, "tools") if isinstance(tool, Mapping)]
-    if any(not _is_custom_tool(tool) for tool in tools):
-        t.drop("server_tools")
-    functions = [_function_tool(tool) for tool in tools if _is_custom_tool(tool)]
-    if functions and not t.supports("tools"):
-        t.drop("tools")
-        functions = []
-    if functions:
-        request["tools"] = functions
-    choice = body.get("tool_choice")
-    if not isinstance(choice, Mapping):
-        return
-    kind = choice.get("type")
-    names = {f["name"] for f in functions}
-    if kind == "auto" or (kind == "none" and not functions):
-        pass  # the API's default already, or nothing to refrain from
-    elif not functions or not t.supports("tool_choice"):
-        t.drop("tool_choice")
-    elif kind == "any":
-        request["tool_choice"] = "required"
-    elif kind == "none":
-        request["tool_choice"] = "none"
-    elif kind == "tool" and choice.get("name") in names:
-        request["tool_choice"] = {"type": "function", "name": choice["name"]}
-    else:
-        t.drop("tool_choice")
-    if choice.get("disable_parallel_tool_use") and functions and kind != "none":
-        if t.supports("parallel_tool_calls"):
-            request["parallel_tool_calls"] = False
-        else:
-            t.drop("parallel_tool_calls")
+    set_function_tools(body, list_at(body, "tools"), request, t, function=_function_tool,
+                       forced=lambda name: {"type": "function", "name": name})
 
 
 def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> bool:
@@ -213,49 +171,30 @@ def _reasoning(body: Mapping[str, Any], request: dict[str, Any], t: _Translation
     Only a request that asks for thinking gets thinking blocks, as from Anthropic: without it no
     summary and no encrypted content are asked for, so reasoning items leave no block behind.
     """
-    thinking = mapping_at(body, "thinking")
-    output_config = mapping_at(body, "output_config")
-    effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
-    kind = thinking.get("type")
-    wanted = None if kind is None else kind != "disabled"  # adaptive thinks too, at the model's own effort
-    budget = thinking.get("budget_tokens") if kind == "enabled" else None
-    budget = budget if isinstance(budget, int) and not isinstance(budget, bool) else None
     reasons = t.options.reasoning and t.supports("thinking")
-    if effort and not (reasons and t.supports("effort")):
-        t.drop("effort")
-        effort = None
+    asked = thinking_asked(body, t, effort_honoured=reasons)
+    if isinstance(asked.budget, bool):
+        asked = replace(asked, budget=None)  # unlike chat's, a JSON true is no budget here
     if not reasons:
-        if wanted:
+        if asked.wanted:
             t.drop("thinking")
         return False
-    efforts = t.options.reasoning_efforts
-    level = effort or (effort_for_budget(budget) if budget is not None else None)
-    if wanted is False and not effort:
-        level = "none" if "none" in efforts else None
     reasoning: dict[str, Any] = {}
+    level = effort_level(asked, t.options.reasoning_efforts)  # adaptive thinks at the model's own effort
     if level:
-        reasoning["effort"] = nearest_effort(level, efforts)
-    if wanted:
+        reasoning["effort"] = level
+    if asked.wanted:
         reasoning["summary"] = t.options.reasoning_summary
     if reasoning:
         request["reasoning"] = reasoning
-    return bool(wanted)
+    return bool(asked.wanted)
 
 
 def _output_format(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    output_config = mapping_at(body, "output_config")
-    for name in output_config:
-        if name not in ("effort", "format"):
-            t.drop(f"output_config.{name}")
-    fmt = output_config.get("format") or body.get("output_format")
-    if not isinstance(fmt, Mapping):
-        return
-    is_schema = fmt.get("type") == "json_schema" and isinstance(fmt.get("schema"), Mapping)
-    if not is_schema or not t.supports("output_format"):
-        t.drop("output_format")
-        return
-    request["text"] = {"format": {"type": "json_schema", "name": "output", "schema": dict(fmt["schema"]),
-                                  "strict": True}}
+    schema = t.output_schema(body)
+    if schema is not None:
+        request["text"] = {"format": {"type": "json_schema", "name": "output", "schema": dict(schema),
+                                      "strict": True}}
 
 
 def safety_identifier(user_id: str) -> str:
@@ -266,8 +205,8 @@ def safety_identifier(user_id: str) -> str:
 
 
 def _user(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> None:
-    user = mapping_at(body, "metadata").get("user_id") or body.get("user")
-    if isinstance(user, str) and user and t.supports("user"):
+    user = user_id(body, t)
+    if user:
         request["safety_identifier"] = safety_identifier(user)
 
 
@@ -275,17 +214,17 @@ def _user(body: Mapping[str, Any], request: dict[str, Any], t: _Translation) -> 
 
 def _input(body: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
-    for message in list_at(body, "messages"):
-        if not isinstance(message, Mapping):
-            continue
-        content = message.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-        blocks = [b for b in blocks if isinstance(b, Mapping)]
-        if message.get("role") == "assistant":
-            items.extend(_assistant_items(blocks, t))
-        else:
-            items.extend(_user_items(blocks, t))
+    for is_assistant, blocks in turns(list_at(body, "messages")):
+        items.extend(_assistant_items(blocks, t) if is_assistant else _user_items(blocks, t))
     return items
+
+
+# The content parts the Responses API takes: an image with its detail level, a PDF by data or by URL.
+RESPONSES_PARTS = PartShapes(
+    text="input_text",
+    image=lambda url: {"type": "input_image", "image_url": url, "detail": "auto"},
+    pdf=lambda filename, data_url: {"type": "input_file", "filename": filename, "file_data": data_url},
+    document_url=lambda url: {"type": "input_file", "file_url": url})
 
 
 def _user_items(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[dict[str, Any]]:
@@ -298,16 +237,14 @@ def _user_items(blocks: Iterable[Mapping[str, Any]], t: _Translation) -> list[di
             items.append({"type": "function_call_output", "call_id": str(block.get("tool_use_id", "")),
                           "output": _tool_output(block, t)})
         else:
-            parts.extend(content_parts(block, t))
+            parts.extend(content_parts(block, t, RESPONSES_PARTS))
     if parts:
         items.append({"type": "message", "role": "user", "content": parts})
     return items
 
 
 def _tool_output(block: Mapping[str, Any], t: _Translation) -> str | list[dict[str, Any]]:
-    content = block.get("content")
-    inner = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or ())
-    parts = [p for b in inner if isinstance(b, Mapping) for p in content_parts(b, t)]
+    parts = inner_parts(block.get("content"), t, RESPONSES_PARTS)
     if block.get("is_error"):
         if parts and parts[0]["type"] == "input_text":
             parts[0] = {"type": "input_text", "text": TOOL_ERROR_PREFIX + parts[0]["text"]}
@@ -316,53 +253,6 @@ def _tool_output(block: Mapping[str, Any], t: _Translation) -> str | list[dict[s
     if all(p["type"] == "input_text" for p in parts):
         return "\n\n".join(p["text"] for p in parts)
     return parts
-
-
-def content_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    """One user-side Anthropic block as Responses input content parts ([] when it is dropped)."""
-    kind = block.get("type")
-    if kind == "text":
-        text = block.get("text")
-        return [{"type": "input_text", "text": text}] if isinstance(text, str) and text else []
-    if kind == "image":
-        return _image_part(block, t)
-    if kind == "document":
-        return _document_parts(block, t)
-    if kind in ("thinking", "redacted_thinking"):
-        return []
-    t.drop(str(kind))
-    return []
-
-
-def _image_part(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    url = image_source_url(block)
-    if not url or not t.supports("images"):
-        t.drop("images")
-        return []
-    return [{"type": "input_image", "image_url": url, "detail": "auto"}]
-
-
-def _document_parts(block: Mapping[str, Any], t: _Translation) -> list[dict[str, Any]]:
-    source = mapping_at(block, "source")
-    title = block.get("title") if isinstance(block.get("title"), str) else ""
-    kind = source.get("type")
-    if kind == "text":
-        text = str(source.get("data", ""))
-        return [{"type": "input_text", "text": f"{title}\n\n{text}" if title else text}] if text else []
-    if kind == "content":
-        inner = source.get("content")
-        blocks = [{"type": "text", "text": inner}] if isinstance(inner, str) else list(inner or ())
-        return [p for b in blocks if isinstance(b, Mapping) for p in content_parts(b, t)]
-    if not t.supports("documents"):
-        t.drop("documents")
-        return []
-    if kind == "base64" and source.get("media_type") == "application/pdf":
-        return [{"type": "input_file", "filename": title or "document.pdf",
-                 "file_data": f"data:application/pdf;base64,{source.get('data', '')}"}]
-    if kind == "url" and isinstance(source.get("url"), str) and source["url"]:
-        return [{"type": "input_file", "file_url": source["url"]}]
-    t.drop("documents")  # a Files API id, or a media type with no file part
-    return []
 
 
 def _assistant_items(blocks: Sequence[Mapping[str, Any]], t: _Translation) -> list[dict[str, Any]]:
@@ -398,12 +288,8 @@ def _assistant_items(blocks: Sequence[Mapping[str, Any]], t: _Translation) -> li
                 items.append({"type": "reasoning", "id": carried[0], "encrypted_content": carried[1],
                               "summary": [{"type": "summary_text", "text": summary}]
                               if isinstance(summary, str) and summary else []})
-        elif kind == "redacted_thinking":
-            pass  # encrypted for Anthropic's models only
-        elif kind == "server_tool_use" or str(kind).endswith("_tool_result"):
-            t.drop("server_tools")
         else:
-            t.drop(str(kind))
+            drop_unsent_assistant_block(kind, t)
     flush_text()
     # A reasoning item must be followed by the item it led to; one left last in a turn is refused.
     while items and items[-1]["type"] == "reasoning":
