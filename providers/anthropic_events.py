@@ -35,3 +35,34 @@ def closing_events(*, stop_reason: str, stop_sequence: str | None, usage: Mappin
                                            "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                            "usage": dict(usage)}),
             encode_event("message_stop", {"type": "message_stop"})]
+
+
+class AnswerStream:
+    """The bookkeeping every translating stream does alike: which answer it writes, the usage so
+    far, how the answer stopped or failed, and the error event for a broken upstream connection.
+    A translator sets `_ended` once message_stop or an error event went out (nothing follows), and
+    `_usage_seen` once the upstream counted the output."""
+
+    def __init__(self, *, model: str, provider: str, message_id: str, usage: dict[str, int]) -> None:
+        self.model = model
+        self.provider = provider
+        self.message_id = message_id
+        self.usage = usage
+        self.stop_reason: str | None = None
+        self.finished = False  # message_stop emitted
+        self.failure: tuple[str, str] | None = None  # (type, message) of the error event emitted
+        self._ended = False
+        self._usage_seen = False
+
+    def error(self, message: str, error_type: str = "api_error") -> list[bytes]:
+        """The error event for a broken upstream connection; nothing else is closed."""
+        if self._ended:
+            return []
+        self._ended = True
+        self.failure = (error_type, message)
+        return [error_event(error_type, message)]
+
+    def close_usage(self) -> Usage:
+        """Usage to account for, flagged `estimated` when the upstream never counted the output (the
+        relay's meter, gateway/stream_meter.py, counts it from the deltas sent)."""
+        return usage_to_account(self.usage, output_counted=self._usage_seen)

@@ -17,8 +17,7 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_events import closing_events, error_event, message_start_event, usage_to_account
-from providers.base import Usage
+from providers.anthropic_events import AnswerStream, closing_events, message_start_event
 from providers.gemini_errors import map_error
 from providers.gemini_response import (
     FAILED_FINISH,
@@ -34,25 +33,17 @@ from providers.sse import encode_event
 _MAX_RAW = 64 * 1024  # plain lines kept while waiting for an error object to close
 
 
-class GeminiStreamTranslator:
+class GeminiStreamTranslator(AnswerStream):
     """Feed it the upstream's bytes; it returns Anthropic SSE events, each as complete bytes."""
 
     def __init__(self, *, model: str, provider: str, message_id: str) -> None:
-        self.model = model
-        self.provider = provider
-        self.message_id = message_id
-        self.usage: dict[str, int] = anthropic_usage(None)
-        self.stop_reason: str | None = None
-        self.finished = False  # message_stop emitted
-        self.failure: tuple[str, str] | None = None  # (type, message) of the error event emitted
+        super().__init__(model=model, provider=provider, message_id=message_id, usage=anthropic_usage(None))
         self._buffer = b""
         self._raw: list[bytes] = []  # plain (non-SSE) lines: an error body written mid-stream
         self._started = False
-        self._ended = False
         self._folder = BlockFolder(message_id)
         self._finish_reason: str | None = None
         self._blocked = False
-        self._usage_seen = False
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[bytes]:
@@ -73,17 +64,6 @@ class GeminiStreamTranslator:
         if self._raw:
             return events + self._fail("api_error", "the upstream sent a stream event that is not JSON")
         return events + self._complete()
-
-    def error(self, message: str, error_type: str = "api_error") -> list[bytes]:
-        """The error event for a broken upstream connection; nothing else is closed."""
-        if self._ended:
-            return []
-        self._ended, self.failure = True, (error_type, message)
-        return [error_event(error_type, message)]
-
-    def close_usage(self) -> Usage:
-        """Usage to account for; output estimated from the content seen when the upstream never counted it."""
-        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- lines and chunks ------------------------------------------------------------------------
     def _lines(self, lines: list[bytes]) -> list[bytes]:

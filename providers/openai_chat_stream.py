@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_events import error_event, usage_to_account
-from providers.base import Usage
+from providers.anthropic_events import AnswerStream
 from providers.openai_chat_errors import error_type_of_object, redact_secrets
 from providers.openai_chat_request import list_at, mapping_at
 from providers.openai_chat_response import (
@@ -43,22 +42,15 @@ class _ToolCall:
     pending: list[str] = field(default_factory=list)  # argument fragments that came before the name
 
 
-class ChatStreamTranslator:
+class ChatStreamTranslator(AnswerStream):
     """Feed it the upstream's bytes; it returns Anthropic SSE events, each as complete bytes."""
 
     def __init__(self, *, model: str, provider: str, message_id: str, stop_sequences: Sequence[str] = ()) -> None:
-        self.model = model
-        self.provider = provider
-        self.message_id = message_id
+        super().__init__(model=model, provider=provider, message_id=message_id, usage=anthropic_usage(None))
         self.stop_sequences = tuple(s for s in stop_sequences if s)
-        self.usage: dict[str, int] = anthropic_usage(None)
-        self.stop_reason: str | None = None
         self.stop_sequence: str | None = None
-        self.finished = False  # message_stop emitted
-        self.failure: tuple[str, str] | None = None  # (type, message) of the error event emitted
         self._buffer = b""
         self._started = False
-        self._ended = False
         self._open: tuple[str, int] | None = None  # (kind, Anthropic index) of the open block
         self._next_index = 0
         self._tools: dict[int, _ToolCall] = {}
@@ -66,7 +58,6 @@ class ChatStreamTranslator:
         self._upstream_stop: str | None = None
         self._text_tail = ""
         self._tail_length = max((len(s) for s in self.stop_sequences), default=0)
-        self._usage_seen = False
         self._text_kinds: set[str] = set()  # "content" and/or "refusal": which kinds of text came
 
     # -- public ----------------------------------------------------------------------------------
@@ -93,19 +84,6 @@ class ChatStreamTranslator:
         events = self._line(self._buffer) if self._buffer else []
         self._buffer = b""
         return events + self._complete()
-
-    def error(self, message: str, error_type: str = "api_error") -> list[bytes]:
-        """The error event for a broken upstream connection; nothing else is closed."""
-        if self._ended:
-            return []
-        self._ended = True
-        self.failure = (error_type, message)
-        return [error_event(error_type, message)]
-
-    def close_usage(self) -> Usage:
-        """Usage to account for. When the upstream never reported it, `estimated` and no output: the
-        relay's meter (gateway/stream_meter.py) counts the output from the deltas sent."""
-        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- lines and chunks ------------------------------------------------------------------------
     def _line(self, line: bytes) -> list[bytes]:

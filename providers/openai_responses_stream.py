@@ -19,8 +19,7 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_events import error_event, usage_to_account
-from providers.base import Usage
+from providers.anthropic_events import AnswerStream
 from providers.openai_chat_request import mapping_at
 from providers.openai_chat_response import tool_use_id_for
 from providers.openai_responses_errors import error_of_object
@@ -42,27 +41,19 @@ class _Block:
     has_text: bool = False
 
 
-class ResponsesStreamTranslator:
+class ResponsesStreamTranslator(AnswerStream):
     """Feed it the upstream's bytes; it returns Anthropic SSE events, each as complete bytes."""
 
     def __init__(self, *, model: str, provider: str, message_id: str) -> None:
-        self.model = model
-        self.provider = provider
-        self.message_id = message_id
-        self.usage: dict[str, int] = anthropic_usage(None)
-        self.stop_reason: str | None = None
-        self.finished = False  # message_stop emitted
-        self.failure: tuple[str, str] | None = None  # (type, message) of the error event emitted
+        super().__init__(model=model, provider=provider, message_id=message_id, usage=anthropic_usage(None))
         self._splitter = EventSplitter()
         self._held_cr = b""
         self._started = False
-        self._ended = False
         self._open: _Block | None = None
         self._blocks: dict[tuple[str, int, int], _Block] = {}  # (kind, output_index, content_index)
         self._next_index = 0
         self._calls = 0
         self._text_kinds: set[str] = set()
-        self._usage_seen = False
 
     # -- public ----------------------------------------------------------------------------------
     def feed(self, data: bytes) -> list[bytes]:
@@ -81,19 +72,6 @@ class ResponsesStreamTranslator:
         if not self._ended:
             events += self._fail("api_error", "the upstream stream ended before the response was complete")
         return events
-
-    def error(self, message: str, error_type: str = "api_error") -> list[bytes]:
-        """The error event for a broken upstream connection; nothing else is closed."""
-        if self._ended:
-            return []
-        self._ended = True
-        self.failure = (error_type, message)
-        return [error_event(error_type, message)]
-
-    def close_usage(self) -> Usage:
-        """Usage to account for, flagged `estimated` when the upstream never said (the relay's meter,
-        gateway/stream_meter.py, counts the output from the deltas sent)."""
-        return usage_to_account(self.usage, output_counted=self._usage_seen)
 
     # -- events ----------------------------------------------------------------------------------
     def _events(self, block: bytes) -> list[bytes]:
