@@ -66,3 +66,12 @@ class AnswerStream:
         """Usage to account for, flagged `estimated` when the upstream never counted the output (the
         relay's meter, gateway/stream_meter.py, counts it from the deltas sent)."""
         return usage_to_account(self.usage, output_counted=self._usage_seen)
+
+    def _message_start(self) -> bytes:
+        return message_start_event(message_id=self.message_id, model=self.model, provider=self.provider,
+                                   usage=self.usage)
+
+    def _message_end(self, stop_sequence: str | None = None) -> list[bytes]:
+        """message_delta with the `stop_reason` the translator set, and message_stop: the answer is over."""
+        self._ended = self.finished = True
+        return closing_events(stop_reason=self.stop_reason, stop_sequence=stop_sequence, usage=self.usage)

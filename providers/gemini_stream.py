@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_events import AnswerStream, closing_events, message_start_event
+from providers.anthropic_events import AnswerStream
 from providers.gemini_errors import map_error
 from providers.gemini_response import (
     FAILED_FINISH,
@@ -138,10 +138,6 @@ class GeminiStreamTranslator(AnswerStream):
         return encode_event("content_block_delta", {"type": "content_block_delta", "index": op[1], "delta": delta})
 
     # -- the end ---------------------------------------------------------------------------------
-    def _message_start(self) -> bytes:
-        return message_start_event(message_id=self.message_id, model=self.model, provider=self.provider,
-                                   usage=self.usage)
-
     def _complete(self) -> list[bytes]:
         if self._finish_reason in FAILED_FINISH:
             return self._fail(FAILED_FINISH[self._finish_reason][1], FAILED_FINISH[self._finish_reason][2])
@@ -151,8 +147,7 @@ class GeminiStreamTranslator(AnswerStream):
         events += [self._event(op) for op in self._folder.close()]
         self.stop_reason = "refusal" if self._finish_reason is None else stop_reason_for(
             self._finish_reason, has_tool_use=self._folder.tool_uses > 0)
-        self._ended = self.finished = True
-        return events + closing_events(stop_reason=self.stop_reason, stop_sequence=None, usage=self.usage)
+        return events + self._message_end()
 
     def _fail(self, error_type: str, message: str) -> list[bytes]:
         events = [self._event(op) for op in self._folder.close()]

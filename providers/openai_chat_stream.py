@@ -216,10 +216,7 @@ class ChatStreamTranslator(AnswerStream):
     def _message_start(self, chunk: Mapping[str, Any]) -> bytes:
         if isinstance(chunk.get("usage"), Mapping):
             self.usage = anthropic_usage(chunk["usage"])
-        usage = {**self.usage, "output_tokens": 0}
-        return encode_event("message_start", {"type": "message_start", "message": {
-            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-            "provider": self.provider, "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}})
+        return super()._message_start()
 
     def _complete(self) -> list[bytes]:
         if self._ended:
@@ -236,13 +233,7 @@ class ChatStreamTranslator(AnswerStream):
             self.stop_reason = stop_reason_for(self._finish_reason, has_tool_use=has_tool_use,
                                                stop_sequence=stop_sequence)
         self.stop_sequence = stop_sequence if self.stop_reason == "stop_sequence" else None
-        events.append(encode_event("message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence},
-            "usage": dict(self.usage)}))
-        events.append(encode_event("message_stop", {"type": "message_stop"}))
-        self._ended = True
-        self.finished = True
-        return events
+        return events + self._message_end(self.stop_sequence)
 
     def _fail(self, error_type: str, message: str) -> list[bytes]:
         events = self._close_block()

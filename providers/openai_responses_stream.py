@@ -243,12 +243,6 @@ class ResponsesStreamTranslator(AnswerStream):
         return [encode_event("content_block_stop", {"type": "content_block_stop", "index": index})]
 
     # -- the end ---------------------------------------------------------------------------------
-    def _message_start(self) -> bytes:
-        return encode_event("message_start", {"type": "message_start", "message": {
-            "id": self.message_id, "type": "message", "role": "assistant", "model": self.model,
-            "provider": self.provider, "content": [], "stop_reason": None, "stop_sequence": None,
-            "usage": dict(self.usage)}})
-
     def _complete(self, response: Mapping[str, Any]) -> list[bytes]:
         out = self._close_open()
         if isinstance(response.get("usage"), Mapping):
@@ -256,13 +250,7 @@ class ResponsesStreamTranslator(AnswerStream):
             self._usage_seen = True
         self.stop_reason = stop_reason_for(response, has_tool_use=self._calls > 0,
                                            refusal_only=self._text_kinds == {"refusal"})
-        out.append(encode_event("message_delta", {
-            "type": "message_delta", "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
-            "usage": dict(self.usage)}))
-        out.append(encode_event("message_stop", {"type": "message_stop"}))
-        self._ended = True
-        self.finished = True
-        return out
+        return out + self._message_end()
 
     def _fail(self, error_type: str, message: str) -> list[bytes]:
         return self._close_open() + self.error(message, error_type)
