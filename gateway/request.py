@@ -13,7 +13,7 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from gateway.settings import InputLimits
-from policies.body_shape import BodyShape, read_shape
+from policies.body_shape import BodyShape, read_shape, shape_problem
 from providers.base import ROUTER_FIELDS
 from providers.jsonedit import top_level_values
 
@@ -116,6 +116,11 @@ class MessagesRequest:
         if self._shape is False:
             self._shape = read_shape(self.raw)
         return self._shape  # type: ignore[return-value]
+
+    @property
+    def shape_problem(self) -> str | None:
+        """Where the body is of another shape than the API's (see `body_shape.shape_problem`), or None."""
+        return None if self.shape is not None else shape_problem(self.raw)
 
     def has_member(self, name: str) -> bool:
         """Whether the body has the top-level member `name`."""

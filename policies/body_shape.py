@@ -13,6 +13,7 @@ caller takes the walk, which takes anything.
 """
 from __future__ import annotations
 
+import re
 from typing import Union
 
 import msgspec
@@ -54,6 +55,7 @@ class _Body(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Body)
+_INDEX = re.compile(r"\[(\d+)\]")  # msgspec's `$.messages[0].content` is the API's `messages.0.content`
 _INT = msgspec.json.Decoder(int)
 
 
@@ -94,6 +96,26 @@ def read_shape(raw: bytes) -> BodyShape | None:
     return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
                      server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),
                      kinds=frozenset(tally.kinds), caches=caches)
+
+
+def shape_problem(raw: bytes) -> str | None:
+    """What makes the body another shape than the API's, naming where (`messages.0.content: ...`),
+    or None when it has the API's shape: the client's error where the gateway itself must read the
+    content (a translating protocol), which an Anthropic upstream would answer with a 400 too."""
+    try:
+        _DECODER.decode(raw)
+    except msgspec.ValidationError as exc:
+        reason, _, where = str(exc).partition(" - at `$")
+        reason = reason[:1].lower() + reason[1:]
+        if not where:
+            return f"request body: {reason}"
+        path = _INDEX.sub(r".\1", where.rstrip("`")).lstrip(".")
+        return f"{path}: {reason}"
+    except msgspec.DecodeError as exc:
+        return f"request body is not valid JSON: {exc}"
+    except RecursionError:
+        return "request body is nested too deeply"
+    return None
 
 
 def _positive_int(raw: msgspec.Raw) -> int | None:

@@ -110,6 +110,7 @@ class Gemini(protocol.Translating):
         return GeminiStreamTranslator(model=call.model, provider=call.provider, message_id=call.message_id)
 
     def count_request(self, call: protocol.Call) -> protocol.UpstreamRequest:
+        protocol.well_shaped(call)
         body = count_tokens_request(call.request.body, model=call.upstream_model, options=call.options)
         return protocol.UpstreamRequest(count_tokens_url(call.base_url, call.upstream_model), self.headers(call),
                                         orjson.dumps(body))

@@ -79,6 +79,10 @@ class Inbound(Protocol):
     @property
     def body(self) -> dict[str, Any]: ...
 
+    @property
+    def shape_problem(self) -> str | None:
+        """Where the body is of another shape than the API's (`messages.0.content: ...`), or None."""
+
 
 @dataclass(frozen=True, slots=True)
 class ClientRequest:
@@ -279,6 +283,14 @@ def unsupported(provider: str, parameters: Sequence[str]) -> Refused:
                            f"provider {provider} cannot honour {names} and provider.require_parameters is true"))
 
 
+def well_shaped(call: Call) -> None:
+    """A translator reads the content itself, so a body of another shape than the API's is the
+    client's 400 here (an Anthropic upstream would answer one too), never a translator's crash."""
+    problem = call.request.shape_problem
+    if problem is not None:
+        raise Refused(Failure("400", 400, "invalid_request_error", problem))
+
+
 def bad_response(provider: str, what: str) -> Refused:
     """An answer that cannot be read: another endpoint may serve."""
     return Refused(Failure("bad_response", 502, "api_error", f"provider {provider} answered with {what}"))
@@ -453,6 +465,7 @@ class Translating:
     answers = MESSAGES
 
     def request(self, call: Call) -> UpstreamRequest:
+        well_shaped(call)
         try:
             body, dropped = self.translate(call)
         except UnsupportedParameters as exc:

@@ -85,6 +85,8 @@ class WebSearch:
         shape = request.shape
         if not might_search(raw, request.model, request.values or (), None if shape is None else shape.kinds):
             return None
+        if shape is None:  # what follows reads the content itself
+            raise errors.InvalidRequest(request.shape_problem or "request body is not of the Messages API's shape")
         body = request.body
         intent = read_intent(body, request.model)
         healing = intent.healing and not request.stream and wants_json(body)

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.body_shape import read_shape
+from policies.body_shape import read_shape, shape_problem
 from policies.limits import InputCeilings, census
 
 CEILINGS = InputCeilings(image=1_600, item=50_000, server_tool_use=20_000, server_tool_uses=5)
@@ -126,3 +126,11 @@ def test_shapes_the_api_does_not_have_are_left_to_the_walk():
                 b'{"system":5}',
                 b'[1]', b'not json'):
         assert read_shape(raw) is None, raw
+
+
+def test_the_problem_of_another_shape_names_where_as_the_api_does():
+    assert shape_problem(b'{"messages":[{"role":"user","content":[{"type":"text","text":"a"},5]}]}') == \
+        "messages.0.content.1: expected `object`, got `int`"
+    assert shape_problem(b'{"tools":{"name":"f"}}') == "tools: expected `array | null`, got `object`"
+    assert shape_problem(b"[1]") == "request body: expected `object`, got `array`"
+    assert shape_problem(b'{"messages":[{"role":"user","content":"hi"}]}') is None

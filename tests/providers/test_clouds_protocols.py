@@ -23,6 +23,7 @@ class Request:
     def __init__(self, raw: bytes) -> None:
         self.raw, self.model, self.stream = raw, "anthropic/claude-sonnet-4.6", b'"stream":true' in raw
         self.router_fields, self.values = ("provider",), None
+        self.shape_problem = None  # the bodies here are of the API's shape
 
     @property
     def body(self) -> dict:
