@@ -180,7 +180,7 @@ class Admitter:
         if found is not None and found.needs_upstream and self.count is not None \
                 and all(a.protocol == "anthropic" for a in plan.attempts):
             counted = await self.count(ex, plan)
-        return reservation(request.raw, request.max_tokens, plan, tools=request.has_member("tools"),
+        return reservation(request.raw, ex.output_bound(plan.attempts), plan, tools=request.has_member("tools"),
                            cache_write=caches, found=found, ceilings=self.ceilings, counted=counted)
 
     async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0) -> Ticket:

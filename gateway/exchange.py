@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from gateway.request import InboundHeaders, MessagesRequest
 from policies.plan import Attempt
 from providers.base import Usage
-from providers.protocol import ClientRequest
+from providers.protocol import ClientRequest, passes_through
 
 
 def new_request_id() -> str:
@@ -64,6 +65,21 @@ class Exchange:
     client: ClientRequest | None = None
     answered_in: str = "messages"  # the API of the answer that began (a passthrough's is the client's)
     allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
+
+    def output_limit(self, attempt: Attempt) -> int | None:
+        """The most output `attempt` may produce: `max_tokens`, except where it gets a client's own
+        request that limits nothing, which the model's maximum output bounds (None: the catalog
+        does not know it)."""
+        client = self.client
+        if client is None or client.limits_output or not passes_through(client, attempt.protocol):
+            return self.request.max_tokens
+        return attempt.endpoint.max_output or attempt.model.max_output
+
+    def output_bound(self, attempts: Iterable[Attempt]) -> int:
+        """The most output any of `attempts` may produce, as a reservation counts it (`max_tokens`
+        where the catalog does not know a model's maximum)."""
+        return max((self.output_limit(a) or self.request.max_tokens for a in attempts),
+                   default=self.request.max_tokens)
 
     def attempts_header(self) -> bytes:
         return ",".join(a.header_value() for a in self.attempts).encode()

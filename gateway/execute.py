@@ -412,7 +412,7 @@ class Executor:
         pricing = attempt.endpoint.pricing
         # Counts the output the client was sent (a cut stream's estimate) and, under a budget,
         # says when the stream's cost so far passes what admission reserved.
-        meter = stream_meter(ex, answers, chars_per_token=chars_per_token(attempt.model.tokenizer),
+        meter = stream_meter(ex, attempt, answers, chars_per_token=chars_per_token(attempt.model.tokenizer),
                              price=lambda usage: cost_usd(usage, pricing))
         last, cut = b"", False
         try:

@@ -82,6 +82,7 @@ class Protocol:
     from_message: Callable[..., dict]  # an Anthropic Message → the protocol's answer
     writer: type[StreamWriter]  # the Anthropic stream → the protocol's stream
     stream_error: Callable[[str, str, int], bytes]  # (error type, message, events so far) → the event ending a stream
+    output_limits: tuple[str, ...]  # the members that limit the answer's output tokens
 
 
 def _chat_error(error_type: str, message: str, events: int) -> bytes:
@@ -93,9 +94,10 @@ def _responses_error(error_type: str, message: str, events: int) -> bytes:
 
 
 CHAT = Protocol("openai_chat", "chatcmpl-", openai_chat_inbound.to_canonical, openai_chat_inbound.from_message,
-                openai_chat_inbound.ChunkWriter, _chat_error)
+                openai_chat_inbound.ChunkWriter, _chat_error, ("max_completion_tokens", "max_tokens"))
 RESPONSES = Protocol("openai_responses", "resp_", openai_responses_inbound.to_canonical,
-                     openai_responses_inbound.from_message, openai_responses_inbound.EventWriter, _responses_error)
+                     openai_responses_inbound.from_message, openai_responses_inbound.EventWriter, _responses_error,
+                     ("max_output_tokens",))
 
 
 class OpenAIInbound:
@@ -122,7 +124,9 @@ class OpenAIInbound:
             self._param = exc.param
             raise errors.InvalidRequest(str(exc)) from None
         if self.exchange is not None:  # for an upstream of the client's API (providers.protocol.protocol_for)
-            self.exchange.client = ClientRequest(self.name, raw, top_level_values(raw))
+            values = top_level_values(raw)
+            limits = any(name in values and bytes(values[name]) != b"null" for name in self.protocol.output_limits)
+            self.exchange.client = ClientRequest(self.name, raw, values, limits_output=limits)
         return orjson.dumps(canonical)
 
     def _answer(self) -> dict[str, Any]:

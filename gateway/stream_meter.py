@@ -25,6 +25,7 @@ from collections.abc import Callable
 import orjson
 
 from gateway.exchange import Exchange
+from policies.plan import Attempt
 from policies.tokens import TextTally
 from providers.base import Usage
 
@@ -146,7 +147,8 @@ class StreamMeter:
         return math.floor(left / per_token + 1e-6)
 
 
-def stream_meter(ex: Exchange, api: str, *, chars_per_token: float, price: Callable[[Usage], float]) -> StreamMeter:
-    """The meter of one relayed stream of `ex`, whose events are API `api`'s."""
-    return StreamMeter(max_tokens=ex.request.max_tokens, chars_per_token=chars_per_token,
+def stream_meter(ex: Exchange, attempt: Attempt, api: str, *, chars_per_token: float,
+                 price: Callable[[Usage], float]) -> StreamMeter:
+    """The meter of one relayed stream of `ex` by `attempt`, whose events are API `api`'s."""
+    return StreamMeter(max_tokens=ex.output_limit(attempt), chars_per_token=chars_per_token,
                        allowance_usd=ex.allowance_usd, price=price, api=api)

@@ -90,6 +90,9 @@ class ClientRequest:
     api: str                      # the inbound API, as `Exchange.inbound` names it
     raw: bytes
     values: Mapping[str, Any]     # its top-level members, as `providers.jsonedit.top_level_values` reads them
+    # Whether it limits its output: an upstream that gets it as it is may otherwise write up to the
+    # model's maximum, where the canonical request carries the gateway's default `max_tokens`.
+    limits_output: bool = True
 
 
 @dataclass(slots=True)
@@ -215,12 +218,17 @@ class WireProtocol(Protocol):
     def local_answer(self, call: Call) -> LocalAnswer: ...
 
 
+def passes_through(client: ClientRequest | None, name: str) -> bool:
+    """Whether protocol `name` sends the client's own request (an upstream of the client's API)."""
+    return client is not None and (client.api, name) in _PASSTHROUGHS
+
+
 def protocol_for(name: str, client: ClientRequest | None = None) -> WireProtocol:
     """The implementation of a catalog protocol name (KeyError for a name no module implements); for a
     request that is a client's own in another API than Messages (`client`), the passthrough to an
     upstream of that API."""
-    if client is not None and (client.api, name) in _PASSTHROUGHS:
-        key = (client.api, name)
+    if passes_through(client, name):
+        key = (client.api, name)  # type: ignore[union-attr]
         protocol = _LOADED_PASSTHROUGHS.get(key)
         if protocol is None:
             protocol = _LOADED_PASSTHROUGHS[key] = importlib.import_module(_PASSTHROUGHS[key]).PROTOCOL
