@@ -16,13 +16,7 @@ import orjson
 from providers import protocol
 from providers.anthropic_events import error_event
 from providers.base import ROUTER_FIELDS, Usage
-from providers.jsonedit import (
-    EditError,
-    edit_members,
-    edit_top_level,
-    member_span,
-    top_level_values,
-)
+from providers.jsonedit import EditError, edit_top_level, label_answer, top_level_values
 from providers.redaction import redact_bytes
 from providers.sse import EventSplitter, event_data
 
@@ -77,44 +71,6 @@ def upstream_headers(*, api_key: str | None, version: str | None, beta: str | No
         else:
             headers["x-api-key"] = api_key
     return headers
-
-
-def edit_response(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider: str, cost: float | None) -> bytes:
-    """The upstream's JSON message with the router's `model`, `provider` and `usage.cost`."""
-    usual = _edit_usual_response(raw, parsed, model, provider, cost)
-    if usual is not None:
-        return usual
-    try:
-        usage_cost = {"cost": cost} if cost is not None and isinstance(parsed.get("usage"), dict) else None
-        return edit_members(raw, replace={"model": model},
-                            append=None if "provider" in parsed else {"provider": provider},
-                            extend={"usage": usage_cost} if usage_cost else None, parsed=parsed)
-    except EditError:
-        message = dict(parsed)
-        message["model"], message["provider"] = model, provider
-        if cost is not None and isinstance(message.get("usage"), dict):
-            message["usage"] = {**message["usage"], "cost": cost}
-        return orjson.dumps(message)
-
-
-def _edit_usual_response(raw: bytes, parsed: Mapping[str, Any], model: str, provider: str,
-                         cost: float | None) -> bytes | None:
-    """The layout Anthropic's answers have (`model` among the leading scalars, `usage` last, no
-    `provider`), spliced in one join; None for any other layout."""
-    if cost is None or "provider" in parsed or next(reversed(parsed), None) != "usage" \
-            or not isinstance(parsed["usage"], dict):
-        return None
-    model_span = member_span(raw, "model", parsed)
-    usage_span = member_span(raw, "usage", parsed)
-    if model_span is None or usage_span is None or model_span[2] > usage_span[0]:
-        return None
-    usage_close = usage_span[2] - 1
-    object_close = len(raw.rstrip(b" \t\r\n")) - 1
-    if raw[usage_close] != 0x7D or raw[object_close] != 0x7D:
-        return None
-    return b"".join((raw[:model_span[1]], orjson.dumps(model), raw[model_span[2]:usage_close],
-                     b',"cost":' if parsed["usage"] else b'"cost":', orjson.dumps(cost),
-                     raw[usage_close:object_close], b',"provider":', orjson.dumps(provider), raw[object_close:]))
 
 
 def usage_of(message: Mapping[str, Any]) -> Usage:
@@ -323,7 +279,7 @@ class Passthrough:
             raise protocol.bad_response(call.provider, "an unexpected body")
         usage = usage_of(message)
         cost = call.price(usage)
-        return protocol.Answer(edit_response(raw, message, model=call.model, provider=call.provider, cost=cost),
+        return protocol.Answer(label_answer(raw, message, model=call.model, provider=call.provider, cost=cost),
                                usage, cost)
 
     def stream(self, call: protocol.Call) -> StreamScanner:

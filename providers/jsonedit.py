@@ -351,3 +351,42 @@ def _apply(raw: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
 
 def _members(members: Mapping[str, Any]) -> bytes:
     return b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in members.items())
+
+
+def label_answer(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider: str, cost: float | None) -> bytes:
+    """An upstream's JSON answer (`parsed` is its object) with the router's `model`, `provider` and
+    `usage.cost`, the rest as its bytes."""
+    usual = _label_usual_answer(raw, parsed, model, provider, cost)
+    if usual is not None:
+        return usual
+    try:
+        usage_cost = {"cost": cost} if cost is not None and isinstance(parsed.get("usage"), dict) else None
+        return edit_members(raw, replace={"model": model},
+                            append=None if "provider" in parsed else {"provider": provider},
+                            extend={"usage": usage_cost} if usage_cost else None, parsed=parsed)
+    except EditError:
+        message = dict(parsed)
+        message["model"], message["provider"] = model, provider
+        if cost is not None and isinstance(message.get("usage"), dict):
+            message["usage"] = {**message["usage"], "cost": cost}
+        return orjson.dumps(message)
+
+
+def _label_usual_answer(raw: bytes, parsed: Mapping[str, Any], model: str, provider: str,
+                         cost: float | None) -> bytes | None:
+    """The layout Anthropic's answers have (`model` among the leading scalars, `usage` last, no
+    `provider`), spliced in one join; None for any other layout."""
+    if cost is None or "provider" in parsed or next(reversed(parsed), None) != "usage" \
+            or not isinstance(parsed["usage"], dict):
+        return None
+    model_span = member_span(raw, "model", parsed)
+    usage_span = member_span(raw, "usage", parsed)
+    if model_span is None or usage_span is None or model_span[2] > usage_span[0]:
+        return None
+    usage_close = usage_span[2] - 1
+    object_close = len(raw.rstrip(b" \t\r\n")) - 1
+    if raw[usage_close] != 0x7D or raw[object_close] != 0x7D:
+        return None
+    return b"".join((raw[:model_span[1]], orjson.dumps(model), raw[model_span[2]:usage_close],
+                     b',"cost":' if parsed["usage"] else b'"cost":', orjson.dumps(cost),
+                     raw[usage_close:object_close], b',"provider":', orjson.dumps(provider), raw[object_close:]))

@@ -4,13 +4,14 @@ A chat completions client routed to a `protocol: openai` endpoint gets this prot
 `openai` one (`providers.protocol.protocol_for`): the upstream gets the client's own bytes with
 `model` spliced and the router's fields cut, as the Anthropic protocol treats a Messages request
 (unknown fields survive), and the answer comes back as the upstream wrote it (`answers` is the
-client's API, so `gateway.inbound` does not translate it). A stream asks for its usage
+client's API, so `gateway.inbound` does not translate it), labelled as every answer is: the
+router's `model`, the `provider` and `usage.cost`. A stream asks for its usage
 (`stream_options.include_usage`) so that the gateway can count it, and a client that did not ask
 is not shown the extra usage chunk. Errors are read as the `openai` protocol reads them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -76,11 +77,12 @@ def usage_of_completion(completion: Any) -> Usage:
 
 class UsageFilter:
     """Passes a chunk stream through as it arrives, cut at event boundaries; reads the usage chunk,
-    and drops it when the client did not ask for it (`hide`). Only events that name `usage` with a
-    value other than null are decoded."""
+    drops it when the client did not ask for it (`hide`) and else adds its `cost` (`price`). Only
+    events that name `usage` with a value other than null are decoded."""
 
-    def __init__(self, *, hide: bool) -> None:
+    def __init__(self, *, hide: bool, price: Callable[[Usage], float] | None = None) -> None:
         self.hide = hide
+        self.price = price
         self._splitter = EventSplitter()
         self._usage: dict[str, int] | None = None
 
@@ -90,9 +92,11 @@ class UsageFilter:
             return block
         kept = []
         for event in block.split(b"\n\n"):
-            if _USAGE in event and event.count(_USAGE) != event.count(_NO_USAGE) and self._read_usage(event) \
-                    and self.hide:
-                continue
+            if _USAGE in event and event.count(_USAGE) != event.count(_NO_USAGE) and self._read_usage(event):
+                if self.hide:
+                    continue
+                if self.price is not None:
+                    event = protocol.EventLabels.with_cost(event, self.price(self.usage()))
             kept.append(event)
         return b"\n\n".join(kept)
 
@@ -136,12 +140,15 @@ class ChunkRelay(protocol.Relayed):
     upstream failed (`protocol.Relayed`); `[DONE]` that it finished; an error object after the start
     how it ended. Only events that name `error` are decoded after the first."""
 
-    __slots__ = ("_usage",)
+    __slots__ = ("_usage", "_labels")
     END = "[DONE]"
 
-    def __init__(self, *, hide_usage: bool, provider: str, secrets: Sequence[str | None]) -> None:
+    def __init__(self, *, hide_usage: bool, provider: str, secrets: Sequence[str | None], model: str | None = None,
+                 price: Callable[[Usage], float] | None = None) -> None:
         super().__init__(provider, secrets)
-        self._usage = UsageFilter(hide=hide_usage)
+        self._usage = UsageFilter(hide=hide_usage, price=price)
+        # Chunks name the router's model and the provider, as every answer does.
+        self._labels = protocol.EventLabels(model, provider) if model is not None else None
 
     failure_of = staticmethod(_error_of)
 
@@ -149,6 +156,8 @@ class ChunkRelay(protocol.Relayed):
         return self._usage.feed(data)
 
     def read(self, block: bytes) -> bytes:
+        if self._labels is not None:
+            block = self._labels.events(block)
         if _ERROR in block:
             block = self._ended_in_error(block)
         if _DONE in block:
@@ -194,7 +203,7 @@ class ChatPassthrough(protocol.Passing, ChatCompletions):
 
     def stream(self, call: protocol.Call) -> ChunkRelay:
         return ChunkRelay(hide_usage=not asks_for_usage(call.client.values), provider=call.provider,
-                          secrets=call.secrets)
+                          secrets=call.secrets, model=call.model, price=call.price)
 
 
 PROTOCOL = ChatPassthrough()

@@ -4,12 +4,12 @@ A Responses client routed to a `protocol: openai-responses` endpoint gets this p
 the `openai-responses` one (`providers.protocol.protocol_for`): the upstream gets the client's own
 bytes with `model` spliced, the router's fields cut and `store: false` added when the client did not
 say (the gateway is stateless, and OpenAI stores by default), and the answer comes back as the
-upstream wrote it. Its usage is read from the terminal event (`response.completed`, or
+upstream wrote it, labelled as every answer is: the router's `model`, the `provider` and `usage.cost`. Its usage is read from the terminal event (`response.completed`, or
 `response.incomplete`). Errors are read as the `openai-responses` protocol reads them.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -77,14 +77,18 @@ class EventRelay(protocol.Relayed):
     the terminal event that it finished, with its usage; an error event or `response.failed` after
     the start how it ended. Only notable events are decoded."""
 
-    __slots__ = ("_splitter", "_usage", "_events")
+    __slots__ = ("_splitter", "_usage", "_events", "_labels", "_price")
     END = "response.completed"
 
-    def __init__(self, *, provider: str, secrets: Sequence[str | None]) -> None:
+    def __init__(self, *, provider: str, secrets: Sequence[str | None], model: str | None = None,
+                 price: Callable[[Usage], float] | None = None) -> None:
         super().__init__(provider, secrets)
         self._splitter = EventSplitter()
         self._usage: Usage | None = None
         self._events = 0  # forwarded: the next event's sequence_number
+        # The response snapshots name the router's model and the provider, the terminal one its cost.
+        self._labels = protocol.EventLabels(model, provider) if model is not None else None
+        self._price = price
 
     failure_of = staticmethod(_failure_of)
 
@@ -93,9 +97,12 @@ class EventRelay(protocol.Relayed):
 
     def read(self, block: bytes) -> bytes:
         self._events += block.count(b"\n\n")
+        if self._labels is not None:
+            block = self._labels.events(block)
         if not any(marker in block for marker in _NOTABLE):
             return block
-        for event in block.split(b"\n\n"):
+        events = block.split(b"\n\n")
+        for n, event in enumerate(events):
             if not any(marker in event for marker in _NOTABLE):
                 continue
             payload = _payload(event)
@@ -105,6 +112,9 @@ class EventRelay(protocol.Relayed):
             elif isinstance(payload, dict) and payload.get("type") in _TERMINAL:
                 self._usage = usage_of(payload.get("response"))
                 self.finished = True
+                if self._price is not None:
+                    events[n] = protocol.EventLabels.with_cost(event, self._price(self._usage))
+        block = b"\n\n".join(events)
         return redact_bytes(block, self._secrets) if self.failure is not None else block
 
     def error_event(self, error_type: str, message: str) -> bytes:
@@ -136,7 +146,7 @@ class ResponsesPassthrough(protocol.Passing, Responses):
                                         upstream_body(client.raw, client.values, call.upstream_model))
 
     def stream(self, call: protocol.Call) -> EventRelay:
-        return EventRelay(provider=call.provider, secrets=call.secrets)
+        return EventRelay(provider=call.provider, secrets=call.secrets, model=call.model, price=call.price)
 
 
 PROTOCOL = ResponsesPassthrough()

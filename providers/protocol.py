@@ -33,6 +33,7 @@ Adding a protocol is one module implementing this contract, its tests and fake, 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +42,7 @@ import orjson
 
 from providers.base import Usage
 from providers.anthropic_input import UnsupportedParameters
+from providers.jsonedit import label_answer
 from providers.redaction import redact_bytes
 from providers.sse import event_data
 
@@ -356,7 +358,8 @@ class Translated:
 class Passing:
     """What the passthrough protocols do alike, mixed in before the translating protocol of their
     upstream (whose `answer_error`, `embedded_failure` and failures they keep): a JSON answer goes to
-    the client as its bytes, with the usage the subclass's `usage_of(answer)` reads."""
+    the client as its bytes, with the usage the subclass's `usage_of(answer)` reads, labelled as
+    every answer is: the router's `model`, the `provider` that served and `usage.cost`."""
 
     answers: str
 
@@ -366,7 +369,42 @@ class Passing:
         if failed is not None:
             raise Refused(self.embedded_failure(call, failed))
         usage = self.usage_of(answer)
-        return Answer(raw, usage, call.price(usage))
+        cost = call.price(usage)
+        return Answer(label_answer(raw, answer, model=call.model, provider=call.provider, cost=cost), usage, cost)
+
+
+# A `model` or `usage` member as an event's JSON writes it: a quote inside a string is escaped, so
+# one that no backslash precedes starts a member's key.
+_MODEL_MEMBER = re.compile(rb'(?<!\\)"model"[ \t]*:[ \t]*"(?:[^"\\]|\\.)*"')
+_USAGE_OPEN = re.compile(rb'(?<!\\)"usage"[ \t]*:[ \t]*\{')
+
+
+class EventLabels:
+    """A passed-through stream's events labelled as every answer is: each `model` member names the
+    router's model, followed by the `provider` that served (unless the events name one already),
+    and the usage object gets its `cost` (`with_cost`)."""
+
+    __slots__ = ("_model", "_with_provider")
+
+    def __init__(self, model: str, provider: str) -> None:
+        self._model = b'"model":' + orjson.dumps(model)
+        self._with_provider = self._model + b',"provider":' + orjson.dumps(provider)
+
+    def events(self, block: bytes) -> bytes:
+        if b'"model"' not in block:
+            return block
+        label = self._model if b'"provider"' in block else self._with_provider
+        return _MODEL_MEMBER.sub(lambda _: label, block)
+
+    @staticmethod
+    def with_cost(event: bytes, cost: float) -> bytes:
+        """`event` with `cost` first in its one usage object (unchanged when it has none, or more)."""
+        found = _USAGE_OPEN.search(event)
+        if found is None or _USAGE_OPEN.search(event, found.end()) is not None:
+            return event
+        at = found.end()
+        empty = event[at:].lstrip(b" \t\r\n")[:1] == b"}"
+        return event[:at] + b'"cost":' + orjson.dumps(cost) + (b"" if empty else b",") + event[at:]
 
 
 class Relayed:

@@ -391,6 +391,9 @@ def test_openai_upstream_usage_is_counted_and_shown_to_a_client_that_asks(served
     chunks = list(stream)
     assert chunks[-1].usage.prompt_tokens == 20 and chunks[-1].usage.completion_tokens == 3
     assert openai_upstream.chat_requests[-1]["stream_options"] == {"include_usage": True}
+    # Every chunk names the router's model and the provider, as every answer does; the usage its cost.
+    assert {c.model for c in chunks} == {GPT} and {c.model_extra["provider"] for c in chunks} == {"openai"}
+    assert chunks[-1].usage.model_extra["cost"] == pytest.approx(3 * 100.0 / 1e6)
     row = record_of(served, stream.response.headers["x-request-id"])
     assert row["inbound"] == "openai_chat" and row["provider"] == "openai"
     assert row["input_tokens"] == 20 and row["output_tokens"] == 3
@@ -431,6 +434,10 @@ def test_openai_upstream_json_answer_is_the_upstreams(served, openai_upstream):
                                                         logit_bias={"50256": -100})
     assert completion.id == "chatcmpl-upstream1" and completion.choices[0].message.content == "From GPT."
     assert openai_upstream.chat_requests[-1]["logit_bias"] == {"50256": -100}
+    # Labelled as every answer is: the router's model, the provider, and the cost in the usage.
+    assert completion.model == GPT and completion.model_extra["provider"] == "openai"
+    assert completion.usage.model_extra["cost"] == pytest.approx(2 * 100.0 / 1e6)
+    assert completion.usage.prompt_tokens == 5 and completion.usage.completion_tokens == 2
 
 
 def test_a_failed_openai_upstream_falls_back_to_the_anthropic_one_translated(served, upstream, openai_upstream):
@@ -520,6 +527,8 @@ def test_responses_to_a_responses_upstream_pass_the_clients_bytes_with_store_off
     assert answer.status_code == 200 and answer.headers["x-gateway-provider"] == "oresp"
     assert answer.json()["id"] == "resp_upstream1"  # the upstream's own answer
     assert answer.json()["output"][0]["content"][0]["text"] == "From Pro."
+    assert (answer.json()["model"], answer.json()["provider"]) == (PRO, "oresp")
+    assert answer.json()["usage"]["cost"] == pytest.approx(4 * 100.0 / 1e6)
     sent = responses_upstream.requests[-1]
     assert items in sent.body
     assert sent.json() == {"model": "pro-upstream", "input": json.loads(items), "instructions": "Be brief.",
@@ -543,6 +552,8 @@ def test_responses_stream_from_a_responses_upstream_is_the_upstreams(served, res
         r.Text.of("Let me ", "check."), r.FunctionCall(call_id="call_r1", name="get_weather",
                                                        arguments=['{"city": ', '"Rome"}'])]))]
     assert final.id == "resp_fake0001" and final.output_text == "Let me check."
+    assert final.model == PRO and final.model_extra["provider"] == "oresp"
+    assert final.usage.model_extra["cost"] == pytest.approx(9 * 100.0 / 1e6)
     assert final.output[1].call_id == "call_r1" and final.usage.input_tokens == 50
     sent = responses_upstream.responses_requests[-1]
     assert sent["stream"] is True and sent["store"] is False and sent["model"] == "pro-upstream"

@@ -10,6 +10,7 @@ from providers.jsonedit import (
     EditError,
     edit_members,
     edit_top_level,
+    label_answer,
     member_span,
     top_level_spans,
     top_level_values,
@@ -88,9 +89,8 @@ def expected_answer(parsed: dict, model: str, provider: str, cost: float) -> dic
     b'{"model":"m","text":"\\"usage\\": {}","usage":{"n":1}}',
 ])
 def test_answer_edits_read_as_the_parsed_answer_whatever_the_layout(raw):
-    from providers.anthropic import edit_response
     parsed = orjson.loads(raw)
-    out = edit_response(raw, parsed, model="router/m", provider="p", cost=0.25)
+    out = label_answer(raw, parsed, model="router/m", provider="p", cost=0.25)
     assert orjson.loads(out) == expected_answer(parsed, "router/m", "p", 0.25)
 
 
@@ -100,11 +100,10 @@ def test_answer_edits_read_as_the_parsed_answer_whatever_the_layout(raw):
        usage=st.dictionaries(st.sampled_from(["input_tokens", "usage", "model", "cache"]), json_values, max_size=4),
        usage_last=st.booleans(), indent=st.booleans())
 def test_any_answer_gains_exactly_model_provider_and_cost(body, usage, usage_last, indent):
-    from providers.anthropic import edit_response
     body.pop("usage", None)
     body = {**body, "usage": usage} if usage_last else {"usage": usage, **body}
     raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 if indent else 0)
-    out = edit_response(raw, orjson.loads(raw), model="router/m", provider="p", cost=0.125)
+    out = label_answer(raw, orjson.loads(raw), model="router/m", provider="p", cost=0.125)
     decoded = orjson.loads(out)
     assert decoded == expected_answer(body, "router/m", "p", 0.125)
     assert list(decoded) == list(body) + ["provider"]
