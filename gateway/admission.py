@@ -180,8 +180,11 @@ class Admitter:
         if found is not None and found.needs_upstream and self.count is not None \
                 and all(a.protocol == "anthropic" for a in plan.attempts):
             counted = await self.count(ex, plan)
-        return reservation(request.raw, ex.output_bound(plan.attempts), plan, tools=request.has_member("tools"),
-                           cache_write=caches, found=found, ceilings=self.ceilings, counted=counted)
+        output = ex.output_bound(plan.attempts)
+        tokens, cost = reservation(request.raw, output, plan, tools=request.has_member("tools"), cache_write=caches,
+                                   found=found, ceilings=self.ceilings, counted=counted)
+        ex.input_bound = tokens - output
+        return tokens, cost
 
     async def admit(self, ex: Exchange, plan: Plan, *, rate_only: bool = False, extra_usd: float = 0.0) -> Ticket:
         """`rate_only` (token counting): RPM, key validity and allowed models only; nothing is

@@ -65,6 +65,7 @@ class Exchange:
     client: ClientRequest | None = None
     answered_in: str = "messages"  # the API of the answer that began (a passthrough's is the client's)
     allowance_usd: float | None = None  # what admission reserved, when a budget applies: a stream stops there
+    input_bound: int = 0  # the input tokens the reservation counted (a bound of the actual)
 
     def output_limit(self, attempt: Attempt) -> int | None:
         """The most output `attempt` may produce: `max_tokens`, except where it gets a client's own

@@ -375,10 +375,11 @@ class Executor:
         await send({"type": "http.response.body", "body": answer.body})
 
     @staticmethod
-    def _over_budget(meter, translator: StreamTranslator) -> bool:
+    def _over_budget(meter, translator: StreamTranslator, ex: Exchange) -> bool:
         """A stream is cut once its cost so far passes its reservation, while it has not ended (its
-        cost is then incurred already) and only where its input is known from its start."""
-        usage = translator.usage_so_far()
+        cost is then incurred already): its input as the stream reports it, or at the reservation's
+        bound where the stream reports it only at its end."""
+        usage = translator.usage_so_far(ex.input_bound)
         return usage is not None and meter.over_budget(usage)
 
     async def _relay_stream(self, attempt: Attempt, ex: Exchange, answers: str, translator: StreamTranslator,
@@ -422,7 +423,7 @@ class Executor:
             else:
                 await send({"type": "http.response.body", "body": block, "more_body": True})
                 meter.sent(block)
-                cut = meter.budgeted and self._over_budget(meter, translator)
+                cut = meter.budgeted and self._over_budget(meter, translator, ex)
                 if not cut:
                     async for chunk in chunks:
                         block = translator.feed(chunk)
@@ -432,7 +433,7 @@ class Executor:
                         if block:
                             await send({"type": "http.response.body", "body": block, "more_body": True})
                             meter.sent(block)
-                            if meter.budgeted and self._over_budget(meter, translator):
+                            if meter.budgeted and self._over_budget(meter, translator, ex):
                                 cut = True
                                 break
             tail = translator.fail(meter.cut_message(ex), "rate_limit_error") if cut else translator.finish()

@@ -194,7 +194,7 @@ class StreamScanner:
             self.usage.estimated = True
         return self.usage
 
-    def usage_so_far(self) -> Usage | None:
+    def usage_so_far(self, input_bound: int) -> Usage | None:
         """The input is known from message_start; once message_delta has come, the cost is incurred."""
         return None if self.stop_reason is not None or self._final_usage else self.usage
 

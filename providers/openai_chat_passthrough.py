@@ -179,11 +179,10 @@ class ChunkRelay(protocol.Relayed):
     def close_usage(self) -> Usage:
         return self._usage.usage()
 
-    def usage_so_far(self) -> None:
-        """A chat completions stream reports its input only in its last chunk, with its output: there
-        is no cost so far to cut at, and the reservation holds until then (as for the `openai`
-        protocol's translated streams)."""
-        return None
+    def usage_so_far(self, input_bound: int) -> Usage | None:
+        """A chat completions stream reports its input only in its last chunk, with its output: until
+        then its input is taken at the reservation's bound."""
+        return None if self.finished else Usage(input_tokens=input_bound)
 
 
 class ChatPassthrough(protocol.Passing, ChatCompletions):

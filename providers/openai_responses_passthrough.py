@@ -127,10 +127,10 @@ class EventRelay(protocol.Relayed):
             return self._usage
         return usage_to_account(anthropic_usage(None), output_counted=False)
 
-    def usage_so_far(self) -> None:
-        """A Responses stream reports its input only at its end, with its output: there is no cost so
-        far to cut at, and the reservation holds until then (as for the translated streams)."""
-        return None
+    def usage_so_far(self, input_bound: int) -> Usage | None:
+        """A Responses stream reports its input only at its end, with its output: until then its
+        input is taken at the reservation's bound."""
+        return None if self.finished else Usage(input_tokens=input_bound)
 
 
 class ResponsesPassthrough(protocol.Passing, Responses):

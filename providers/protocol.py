@@ -194,9 +194,11 @@ class StreamTranslator(Protocol):
     def close_usage(self) -> Usage:
         """The usage to account for so far (estimated from the output seen when never reported)."""
 
-    def usage_so_far(self) -> Usage | None:
-        """The usage while the stream runs, where its input is known from its start and no final
-        usage has come yet (a budget may then cut it); else None."""
+    def usage_so_far(self, input_bound: int) -> Usage | None:
+        """The usage while the stream runs, for a budget to cut it at: its input as reported where
+        the stream reports it at its start, else `input_bound` (the reservation's, never below the
+        actual), with no output (the relay's meter counts it); None once the final usage has come
+        (the cost is incurred)."""
 
 
 class WireProtocol(Protocol):
@@ -351,8 +353,9 @@ class Translated:
     def close_usage(self) -> Usage:
         return self._machine.close_usage()
 
-    def usage_so_far(self) -> None:
-        return None  # these upstreams report their input at the end: the reservation holds until then
+    def usage_so_far(self, input_bound: int) -> Usage | None:
+        # These upstreams report their input only at the end, with the output.
+        return None if self.finished else Usage(input_tokens=input_bound)
 
 
 class Passing:
