@@ -79,6 +79,8 @@ class Exchange:
     def output_bound(self, attempts: Iterable[Attempt]) -> int:
         """The most output any of `attempts` may produce, as a reservation counts it (`max_tokens`
         where the catalog does not know a model's maximum)."""
+        if self.client is None or self.client.limits_output:
+            return self.request.max_tokens
         return max((self.output_limit(a) or self.request.max_tokens for a in attempts),
                    default=self.request.max_tokens)
 
