@@ -53,8 +53,8 @@ PATIENT = {"connect_timeout": 5.0, "socket_timeout": 5.0, "operation_timeout": 1
 
 
 def open_store(store_url: str | None, **options: Any) -> Store:
-    """create_store, with the patient timeouts on Redis."""
-    return create_store(store_url, **options, **({} if store_url is None else PATIENT))
+    """create_store, with the patient timeouts on Redis (unless `options` name others)."""
+    return create_store(store_url, **(options if store_url is None else {**PATIENT, **options}))
 
 
 @pytest.fixture
