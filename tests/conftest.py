@@ -10,6 +10,9 @@ import pytest
 from tests.fakes.anthropic import AnthropicFake
 from tests.gateway_server import GatewayThread
 
+# What parallel workers share: the ports handed out, the `alone` mark.
+pytest_plugins = ["tests.workers"]
+
 # Gateways the tests start as processes keep their embedded record store out of the work tree.
 os.environ.setdefault("GATEWAY_DATA_DIR", tempfile.mkdtemp(prefix="gateway-test-data-"))
 

@@ -29,6 +29,8 @@ from typing import Self
 import pytest
 import redis
 
+from tests.ports import claim_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 CLUSTER_BUS_OFFSET = 10000  # Redis Cluster talks to its peers on port + 10000
@@ -44,7 +46,8 @@ def _port_free(port: int) -> bool:
 
 
 def free_port(*, cluster_bus: bool = False) -> int:
-    """A free loopback port (never 6379); with `cluster_bus`, port + 10000 is free as well."""
+    """A free loopback port (never 6379) that no other test of the run was given (tests/ports.py);
+    with `cluster_bus`, port + 10000 is free and this caller's as well."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -52,8 +55,11 @@ def free_port(*, cluster_bus: bool = False) -> int:
         if port == 6379:
             continue
         if not cluster_bus:
-            return port
-        if port + CLUSTER_BUS_OFFSET < 65536 and _port_free(port + CLUSTER_BUS_OFFSET):
+            if claim_port(port):
+                return port
+            continue
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus < 65536 and _port_free(bus) and claim_port(port) and claim_port(bus):
             return port
     raise RuntimeError("no free port found")
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.ports import claim_port
+
 
 @dataclass
 class RecordedRequest:
@@ -162,9 +164,14 @@ class ScriptedServer:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port that no other test of the run was given (tests/ports.py)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if claim_port(port):
+            return port
+    raise RuntimeError("no free port found")
 
 
 def wait_for(predicate, timeout: float = 5.0, interval: float = 0.01) -> bool:

@@ -45,9 +45,21 @@ def store_options() -> dict[str, Any]:
     return {}
 
 
+# The Redis stores here wait out a loaded machine (the suite runs on parallel workers): a burst of
+# hundreds of admissions on a fresh store can outlast the defaults (0.3 s to connect, 0.5 s a read,
+# 1 s an operation) without anything being wrong. The defaults are what test_redis_backend measures,
+# with stores of its own.
+PATIENT = {"connect_timeout": 5.0, "socket_timeout": 5.0, "operation_timeout": 10.0}
+
+
+def open_store(store_url: str | None, **options: Any) -> Store:
+    """create_store, with the patient timeouts on Redis (unless `options` name others)."""
+    return create_store(store_url, **(options if store_url is None else {**PATIENT, **options}))
+
+
 @pytest.fixture
 async def store(store_url: str | None, store_options: dict[str, Any]) -> AsyncIterator[Store]:
-    s = create_store(store_url, **store_options)
+    s = open_store(store_url, **store_options)
     yield s
     await s.close()
 
@@ -58,7 +70,7 @@ async def replica(store: Store, store_url: str | None,
     if store_url is None:
         yield store
         return
-    s = create_store(store_url, **store_options)
+    s = open_store(store_url, **store_options)
     yield s
     await s.close()
 

@@ -9,8 +9,9 @@ import pytest
 
 from redis import Redis, RedisCluster
 
-from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, Team, create_store, new_batch_id
+from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, Team, new_batch_id
 from tests.redis_server import redis_cluster, redis_server  # noqa: F401  (session fixtures)
+from tests.store.conftest import open_store
 from tests.store.test_usage import record
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +43,7 @@ def buffer_length(servers, team: str = "team-a") -> int:
 
 
 async def test_a_full_buffer_takes_no_more_and_hands_the_rest_back(servers):
-    store = create_store(servers.url, usage_buffer_max_records=3)
+    store = open_store(servers.url, usage_buffer_max_records=3)
     try:
         batch = [record(f"r{i}", NOW + i) for i in range(5)]
         batch_id = new_batch_id()
@@ -67,7 +68,7 @@ async def test_a_full_buffer_takes_no_more_and_hands_the_rest_back(servers):
 
 
 async def test_entries_leave_the_buffer_only_when_acknowledged(servers):
-    store = create_store(servers.url)
+    store = open_store(servers.url)
     try:
         await store.append_usage([record(f"r{i}", NOW + i) for i in range(4)])
         await store.append_usage([record("b1", NOW, team="team-b")])
@@ -83,7 +84,7 @@ async def test_entries_leave_the_buffer_only_when_acknowledged(servers):
 
 
 async def test_entries_a_dead_replica_held_are_claimed_by_another(servers):
-    store = create_store(servers.url)
+    store = open_store(servers.url)
     try:
         await store.append_usage([record(f"r{i}", NOW + i) for i in range(3)])
         held = await store.buffer_read(["team-a"], "dead-replica", 10)
@@ -97,7 +98,7 @@ async def test_entries_a_dead_replica_held_are_claimed_by_another(servers):
 
 
 async def test_a_buffer_written_before_consumer_groups_is_read_from_its_start(servers):
-    store = create_store(servers.url)
+    store = open_store(servers.url)
     try:
         await store.ping()
         await store.append_usage([record("new", NOW)])  # makes the group and the list of buffers
@@ -117,7 +118,7 @@ async def test_a_buffer_written_before_consumer_groups_is_read_from_its_start(se
 
 
 async def test_consumers_of_replicas_that_are_gone_are_forgotten_unless_they_hold_records(servers):
-    store = create_store(servers.url)
+    store = open_store(servers.url)
     try:
         await store.append_usage([record(f"r{i}", NOW + i) for i in range(2)])
         done = await store.buffer_read(["team-a"], "gone-replica", 1)
@@ -142,7 +143,7 @@ def script_calls(cluster) -> int:
 
 async def test_a_cluster_settles_and_records_a_batch_with_one_script_call_per_team_each(redis_cluster):  # noqa: F811
     redis_cluster.flush()
-    store = create_store(redis_cluster.url)
+    store = open_store(redis_cluster.url)
     try:
         settlements, records = [], []
         for team in ("team-a", "team-b"):
