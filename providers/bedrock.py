@@ -52,7 +52,12 @@ def runtime_base_url(region: str) -> str:
 
 
 def invoke_path(model_id: str, *, stream: bool) -> str:
-    return f"/model/{quote(model_id, safe='')}/" + ("invoke-with-response-stream" if stream else "invoke")
+    segment = quote(model_id, safe="")
+    if segment in (".", ".."):
+        # A dot segment is removed from the path AWS signs (it normalises URIs), not from the one
+        # sent: written encoded, it names the model in both.
+        segment = segment.replace(".", "%2E")
+    return f"/model/{segment}/" + ("invoke-with-response-stream" if stream else "invoke")
 
 
 def invoke_body(raw: bytes, *, beta: str | None = None, values: Mapping[str, msgspec.Raw] | None = None) -> bytes:

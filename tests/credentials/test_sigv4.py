@@ -13,7 +13,7 @@ import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from gateway.credentials import CredentialsUnavailable, credentials_from
@@ -286,6 +286,8 @@ _SEGMENT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_si
 
 
 @settings(max_examples=150, deadline=None)
+@example(headers={}, model=".", body=b"", stream=False, token=None)
+@example(headers={}, model="..", body=b"{}", stream=True, token=None)
 @given(headers=st.dictionaries(_HEADER_NAME, _HEADER_VALUE, max_size=6), model=_SEGMENT,
        body=st.binary(max_size=300), stream=st.booleans(), token=st.none() | st.just("FwoGZXIvYXdzE"))
 def test_signature_matches_botocore_for_any_headers_model_id_and_body(headers, model, body, stream, token):

@@ -109,7 +109,8 @@ def test_an_uncapped_stream_from_a_model_of_unknown_maximum_is_cut_at_its_reserv
     assert "budget" in last["error"]["message"], last
     sent = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
                    for line in lines[:-1] if json.loads(line[6:]).get("choices"))
-    assert 4096 * 3 < len(sent) < 4096 * 4 + 2_000  # cut at the reserved output (3.5 characters a token)
+    # Cut once past the reserved output (about 14,300 characters at 3.5 a token), a read at a time.
+    assert 4096 * 3 < len(sent) < 30_000
     deadline = time.monotonic() + 10
     while True:
         rows = httpx.get(served.url + "/admin/requests", params={"team": "tight"},
