@@ -14,6 +14,7 @@ instead (`Exchange.client`, read by the passthrough protocols the registry picks
 from __future__ import annotations
 
 import calendar
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,11 +67,18 @@ def _json_or_none(data: bytes) -> Any:
 
 
 def _seconds_until(rfc3339: bytes, now: float) -> bytes:
+    moment = _epoch(rfc3339)
+    return b"0s" if moment is None else f"{max(0, int(moment - now))}s".encode()
+
+
+@functools.lru_cache(maxsize=64)
+def _epoch(rfc3339: bytes) -> int | None:
+    """The resets of a key's limits are whole seconds, the same for every request of that second:
+    parsed once each (strptime costs a small request's share of the path)."""
     try:
-        moment = calendar.timegm(time.strptime(rfc3339.decode(), "%Y-%m-%dT%H:%M:%SZ"))
+        return calendar.timegm(time.strptime(rfc3339.decode(), "%Y-%m-%dT%H:%M:%SZ"))
     except ValueError:
-        return b"0s"
-    return f"{max(0, int(moment - now))}s".encode()
+        return None
 
 
 @dataclass(frozen=True)

@@ -124,14 +124,18 @@ def member_span(raw: bytes, key: str, parsed: Mapping[str, Any] | None = None) -
 
 
 def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """The member's span when it is the object's last member, or when only scalars precede it
-    (an answer's `usage` and `model`); None when neither holds or the check below fails.
+    """The member's span when it is the object's last member, when only scalars follow it (a chat
+    completion's `usage`), or when only scalars precede it (an answer's `model`); None when none
+    holds or the check below fails.
 
     The span found is checked against the parsed value: the bytes must decode to exactly that value.
     For the last member they must also end right at the object's closing brace, which a nested or
-    an earlier duplicate member cannot do; with only scalars before it, the first key that starts a
-    member is at the top level, and a later duplicate (which parsers prefer) fails the check."""
-    if next(reversed(parsed)) == key:
+    an earlier duplicate member cannot do. With only scalars after it, the last key that starts a
+    member is the top level's: nothing nested follows that could hold the key, a string holds no
+    unescaped quote, and of duplicates parsers keep the last. With only scalars before it, the first
+    key that starts a member is at the top level, and a later duplicate fails the check."""
+    last = next(reversed(parsed)) == key
+    if last or _only_scalars_after(parsed, key):
         body = raw.rstrip(_WS)
         if not body.endswith(b"}"):
             return None
@@ -141,7 +145,13 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
             at = raw.rfind(needle, 0, at)
         if at < 0:
             return None
-        end = len(body[:-1].rstrip(_WS))
+        if last:
+            end = len(body[:-1].rstrip(_WS))
+        else:
+            try:
+                end = _value_end(raw, start)
+            except EditError:
+                return None
     else:
         for name, other in parsed.items():
             if name == key:
@@ -162,6 +172,15 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
     except orjson.JSONDecodeError:
         return None
     return at, start, end
+
+
+def _only_scalars_after(parsed: Mapping[str, Any], key: str) -> bool:
+    after = False
+    for name, other in parsed.items():
+        if after and isinstance(other, (dict, list)):
+            return False
+        after = after or name == key
+    return after
 
 
 def _member_value_start(raw: bytes, at: int, length: int) -> int | None:
@@ -359,6 +378,9 @@ def label_answer(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider:
     usual = _label_usual_answer(raw, parsed, model, provider, cost)
     if usual is not None:
         return usual
+    spanned = _label_by_spans(raw, parsed, model, provider, cost)
+    if spanned is not None:
+        return spanned
     try:
         usage_cost = {"cost": cost} if cost is not None and isinstance(parsed.get("usage"), dict) else None
         return edit_members(raw, replace={"model": model},
@@ -370,6 +392,29 @@ def label_answer(raw: bytes, parsed: Mapping[str, Any], *, model: str, provider:
         if cost is not None and isinstance(message.get("usage"), dict):
             message["usage"] = {**message["usage"], "cost": cost}
         return orjson.dumps(message)
+
+
+def _label_by_spans(raw: bytes, parsed: Mapping[str, Any], model: str, provider: str,
+                    cost: float | None) -> bytes | None:
+    """Any layout the request side reads (`top_level_spans`), located from one decode of the top
+    level (an OpenAI answer's `usage` is not last); None where that cannot locate the members
+    (duplicate keys)."""
+    try:
+        spans = top_level_spans(raw, top_level_values(raw))
+    except (EditError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    edits: list[tuple[int, int, bytes]] = []
+    if "model" in spans:
+        edits.append((spans["model"][1], spans["model"][2], orjson.dumps(model)))
+    usage = spans.get("usage")
+    if usage is not None and cost is not None and isinstance(parsed.get("usage"), dict):
+        close = usage[2] - 1  # the object's closing brace
+        empty = raw[usage[1]:close].rstrip(_WS).endswith(b"{")
+        edits.append((close, close, (b"" if empty else b",") + b'"cost":' + orjson.dumps(cost)))
+    if "provider" not in parsed:
+        close = len(raw.rstrip(_WS)) - 1
+        edits.append((close, close, (b"," if spans else b"") + b'"provider":' + orjson.dumps(provider)))
+    return _apply(raw, edits)
 
 
 def _label_usual_answer(raw: bytes, parsed: Mapping[str, Any], model: str, provider: str,

@@ -87,6 +87,10 @@ def expected_answer(parsed: dict, model: str, provider: str, cost: float) -> dic
     b'{"model":"m","usage":{"x":{"usage":{}}}, "z": {"usage": {"q": 1}}}',
     b'{ "id" : "x" , "model" : "m" , "usage" : { } }\n',
     b'{"model":"m","text":"\\"usage\\": {}","usage":{"n":1}}',
+    # Chat completions: `usage` with only scalars after it.
+    b'{"id":"c","model":"m","choices":[{"usage":{"z":1}}],"usage":{"n":1},"system_fingerprint":"fp"}',
+    b'{"model":"m","usage":{"a":1},"x":1,"usage":{"b":2},"y":"usage"}',
+    b'{"model":"m","usage":{"n":1},"s":"\\"usage\\":{\\"n\\":1}","t":null}',
 ])
 def test_answer_edits_read_as_the_parsed_answer_whatever_the_layout(raw):
     parsed = orjson.loads(raw)
