@@ -28,6 +28,19 @@ REPEAT_INTERVAL_S = 10.0
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
 _UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Libraries whose retries warn with a traceback each time (asyncpg's pool, reconnecting while
+# PostgreSQL is down): the gateway reports the outage itself, once per interval, so theirs keep
+# one line each.
+_RETRYING_LOGGERS = ("asyncpg.pool",)
+
+
+class _WithoutTraceback(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = record.exc_text = None
+        return True
+
+
+_WITHOUT_TRACEBACK = _WithoutTraceback()
 
 
 @functools.lru_cache(maxsize=4)
@@ -121,6 +134,8 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) 
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+    for name in _RETRYING_LOGGERS:
+        logging.getLogger(name).addFilter(_WITHOUT_TRACEBACK)  # the same filter once, however often set up
 
 
 def log_access(records: list[Mapping[str, Any]]) -> None:

@@ -63,3 +63,22 @@ def test_an_unexpected_error_carries_its_traceback_once_per_interval():
             failure.failed(exc)
     assert stream.getvalue().count("Traceback (most recent call last)") == 1
     assert "ValueError: a bug" in stream.getvalue()
+
+
+def test_a_librarys_retry_warnings_keep_one_line_without_their_traceback():
+    stream = io.StringIO()
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    try:
+        logs.setup("info", "text", stream=stream)
+        try:
+            raise ConnectionRefusedError("[Errno 111] Connect call failed ('127.0.0.1', 5432)")
+        except ConnectionRefusedError:
+            # As asyncpg's pool warns while PostgreSQL is down, once per reconnection attempt.
+            logging.getLogger("asyncpg.pool").warning("Failed to restore the pool connection floor; retrying",
+                                                      exc_info=True)
+    finally:
+        root.handlers[:], root.level = before
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stream.getvalue()
+    assert lines[0].endswith("WARNING asyncpg.pool: Failed to restore the pool connection floor; retrying")
