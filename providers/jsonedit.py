@@ -124,18 +124,14 @@ def member_span(raw: bytes, key: str, parsed: Mapping[str, Any] | None = None) -
 
 
 def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[int, int, int] | None:
-    """The member's span when it is the object's last member, when only scalars follow it (a chat
-    completion's `usage`), or when only scalars precede it (an answer's `model`); None when none
-    holds or the check below fails.
+    """The member's span when it is the object's last member, or when only scalars precede it
+    (an answer's `usage` and `model`); None when neither holds or the check below fails.
 
     The span found is checked against the parsed value: the bytes must decode to exactly that value.
     For the last member they must also end right at the object's closing brace, which a nested or
-    an earlier duplicate member cannot do. With only scalars after it, the last key that starts a
-    member is the top level's: nothing nested follows that could hold the key, a string holds no
-    unescaped quote, and of duplicates parsers keep the last. With only scalars before it, the first
-    key that starts a member is at the top level, and a later duplicate fails the check."""
-    last = next(reversed(parsed)) == key
-    if last or _only_scalars_after(parsed, key):
+    an earlier duplicate member cannot do; with only scalars before it, the first key that starts a
+    member is at the top level, and a later duplicate (which parsers prefer) fails the check."""
+    if next(reversed(parsed)) == key:
         body = raw.rstrip(_WS)
         if not body.endswith(b"}"):
             return None
@@ -145,13 +141,7 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
             at = raw.rfind(needle, 0, at)
         if at < 0:
             return None
-        if last:
-            end = len(body[:-1].rstrip(_WS))
-        else:
-            try:
-                end = _value_end(raw, start)
-            except EditError:
-                return None
+        end = len(body[:-1].rstrip(_WS))
     else:
         for name, other in parsed.items():
             if name == key:
@@ -172,15 +162,6 @@ def _span_from_parsed(raw: bytes, key: str, parsed: Mapping[str, Any]) -> tuple[
     except orjson.JSONDecodeError:
         return None
     return at, start, end
-
-
-def _only_scalars_after(parsed: Mapping[str, Any], key: str) -> bool:
-    after = False
-    for name, other in parsed.items():
-        if after and isinstance(other, (dict, list)):
-            return False
-        after = after or name == key
-    return after
 
 
 def _member_value_start(raw: bytes, at: int, length: int) -> int | None:
