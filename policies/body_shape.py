@@ -18,7 +18,7 @@ from typing import Union
 
 import msgspec
 
-from policies.limits import ContentCensus, InputCeilings
+from policies.limits import ContentCensus, InputCeilings, is_server_tool, server_tool_uses
 
 
 class _Source(msgspec.Struct):
@@ -70,9 +70,8 @@ class BodyShape(msgspec.Struct, frozen=True):
     caches: bool               # a cache_control anywhere the API takes one: input may be billed as cache writes
 
     def census(self, ceilings: InputCeilings) -> ContentCensus:
-        uses = sum(n if n is not None else ceilings.server_tool_uses for n in self.server_tools)
         return ContentCensus(binary_bytes=self.binary_bytes, images=self.images, unknown=self.unknown,
-                             server_tool_uses=uses + self.mcp_servers * ceilings.server_tool_uses)
+                             server_tool_uses=server_tool_uses(self.server_tools, self.mcp_servers, ceilings))
 
 
 def read_shape(raw: bytes) -> BodyShape | None:
@@ -91,7 +90,7 @@ def read_shape(raw: bytes) -> BodyShape | None:
         caches = caches or bool(tool.cache_control)
         if tool.type is not None:
             tally.kinds.add(tool.type)
-        if not tool.input_schema and tool.type not in (None, "custom"):
+        if is_server_tool(tool.type, bool(tool.input_schema)):
             server_tools.append(_positive_int(tool.max_uses))
     return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
                      server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),

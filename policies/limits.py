@@ -190,13 +190,23 @@ def census(body: Mapping[str, Any], ceilings: InputCeilings) -> ContentCensus:
     for message in body.get("messages") or ():
         if isinstance(message, Mapping):
             _census_value(message.get("content"), found)
-    for tool in body.get("tools") or ():
-        if isinstance(tool, Mapping) and "input_schema" not in tool and tool.get("type") not in (None, "custom"):
-            uses = tool.get("max_uses")
-            found.server_tool_uses += uses if type(uses) is int and uses > 0 else ceilings.server_tool_uses
-    for _server in body.get("mcp_servers") or ():
-        found.server_tool_uses += ceilings.server_tool_uses
+    max_uses = [tool.get("max_uses") for tool in body.get("tools") or ()
+                if isinstance(tool, Mapping) and is_server_tool(tool.get("type"), "input_schema" in tool)]
+    found.server_tool_uses = server_tool_uses(max_uses, len(body.get("mcp_servers") or ()), ceilings)
     return found
+
+
+def is_server_tool(tool_type: Any, has_input_schema: bool) -> bool:
+    """A tool the upstream runs (web search, code execution...): a type other than `custom`, and no
+    schema of its own."""
+    return not has_input_schema and tool_type not in (None, "custom")
+
+
+def server_tool_uses(max_uses: Iterable[Any], mcp_servers: int, ceilings: InputCeilings) -> int:
+    """The uses a reservation counts of the server tools whose `max_uses` are given (a positive
+    integer, else `ceilings.server_tool_uses`) and of `mcp_servers` MCP servers (the ceiling each)."""
+    uses = sum(n if type(n) is int and n > 0 else ceilings.server_tool_uses for n in max_uses)
+    return uses + mcp_servers * ceilings.server_tool_uses
 
 
 def _census_value(value: Any, found: ContentCensus) -> None:
