@@ -48,7 +48,7 @@ from gateway.search.tokens import PREFIX as TOKEN_PREFIX
 from gateway.settings import Settings
 from gateway.store.base import Store
 from gateway.upstream import Client
-from policies.limits import InputCeilings
+from policies.limits import InputCeilings, reservation_usd
 from policies.plan import Plan
 from providers.base import ROUTER_FIELDS, Usage
 
@@ -142,8 +142,8 @@ class Job:
         searches = self.intent.max_searches(self.settings) * self._search_price(plan)
         if self.intent.web is None:
             return searches
-        input_price = max((a.endpoint.pricing.input or 0.0 for a in plan.attempts), default=0.0)
-        return searches + self.ceilings.server_tool_use * input_price / 1_000_000
+        results = reservation_usd(self.ceilings.server_tool_use, 0, [a.endpoint.pricing for a in plan.attempts])
+        return searches + results
 
     def _search_price(self, plan: Plan) -> float:
         prices = [a.endpoint.pricing.web_search for a in plan.attempts]
