@@ -75,8 +75,11 @@ def _read_page(provider: ProviderInfo, answer: bytes) -> tuple[list[dict[str, An
 
 
 def _entry(upstream_id: str, display_name: Any = None, **fields: Any) -> dict[str, Any]:
-    entry: dict[str, Any] = {"id": upstream_id, "display_name": display_name if isinstance(display_name, str)
-                             and display_name.strip() else upstream_id,
+    """A catalog entry under the upstream's id (`_provider_entries` adds the provider), with the
+    `fields` the listing gave."""
+    if not (isinstance(display_name, str) and display_name.strip()):
+        display_name = upstream_id
+    entry: dict[str, Any] = {"id": upstream_id, "display_name": display_name,
                              "endpoints": [{"upstream_model": upstream_id}]}
     entry.update({name: value for name, value in fields.items() if value is not None})
     return entry

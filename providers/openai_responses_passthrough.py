@@ -4,7 +4,8 @@ A Responses client routed to a `protocol: openai-responses` endpoint gets this p
 the `openai-responses` one (`providers.protocol.protocol_for`): the upstream gets the client's own
 bytes with `model` spliced, the router's fields cut and `store: false` added when the client did not
 say (the gateway is stateless, and OpenAI stores by default), and the answer comes back as the
-upstream wrote it, labelled as every answer is: the router's `model`, the `provider` and `usage.cost`. Its usage is read from the terminal event (`response.completed`, or
+upstream wrote it, labelled as every answer is: the router's `model`, the `provider` and
+`usage.cost`. Its usage is read from the terminal event (`response.completed`, or
 `response.incomplete`). Errors are read as the `openai-responses` protocol reads them.
 """
 from __future__ import annotations
