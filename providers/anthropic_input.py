@@ -2,7 +2,8 @@
 a message's blocks, which tools are the client's own, the stop sequences asked for, and the record
 of what a translation could not honour (reported, or refused under `require_parameters`).
 
-Inputs are read, never trusted: a member of the wrong JSON type counts as absent.
+Inputs are read, never trusted: a member of the wrong JSON type counts as absent (`mapping_at`,
+`list_at`, which the translators read their upstreams' answers with too).
 """
 from __future__ import annotations
 
@@ -17,6 +18,18 @@ class UnsupportedParameters(ValueError):
     def __init__(self, parameters: Sequence[str]) -> None:
         self.parameters = tuple(parameters)
         super().__init__("the endpoint cannot honour: " + ", ".join(self.parameters))
+
+
+def mapping_at(container: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """container[key] when it is a JSON object, else {}: inputs are read, never trusted."""
+    value = container.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def list_at(container: Mapping[str, Any], key: str) -> list[Any]:
+    """container[key] when it is a JSON array, else []."""
+    value = container.get(key)
+    return value if isinstance(value, list) else []
 
 
 def system_text(system: Any) -> str:

@@ -32,13 +32,15 @@ from providers.anthropic_input import (
     client_tools,
     document_blocks,
     is_server_tool_block,
+    list_at,
+    mapping_at,
     message_blocks,
     stop_sequences,
     system_text,
 )
 from providers.base import ROUTER_FIELDS
 from providers.gemini_schema import reduce_schema
-from providers.openai_chat_request import effort_for_budget, list_at, mapping_at, nearest_effort
+from providers.openai_chat_request import effort_for_budget, nearest_effort
 
 DEFAULT_SUPPORTED = frozenset({
     "tools", "tool_choice", "temperature", "top_p", "top_k", "stop_sequences", "thinking", "output_format",

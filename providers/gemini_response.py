@@ -23,7 +23,7 @@ import orjson
 from providers.gemini_errors import map_error
 from providers.gemini_request import thinking_signature, tool_use_id
 from providers.openai_chat_errors import redact_secrets
-from providers.openai_chat_request import list_at, mapping_at
+from providers.anthropic_input import list_at, mapping_at
 
 STOP_REASON_BY_FINISH = {
     "STOP": "end_turn", "MAX_TOKENS": "max_tokens", "CONTINUATION": "max_tokens",

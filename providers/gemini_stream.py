@@ -27,7 +27,7 @@ from providers.gemini_response import (
     stop_reason_for,
 )
 from providers.openai_chat_errors import redact_secrets
-from providers.openai_chat_request import list_at, mapping_at
+from providers.anthropic_input import list_at, mapping_at
 from providers.sse import encode_event
 
 _MAX_RAW = 64 * 1024  # plain lines kept while waiting for an error object to close

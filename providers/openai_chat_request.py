@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from providers.anthropic_input import Drops, client_tools
+from providers.anthropic_input import Drops, client_tools, mapping_at
 from providers.base import ROUTER_FIELDS
 from providers.openai_content import (
     PartShapes,
@@ -59,18 +59,6 @@ _HANDLED = frozenset({
     "cache_control",  # prompt caching is the upstream's own business; not a semantic parameter
     *ROUTER_FIELDS})
 _SAMPLING = ("temperature", "top_p", "top_k")
-
-
-def mapping_at(container: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    """container[key] when it is a JSON object, else {}: inputs are read, never trusted."""
-    value = container.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def list_at(container: Mapping[str, Any], key: str) -> list[Any]:
-    """container[key] when it is a JSON array, else []."""
-    value = container.get(key)
-    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any
 
 import orjson
 
-from providers.openai_chat_request import RAW_ARGUMENTS_KEY, list_at, mapping_at
+from providers.openai_chat_request import RAW_ARGUMENTS_KEY
+from providers.anthropic_input import list_at, mapping_at
 
 STOP_REASON_BY_FINISH = {
     "stop": "end_turn", "eos": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",

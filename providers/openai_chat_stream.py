@@ -21,7 +21,7 @@ import orjson
 
 from providers.anthropic_events import AnswerStream
 from providers.openai_chat_errors import error_type_of_object, redact_secrets
-from providers.openai_chat_request import list_at, mapping_at
+from providers.anthropic_input import list_at, mapping_at
 from providers.openai_chat_response import (
     anthropic_usage,
     matched_stop_sequence,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from providers.anthropic_input import Drops, is_server_tool_block
+from providers.anthropic_input import Drops, is_server_tool_block, mapping_at
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def inner_parts(content: Any, t: Drops, shapes: PartShapes) -> list[dict[str, An
 def image_source_url(block: Mapping[str, Any]) -> str:
     """An Anthropic image block's source as the URL OpenAI's APIs take: a data URL for base64, the
     URL itself, or "" for a Files API id (which means nothing to another provider)."""
-    source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+    source = mapping_at(block, "source")
     if source.get("type") == "base64":
         return f"data:{source.get('media_type', 'image/png')};base64,{source.get('data', '')}"
     if source.get("type") == "url":
@@ -84,7 +84,7 @@ def _image_part(block: Mapping[str, Any], t: Drops, shapes: PartShapes) -> list[
 
 
 def _document_parts(block: Mapping[str, Any], t: Drops, shapes: PartShapes) -> list[dict[str, Any]]:
-    source = block.get("source") if isinstance(block.get("source"), Mapping) else {}
+    source = mapping_at(block, "source")
     title = block.get("title") if isinstance(block.get("title"), str) else ""
     kind = source.get("type")
     if kind == "text":

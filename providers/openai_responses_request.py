@@ -24,14 +24,13 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_input import Drops, system_text
+from providers.anthropic_input import Drops, list_at, system_text
 from providers.base import ROUTER_FIELDS
 from providers.openai_chat_request import (
     EFFORT_LEVELS,
     TOOL_ERROR_PREFIX,
     arguments_text,
     effort_level,
-    list_at,
     set_function_tools,
     thinking_asked,
     user_id,

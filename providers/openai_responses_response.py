@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from providers.openai_chat_request import list_at, mapping_at
+from providers.anthropic_input import list_at, mapping_at
 from providers.openai_chat_response import message_id_for, tool_input, tool_use_id_for
 from providers.openai_responses_request import encode_signature
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from providers.anthropic_events import AnswerStream
-from providers.openai_chat_request import mapping_at
+from providers.anthropic_input import mapping_at
 from providers.openai_chat_response import tool_use_id_for
 from providers.openai_responses_errors import error_of_object
 from providers.openai_responses_response import (
