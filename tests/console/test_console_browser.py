@@ -263,7 +263,15 @@ def test_the_requests_page_shows_the_log_when_the_gateway_has_one_and_a_session_
     else:
         page.get_by_label("Team", exact=True).select_option(TEAM_A)
         page.get_by_role("button", name="Search").click()
-        page.wait_for_selector(f"#requests-table td:has-text('{TEAM_A}')")
+        # The unfiltered table is already on the page, so wait for the search's own answer to replace it.
+        page.wait_for_function(
+            """team => {
+                const cells = [...document.querySelectorAll('#requests-table tbody tr td:nth-child(2)')];
+                return cells.length > 0 && cells.every(c => c.innerText === team);
+            }""",
+            arg=TEAM_A,
+            timeout=10_000,
+        )
         teams = {r.inner_text() for r in page.query_selector_all("#requests-table tbody tr td:nth-child(2)")}
         assert teams == {TEAM_A}
     page.get_by_label("Session id").fill(f"sess-{TEAM_A}")
