@@ -141,7 +141,7 @@ class Gateway:
         if self.demo:
             if self.demo_key is None:
                 self.demo_key = (self.settings.demo_key.get_secret_value() if self.settings.demo_key
-                                 else "sk-gw-demo-" + new_request_id()[4:])
+                                 else "sk-gw-demo-" + secrets.token_hex(12))
             digest = secret_hash(self.demo_key)
             keys[digest] = Principal(key_id=key_id_for(digest), team="demo", from_config=True)
         if self.demo and self.demo_admin_key is None and not self.settings.redis_url \

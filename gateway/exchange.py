@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,8 +13,14 @@ from providers.base import Usage
 from providers.protocol import ClientRequest, passes_through
 
 
+# Request ids must be unique (they name leases across replicas), not secret: 96 random bits from a
+# generator seeded by the OS, reseeded in a forked child, without a system call per request.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+    return f"req_{_ids.getrandbits(96):024x}"
 
 
 @dataclass(slots=True)

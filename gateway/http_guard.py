@@ -61,6 +61,61 @@ def refusal_bytes(status: int, message: str) -> bytes:
             f"request-id: {new_request_id()}\r\nconnection: close\r\n\r\n").encode("latin-1") + body
 
 
+class CorkedTransport:
+    """A connection's transport whose writes made in one turn of the event loop leave together.
+
+    uvicorn writes an answer's head the moment the application sends it, and its body with the
+    next send: two system calls and two TCP segments for every JSON answer (and for a stream's
+    head and first events), where one would do. Here the writes of a turn are gathered and
+    written in one call at its end; closing or shutting the write side first writes what waits.
+    Everything else is the transport's own."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if self._transport.is_closing():
+            return
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        else:
+            self._transport.writelines(pending)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(data) for data in self._pending)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the bounds of `Server` settings (see the module docstring)."""
 
@@ -98,7 +153,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                                                f"connections; retry shortly"))
             transport.close()
             return
-        super().connection_made(transport)
+        super().connection_made(CorkedTransport(transport, self.loop))
         self._watch()
 
     def _watch(self) -> None:

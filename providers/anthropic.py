@@ -111,8 +111,8 @@ class StreamScanner:
     event leaves as the bytes that arrived, so the cost is accounted for but not added to the stream.
     """
 
-    __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "events", "started", "finished",
-                 "error", "failure", "_splitter", "_final_usage")
+    __slots__ = ("model", "provider", "price", "secrets", "usage", "stop_reason", "started", "finished",
+                 "error", "failure", "_splitter", "_final_usage", "_begun")
 
     def __init__(self, *, model: str, provider: str, price: Callable[[Usage], float] | None = None,
                  secrets: Sequence[str | None] = ()) -> None:
@@ -122,13 +122,13 @@ class StreamScanner:
         self.secrets = secrets  # redacted from `error` events, which go to the client
         self.usage = Usage()
         self.stop_reason: str | None = None
-        self.events = 0
         self.started = False  # a readable message_start seen: the stream is Anthropic's
         self.finished = False  # message_stop seen
         self.error: tuple[str, str] | None = None  # (type, message) of an upstream `error` event
         self.failure: tuple[str, str] | None = None  # the error the stream ended with
         self._splitter = EventSplitter()
         self._final_usage = False
+        self._begun = False  # a complete event has been seen
 
     def feed(self, chunk: bytes) -> bytes:
         """The events completed by `chunk`, as one block to forward (b"" while none is complete).
@@ -139,8 +139,8 @@ class StreamScanner:
         if not block:
             return block
         # Only a message_start as the stream's very first event makes it Anthropic's.
-        first_event_end = block.find(b"\n\n") + 2 if not self.events else 0
-        self.events += block.count(b"\n\n")
+        first_event_end = 0 if self._begun else block.find(b"\n\n") + 2
+        self._begun = True
         edits: list[tuple[int, int, bytes]] = []  # (begin, end, replacement), in block order
         for match in _NOTABLE_EVENT.finditer(block):
             at = match.start()

@@ -92,4 +92,4 @@ def test_any_chunking_gives_the_same_bytes_and_usage(texts, cuts):
     whole_scanner, whole = scan([data])
     scanner, out = scan(split(data, cuts))
     assert out == whole
-    assert scanner.finished and scanner.usage == whole_scanner.usage and scanner.events == whole_scanner.events
+    assert scanner.finished and scanner.usage == whole_scanner.usage and scanner.started == whole_scanner.started
