@@ -520,10 +520,8 @@ class RedisStore(Store):
             positions = buckets.get(hour)
             if positions is None:
                 positions = buckets[hour] = (position(tk.rollup_hour(entry.hour)), position(tk.rollup_day(entry.day)))
-            fields = entry.rollup_fields()
-            args += [entry.record_json, positions[0], positions[1], len(fields)]
-            for name, amount in fields:
-                args += [name, amount]
+            fields = entry.rollup_args()
+            args += (entry.record_json, positions[0], positions[1], len(fields) // 2, *fields)
         return script_keys, args
 
     async def _usage_teams(self, team: str | None) -> list[str]:
