@@ -48,14 +48,19 @@ def _second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+_MILLISECONDS = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
 def timestamp(wall: float) -> str:
-    """UTC, millisecond precision, ISO 8601 (the text of each second is computed once)."""
+    """UTC, millisecond precision, ISO 8601 (the text of each second is computed once, and the
+    milliseconds' is looked up: formatting them was half the cost of an access line's time)."""
     second = int(wall)
-    return f"{_second(second)}.{int((wall - second) * 1000):03d}Z"
+    return _second(second) + _MILLISECONDS[int((wall - second) * 1000)]
 
 
 def _attempts(record: Mapping[str, Any]) -> str:
-    return ",".join(f"{a['provider']}/{a['model']}={a['outcome']}" for a in record.get("attempts") or ())
+    attempts = record.get("attempts")
+    return ",".join([f"{a['provider']}/{a['model']}={a['outcome']}" for a in attempts]) if attempts else ""
 
 
 def _path(record: Mapping[str, Any]) -> str:
@@ -63,12 +68,14 @@ def _path(record: Mapping[str, Any]) -> str:
     return record.get("path") or INBOUND_PATHS.get(record.get("inbound"), "/v1/messages")
 
 
-def access_fields(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What an access line says about a request, from its usage record (or a record-like entry)."""
-    return {"method": record.get("method", "POST"), "path": _path(record),
-            "status": record["status"], "duration_ms": record["latency_ms"], "team": record.get("team"),
-            "key_id": record.get("key_id"), "model": record.get("model"), "provider": record.get("provider"),
-            "attempts": _attempts(record), "request_id": record.get("request_id")}
+def access_entry(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON access line of a request, from its usage record (or a record-like entry)."""
+    get = record.get
+    method, path, status = get("method", "POST"), _path(record), record["status"]
+    return {"ts": timestamp(_ended(record)), "level": "info", "logger": "gateway.access",
+            "message": f"{method} {path} {status}", "method": method, "path": path, "status": status,
+            "duration_ms": record["latency_ms"], "team": get("team"), "key_id": get("key_id"), "model": get("model"),
+            "provider": get("provider"), "attempts": _attempts(record), "request_id": get("request_id")}
 
 
 def _ended(record: Mapping[str, Any]) -> float:
@@ -111,9 +118,7 @@ class JsonFormatter(logging.Formatter):
 
     @staticmethod
     def _access_line(r: Mapping[str, Any]) -> str:
-        f = access_fields(r)
-        return orjson.dumps({"ts": timestamp(_ended(r)), "level": "info", "logger": "gateway.access",
-                             "message": f"{f['method']} {f['path']} {f['status']}", **f}).decode()
+        return orjson.dumps(access_entry(r)).decode()
 
 
 class _GatewayHandler(logging.StreamHandler):
@@ -139,9 +144,12 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) 
 
 
 def log_access(records: list[Mapping[str, Any]]) -> None:
-    """One access line per finished request; one log call for the whole batch."""
+    """One access line per finished request; one log record for the whole batch, made and handled
+    here: `ACCESS.info` would first walk the stack for the caller's file and line, which no
+    format prints (1.6 µs of the 4.4 a batch's record cost)."""
     if records and ACCESS.isEnabledFor(logging.INFO):
-        ACCESS.info("%d requests", len(records), extra={"access": records})
+        ACCESS.handle(ACCESS.makeRecord(ACCESS.name, logging.INFO, __file__, 0, "%d requests", (len(records),), None,
+                                        extra={"access": records}))
 
 
 class RepeatedFailure:

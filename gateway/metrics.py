@@ -7,6 +7,7 @@ start) and /metrics sums them, so every worker answers with the same totals.
 """
 from __future__ import annotations
 
+import bisect
 import hmac
 import os
 
@@ -48,6 +49,7 @@ USAGE_DB_UP = Gauge("gateway_usage_db_up", "1 while the record store accepts wri
 USAGE_REJECTED = Counter("gateway_usage_records_rejected_total",
                          "Usage records the record store refused even in their minimal form (logged in full)")
 
+# Token kinds in the order observe() sums them, each with its record field.
 _KIND_FIELDS = (("input", "input_tokens"), ("output", "output_tokens"),
                 ("cache_read", "cache_read_input_tokens"), ("cache_write", "cache_creation_input_tokens"))
 
@@ -67,25 +69,30 @@ def _child(metric, *labels: str):
 def observe(records: list[dict]) -> None:
     """Count a batch of finished requests from their usage records.
 
-    Counters are summed over the batch first and incremented once per label set: each increment
-    takes a lock, and a batch holds many requests of the same team and model."""
-    counts: dict[tuple, float] = {}
+    Everything is summed over the batch first and each labelled child is changed once per batch:
+    each increment and each histogram observation takes a lock, and a batch holds many requests of
+    the same team and model."""
+    sums: dict[tuple[str, str, str], list[float]] = {}  # (team, model, provider) -> tokens by kind, cost
+    counts: dict[tuple, int] = {}  # (counter, labels) -> requests
+    latencies: dict[tuple[str, str], list[float]] = {}  # (model, provider) -> seconds
+    ttfts: dict[tuple[str, str], list[float]] = {}
     for record in records:
         team, model, provider = record["team"] or "", record["model"] or "", record["provider"] or ""
+        served = (team, model, provider)
+        totals = sums.get(served)
+        if totals is None:
+            totals = sums[served] = [0, 0, 0, 0, 0.0]
+        totals[0] += record["input_tokens"]
+        totals[1] += record["output_tokens"]
+        totals[2] += record["cache_read_input_tokens"]
+        totals[3] += record["cache_creation_input_tokens"]
+        totals[4] += record["cost_usd"]
         key = (REQUESTS, (team, model, provider, str(record["status"])))
         counts[key] = counts.get(key, 0) + 1
-        for kind, field in _KIND_FIELDS:
-            value = record[field]
-            if value:
-                key = (TOKENS, (team, model, provider, kind))
-                counts[key] = counts.get(key, 0) + value
-        if record["cost_usd"]:
-            key = (COST, (team, model, provider))
-            counts[key] = counts.get(key, 0) + record["cost_usd"]
         if provider:
-            _child(DURATION, model, provider).observe(record["latency_ms"] / 1000)
+            latencies.setdefault((model, provider), []).append(record["latency_ms"] / 1000)
             if record["ttft_ms"] is not None:
-                _child(TTFT, model, provider).observe(record["ttft_ms"] / 1000)
+                ttfts.setdefault((model, provider), []).append(record["ttft_ms"] / 1000)
         for attempt in record["attempts"]:
             key = (ATTEMPTS, (attempt["provider"], attempt["outcome"]))
             counts[key] = counts.get(key, 0) + 1
@@ -97,6 +104,34 @@ def observe(records: list[dict]) -> None:
             counts[key] = counts.get(key, 0) + 1
     for (metric, labels), amount in counts.items():
         _child(metric, *labels).inc(amount)
+    for (team, model, provider), totals in sums.items():
+        for (kind, _), amount in zip(_KIND_FIELDS, totals):
+            if amount:
+                _child(TOKENS, team, model, provider, kind).inc(amount)
+        if totals[4]:
+            _child(COST, team, model, provider).inc(totals[4])
+    for histogram, values_of in ((DURATION, latencies), (TTFT, ttfts)):
+        for labels, values in values_of.items():
+            observe_all(_child(histogram, *labels), values)
+
+
+def observe_all(histogram, values: list[float]) -> None:
+    """`histogram.observe(v)` for every value, with one lock taken per bucket used and one for the
+    sum rather than two per value: through the child's buckets, bounds and sum, which
+    prometheus_client has kept under these names in every version; without them, observe()."""
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        i = bisect.bisect_left(bounds, value)  # the first bucket whose upper bound is >= value, as observe()
+        counts[i] = counts.get(i, 0) + 1
+    total.inc(sum(values))
+    for i, count in counts.items():
+        buckets[i].inc(count)
 
 
 def count_search(backend: str, team: str, outcome: str) -> None:

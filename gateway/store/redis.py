@@ -157,6 +157,10 @@ class RedisStore(Store):
         # The request path's own connection, where the URL allows it (see resp.py).
         self._fast = (PipelinedRedis(url, connect_timeout=connect_timeout, operation_timeout=operation_timeout)
                       if not self.cluster and url.startswith("redis://") else None)
+        # The record store drainer's own pipelined connection: a read of hundreds of records never
+        # queues ahead of a request's reply, and its commands cost no redis-py packing or parsing.
+        self._drain = (PipelinedRedis(url, connect_timeout=connect_timeout, operation_timeout=operation_timeout)
+                       if self._fast is not None else None)
         self._discovery = asyncio.Lock()
         self._admit_cache: dict[tuple[str, str, int], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
 
@@ -227,8 +231,9 @@ class RedisStore(Store):
                 await self._io(self._redis.script_load(script.script))
 
     async def close(self) -> None:
-        if self._fast is not None:
-            self._fast.close()
+        for connection in (self._fast, self._drain):
+            if connection is not None:
+                connection.close()
         with contextlib.suppress(Exception):
             await self._redis.aclose()
 
@@ -515,10 +520,8 @@ class RedisStore(Store):
             positions = buckets.get(hour)
             if positions is None:
                 positions = buckets[hour] = (position(tk.rollup_hour(entry.hour)), position(tk.rollup_day(entry.day)))
-            fields = entry.rollup_fields()
-            args += [entry.record_json, positions[0], positions[1], len(fields)]
-            for name, amount in fields:
-                args += [name, amount]
+            fields = entry.rollup_args()
+            args += (entry.record_json, positions[0], positions[1], len(fields) // 2, *fields)
         return script_keys, args
 
     async def _usage_teams(self, team: str | None) -> list[str]:
@@ -550,19 +553,11 @@ class RedisStore(Store):
         the ones this consumer was already given and never acknowledged (a read whose reply was
         lost); or with `claim_idle_ms` the ones another consumer was given that long ago and never
         acknowledged (a replica that died holding them). Returns (team, entry id, record json)."""
-        commands: list[tuple[str, tuple[Any, ...]]] = []
-        for team in teams:
-            stream = keys.TeamKeys(team).usage
-            if claim_idle_ms is None:
-                commands.append(("xreadgroup", (USAGE_GROUP, consumer, {stream: "0" if own_pending else ">"}, count)))
-            else:
-                commands.append(("xautoclaim", (stream, USAGE_GROUP, consumer, claim_idle_ms, "0-0", count)))
-        async with self._guard():
-            replies = await self._raw_pipeline(commands)
-            missing = [t for t, r in zip(teams, replies) if isinstance(r, Exception) and "NOGROUP" in str(r)]
-            if missing:  # a buffer from before consumer groups, or one whose group was lost: read it from its start
-                await self._raw_pipeline([("xgroup_create", (keys.TeamKeys(t).usage, USAGE_GROUP, "0", True))
-                                          for t in missing])
+        streams = [keys.TeamKeys(team).usage for team in teams]
+        if self._drain is not None:
+            replies = await self._buffer_read_raw(streams, consumer, count, claim_idle_ms, own_pending)
+        else:
+            replies = await self._buffer_read_redis_py(streams, consumer, count, claim_idle_ms, own_pending)
         found: list[tuple[str, str, bytes]] = []
         for team, reply in zip(teams, replies):
             if isinstance(reply, Exception):
@@ -570,23 +565,75 @@ class RedisStore(Store):
                     continue
                 raise StoreUnavailable(f"redis unavailable: {reply}") if _transient(reply) else \
                     StoreError(f"reading the usage buffer failed: {reply}")
-            entries = _stream_entries(reply, claim_idle_ms is not None)
-            found += [(team, entry_id, fields["r"]) for entry_id, fields in entries if fields and "r" in fields]
+            for entry_id, fields in _stream_entries(reply, claim_idle_ms is not None):
+                record = _record_field(fields)
+                if record is not None:
+                    found.append((team, entry_id, record))
         return found
+
+    async def _buffer_read_raw(self, streams: list[str], consumer: str, count: int, claim_idle_ms: int | None,
+                               own_pending: bool) -> list[Any]:
+        if claim_idle_ms is None:
+            commands = [["XREADGROUP", "GROUP", USAGE_GROUP, consumer, "COUNT", count, "STREAMS", stream,
+                         "0" if own_pending else ">"] for stream in streams]
+        else:
+            commands = [["XAUTOCLAIM", stream, USAGE_GROUP, consumer, claim_idle_ms, "0-0", "COUNT", count]
+                        for stream in streams]
+        replies = await self._drain_pipeline(commands)
+        missing = [s for s, r in zip(streams, replies) if isinstance(r, RespError) and "NOGROUP" in str(r)]
+        if missing:  # a buffer from before consumer groups, or one whose group was lost: read it from its start
+            await self._drain_pipeline([["XGROUP", "CREATE", s, USAGE_GROUP, "0", "MKSTREAM"] for s in missing])
+        return replies
+
+    async def _buffer_read_redis_py(self, streams: list[str], consumer: str, count: int,
+                                    claim_idle_ms: int | None, own_pending: bool) -> list[Any]:
+        commands: list[tuple[str, tuple[Any, ...]]] = []
+        for stream in streams:
+            if claim_idle_ms is None:
+                commands.append(("xreadgroup", (USAGE_GROUP, consumer, {stream: "0" if own_pending else ">"}, count)))
+            else:
+                commands.append(("xautoclaim", (stream, USAGE_GROUP, consumer, claim_idle_ms, "0-0", count)))
+        async with self._guard():
+            replies = await self._raw_pipeline(commands)
+            missing = [s for s, r in zip(streams, replies) if isinstance(r, Exception) and "NOGROUP" in str(r)]
+            if missing:
+                await self._raw_pipeline([("xgroup_create", (s, USAGE_GROUP, "0", True)) for s in missing])
+        return replies
 
     async def buffer_ack(self, done: Sequence[tuple[str, str]]) -> None:
         """Acknowledge and delete entries whose records the database has committed."""
         by_team: dict[str, list[str]] = {}
         for team, entry_id in done:
             by_team.setdefault(team, []).append(entry_id)
-        commands: list[tuple[str, tuple[Any, ...]]] = []
-        for team, ids in by_team.items():
-            stream = keys.TeamKeys(team).usage
-            commands += [("xack", (stream, USAGE_GROUP, *ids)), ("xdel", (stream, *ids))]
-        async with self._guard():
-            for reply in await self._raw_pipeline(commands):
-                if isinstance(reply, Exception):
-                    raise StoreUnavailable(f"redis unavailable: {reply}")
+        if self._drain is not None:
+            commands: list[list[Any]] = []
+            for team, ids in by_team.items():
+                stream = keys.TeamKeys(team).usage
+                commands += [["XACK", stream, USAGE_GROUP, *ids], ["XDEL", stream, *ids]]
+            replies = await self._drain_pipeline(commands)
+        else:
+            calls: list[tuple[str, tuple[Any, ...]]] = []
+            for team, ids in by_team.items():
+                stream = keys.TeamKeys(team).usage
+                calls += [("xack", (stream, USAGE_GROUP, *ids)), ("xdel", (stream, *ids))]
+            async with self._guard():
+                replies = await self._raw_pipeline(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise StoreUnavailable(f"redis unavailable: {reply}")
+
+    async def _drain_pipeline(self, commands: list[list[Any]]) -> list[Any]:
+        """Commands in one round trip on the drainer's connection; error replies are returned,
+        a connection that fails or does not answer within `operation_timeout` is StoreUnavailable."""
+        assert self._drain is not None
+        try:
+            replies = await self._drain.pipeline(commands)  # bounded by its watchdog
+        except (OSError, TimeoutError) as exc:
+            raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, (OSError, TimeoutError)):
+                raise StoreUnavailable(f"redis unavailable: {type(reply).__name__}: {reply}")
+        return replies
 
     async def buffer_forget_consumers(self, teams: Sequence[str], idle_ms: int) -> int:
         """Remove consumers (replicas that are gone) idle this long and holding nothing: each
@@ -777,11 +824,23 @@ def _not_taken(teams: Mapping[str, list[UsageEntry]], replies: Sequence[Any]) ->
     return left
 
 
-def _stream_entries(reply: Any, claimed: bool) -> list[tuple[str, dict[str, Any]]]:
+def _stream_entries(reply: Any, claimed: bool) -> list[tuple[str, Any]]:
     """Entries of an XREADGROUP reply ([[stream, entries]]) or of an XAUTOCLAIM one
-    ([next id, entries, deleted ids])."""
+    ([next id, entries, deleted ids]); an entry's fields are a mapping (redis-py) or the flat
+    list Redis sent, None for an entry deleted meanwhile."""
     if not reply:
         return []
     if claimed:
         return list(reply[1])
     return [e for _, entries in reply for e in entries]
+
+
+def _record_field(fields: Any) -> str | None:
+    """The record of a buffer entry: its field `r` (the only one the usage script writes)."""
+    if not fields:
+        return None
+    if type(fields) is list:
+        if len(fields) == 2 and fields[0] == "r":
+            return fields[1]
+        fields = dict(zip(fields[::2], fields[1::2]))
+    return fields.get("r")

@@ -8,7 +8,11 @@ import time
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import metrics
+from gateway.metrics import LATENCY_BUCKETS, observe_all
 
 from tests.conftest import TEAM_KEY, base_settings
 from tests.deploy.dashboard import dashboard_queries, metric_names_and_labels
@@ -132,3 +136,54 @@ def test_a_real_prometheus_scrapes_the_gateway_and_answers_a_dashboard_query(tra
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_batch_of_observations_fills_a_histogram_as_observing_them_one_by_one_does():
+    values = [0.0, 0.01, 0.025, 0.0250001, 0.3, 0.3, 5, 599.9, 600, 601, 10_000]
+    registry = CollectorRegistry()
+    one_by_one = Histogram("one_by_one", "h", ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+    batched = Histogram("batched", "h", ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+    for value in values:
+        one_by_one.labels("m").observe(value)
+    observe_all(batched.labels("m"), values)
+
+    def samples(name: str) -> list[tuple[str, dict, float]]:
+        [family] = [f for f in registry.collect() if f.name == name]
+        return [(s.name.removeprefix(name), s.labels, s.value) for s in family.samples if not s.name.endswith("_created")]
+    assert samples("batched") == samples("one_by_one")
+    assert ("_bucket", {"model": "m", "le": "0.025"}, 3.0) in samples("batched")  # 0.025 counts as <= 0.025
+
+
+def test_a_batch_of_records_counts_each_request_its_tokens_cost_attempts_and_latencies():
+    def record(team: str, model: str, status: int, tokens: tuple[int, int, int, int], cost: float, latency_ms: float,
+               attempts: list[dict], limited_by: str | None = None) -> dict:
+        return {"team": team, "model": model, "provider": "prov-b", "status": status, "input_tokens": tokens[0],
+                "output_tokens": tokens[1], "cache_read_input_tokens": tokens[2],
+                "cache_creation_input_tokens": tokens[3], "cost_usd": cost, "latency_ms": latency_ms,
+                "ttft_ms": latency_ms / 2, "attempts": attempts, "limited_by": limited_by}
+    ok = {"provider": "prov-b", "model": "m-b", "outcome": "ok"}
+    failed = {"provider": "prov-b", "model": "m-b", "outcome": "500"}
+    batch = [record("team-b1", "m-b", 200, (10, 5, 0, 3), 0.25, 40.0, [ok]),
+             record("team-b1", "m-b", 200, (1, 2, 7, 0), 0.5, 300.0, [failed, ok]),
+             record("team-b2", "m-b", 429, (0, 0, 0, 0), 0.0, 2.0, [], limited_by="rpm")]
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+    names = [("gateway_requests_total", {"team": "team-b1", "model": "m-b", "provider": "prov-b", "status": "200"}),
+             ("gateway_requests_total", {"team": "team-b2", "model": "m-b", "provider": "prov-b", "status": "429"}),
+             *[("gateway_tokens_total", {"team": "team-b1", "model": "m-b", "provider": "prov-b", "kind": kind})
+               for kind in ("input", "output", "cache_read", "cache_write")],
+             ("gateway_tokens_total", {"team": "team-b2", "model": "m-b", "provider": "prov-b", "kind": "input"}),
+             ("gateway_cost_usd_total", {"team": "team-b1", "model": "m-b", "provider": "prov-b"}),
+             ("gateway_upstream_attempts_total", {"provider": "prov-b", "outcome": "ok"}),
+             ("gateway_upstream_attempts_total", {"provider": "prov-b", "outcome": "500"}),
+             ("gateway_fallbacks_total", {"model": "m-b"}),
+             ("gateway_rate_limited_total", {"team": "team-b2", "reason": "rpm"}),
+             ("gateway_request_duration_seconds_count", {"model": "m-b", "provider": "prov-b"}),
+             ("gateway_request_duration_seconds_sum", {"model": "m-b", "provider": "prov-b"}),
+             ("gateway_request_duration_seconds_bucket", {"model": "m-b", "provider": "prov-b", "le": "0.05"}),
+             ("gateway_time_to_first_token_seconds_count", {"model": "m-b", "provider": "prov-b"})]
+    before = [value(name, **labels) for name, labels in names]
+    metrics.observe(batch)
+    added = [round(value(name, **labels) - b, 9) for (name, labels), b in zip(names, before)]
+    assert added == [2, 1, 11, 7, 7, 3, 0, 0.75, 2, 1, 1, 1, 3, 0.342, 2, 3]

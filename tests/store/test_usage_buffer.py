@@ -9,8 +9,8 @@ import pytest
 
 from redis import Redis, RedisCluster
 
-from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, Team, new_batch_id
-from tests.redis_server import redis_cluster, redis_server  # noqa: F401  (session fixtures)
+from gateway.store.base import AdmissionRequest, BufferFull, KeyRecord, Limits, StoreUnavailable, Team, new_batch_id
+from tests.redis_server import RedisServer, redis_cluster, redis_server  # noqa: F401  (session fixtures)
 from tests.store.conftest import open_store
 from tests.store.test_usage import record
 
@@ -81,6 +81,32 @@ async def test_entries_leave_the_buffer_only_when_acknowledged(servers):
         assert await store.buffer_length(["team-a", "team-b"]) == 4
     finally:
         await store.close()
+
+
+async def test_reads_and_acknowledgements_of_a_redis_that_is_down_or_frozen_wait_and_lose_nothing():
+    """The drainer reads on a connection of its own: a Redis that stops or stops answering is
+    StoreUnavailable (the drainer waits and goes again), and the entries it held are still there."""
+    with RedisServer() as server:
+        store = open_store(server.url, operation_timeout=0.3, socket_timeout=0.3, connect_timeout=0.3)
+        try:
+            await store.append_usage([record(f"r{i}", NOW + i) for i in range(3)])
+            held = await store.buffer_read(["team-a"], "replica-1", 10)
+            assert len(held) == 3
+            server.pause()
+            with pytest.raises(StoreUnavailable):
+                await store.buffer_read(["team-a"], "replica-1", 10, own_pending=True)
+            server.resume()
+            again = await store.buffer_read(["team-a"], "replica-1", 10, own_pending=True)
+            assert [i for _, i, _ in again] == [i for _, i, _ in held]
+            await store.buffer_ack([(t, i) for t, i, _ in again])
+            assert await store.buffer_length(["team-a"]) == 0
+            server.stop()
+            with pytest.raises(StoreUnavailable):
+                await store.buffer_read(["team-a"], "replica-1", 10)
+            with pytest.raises(StoreUnavailable):
+                await store.buffer_ack([("team-a", "1-0")])
+        finally:
+            await store.close()
 
 
 async def test_entries_a_dead_replica_held_are_claimed_by_another(servers):
