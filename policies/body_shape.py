@@ -21,13 +21,15 @@ import msgspec
 from policies.limits import ContentCensus, InputCeilings, is_server_tool, server_tool_uses
 
 
-class _Source(msgspec.Struct):
+# The decoded objects live for one tally and hold no cycles: gc=False keeps the collector from
+# tracking each of them.
+class _Source(msgspec.Struct, gc=False):
     type: str = ""
     data: msgspec.Raw = msgspec.Raw()  # empty: absent (a Raw takes any value, null too)
     content: Union[str, list["_Block"], None] = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     type: str = ""
     source: Union[_Source, str, None] = None  # a search result's source is its URL
     # tool_result and search_result hold blocks; a server tool's result holds results or an error object.
@@ -35,18 +37,18 @@ class _Block(msgspec.Struct):
     cache_control: msgspec.Raw = msgspec.Raw()
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     content: Union[str, list[_Block], None] = None
 
 
-class _Tool(msgspec.Struct):
+class _Tool(msgspec.Struct, gc=False):
     type: Union[str, None] = None
     input_schema: msgspec.Raw = msgspec.Raw()
     max_uses: msgspec.Raw = msgspec.Raw()
     cache_control: msgspec.Raw = msgspec.Raw()
 
 
-class _Body(msgspec.Struct):
+class _Body(msgspec.Struct, gc=False):
     system: Union[str, list[_Block], None] = None
     messages: Union[list[_Message], None] = None
     tools: Union[list[_Tool], None] = None
@@ -86,15 +88,18 @@ def read_shape(raw: bytes) -> BodyShape | None:
         tally.blocks(message.content)
     server_tools = []
     caches = tally.caches or bool(body.cache_control)
+    kinds = tally.kinds
     for tool in body.tools or ():
-        caches = caches or bool(tool.cache_control)
-        if tool.type is not None:
-            tally.kinds.add(tool.type)
-        if is_server_tool(tool.type, bool(tool.input_schema)):
+        kind = tool.type
+        if tool.cache_control:
+            caches = True
+        if kind is not None:
+            kinds.add(kind)
+        if is_server_tool(kind, bool(tool.input_schema)):
             server_tools.append(_positive_int(tool.max_uses))
     return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
                      server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),
-                     kinds=frozenset(tally.kinds), caches=caches)
+                     kinds=frozenset(kinds), caches=caches)
 
 
 def shape_problem(raw: bytes) -> str | None:
@@ -140,16 +145,20 @@ class _Tally:
         if content is None or type(content) is str:
             return
         for block in (content,) if type(content) is _Block else content:
-            self.block(block)
+            kind, source = block.type, block.source
+            self.kinds.add(kind)
+            if block.cache_control:
+                self.caches = True
+            if source is not None and type(source) is _Source:
+                self.sourced(kind, source)
+            elif kind == "container_upload":
+                self.unknown += 1
+            if block.content is not None:
+                self.blocks(block.content)
 
-    def block(self, block: _Block) -> None:
-        kind, source = block.type, block.source
-        if block.cache_control:
-            self.caches = True
-        if type(source) is not _Source:
-            source = None
-        self.kinds.add(kind)
-        if kind in ("image", "document") and source is not None:
+    def sourced(self, kind: str, source: _Source) -> None:
+        """A block with a source object: the data of an image or a document, or nested content."""
+        if kind in ("image", "document"):
             data = source.data
             if source.type == "base64" and bytes(memoryview(data)[:1]) == b'"':
                 self.binary_bytes += len(data) - 2  # the value's bytes, quotes aside: none of it is text
@@ -159,8 +168,7 @@ class _Tally:
                 self.unknown += 1  # a document's pages, or anything by URL or file id
             if source.type == "content":
                 self.blocks(source.content)
-        elif kind == "container_upload":
-            self.unknown += 1
-        elif source is not None:
+        else:
+            if kind == "container_upload":
+                self.unknown += 1
             self.blocks(source.content)
-        self.blocks(block.content)
