@@ -13,9 +13,9 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from gateway.settings import InputLimits
-from policies.body_shape import BodyShape, read_shape, shape_problem
+from policies.body_shape import BodyShape, read_members_shape, read_shape, shape_problem
 from providers.base import ROUTER_FIELDS
-from providers.jsonedit import top_level_values
+from providers.jsonedit import EditError, top_level_spans, top_level_values
 
 DEFAULT_LIMITS = InputLimits()
 MAX_ID_CHARS = DEFAULT_LIMITS.id_chars
@@ -108,13 +108,30 @@ class MessagesRequest:
     values: dict[str, msgspec.Raw] | None
     _body: dict[str, Any] | None = None
     _shape: BodyShape | None | bool = False  # False: not read yet
+    _spans: dict[str, tuple[int, int, int]] | None | bool = False  # False: not located yet
+
+    @property
+    def spans(self) -> dict[str, tuple[int, int, int]] | None:
+        """Where each top-level member lies in `raw` (`jsonedit.top_level_spans`), located once for
+        the census and the upstream body's splice; None when a key repeats, or for a body built as
+        objects."""
+        if self._spans is False:
+            try:
+                self._spans = None if self.values is None else top_level_spans(self.raw, self.values)
+            except EditError:
+                self._spans = None
+        return self._spans  # type: ignore[return-value]
 
     @property
     def shape(self) -> BodyShape | None:
-        """The content census of the body, read once by a typed decode of its bytes (reservations
-        and the search check both read it); None when the body is not shaped as the API's."""
+        """The content census of the body, read once by a typed decode (reservations and the search
+        check both read it); None when the body is not shaped as the API's. When the top-level
+        values are all of the body's members (no key repeats) only the members the census reads
+        are decoded, from those values; otherwise the whole body is."""
         if self._shape is False:
-            self._shape = read_shape(self.raw)
+            values = self.values
+            self._shape = read_members_shape(values) if values is not None and self.spans is not None \
+                else read_shape(self.raw)
         return self._shape  # type: ignore[return-value]
 
     @property

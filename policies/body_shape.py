@@ -14,6 +14,7 @@ caller takes the walk, which takes anything.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Union
 
 import msgspec
@@ -86,20 +87,80 @@ def read_shape(raw: bytes) -> BodyShape | None:
     tally.blocks(body.system)
     for message in body.messages or ():
         tally.blocks(message.content)
-    server_tools = []
-    caches = tally.caches or bool(body.cache_control)
-    kinds = tally.kinds
-    for tool in body.tools or ():
-        kind = tool.type
-        if tool.cache_control:
-            caches = True
-        if kind is not None:
-            kinds.add(kind)
-        if is_server_tool(kind, bool(tool.input_schema)):
-            server_tools.append(_positive_int(tool.max_uses))
-    return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
-                     server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),
-                     kinds=frozenset(kinds), caches=caches)
+    tally.tools(body.tools)
+    return tally.shape(mcp_servers=len(body.mcp_servers or ()), caches=bool(body.cache_control))
+
+
+# Each member's decoder, as the whole body's decoder reads that member.
+_SYSTEM = msgspec.json.Decoder(Union[str, list[_Block], None])
+_MESSAGES = msgspec.json.Decoder(Union[list[_Message], None])
+_TOOLS = msgspec.json.Decoder(Union[list[_Tool], None])
+_MCP_SERVERS = msgspec.json.Decoder(Union[list[msgspec.Raw], None])
+
+
+def read_members_shape(values: Mapping[str, msgspec.Raw]) -> BodyShape | None:
+    """`read_shape` of a body from its top-level values (`jsonedit.top_level_values`), which must
+    be all of its members: with a key repeated, the whole body's decoder would check the value
+    the top-level decoder dropped too. Only the members the census reads are decoded, each on its
+    own; the system prompt's and the tools' shapes are remembered (`_Remembered`)."""
+    system, messages, tools, mcp_servers = (values.get("system"), values.get("messages"), values.get("tools"),
+                                            values.get("mcp_servers"))
+    tally = _Tally()
+    try:
+        if system is not None:
+            tally.add(_SYSTEM_SHAPES.shape(system))
+        if messages is not None:
+            for message in _MESSAGES.decode(messages) or ():
+                tally.blocks(message.content)
+        if tools is not None:
+            tally.add(_TOOLS_SHAPES.shape(tools))
+        servers = _MCP_SERVERS.decode(mcp_servers) if mcp_servers is not None else None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return tally.shape(mcp_servers=len(servers or ()), caches="cache_control" in values)
+
+
+def _system_shape(value: msgspec.Raw) -> BodyShape:
+    tally = _Tally()
+    tally.blocks(_SYSTEM.decode(value))
+    return tally.shape(mcp_servers=0, caches=False)
+
+
+def _tools_shape(value: msgspec.Raw) -> BodyShape:
+    tally = _Tally()
+    tally.tools(_TOOLS.decode(value))
+    return tally.shape(mcp_servers=0, caches=False)
+
+
+class _Remembered:
+    """The shapes of one member's recent values, found again by their bytes: a Claude Code session
+    sends the same system prompt and tools with every turn, most of its body, and comparing
+    bytes costs a hundredth of decoding them. A value is looked up by its length and its shape
+    taken only when every byte is the same; values of either member larger than `MAX_BYTES` are
+    decoded every time, and at most `ENTRIES` lengths are kept."""
+    MAX_BYTES = 128 * 1024
+    ENTRIES = 64
+
+    def __init__(self, read: Callable[[msgspec.Raw], BodyShape]) -> None:
+        self._read = read
+        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}
+
+    def shape(self, value: msgspec.Raw) -> BodyShape:
+        """Raises what the member's decoder raises; a value that fails is not remembered."""
+        size = len(value)
+        known = self._known.get(size)
+        if known is not None and known[0] == value:
+            return known[1]
+        shape = self._read(value)
+        if size <= self.MAX_BYTES:
+            if len(self._known) >= self.ENTRIES:
+                self._known.clear()
+            self._known[size] = (value.copy(), shape)  # a copy: the request's body is not kept alive
+        return shape
+
+
+_SYSTEM_SHAPES = _Remembered(_system_shape)
+_TOOLS_SHAPES = _Remembered(_tools_shape)
 
 
 def shape_problem(raw: bytes) -> str | None:
@@ -133,13 +194,39 @@ def _positive_int(raw: msgspec.Raw) -> int | None:
 
 
 class _Tally:
-    """The census of `limits._census_value`, over typed blocks."""
-    __slots__ = ("binary_bytes", "images", "unknown", "kinds", "caches")
+    """The census of `limits._census_value`, over typed blocks and tools."""
+    __slots__ = ("binary_bytes", "images", "unknown", "kinds", "caches", "server_tools")
 
     def __init__(self) -> None:
         self.binary_bytes = self.images = self.unknown = 0
         self.kinds: set[str] = set()
         self.caches = False
+        self.server_tools: list[int | None] = []
+
+    def shape(self, *, mcp_servers: int, caches: bool) -> BodyShape:
+        return BodyShape(binary_bytes=self.binary_bytes, images=self.images, unknown=self.unknown,
+                         server_tools=tuple(self.server_tools), mcp_servers=mcp_servers,
+                         kinds=frozenset(self.kinds), caches=self.caches or caches)
+
+    def add(self, shape: BodyShape) -> None:
+        """What another tally found (of a member's value), its MCP servers aside."""
+        self.binary_bytes += shape.binary_bytes
+        self.images += shape.images
+        self.unknown += shape.unknown
+        self.kinds.update(shape.kinds)
+        self.caches = self.caches or shape.caches
+        self.server_tools += shape.server_tools
+
+    def tools(self, tools: list[_Tool] | None) -> None:
+        kinds = self.kinds
+        for tool in tools or ():
+            kind = tool.type
+            if tool.cache_control:
+                self.caches = True
+            if kind is not None:
+                kinds.add(kind)
+            if is_server_tool(kind, bool(tool.input_schema)):
+                self.server_tools.append(_positive_int(tool.max_uses))
 
     def blocks(self, content: str | list[_Block] | _Block | None) -> None:
         if content is None or type(content) is str:

@@ -265,11 +265,13 @@ def top_level_values(raw: bytes) -> dict[str, msgspec.Raw]:
 
 
 def edit_top_level(raw: bytes, values: Mapping[str, msgspec.Raw], *, replace: Mapping[str, Any] | None = None,
-                   remove: Iterable[str] = ()) -> bytes:
+                   remove: Iterable[str] = (), spans: Mapping[str, tuple[int, int, int]] | None = None) -> bytes:
     """`raw` with top-level members replaced (only those present) and removed (absent ones are
-    ignored); `values` is what `top_level_values` read from `raw`. Raises EditError when `raw`
-    holds more than the decoder kept (duplicate keys)."""
-    spans = top_level_spans(raw, values)
+    ignored); `values` is what `top_level_values` read from `raw`, `spans` what `top_level_spans`
+    located from them when the caller has it. Raises EditError when `raw` holds more than the
+    decoder kept (duplicate keys)."""
+    if spans is None:
+        spans = top_level_spans(raw, values)
     edits = [(spans[key][1], spans[key][2], orjson.dumps(value)) for key, value in (replace or {}).items()
              if key in spans]
     removed = [(spans[key][0], spans[key][2]) for key in remove if key in spans]

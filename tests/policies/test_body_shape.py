@@ -8,8 +8,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.body_shape import read_shape, shape_problem
+from gateway.request import InboundHeaders, parse_messages_request
+from policies.body_shape import read_members_shape, read_shape, shape_problem
 from policies.limits import InputCeilings, census
+from providers.jsonedit import top_level_values
 
 CEILINGS = InputCeilings(image=1_600, item=50_000, server_tool_use=20_000, server_tool_uses=5)
 
@@ -76,6 +78,34 @@ def test_the_typed_census_finds_what_the_walk_finds(body):
     assert shape is not None
     assert shape.census(CEILINGS) == census(body, CEILINGS)
     assert shape.caches == (b'"cache_control"' in raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_body, _body)
+def test_the_census_read_member_by_member_is_the_census_of_the_whole_body(body, earlier):
+    # `earlier` goes first, so that its system prompt and tools are remembered when `body` is read.
+    for raw in (orjson.dumps(earlier), orjson.dumps(body)):
+        assert read_members_shape(top_level_values(raw)) == read_shape(raw)
+    assert read_members_shape(top_level_values(b'{"tools":[{"name":"f","type":["x"]}]}')) is None
+
+
+def test_a_remembered_system_prompt_is_taken_only_for_the_same_bytes():
+    text = {"system": [{"type": "text", "text": "abcd"}], "messages": []}
+    image = {"system": [{"type": "image", "text": "abc"}], "messages": []}  # as long, other bytes
+    assert len(orjson.dumps(text)) == len(orjson.dumps(image))
+    for body, kind in ((text, "text"), (image, "image"), (text, "text")):
+        shape = read_members_shape(top_level_values(orjson.dumps(body)))
+        assert shape is not None and shape.kinds == {kind}
+
+
+def test_a_repeated_member_is_checked_as_the_whole_body_decoder_checks_it():
+    headers = InboundHeaders([], None, None, None, None)
+    raw = b'{"model":"m","max_tokens":5,"system":[7],"system":"s","messages":[{"role":"user","content":"hi"}]}'
+    request = parse_messages_request(raw, headers)
+    assert request.spans is None  # `system` repeats: the top-level values are not all the members
+    assert request.shape is None and request.shape_problem == "system.0: expected `object`, got `int`"
+    once = parse_messages_request(b'{"model":"m","max_tokens":5,"system":"s","messages":[]}', headers)
+    assert once.spans is not None and once.shape == read_shape(once.raw)
 
 
 def test_kinds_name_every_block_and_tool_type_at_any_depth():
