@@ -20,6 +20,8 @@ from providers.jsonedit import EditError, top_level_spans, top_level_values
 DEFAULT_LIMITS = InputLimits()
 MAX_ID_CHARS = DEFAULT_LIMITS.id_chars
 _INT64 = 2**63  # integers the usage record's encoder can write: [-2**63, 2**63)
+# The members that steer routing or are kept with the usage record, in the order they are read.
+_ROUTING_MEMBERS = ("provider", "models", "session_id", "trace", "user", "plugins")
 
 
 @dataclass(slots=True)
@@ -284,15 +286,16 @@ def parse_messages_request(raw: bytes, headers: InboundHeaders,
     """Every member the gateway acts on or keeps is checked here, so that what reaches the store
     is bounded by `limits`; the rest travels to the upstream untouched."""
     values = _decode_values(raw)
-    present = tuple(f for f in ROUTER_FIELDS if f in values)
+    present = tuple(filter(values.__contains__, ROUTER_FIELDS))
     model = _check_model(_member(values, "model"), limits.model_chars)
     _check_messages(values.get("messages"))
     max_tokens = _check_max_tokens(_member(values, "max_tokens"), limits.max_tokens)
     stream = _member(values, "stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
-    provider, models, session_id, trace, user, plugins = (
-        _member(values, name) for name in ("provider", "models", "session_id", "trace", "user", "plugins"))
+    provider = models = session_id = trace = user = plugins = None
+    if not values.keys().isdisjoint(_ROUTING_MEMBERS):  # most bodies have none of them
+        provider, models, session_id, trace, user, plugins = (_member(values, name) for name in _ROUTING_MEMBERS)
     fallbacks = _check_fallbacks(models, limits)
     trace = _check_trace(values.get("trace"), trace, limits)
     if provider is not None and not isinstance(provider, dict):
