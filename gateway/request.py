@@ -20,6 +20,9 @@ from providers.jsonedit import EditError, top_level_spans, top_level_values
 DEFAULT_LIMITS = InputLimits()
 MAX_ID_CHARS = DEFAULT_LIMITS.id_chars
 _INT64 = 2**63  # integers the usage record's encoder can write: [-2**63, 2**63)
+# From this size on the census reads a body member by member (`MessagesRequest.shape`); a smaller
+# one decodes whole in less time than its members are located.
+MEMBER_CENSUS_BYTES = 8192
 # The members that steer routing or are kept with the usage record, in the order they are read.
 _ROUTING_MEMBERS = ("provider", "models", "session_id", "trace", "user", "plugins")
 
@@ -127,13 +130,15 @@ class MessagesRequest:
     @property
     def shape(self) -> BodyShape | None:
         """The content census of the body, read once by a typed decode (reservations and the search
-        check both read it); None when the body is not shaped as the API's. When the top-level
-        values are all of the body's members (no key repeats) only the members the census reads
-        are decoded, from those values; otherwise the whole body is."""
+        check both read it); None when the body is not shaped as the API's. A large body whose
+        top-level values are all of its members (no key repeats) has only the members the census
+        reads decoded, from those values; any other body is decoded whole."""
         if self._shape is False:
             values = self.values
-            self._shape = read_members_shape(values) if values is not None and self.spans is not None \
-                else read_shape(self.raw)
+            if values is not None and len(self.raw) >= MEMBER_CENSUS_BYTES and self.spans is not None:
+                self._shape = read_members_shape(values)
+            else:
+                self._shape = read_shape(self.raw)
         return self._shape  # type: ignore[return-value]
 
     @property

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.request import InboundHeaders, parse_messages_request
+from gateway.request import MEMBER_CENSUS_BYTES, InboundHeaders, parse_messages_request
 from policies.body_shape import read_members_shape, read_shape, shape_problem
 from policies.limits import InputCeilings, census
 from providers.jsonedit import top_level_values
@@ -100,11 +100,12 @@ def test_a_remembered_system_prompt_is_taken_only_for_the_same_bytes():
 
 def test_a_repeated_member_is_checked_as_the_whole_body_decoder_checks_it():
     headers = InboundHeaders([], None, None, None, None)
-    raw = b'{"model":"m","max_tokens":5,"system":[7],"system":"s","messages":[{"role":"user","content":"hi"}]}'
+    messages = b'"messages":[{"role":"user","content":"' + b"x" * MEMBER_CENSUS_BYTES + b'"}]'
+    raw = b'{"model":"m","max_tokens":5,"system":[7],"system":"s",' + messages + b"}"
     request = parse_messages_request(raw, headers)
     assert request.spans is None  # `system` repeats: the top-level values are not all the members
     assert request.shape is None and request.shape_problem == "system.0: expected `object`, got `int`"
-    once = parse_messages_request(b'{"model":"m","max_tokens":5,"system":"s","messages":[]}', headers)
+    once = parse_messages_request(b'{"model":"m","max_tokens":5,"system":"s",' + messages + b"}", headers)
     assert once.spans is not None and once.shape == read_shape(once.raw)
 
 
