@@ -136,26 +136,33 @@ class _Remembered:
     """The shapes of one member's recent values, found again by their bytes: a Claude Code session
     sends the same system prompt and tools with every turn, most of its body, and comparing
     bytes costs a hundredth of decoding them. A value is looked up by its length and its shape
-    taken only when every byte is the same; values of either member larger than `MAX_BYTES` are
-    decoded every time, and at most `ENTRIES` lengths are kept."""
-    MAX_BYTES = 128 * 1024
-    ENTRIES = 64
+    taken only when every byte is the same. Values over `largest` bytes are decoded every time;
+    the oldest are forgotten to keep at most `budget` bytes."""
 
-    def __init__(self, read: Callable[[msgspec.Raw], BodyShape]) -> None:
+    def __init__(self, read: Callable[[msgspec.Raw], BodyShape], *, largest: int = 256 * 1024,
+                 budget: int = 4 * 1024 * 1024) -> None:
         self._read = read
-        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}
+        self.largest, self.budget = largest, budget
+        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}  # by length, oldest first
+        self.size = 0  # bytes of the values kept
 
     def shape(self, value: msgspec.Raw) -> BodyShape:
         """Raises what the member's decoder raises; a value that fails is not remembered."""
-        size = len(value)
-        known = self._known.get(size)
+        length = len(value)
+        known = self._known.pop(length, None)
         if known is not None and known[0] == value:
+            self._known[length] = known  # the newest again
             return known[1]
+        if known is not None:
+            self.size -= length
         shape = self._read(value)
-        if size <= self.MAX_BYTES:
-            if len(self._known) >= self.ENTRIES:
-                self._known.clear()
-            self._known[size] = (value.copy(), shape)  # a copy: the request's body is not kept alive
+        if length <= self.largest:
+            self._known[length] = (value.copy(), shape)  # a copy: the request's body is not kept alive
+            self.size += length
+            while self.size > self.budget:
+                oldest = next(iter(self._known))
+                del self._known[oldest]
+                self.size -= oldest
         return shape
 
 

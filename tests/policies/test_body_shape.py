@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.request import MEMBER_CENSUS_BYTES, InboundHeaders, parse_messages_request
-from policies.body_shape import read_members_shape, read_shape, shape_problem
+from policies.body_shape import _Remembered, _system_shape, read_members_shape, read_shape, shape_problem
 from policies.limits import InputCeilings, census
 from providers.jsonedit import top_level_values
 
@@ -96,6 +96,16 @@ def test_a_remembered_system_prompt_is_taken_only_for_the_same_bytes():
     for body, kind in ((text, "text"), (image, "image"), (text, "text")):
         shape = read_members_shape(top_level_values(orjson.dumps(body)))
         assert shape is not None and shape.kinds == {kind}
+
+
+def test_remembered_shapes_keep_to_their_budget_forgetting_the_oldest_first():
+    shapes = _Remembered(_system_shape, largest=100, budget=250)
+    system = [top_level_values(orjson.dumps({"system": [{"type": "text", "text": "x" * n}]}))["system"]
+              for n in (40, 50, 60, 70, 200)]
+    for value in system:
+        assert shapes.shape(value).kinds == {"text"}
+    assert shapes.size == len(system[2]) + len(system[3])  # the first two forgotten, the largest never kept
+    assert shapes.shape(system[2]) is shapes.shape(system[2])
 
 
 def test_a_repeated_member_is_checked_as_the_whole_body_decoder_checks_it():
