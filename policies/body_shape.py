@@ -10,6 +10,11 @@ about 11 µs for that turn. Escapes are no disguise: the decoder reads `"\\u0074
 A body of another shape than the API's (a block that is not an object, a `type` that is not a
 string, content nested where the API puts none) does not decode: `read_shape` answers None and the
 caller takes the walk, which takes anything.
+
+`read_members_shape` finds the same from the body's top-level values, which the request's parse
+read already: only the members the census reads are decoded, and the system prompt's and the
+tools' shapes are remembered by their bytes, so that a Claude Code turn has only its messages
+decoded.
 """
 from __future__ import annotations
 
@@ -135,15 +140,15 @@ def _tools_shape(value: msgspec.Raw) -> BodyShape:
 class _Remembered:
     """The shapes of one member's recent values, found again by their bytes: a Claude Code session
     sends the same system prompt and tools with every turn, most of its body, and comparing
-    bytes costs a hundredth of decoding them. A value is looked up by its length and its shape
+    bytes costs a fortieth of decoding them. A value is looked up by its length and its shape
     taken only when every byte is the same. Values over `largest` bytes are decoded every time;
-    the oldest are forgotten to keep at most `budget` bytes."""
+    the least recently used are forgotten to keep at most `budget` bytes."""
 
     def __init__(self, read: Callable[[msgspec.Raw], BodyShape], *, largest: int = 256 * 1024,
                  budget: int = 4 * 1024 * 1024) -> None:
         self._read = read
         self.largest, self.budget = largest, budget
-        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}  # by length, oldest first
+        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}  # by length, least recently used first
         self.size = 0  # bytes of the values kept
 
     def shape(self, value: msgspec.Raw) -> BodyShape:
