@@ -77,6 +77,11 @@ def _rfc3339(second: int) -> bytes:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
 
 
+# (limit, remaining, reset) header names of each kind of limit.
+_RATELIMIT_NAMES = {kind: tuple(f"anthropic-ratelimit-{kind}-{part}".encode() for part in ("limit", "remaining", "reset"))
+                    for kind in ("requests", "tokens")}
+
+
 def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
     """Anthropic's anthropic-ratelimit-* headers, for the gateway's own limits on this key."""
     headers = []
@@ -84,10 +89,11 @@ def ratelimit_headers(adm: Admission) -> list[tuple[bytes, bytes]]:
                                           ("tokens", adm.tokens_limit, adm.tokens_remaining, adm.tokens_reset)):
         if limit is None:
             continue
-        headers.append((f"anthropic-ratelimit-{kind}-limit".encode(), str(limit).encode()))
-        headers.append((f"anthropic-ratelimit-{kind}-remaining".encode(), str(max(remaining or 0, 0)).encode()))
+        limit_name, remaining_name, reset_name = _RATELIMIT_NAMES[kind]
+        headers.append((limit_name, str(limit).encode()))
+        headers.append((remaining_name, str(max(remaining or 0, 0)).encode()))
         if reset is not None:
-            headers.append((f"anthropic-ratelimit-{kind}-reset".encode(), _rfc3339(int(reset))))
+            headers.append((reset_name, _rfc3339(int(reset))))
     return headers
 
 

@@ -13,13 +13,18 @@ import orjson
 
 from gateway.errors import InvalidRequest, RequestTooLarge
 from gateway.settings import InputLimits
-from policies.body_shape import BodyShape, read_shape, shape_problem
+from policies.body_shape import BodyShape, read_members_shape, read_shape, shape_problem
 from providers.base import ROUTER_FIELDS
-from providers.jsonedit import top_level_values
+from providers.jsonedit import EditError, top_level_spans, top_level_values
 
 DEFAULT_LIMITS = InputLimits()
 MAX_ID_CHARS = DEFAULT_LIMITS.id_chars
 _INT64 = 2**63  # integers the usage record's encoder can write: [-2**63, 2**63)
+# From this size on the census reads a body member by member (`MessagesRequest.shape`); a smaller
+# one decodes whole in less time than its members are located.
+MEMBER_CENSUS_BYTES = 8192
+# The members that steer routing or are kept with the usage record, in the order they are read.
+_ROUTING_MEMBERS = ("provider", "models", "session_id", "trace", "user", "plugins")
 
 
 @dataclass(slots=True)
@@ -108,13 +113,32 @@ class MessagesRequest:
     values: dict[str, msgspec.Raw] | None
     _body: dict[str, Any] | None = None
     _shape: BodyShape | None | bool = False  # False: not read yet
+    _spans: dict[str, tuple[int, int, int]] | None | bool = False  # False: not located yet
+
+    @property
+    def spans(self) -> dict[str, tuple[int, int, int]] | None:
+        """Where each top-level member lies in `raw` (`jsonedit.top_level_spans`), located once for
+        the census and the upstream body's splice; None when a key repeats, or for a body built as
+        objects."""
+        if self._spans is False:
+            try:
+                self._spans = None if self.values is None else top_level_spans(self.raw, self.values)
+            except EditError:
+                self._spans = None
+        return self._spans  # type: ignore[return-value]
 
     @property
     def shape(self) -> BodyShape | None:
-        """The content census of the body, read once by a typed decode of its bytes (reservations
-        and the search check both read it); None when the body is not shaped as the API's."""
+        """The content census of the body, read once by a typed decode (reservations and the search
+        check both read it); None when the body is not shaped as the API's. A large body whose
+        top-level values are all of its members (no key repeats) has only the members the census
+        reads decoded, from those values; any other body is decoded whole."""
         if self._shape is False:
-            self._shape = read_shape(self.raw)
+            values = self.values
+            if values is not None and len(self.raw) >= MEMBER_CENSUS_BYTES and self.spans is not None:
+                self._shape = read_members_shape(values)
+            else:
+                self._shape = read_shape(self.raw)
         return self._shape  # type: ignore[return-value]
 
     @property
@@ -267,15 +291,16 @@ def parse_messages_request(raw: bytes, headers: InboundHeaders,
     """Every member the gateway acts on or keeps is checked here, so that what reaches the store
     is bounded by `limits`; the rest travels to the upstream untouched."""
     values = _decode_values(raw)
-    present = tuple(f for f in ROUTER_FIELDS if f in values)
+    present = tuple(filter(values.__contains__, ROUTER_FIELDS))
     model = _check_model(_member(values, "model"), limits.model_chars)
     _check_messages(values.get("messages"))
     max_tokens = _check_max_tokens(_member(values, "max_tokens"), limits.max_tokens)
     stream = _member(values, "stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
-    provider, models, session_id, trace, user, plugins = (
-        _member(values, name) for name in ("provider", "models", "session_id", "trace", "user", "plugins"))
+    provider = models = session_id = trace = user = plugins = None
+    if not values.keys().isdisjoint(_ROUTING_MEMBERS):  # most bodies have none of them
+        provider, models, session_id, trace, user, plugins = (_member(values, name) for name in _ROUTING_MEMBERS)
     fallbacks = _check_fallbacks(models, limits)
     trace = _check_trace(values.get("trace"), trace, limits)
     if provider is not None and not isinstance(provider, dict):

@@ -10,10 +10,16 @@ about 11 µs for that turn. Escapes are no disguise: the decoder reads `"\\u0074
 A body of another shape than the API's (a block that is not an object, a `type` that is not a
 string, content nested where the API puts none) does not decode: `read_shape` answers None and the
 caller takes the walk, which takes anything.
+
+`read_members_shape` finds the same from the body's top-level values, which the request's parse
+read already: only the members the census reads are decoded, and the system prompt's and the
+tools' shapes are remembered by their bytes, so that a Claude Code turn has only its messages
+decoded.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from typing import Union
 
 import msgspec
@@ -21,13 +27,15 @@ import msgspec
 from policies.limits import ContentCensus, InputCeilings, is_server_tool, server_tool_uses
 
 
-class _Source(msgspec.Struct):
+# The decoded objects live for one tally and hold no cycles: gc=False keeps the collector from
+# tracking each of them.
+class _Source(msgspec.Struct, gc=False):
     type: str = ""
     data: msgspec.Raw = msgspec.Raw()  # empty: absent (a Raw takes any value, null too)
     content: Union[str, list["_Block"], None] = None
 
 
-class _Block(msgspec.Struct):
+class _Block(msgspec.Struct, gc=False):
     type: str = ""
     source: Union[_Source, str, None] = None  # a search result's source is its URL
     # tool_result and search_result hold blocks; a server tool's result holds results or an error object.
@@ -35,18 +43,18 @@ class _Block(msgspec.Struct):
     cache_control: msgspec.Raw = msgspec.Raw()
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     content: Union[str, list[_Block], None] = None
 
 
-class _Tool(msgspec.Struct):
+class _Tool(msgspec.Struct, gc=False):
     type: Union[str, None] = None
     input_schema: msgspec.Raw = msgspec.Raw()
     max_uses: msgspec.Raw = msgspec.Raw()
     cache_control: msgspec.Raw = msgspec.Raw()
 
 
-class _Body(msgspec.Struct):
+class _Body(msgspec.Struct, gc=False):
     system: Union[str, list[_Block], None] = None
     messages: Union[list[_Message], None] = None
     tools: Union[list[_Tool], None] = None
@@ -84,17 +92,87 @@ def read_shape(raw: bytes) -> BodyShape | None:
     tally.blocks(body.system)
     for message in body.messages or ():
         tally.blocks(message.content)
-    server_tools = []
-    caches = tally.caches or bool(body.cache_control)
-    for tool in body.tools or ():
-        caches = caches or bool(tool.cache_control)
-        if tool.type is not None:
-            tally.kinds.add(tool.type)
-        if is_server_tool(tool.type, bool(tool.input_schema)):
-            server_tools.append(_positive_int(tool.max_uses))
-    return BodyShape(binary_bytes=tally.binary_bytes, images=tally.images, unknown=tally.unknown,
-                     server_tools=tuple(server_tools), mcp_servers=len(body.mcp_servers or ()),
-                     kinds=frozenset(tally.kinds), caches=caches)
+    tally.tools(body.tools)
+    return tally.shape(mcp_servers=len(body.mcp_servers or ()), caches=bool(body.cache_control))
+
+
+# Each member's decoder, as the whole body's decoder reads that member.
+_SYSTEM = msgspec.json.Decoder(Union[str, list[_Block], None])
+_MESSAGES = msgspec.json.Decoder(Union[list[_Message], None])
+_TOOLS = msgspec.json.Decoder(Union[list[_Tool], None])
+_MCP_SERVERS = msgspec.json.Decoder(Union[list[msgspec.Raw], None])
+
+
+def read_members_shape(values: Mapping[str, msgspec.Raw]) -> BodyShape | None:
+    """`read_shape` of a body from its top-level values (`jsonedit.top_level_values`), which must
+    be all of its members: with a key repeated, the whole body's decoder would check the value
+    the top-level decoder dropped too. Only the members the census reads are decoded, each on its
+    own; the system prompt's and the tools' shapes are remembered (`_Remembered`)."""
+    system, messages, tools, mcp_servers = (values.get("system"), values.get("messages"), values.get("tools"),
+                                            values.get("mcp_servers"))
+    tally = _Tally()
+    try:
+        if system is not None:
+            tally.add(_SYSTEM_SHAPES.shape(system))
+        if messages is not None:
+            for message in _MESSAGES.decode(messages) or ():
+                tally.blocks(message.content)
+        if tools is not None:
+            tally.add(_TOOLS_SHAPES.shape(tools))
+        servers = _MCP_SERVERS.decode(mcp_servers) if mcp_servers is not None else None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+    return tally.shape(mcp_servers=len(servers or ()), caches="cache_control" in values)
+
+
+def _system_shape(value: msgspec.Raw) -> BodyShape:
+    tally = _Tally()
+    tally.blocks(_SYSTEM.decode(value))
+    return tally.shape(mcp_servers=0, caches=False)
+
+
+def _tools_shape(value: msgspec.Raw) -> BodyShape:
+    tally = _Tally()
+    tally.tools(_TOOLS.decode(value))
+    return tally.shape(mcp_servers=0, caches=False)
+
+
+class _Remembered:
+    """The shapes of one member's recent values, found again by their bytes: a Claude Code session
+    sends the same system prompt and tools with every turn, most of its body, and comparing
+    bytes costs a fortieth of decoding them. A value is looked up by its length and its shape
+    taken only when every byte is the same. Values over `largest` bytes are decoded every time;
+    the least recently used are forgotten to keep at most `budget` bytes."""
+
+    def __init__(self, read: Callable[[msgspec.Raw], BodyShape], *, largest: int = 256 * 1024,
+                 budget: int = 4 * 1024 * 1024) -> None:
+        self._read = read
+        self.largest, self.budget = largest, budget
+        self._known: dict[int, tuple[msgspec.Raw, BodyShape]] = {}  # by length, least recently used first
+        self.size = 0  # bytes of the values kept
+
+    def shape(self, value: msgspec.Raw) -> BodyShape:
+        """Raises what the member's decoder raises; a value that fails is not remembered."""
+        length = len(value)
+        known = self._known.pop(length, None)
+        if known is not None and known[0] == value:
+            self._known[length] = known  # the newest again
+            return known[1]
+        if known is not None:
+            self.size -= length
+        shape = self._read(value)
+        if length <= self.largest:
+            self._known[length] = (value.copy(), shape)  # a copy: the request's body is not kept alive
+            self.size += length
+            while self.size > self.budget:
+                oldest = next(iter(self._known))
+                del self._known[oldest]
+                self.size -= oldest
+        return shape
+
+
+_SYSTEM_SHAPES = _Remembered(_system_shape)
+_TOOLS_SHAPES = _Remembered(_tools_shape)
 
 
 def shape_problem(raw: bytes) -> str | None:
@@ -128,28 +206,58 @@ def _positive_int(raw: msgspec.Raw) -> int | None:
 
 
 class _Tally:
-    """The census of `limits._census_value`, over typed blocks."""
-    __slots__ = ("binary_bytes", "images", "unknown", "kinds", "caches")
+    """The census of `limits._census_value`, over typed blocks and tools."""
+    __slots__ = ("binary_bytes", "images", "unknown", "kinds", "caches", "server_tools")
 
     def __init__(self) -> None:
         self.binary_bytes = self.images = self.unknown = 0
         self.kinds: set[str] = set()
         self.caches = False
+        self.server_tools: list[int | None] = []
+
+    def shape(self, *, mcp_servers: int, caches: bool) -> BodyShape:
+        return BodyShape(binary_bytes=self.binary_bytes, images=self.images, unknown=self.unknown,
+                         server_tools=tuple(self.server_tools), mcp_servers=mcp_servers,
+                         kinds=frozenset(self.kinds), caches=self.caches or caches)
+
+    def add(self, shape: BodyShape) -> None:
+        """What another tally found (of a member's value), its MCP servers aside."""
+        self.binary_bytes += shape.binary_bytes
+        self.images += shape.images
+        self.unknown += shape.unknown
+        self.kinds.update(shape.kinds)
+        self.caches = self.caches or shape.caches
+        self.server_tools += shape.server_tools
+
+    def tools(self, tools: list[_Tool] | None) -> None:
+        kinds = self.kinds
+        for tool in tools or ():
+            kind = tool.type
+            if tool.cache_control:
+                self.caches = True
+            if kind is not None:
+                kinds.add(kind)
+            if is_server_tool(kind, bool(tool.input_schema)):
+                self.server_tools.append(_positive_int(tool.max_uses))
 
     def blocks(self, content: str | list[_Block] | _Block | None) -> None:
         if content is None or type(content) is str:
             return
         for block in (content,) if type(content) is _Block else content:
-            self.block(block)
+            kind, source = block.type, block.source
+            self.kinds.add(kind)
+            if block.cache_control:
+                self.caches = True
+            if source is not None and type(source) is _Source:
+                self.sourced(kind, source)
+            elif kind == "container_upload":
+                self.unknown += 1
+            if block.content is not None:
+                self.blocks(block.content)
 
-    def block(self, block: _Block) -> None:
-        kind, source = block.type, block.source
-        if block.cache_control:
-            self.caches = True
-        if type(source) is not _Source:
-            source = None
-        self.kinds.add(kind)
-        if kind in ("image", "document") and source is not None:
+    def sourced(self, kind: str, source: _Source) -> None:
+        """A block with a source object: the data of an image or a document, or nested content."""
+        if kind in ("image", "document"):
             data = source.data
             if source.type == "base64" and bytes(memoryview(data)[:1]) == b'"':
                 self.binary_bytes += len(data) - 2  # the value's bytes, quotes aside: none of it is text
@@ -159,8 +267,7 @@ class _Tally:
                 self.unknown += 1  # a document's pages, or anything by URL or file id
             if source.type == "content":
                 self.blocks(source.content)
-        elif kind == "container_upload":
-            self.unknown += 1
-        elif source is not None:
+        else:
+            if kind == "container_upload":
+                self.unknown += 1
             self.blocks(source.content)
-        self.blocks(block.content)

@@ -96,9 +96,24 @@ def day_start(ts: float) -> int:
 
 
 # -- budget reservation ---------------------------------------------------------------------
-def _price(prices: Any, name: str) -> float | None:
-    value = prices.get(name) if isinstance(prices, Mapping) else getattr(prices, name, None)
-    return None if value is None else float(value)
+def _rates(table: Any, cache_write: bool) -> tuple[float, float]:
+    """(input, output) USD per million tokens of one price table, input at the dearest of its
+    cache-write prices when `cache_write`; an unknown price counts as 0. The table's kind is told
+    once, not once per price: that check was the dearest step of a reservation."""
+    if isinstance(table, Mapping):
+        input_price, output_price = table.get("input"), table.get("output")
+        writes = (table.get("cache_write"), table.get("cache_write_1h")) if cache_write else ()
+    else:
+        input_price, output_price = getattr(table, "input", None), getattr(table, "output", None)
+        writes = (getattr(table, "cache_write", None), getattr(table, "cache_write_1h", None)) if cache_write else ()
+    input_usd = _usd_or_zero(input_price)
+    if writes:
+        input_usd = max(input_usd, _usd_or_zero(writes[0]), _usd_or_zero(writes[1]))
+    return input_usd, _usd_or_zero(output_price)
+
+
+def _usd_or_zero(price: Any) -> float:
+    return 0.0 if price is None else float(price) or 0.0
 
 
 def reservation_usd(
@@ -114,11 +129,7 @@ def reservation_usd(
     """
     worst = 0.0
     for table in prices:
-        input_price = _price(table, "input") or 0.0
-        if cache_write:
-            input_price = max(input_price, _price(table, "cache_write") or 0.0,
-                              _price(table, "cache_write_1h") or 0.0)
-        output_price = _price(table, "output") or 0.0
+        input_price, output_price = _rates(table, cache_write)
         cost = (input_tokens * input_price + max_tokens * output_price) / TOKENS_PER_PRICE_UNIT
         worst = max(worst, cost)
     return math.ceil(round(worst * NANOS_PER_USD, 3)) / NANOS_PER_USD

@@ -32,19 +32,21 @@ class UnreadableBody(ValueError):
 
 def upstream_body(raw: bytes, upstream_model: str, *, client_model: str | None = None,
                   router_fields: Sequence[str] = ROUTER_FIELDS,
-                  values: Mapping[str, msgspec.Raw] | None = None) -> bytes:
+                  values: Mapping[str, msgspec.Raw] | None = None,
+                  spans: Mapping[str, tuple[int, int, int]] | None = None) -> bytes:
     """The client's body for the upstream: `model` rewritten, router-only members removed.
 
     `router_fields` may name members that turn out to be absent; they are simply not found.
     `values` are the body's top-level values as the request decoder read them
     (`jsonedit.top_level_values`), which locate the members exactly; without them they are read here.
+    `spans`, where they were located already (`MessagesRequest.spans`), spares locating them again.
     """
     if client_model == upstream_model and not router_fields:
         return raw
     try:
         if values is None:
-            values = top_level_values(raw)
-        return edit_top_level(raw, values, replace={"model": upstream_model}, remove=router_fields)
+            values, spans = top_level_values(raw), None
+        return edit_top_level(raw, values, replace={"model": upstream_model}, remove=router_fields, spans=spans)
     except (EditError, msgspec.DecodeError):
         pass
     # Duplicate keys: decoding keeps the last of each, as routing did.
@@ -245,7 +247,8 @@ class Passthrough:
         request = call.request
         try:
             return upstream_body(request.raw, call.upstream_model, client_model=request.model,
-                                 router_fields=request.router_fields, values=request.values)
+                                 router_fields=request.router_fields, values=request.values,
+                                 spans=request.spans)
         except UnreadableBody as exc:
             raise protocol.Refused(protocol.Failure("400", 400, "invalid_request_error", str(exc))) from None
 

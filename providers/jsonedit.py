@@ -27,10 +27,8 @@ _SCALAR_END = re.compile(rb"[,}\]\s]")
 _WS = b" \t\r\n"
 _WS_BYTES = (b" ", b"\t", b"\r", b"\n")
 _needles: dict[str, bytes] = {}
-_heads: dict[tuple[str, bytes], bytes] = {}
 _TOP_LEVEL = msgspec.json.Decoder(dict[str, msgspec.Raw])
-# (between members, between key and value): compact (JSON.stringify), and Python's json.dumps.
-_LAYOUTS = ((b",", b":"), (b", ", b": "))
+
 _OPENING = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*(["}])')
 _MEMBER_HEAD = re.compile(rb'[ \t\r\n]*("[^"\\]*(?:\\.[^"\\]*)*")[ \t\r\n]*:[ \t\r\n]*', re.S)
 _AFTER_VALUE = re.compile(rb'[ \t\r\n]*([,}])')
@@ -49,14 +47,29 @@ def _needle(key: str) -> bytes:
     return needle
 
 
-def _member_head(key: str, colon: bytes) -> bytes:
-    """A member's key as it is written before its value, e.g. b'"model":'."""
-    head = _heads.get((key, colon))
-    if head is None:
-        head = _needle(key) + colon
-        if len(_heads) < 4096:
-            _heads[(key, colon)] = head
-    return head
+class _Layout:
+    """A layout SDKs write objects in: what separates members, and key from value. Each member's
+    key is remembered as it is written before its value, with the separator in front of it
+    (b',"model":'), for the first member without (b'{"model":'), so that one comparison checks both."""
+    __slots__ = ("between", "colon", "first_heads", "heads")
+
+    def __init__(self, between: bytes, colon: bytes) -> None:
+        self.between, self.colon = between, colon
+        self.first_heads: dict[str, bytes] = {}
+        self.heads: dict[str, bytes] = {}
+
+    def head(self, key: str, first: bool) -> bytes:
+        heads = self.first_heads if first else self.heads
+        head = heads.get(key)
+        if head is None:
+            head = (b"{" if first else self.between) + _needle(key) + self.colon
+            if len(heads) < 4096:  # member names come from clients: remember only so many
+                heads[key] = head
+        return head
+
+
+# Compact (JSON.stringify), and Python's json.dumps.
+_LAYOUTS = (_Layout(b",", b":"), _Layout(b", ", b": "))
 
 
 def _member_keys(raw: bytes, key: str) -> Iterator[tuple[int, int]]:
@@ -252,11 +265,13 @@ def top_level_values(raw: bytes) -> dict[str, msgspec.Raw]:
 
 
 def edit_top_level(raw: bytes, values: Mapping[str, msgspec.Raw], *, replace: Mapping[str, Any] | None = None,
-                   remove: Iterable[str] = ()) -> bytes:
+                   remove: Iterable[str] = (), spans: Mapping[str, tuple[int, int, int]] | None = None) -> bytes:
     """`raw` with top-level members replaced (only those present) and removed (absent ones are
-    ignored); `values` is what `top_level_values` read from `raw`. Raises EditError when `raw`
-    holds more than the decoder kept (duplicate keys)."""
-    spans = top_level_spans(raw, values)
+    ignored); `values` is what `top_level_values` read from `raw`, `spans` what `top_level_spans`
+    located from them when the caller has it. Raises EditError when `raw` holds more than the
+    decoder kept (duplicate keys)."""
+    if spans is None:
+        spans = top_level_spans(raw, values)
     edits = [(spans[key][1], spans[key][2], orjson.dumps(value)) for key, value in (replace or {}).items()
              if key in spans]
     removed = [(spans[key][0], spans[key][2]) for key in remove if key in spans]
@@ -274,30 +289,32 @@ def top_level_spans(raw: bytes, values: Mapping[str, msgspec.Raw]) -> dict[str, 
     exactly or EditError is raised: a duplicate key, whose earlier value the decoder dropped,
     cannot be stepped over by a wrong length."""
     first = len(raw) - len(raw.lstrip(_WS))
-    for between, colon in _LAYOUTS:
-        spans = _spans_in_layout(raw, values, first, between, colon)
+    for layout in _LAYOUTS:
+        spans = _spans_in_layout(raw, values, first, layout)
         if spans is not None:
             return spans
     return _walk_spans(raw, values)
 
 
-def _spans_in_layout(raw: bytes, values: Mapping[str, msgspec.Raw], at: int, between: bytes,
-                     colon: bytes) -> dict[str, tuple[int, int, int]] | None:
-    if raw[at:at + 1] != b"{":
-        return None
-    at += 1
+def _spans_in_layout(raw: bytes, values: Mapping[str, msgspec.Raw], at: int,
+                     layout: _Layout) -> dict[str, tuple[int, int, int]] | None:
+    startswith = raw.startswith
     spans = {}
+    # Each member is checked by its head (the brace or separator before it included), then its value.
+    heads, lead = layout.first_heads, 1
     for key, value in values.items():
-        if spans:
-            if not raw.startswith(between, at):
-                return None
-            at += len(between)
-        head = _member_head(key, colon)
+        head = heads.get(key) or layout.head(key, first=not spans)
         start = at + len(head)
-        if not (raw.startswith(head, at) and raw.startswith(value, start)):
+        if not (startswith(head, at) and startswith(value, start)):
             return None
-        spans[key] = (at, start, start + len(value))
-        at = start + len(value)
+        end = start + len(value)
+        spans[key] = (at + lead, start, end)
+        at = end
+        heads, lead = layout.heads, len(layout.between)
+    if not spans:
+        if raw[at:at + 1] != b"{":
+            return None
+        at += 1
     if raw[at:at + 1] != b"}" or raw[at + 1:].strip(_WS):
         return None
     return spans

@@ -79,6 +79,10 @@ class Inbound(Protocol):
     values: Mapping[str, Any] | None
 
     @property
+    def spans(self) -> Mapping[str, tuple[int, int, int]] | None:
+        """Where `values` lie in `raw` (`providers.jsonedit.top_level_spans`), or None."""
+
+    @property
     def body(self) -> dict[str, Any]: ...
 
     @property

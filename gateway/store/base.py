@@ -138,11 +138,15 @@ def validate_admission(req: AdmissionRequest) -> None:
         raise Invalid(f"admission cost must be from 0 to {MAX_ADMISSION_USD:g} USD: {cost!r}")
     if isinstance(now, bool) or not isinstance(now, (int, float)) or not 0 < now < 2**34:
         raise Invalid(f"admission time must be an epoch timestamp: {now!r}")
-    for name, value in (("team", req.team), ("key id", req.key_id), ("request id", req.request_id)):
-        if not isinstance(value, str) or not value:
-            raise Invalid(f"admission {name} must be a non-empty string")
-    if not all(isinstance(m, str) and m and "\n" not in m for m in req.all_models):
-        raise Invalid("admission models must be non-empty strings without newlines")
+    team, key_id, request_id = req.team, req.key_id, req.request_id
+    if not (isinstance(team, str) and team and isinstance(key_id, str) and key_id
+            and isinstance(request_id, str) and request_id):
+        for name, value in (("team", team), ("key id", key_id), ("request id", request_id)):
+            if not isinstance(value, str) or not value:
+                raise Invalid(f"admission {name} must be a non-empty string")
+    for model in req.all_models:
+        if not isinstance(model, str) or not model or "\n" in model:
+            raise Invalid("admission models must be non-empty strings without newlines")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -55,7 +56,7 @@ from gateway.store.base import (
     validate_team,
     validate_team_name,
 )
-from gateway.store.resp import PipelinedRedis, RespError
+from gateway.store.resp import PipelinedRedis, RespError, encode_arguments, encode_command, join_command
 from gateway.store.rollups import (
     UsageEntry,
     UsageFold,
@@ -127,6 +128,20 @@ def _transient(error: BaseException) -> bool:
     return str(error).startswith(_TRANSIENT_REPLIES)
 
 
+# The admission script's last two arguments, in RESP, by `rate_only`.
+_ADMIT_LAST_ENCODED = {rate_only: encode_arguments((1 if rate_only else 0, ABANDONED_KEEP_S))
+                       for rate_only in (False, True)}
+
+
+@dataclass(frozen=True, slots=True)
+class _AdmitConstants:
+    """What an admission sends that only changes with the team, the key and the day."""
+    script_keys: tuple[str, ...]
+    day_args: tuple[Any, ...]
+    head: bytes              # EVALSHA, the script, the number of keys and the keys, in RESP
+    encoded_day_args: bytes  # `day_args` in RESP
+
+
 class RedisStore(Store):
     def __init__(self, url: str, *, options: StoreOptions | None = None,
                  cluster: bool | None = None, socket_timeout: float = 0.5,
@@ -162,7 +177,7 @@ class RedisStore(Store):
         self._drain = (PipelinedRedis(url, connect_timeout=connect_timeout, operation_timeout=operation_timeout)
                        if self._fast is not None else None)
         self._discovery = asyncio.Lock()
-        self._admit_cache: dict[tuple[str, str, int], tuple[tuple[str, ...], tuple[Any, ...]]] = {}
+        self._admit_cache: dict[tuple[str, str, int], _AdmitConstants] = {}
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -193,16 +208,19 @@ class RedisStore(Store):
     async def _script(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
         return await self._io(self._scripts[name](keys=list(script_keys), args=list(args)))
 
-    async def _hot_script(self, name: str, script_keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """A script on the request path: through the pipelined connection where there is one."""
+    async def _hot_script(self, name: str, script_keys: Sequence[str], args: Sequence[Any],
+                          encoded: bytes | None = None) -> Any:
+        """A script on the request path: through the pipelined connection where there is one.
+        `encoded`: the same EVALSHA command already in RESP, when the caller built it."""
         if self._fast is None:
             async with self._guard():
                 return await self._script(name, script_keys, args)
-        command = ["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args]
+        if encoded is None:
+            encoded = encode_command(["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args])
         for attempt in range(2):
             try:
                 # Bounded by the connection's own watchdog (operation_timeout): no timer per call.
-                return await self._fast.execute(*command)
+                return await self._fast.execute_encoded(encoded)
             except RespError as exc:
                 if _transient(exc):
                     raise StoreUnavailable(f"redis unavailable: {exc}") from exc
@@ -371,9 +389,9 @@ class RedisStore(Store):
     def _lease_key_ttl(self) -> int:
         return math.ceil(self.options.lease_ttl_s * 2)
 
-    def _admit_constants(self, team: str, key_id: str, now: float) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+    def _admit_constants(self, team: str, key_id: str, now: float) -> _AdmitConstants:
         """The admission script's keys and its arguments that only change with the day: the same
-        for every request of a key on a given day, so built once."""
+        for every request of a key on a given day, so built (and encoded) once."""
         cache_key = (team, key_id, int(now // 86400))
         found = self._admit_cache.get(cache_key)
         if found is None:
@@ -385,20 +403,27 @@ class RedisStore(Store):
                 tk.key_window(key_id), tk.key_window_tokens(key_id), tk.leases,
                 tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
                 tk.spend_month(month_id(now)), tk.abandoned)
-            found = self._admit_cache[cache_key] = (script_keys, (_num(next_day_start(now)),
-                                                                  _num(next_month_start(now)),
-                                                                  _num(self.options.lease_ttl_s), _num(WINDOW_S),
-                                                                  self._lease_key_ttl(), _num(CONCURRENCY_RETRY_S)))
+            day_args = (_num(next_day_start(now)), _num(next_month_start(now)), _num(self.options.lease_ttl_s),
+                        _num(WINDOW_S), self._lease_key_ttl(), _num(CONCURRENCY_RETRY_S))
+            head = encode_arguments(("EVALSHA", self._scripts["admit"].sha, len(script_keys), *script_keys))
+            found = self._admit_cache[cache_key] = _AdmitConstants(script_keys, day_args, head,
+                                                                   encode_arguments(day_args))
         return found
 
     async def admit(self, req: AdmissionRequest) -> Admission:
         validate_admission(req)  # a script cannot roll back: nothing reaches it that could fail it
         now = req.now
-        script_keys, day_args = self._admit_constants(req.team, req.key_id, now)
-        args = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                "\n".join(req.all_models), _num(now), *day_args, 1 if req.rate_only else 0,
-                ABANDONED_KEEP_S)
-        out = await self._hot_script("admit", script_keys, args)
+        constants = self._admit_constants(req.team, req.key_id, now)
+        # The script's arguments: these, then the day's (`_admit_constants`), then the last two.
+        first = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
+                 "\n".join(req.all_models), _num(now))
+        last = (1 if req.rate_only else 0, ABANDONED_KEEP_S)
+        args = (*first, *constants.day_args, *last)
+        # The command as EVALSHA sends it, the parts that stay the same for the day encoded once.
+        encoded = join_command(3 + len(constants.script_keys) + len(args),
+                               (constants.head, encode_arguments(first), constants.encoded_day_args,
+                                _ADMIT_LAST_ENCODED[bool(req.rate_only)]))
+        out = await self._hot_script("admit", constants.script_keys, args, encoded)
         return Admission(
             admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
             requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),

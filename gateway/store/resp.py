@@ -33,6 +33,19 @@ def encode_command(args: Sequence[Any]) -> bytes:
         return _encode_any(args)
 
 
+def encode_arguments(args: Sequence[Any]) -> bytes:
+    """Arguments in RESP without the count that heads a command: a segment of a command encoded
+    in parts (`join_command`), so that arguments which stay the same from call to call are
+    encoded once."""
+    packed = encode_command(args)
+    return packed[packed.index(b"\r\n") + 2:]
+
+
+def join_command(count: int, segments: Sequence[bytes]) -> bytes:
+    """The command of `count` arguments that `segments` (each from `encode_arguments`) hold."""
+    return b"*%d\r\n" % count + b"".join(segments)
+
+
 def _encode_any(args: Sequence[Any]) -> bytes:
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -191,14 +204,23 @@ class PipelinedRedis:
 
     @staticmethod
     def _send(protocol: _Protocol, args: Sequence[Any]) -> asyncio.Future:
+        return PipelinedRedis._send_encoded(protocol, encode_command(args))
+
+    @staticmethod
+    def _send_encoded(protocol: _Protocol, command: bytes) -> asyncio.Future:
         waiter = asyncio.get_running_loop().create_future()
         protocol.expect(waiter)
-        protocol.write(encode_command(args))
+        protocol.write(command)
         return waiter
 
     async def execute(self, *args: Any) -> Any:
         protocol = await self._connection()
         return await self._send(protocol, args)
+
+    async def execute_encoded(self, command: bytes) -> Any:
+        """`execute` of a command already in RESP (`join_command`)."""
+        protocol = await self._connection()
+        return await self._send_encoded(protocol, command)
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Every command in one write; the replies in order (an error reply is returned, not raised)."""

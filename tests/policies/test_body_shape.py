@@ -8,8 +8,10 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.body_shape import read_shape, shape_problem
+from gateway.request import MEMBER_CENSUS_BYTES, InboundHeaders, parse_messages_request
+from policies.body_shape import _Remembered, _system_shape, read_members_shape, read_shape, shape_problem
 from policies.limits import InputCeilings, census
+from providers.jsonedit import top_level_values
 
 CEILINGS = InputCeilings(image=1_600, item=50_000, server_tool_use=20_000, server_tool_uses=5)
 
@@ -76,6 +78,45 @@ def test_the_typed_census_finds_what_the_walk_finds(body):
     assert shape is not None
     assert shape.census(CEILINGS) == census(body, CEILINGS)
     assert shape.caches == (b'"cache_control"' in raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_body, _body)
+def test_the_census_read_member_by_member_is_the_census_of_the_whole_body(body, earlier):
+    # `earlier` goes first, so that its system prompt and tools are remembered when `body` is read.
+    for raw in (orjson.dumps(earlier), orjson.dumps(body)):
+        assert read_members_shape(top_level_values(raw)) == read_shape(raw)
+    assert read_members_shape(top_level_values(b'{"tools":[{"name":"f","type":["x"]}]}')) is None
+
+
+def test_a_remembered_system_prompt_is_taken_only_for_the_same_bytes():
+    text = {"system": [{"type": "text", "text": "abcd"}], "messages": []}
+    image = {"system": [{"type": "image", "text": "abc"}], "messages": []}  # as long, other bytes
+    assert len(orjson.dumps(text)) == len(orjson.dumps(image))
+    for body, kind in ((text, "text"), (image, "image"), (text, "text")):
+        shape = read_members_shape(top_level_values(orjson.dumps(body)))
+        assert shape is not None and shape.kinds == {kind}
+
+
+def test_remembered_shapes_keep_to_their_budget_forgetting_the_oldest_first():
+    shapes = _Remembered(_system_shape, largest=100, budget=250)
+    system = [top_level_values(orjson.dumps({"system": [{"type": "text", "text": "x" * n}]}))["system"]
+              for n in (40, 50, 60, 70, 200)]
+    for value in system:
+        assert shapes.shape(value).kinds == {"text"}
+    assert shapes.size == len(system[2]) + len(system[3])  # the first two forgotten, the largest never kept
+    assert shapes.shape(system[2]) is shapes.shape(system[2])
+
+
+def test_a_repeated_member_is_checked_as_the_whole_body_decoder_checks_it():
+    headers = InboundHeaders([], None, None, None, None)
+    messages = b'"messages":[{"role":"user","content":"' + b"x" * MEMBER_CENSUS_BYTES + b'"}]'
+    raw = b'{"model":"m","max_tokens":5,"system":[7],"system":"s",' + messages + b"}"
+    request = parse_messages_request(raw, headers)
+    assert request.spans is None  # `system` repeats: the top-level values are not all the members
+    assert request.shape is None and request.shape_problem == "system.0: expected `object`, got `int`"
+    once = parse_messages_request(b'{"model":"m","max_tokens":5,"system":"s",' + messages + b"}", headers)
+    assert once.spans is not None and once.shape == read_shape(once.raw)
 
 
 def test_kinds_name_every_block_and_tool_type_at_any_depth():

@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from gateway.store.base import AdmissionRequest, StoreUnavailable, create_store
-from gateway.store.resp import PipelinedRedis
+from gateway.store.resp import PipelinedRedis, encode_arguments, join_command
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.anyio
@@ -67,3 +67,13 @@ async def test_admission_with_a_wrong_password_is_store_unavailable_not_an_error
     with pytest.raises(StoreUnavailable):
         await store.admit(request)
     await store.close()
+
+
+async def test_a_command_encoded_in_parts_is_the_command_its_arguments_make(locked_redis):
+    client = PipelinedRedis(f"redis://:{PASSWORD}@127.0.0.1:{locked_redis.port}/0", connect_timeout=1,
+                            operation_timeout=1)
+    head, tail = encode_arguments(("RPUSH", "parts")), encode_arguments(("é\nx", 7, 2.5))
+    assert await client.execute_encoded(join_command(5, (head, tail))) == 3
+    with locked_redis.client() as c:
+        assert c.lrange("parts", 0, -1) == ["é\nx", "7", "2.5"]
+    client.close()
