@@ -27,7 +27,11 @@ ACCESS = logging.getLogger("gateway.access")
 REPEAT_INTERVAL_S = 10.0
 LEVELS = ("debug", "info", "warning", "error")
 FORMATS = ("text", "json")
-_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error")
+# The gateway writes its own access lines. uvicorn formats the arguments of its own (the client's
+# address, the quoted path) for every answer whenever its access logger or any parent has a
+# handler, whatever the level: with none, it does not.
+_UVICORN_ACCESS = "uvicorn.access"
 # Libraries whose retries warn with a traceback each time (asyncpg's pool, reconnecting while
 # PostgreSQL is down): the gateway reports the outage itself, once per interval, so theirs keep
 # one line each.
@@ -139,6 +143,9 @@ def setup(level: str = "info", fmt: str = "text", stream: TextIO | None = None) 
         uv = logging.getLogger(name)
         uv.handlers.clear()
         uv.propagate = True
+    access = logging.getLogger(_UVICORN_ACCESS)
+    access.handlers.clear()
+    access.propagate = False
     for name in _RETRYING_LOGGERS:
         logging.getLogger(name).addFilter(_WITHOUT_TRACEBACK)  # the same filter once, however often set up
 

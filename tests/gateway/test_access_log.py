@@ -2,7 +2,9 @@
 refused requests counted in /metrics, a Redis outage reported once per interval, workers included."""
 from __future__ import annotations
 
+import io
 import json
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway import logs
 from tests.conftest import TEAM_KEY
 from tests.fakes.base import wait_for
 from tests.postgres_server import postgres_server  # noqa: F401  (session fixture)
@@ -176,3 +179,14 @@ def test_workers_access_lines_reach_the_parent_output_and_no_metrics_folder_stay
     assert "listening on http://127.0.0.1" in output and "(2 workers)" in output
     assert sum("gateway.access: POST /v1/messages 200" in line for line in output.splitlines()) == 6
     assert not list(scratch.glob("gateway-metrics-*"))
+
+
+def test_uvicorn_formats_no_access_line_of_its_own():
+    """uvicorn's protocol formats its access line's arguments for every answer whenever its access
+    logger has a handler anywhere up the tree (it asks `hasHandlers()`); the gateway writes its own."""
+    logs.setup("debug", "text", io.StringIO())
+    try:
+        assert not logging.getLogger("uvicorn.access").hasHandlers()
+        assert logging.getLogger("uvicorn.error").hasHandlers()  # uvicorn's errors still reach the log
+    finally:
+        logs.setup("info", "text")
