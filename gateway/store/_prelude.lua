@@ -1,8 +1,16 @@
 -- Shared by the team scripts (prepended when they are loaded): number formatting and the one
 -- way a concurrency lease ends. Numbers cross into redis.call as strings formatted here, because
 -- Lua's own conversion keeps only 14 significant digits.
-local function num(x) return string.format('%.17g', x) end
-local function int(x) if x == 0 then return '0' end return string.format('%.0f', x) end  -- never '-0'
+-- '%d' costs a third of '%.17g' and prints a positive whole number below 2^53 with the same digits.
+local function num(x)
+  if x > 0 and x < 2^53 and x % 1 == 0 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+local function int(x)  -- never '-0'
+  if x == 0 then return '0' end
+  if x > -2^53 and x < 2^53 and x % 1 == 0 then return string.format('%d', x) end
+  return string.format('%.0f', x)
+end
 local function opt(v) if v == nil or v == cjson.null then return nil end return v end
 
 -- A reservation: "<nanos>:<window second>:<tokens>:<windowed scopes>:<key id>", the scopes being
