@@ -58,36 +58,3 @@ end
 local function touch(ttl, ...)
   for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
 end
-
--- Settle one request: end its lease (slot and reservation), charge the actual cost to the UTC
--- day and month the caller chose, and true up the TPM windows with the actual tokens. The cost
--- is charged even when the lease has already expired: the money was spent. A request whose
--- lease was charged as abandoned (admit.lua) is not charged again. Repeats are kept out per
--- batch (settle_batch.lua), not per request.
--- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, abandoned}. Returns 1, or 0 when
--- the request was abandoned. The caller sets the expiries of the keys it names, once per call.
-local function settle_one(k, key_id, rid, cost, tokens)
-  if redis.call('HEXISTS', k.abandoned, rid) == 1 then return 0 end
-
-  local second, reserved_tokens, scopes = release(k.leases, k.kconc, k.res, k.reserved, rid)
-
-  if cost > 0 then
-    for _, field in ipairs({'team', 'k:' .. key_id}) do
-      redis.call('HINCRBY', k.day, field, int(cost))
-      redis.call('HINCRBY', k.month, field, int(cost))
-    end
-  end
-
-  -- The window keeps the reserved tokens in the second of admission until the actual count is
-  -- known; a second already out of the window has nothing left to correct.
-  if second ~= nil then
-    local delta = int(tokens - reserved_tokens)
-    for scope, wtok in pairs({t = k.wtok, k = k.kwtok}) do
-      if string.find(scopes, scope, 1, true) and redis.call('HEXISTS', wtok, 't:' .. second) == 1 then
-        redis.call('HINCRBY', wtok, 't:' .. second, delta)
-        redis.call('HINCRBY', wtok, '_sum', delta)
-      end
-    end
-  end
-  return 1
-end

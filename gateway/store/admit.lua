@@ -72,7 +72,7 @@ end
 -- Expired leases (a replica died, or nobody settled) give back their slot. Their reservation is
 -- abandoned, not freed: the upstream may have served and billed the request, so it is charged as
 -- spend at its reserved amount (the most it could have cost) and kept in the abandoned hash; a
--- settlement arriving later is then a duplicate (settle_one). A lease still holding its
+-- settlement arriving later is then a duplicate (settle_batch.lua). A lease still holding its
 -- reservation was never settled: a settlement ends the lease and its reservation together. Budgets see no change (reserved becomes spent);
 -- the release and the charge are written with the other writes, after every check.
 local expired, expired_ids = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now)), {}
