@@ -1,6 +1,8 @@
 -- Shared by the team scripts (prepended when they are loaded): number formatting and the one
--- way a concurrency lease ends. Numbers cross into redis.call as strings formatted here, because
--- Lua's own conversion keeps only 14 significant digits.
+-- way a concurrency lease ends. Numbers that become text (a value, part of a field or of an
+-- argument) are formatted here, because Lua's own conversion keeps only 14 significant digits.
+-- A number passed to redis.call as it is reaches Redis with every digit (Redis prints it itself,
+-- for less than string.format costs), which serves where only its value counts: a score, a bound.
 -- '%d' costs a third of '%.17g' and prints a positive whole number below 2^53 with the same digits.
 local function num(x)
   if x > 0 and x < 2^53 and x % 1 == 0 then return string.format('%d', x) end
@@ -56,5 +58,5 @@ end
 
 -- Lease keys live and die together, so that a reservation never outlives its lease.
 local function touch(ttl, ...)
-  for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
+  for i = 1, select('#', ...) do redis.call('EXPIRE', (select(i, ...)), ttl) end
 end
