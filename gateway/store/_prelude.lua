@@ -56,6 +56,35 @@ local function mark_batch(batches, member, cutoff, keep)
   end
 end
 
+-- Changes to counters summed per hash field, so that a batch writes each field once
+-- (write_sums): the end state is that of one HINCRBY per change wherever nothing reads those
+-- fields in between. A sum about to leave the range where doubles hold every integer (2^53) is
+-- written out first, so that every sum stays exact. sums: hash -> field -> amount not yet
+-- written; order: {hash, field} in the order of their first change.
+local function add_to_sums(sums, order, hash, field, amount)
+  local fields = sums[hash]
+  if fields == nil then fields = {} sums[hash] = fields end
+  local sum = fields[field]
+  if sum == nil then
+    order[#order + 1] = {hash, field}
+    fields[field] = amount
+    return
+  end
+  local new = sum + amount
+  if new > -2^53 and new < 2^53 then
+    fields[field] = new
+  else
+    redis.call('HINCRBY', hash, field, int(sum))
+    fields[field] = amount
+  end
+end
+local function write_sums(sums, order)
+  for _, hash_field in ipairs(order) do
+    local hash, field = hash_field[1], hash_field[2]
+    redis.call('HINCRBY', hash, field, int(sums[hash][field]))
+  end
+end
+
 -- Lease keys live and die together, so that a reservation never outlives its lease.
 local function touch(ttl, ...)
   for i = 1, select('#', ...) do redis.call('EXPIRE', (select(i, ...)), ttl) end

@@ -28,24 +28,9 @@ local function read_fields(hash, fields)
   return values
 end
 
--- The batch's changes to counters are summed per hash field and written once each at the end:
--- the end state is that of one HINCRBY per change, since nothing the loop reads is changed by
--- these writes. A sum about to leave the range where doubles hold every integer (2^53) is
--- written out first, so that every sum stays exact.
-local sums, order = {}, {}  -- hash -> field -> amount not yet written; {hash, field} in first-change order
-local function add(hash, field, amount)
-  local fields = sums[hash]
-  if fields == nil then fields = {} sums[hash] = fields end
-  local sum = fields[field]
-  if sum == nil then
-    order[#order + 1] = {hash, field}
-    sum = 0
-  elseif not (math.abs(sum + amount) < 2^53) then
-    redis.call('HINCRBY', hash, field, int(sum))
-    sum = 0
-  end
-  fields[field] = sum + amount
-end
+-- The batch's changes to counters are summed (see add_to_sums), which is right since nothing
+-- the loop reads is changed by those writes.
+local sums, order = {}, {}
 
 -- Whether a window still has the second a reservation counted its tokens in (a second out of
 -- the window has nothing left to correct): asked once per window and second, since settling
@@ -77,25 +62,25 @@ for i, s in ipairs(batch) do
       released[rid] = true
       reservations_ended[#reservations_ended + 1] = rid
       local reserved_cost, second, reserved_tokens, scopes, holder = parse_held(held)
-      add(KEYS[5], 'team', -reserved_cost)
-      add(KEYS[5], 'k:' .. holder, -reserved_cost)
-      add(KEYS[3], 'k:' .. holder, -1)
+      add_to_sums(sums, order, KEYS[5], 'team', -reserved_cost)
+      add_to_sums(sums, order, KEYS[5], 'k:' .. holder, -reserved_cost)
+      add_to_sums(sums, order, KEYS[3], 'k:' .. holder, -1)
       -- The window keeps the reserved tokens in the second of admission until the actual count
       -- is known.
       if second ~= nil then
         local field, delta = 't:' .. second, tokens - reserved_tokens
         for scope, wtok in pairs({t = KEYS[1], k = KEYS[s[7]]}) do
           if string.find(scopes, scope, 1, true) and window_has(wtok, field) then
-            add(wtok, field, delta)
-            add(wtok, '_sum', delta)
+            add_to_sums(sums, order, wtok, field, delta)
+            add_to_sums(sums, order, wtok, '_sum', delta)
           end
         end
       end
     end
     if cost > 0 then
       for _, field in ipairs({'team', 'k:' .. key_id}) do
-        add(KEYS[s[8]], field, cost)
-        add(KEYS[s[9]], field, cost)
+        add_to_sums(sums, order, KEYS[s[8]], field, cost)
+        add_to_sums(sums, order, KEYS[s[9]], field, cost)
       end
       spend_ttl[s[8]] = math.max(spend_ttl[s[8]] or 0, s[5])
       spend_ttl[s[9]] = math.max(spend_ttl[s[9]] or 0, s[6])
@@ -109,10 +94,7 @@ end
 for first = 1, #reservations_ended, 1000 do
   redis.call('HDEL', KEYS[4], unpack(reservations_ended, first, math.min(first + 999, #reservations_ended)))
 end
-for _, hash_field in ipairs(order) do
-  local hash, field = hash_field[1], hash_field[2]
-  redis.call('HINCRBY', hash, field, int(sums[hash][field]))
-end
+write_sums(sums, order)
 if batch_id ~= '' then mark_batch(KEYS[7], mark, ARGV[3], tonumber(ARGV[4])) end
 if settled > 0 then
   touch(lease_key_ttl, KEYS[2], KEYS[3], KEYS[4], KEYS[5])

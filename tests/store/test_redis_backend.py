@@ -192,6 +192,23 @@ async def test_a_batch_charging_more_than_2_53_nano_dollars_is_charged_to_the_na
         await store.close()
 
 
+async def test_usage_rollups_summing_past_2_53_are_summed_to_the_unit(redis_server):
+    """usage.lua sums a batch's amounts per rollup field before writing them; past 2^53 the sum
+    is written out rather than rounded, as for settlements."""
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        nanos = 999_999_999_999_993
+        records = [record(f"r{i}", NOW + i, cost=nanos / 1e9) for i in range(40)]
+        assert (await store.write_batch([], records, new_batch_id())).added == 40
+        r = redis_server.client()
+        for rollup in ("gw:{team-a}:roll:h:1736942400", "gw:{team-a}:roll:d:1736899200"):
+            assert r.hget(rollup, 'c|["m1","p1","u1"]') == str(40 * nanos)
+            assert r.hget(rollup, 'i|["m1","p1","u1"]') == str(40 * 100)
+    finally:
+        await store.close()
+
+
 async def test_batch_marks_go_when_acknowledged_and_surplus_ones_only_past_the_window(redis_server):
     redis_server.flush()
     store = create_store(redis_server.url, usage_dedupe_s=60)
