@@ -44,9 +44,9 @@ while i <= #ARGV do
     room = room - 1
     local hour_rollup, day_rollup = KEYS[hour], KEYS[day]
     for j = i + 4, i + 3 + 2 * n, 2 do
-      local amount = tonumber(ARGV[j + 1])
-      add_to_sums(sums, order, hour_rollup, ARGV[j], amount)
-      add_to_sums(sums, order, day_rollup, ARGV[j], amount)
+      local field, amount = ARGV[j], tonumber(ARGV[j + 1])
+      add_to_sums(sums, order, hour_rollup, field, amount)
+      add_to_sums(sums, order, day_rollup, field, amount)
     end
     if n > 0 then ttls[hour], ttls[day] = ARGV[3], ARGV[4] end
     added = added + 1
