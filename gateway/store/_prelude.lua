@@ -1,8 +1,18 @@
 -- Shared by the team scripts (prepended when they are loaded): number formatting and the one
--- way a concurrency lease ends. Numbers cross into redis.call as strings formatted here, because
--- Lua's own conversion keeps only 14 significant digits.
-local function num(x) return string.format('%.17g', x) end
-local function int(x) if x == 0 then return '0' end return string.format('%.0f', x) end  -- never '-0'
+-- way a concurrency lease ends. Numbers that become text (a value, part of a field or of an
+-- argument) are formatted here, because Lua's own conversion keeps only 14 significant digits.
+-- A number passed to redis.call as it is reaches Redis with every digit (Redis prints it itself,
+-- for less than string.format costs), which serves where only its value counts: a score, a bound.
+-- '%d' costs a third of '%.17g' and prints a positive whole number below 2^53 with the same digits.
+local function num(x)
+  if x > 0 and x < 2^53 and x % 1 == 0 then return string.format('%d', x) end
+  return string.format('%.17g', x)
+end
+local function int(x)  -- never '-0'
+  if x == 0 then return '0' end
+  if x > -2^53 and x < 2^53 and x % 1 == 0 then return string.format('%d', x) end
+  return string.format('%.0f', x)
+end
 local function opt(v) if v == nil or v == cjson.null then return nil end return v end
 
 -- A reservation: "<nanos>:<window second>:<tokens>:<windowed scopes>:<key id>", the scopes being
@@ -46,40 +56,36 @@ local function mark_batch(batches, member, cutoff, keep)
   end
 end
 
--- Lease keys live and die together, so that a reservation never outlives its lease.
-local function touch(ttl, ...)
-  for _, k in ipairs({...}) do redis.call('EXPIRE', k, ttl) end
+-- Changes to counters summed per hash field, so that a batch writes each field once
+-- (write_sums): the end state is that of one HINCRBY per change wherever nothing reads those
+-- fields in between. A sum about to leave the range where doubles hold every integer (2^53) is
+-- written out first, so that every sum stays exact. sums: hash -> field -> amount not yet
+-- written; order: {hash, field} in the order of their first change.
+local function add_to_sums(sums, order, hash, field, amount)
+  local fields = sums[hash]
+  if fields == nil then fields = {} sums[hash] = fields end
+  local sum = fields[field]
+  if sum == nil then
+    order[#order + 1] = {hash, field}
+    fields[field] = amount
+    return
+  end
+  local new = sum + amount
+  if new > -2^53 and new < 2^53 then
+    fields[field] = new
+  else
+    redis.call('HINCRBY', hash, field, int(sum))
+    fields[field] = amount
+  end
+end
+local function write_sums(sums, order)
+  for _, hash_field in ipairs(order) do
+    local hash, field = hash_field[1], hash_field[2]
+    redis.call('HINCRBY', hash, field, int(sums[hash][field]))
+  end
 end
 
--- Settle one request: end its lease (slot and reservation), charge the actual cost to the UTC
--- day and month the caller chose, and true up the TPM windows with the actual tokens. The cost
--- is charged even when the lease has already expired: the money was spent. A request whose
--- lease was charged as abandoned (admit.lua) is not charged again. Repeats are kept out per
--- batch (settle_batch.lua), not per request.
--- k: {wtok, kwtok, leases, kconc, res, reserved, day, month, abandoned}. Returns 1, or 0 when
--- the request was abandoned. The caller sets the expiries of the keys it names, once per call.
-local function settle_one(k, key_id, rid, cost, tokens)
-  if redis.call('HEXISTS', k.abandoned, rid) == 1 then return 0 end
-
-  local second, reserved_tokens, scopes = release(k.leases, k.kconc, k.res, k.reserved, rid)
-
-  if cost > 0 then
-    for _, field in ipairs({'team', 'k:' .. key_id}) do
-      redis.call('HINCRBY', k.day, field, int(cost))
-      redis.call('HINCRBY', k.month, field, int(cost))
-    end
-  end
-
-  -- The window keeps the reserved tokens in the second of admission until the actual count is
-  -- known; a second already out of the window has nothing left to correct.
-  if second ~= nil then
-    local delta = int(tokens - reserved_tokens)
-    for scope, wtok in pairs({t = k.wtok, k = k.kwtok}) do
-      if string.find(scopes, scope, 1, true) and redis.call('HEXISTS', wtok, 't:' .. second) == 1 then
-        redis.call('HINCRBY', wtok, 't:' .. second, delta)
-        redis.call('HINCRBY', wtok, '_sum', delta)
-      end
-    end
-  end
-  return 1
+-- Lease keys live and die together, so that a reservation never outlives its lease.
+local function touch(ttl, ...)
+  for i = 1, select('#', ...) do redis.call('EXPIRE', (select(i, ...)), ttl) end
 end

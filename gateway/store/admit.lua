@@ -27,15 +27,23 @@ local kfield = 'k:' .. key_id
 -- Whole numbers below 2^53 stay exact in Lua's doubles and in Redis' 64-bit counters.
 local function whole(x) return x ~= nil and x >= 0 and x < 2^53 and x == math.floor(x) end
 local function finite(x) return x ~= nil and x == x and x > -2^53 and x < 2^53 end
-for name, ok in pairs({tokens = whole(tokens), cost = whole(cost), now = finite(now) and now > 0,
-                       ['next day'] = finite(next_day), ['next month'] = finite(next_month),
-                       ['lease ttl'] = finite(lease_ttl), window = finite(window) and window > 0,
-                       ['lease key ttl'] = whole(tonumber(lease_key_ttl)),
-                       ['concurrency wait'] = finite(concurrency_wait),
-                       ['abandoned ttl'] = whole(abandoned_ttl),
-                       ['key id'] = key_id ~= '', ['request id'] = rid ~= '', model = model ~= ''}) do
-  if not ok then return redis.error_reply('ERR admit: invalid ' .. name) end
+local function invalid_argument()
+  if not whole(tokens) then return 'tokens' end
+  if not whole(cost) then return 'cost' end
+  if not (finite(now) and now > 0) then return 'now' end
+  if not finite(next_day) then return 'next day' end
+  if not finite(next_month) then return 'next month' end
+  if not finite(lease_ttl) then return 'lease ttl' end
+  if not (finite(window) and window > 0) then return 'window' end
+  if not whole(tonumber(lease_key_ttl)) then return 'lease key ttl' end
+  if not finite(concurrency_wait) then return 'concurrency wait' end
+  if not whole(abandoned_ttl) then return 'abandoned ttl' end
+  if key_id == '' then return 'key id' end
+  if rid == '' then return 'request id' end
+  if model == '' then return 'model' end
 end
+local invalid = invalid_argument()
+if invalid then return redis.error_reply('ERR admit: invalid ' .. invalid) end
 
 local function out(v) if v == nil then return '' end return num(v) end
 local budgeted = false
@@ -72,18 +80,19 @@ end
 -- Expired leases (a replica died, or nobody settled) give back their slot. Their reservation is
 -- abandoned, not freed: the upstream may have served and billed the request, so it is charged as
 -- spend at its reserved amount (the most it could have cost) and kept in the abandoned hash; a
--- settlement arriving later is then a duplicate (settle_one). A lease still holding its
+-- settlement arriving later is then a duplicate (settle_batch.lua). A lease still holding its
 -- reservation was never settled: a settlement ends the lease and its reservation together. Budgets see no change (reserved becomes spent);
 -- the release and the charge are written with the other writes, after every check.
-local expired, expired_ids = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', num(now)), {}
-local freed = {leases = #expired, kconc = 0}  -- what releasing them gives back
+local expired = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', ARGV[6])  -- now, as the caller wrote it
+local freed_leases, freed_kconc = #expired, 0  -- what releasing them gives back
+local own_lease_expired = false
 local abandoned = {}  -- {request id, cost, holder key id}
 for _, r in ipairs(expired) do
-  expired_ids[r] = true
+  if r == rid then own_lease_expired = true end
   local held = redis.call('HGET', KEYS[9], r)
   if held then
     local cost, _, _, _, holder = parse_held(held)
-    if holder == key_id then freed.kconc = freed.kconc + 1 end
+    if holder == key_id then freed_kconc = freed_kconc + 1 end
     abandoned[#abandoned + 1] = {r, cost, holder}
   end
 end
@@ -93,7 +102,8 @@ end
 -- a burst costs at most a window's worth of seconds. Seconds out of the window are counted out
 -- here and deleted with the other writes.
 local second = string.format('%d', math.floor(now))
-local cutoff = num(now - window)
+local cutoff = now - window  -- a bound only: passed as a number (see the prelude)
+local window_key_ttl = int(math.ceil(window * 2))
 local function stale(win, wtok)
   local old = redis.call('ZRANGEBYSCORE', win, '-inf', cutoff)
   local fields, count, sum = {}, 0, 0
@@ -145,7 +155,7 @@ end
 
 -- How long until `need` of the window's requests (field 'c') or tokens ('t') have left it.
 local function wait_for(s, kind, need)
-  local seconds = redis.call('ZRANGEBYSCORE', s.win, '(' .. cutoff, '+inf')
+  local seconds = redis.call('ZRANGEBYSCORE', s.win, '(' .. num(cutoff), '+inf')
   local fields = {}
   for i, b in ipairs(seconds) do fields[i] = kind .. ':' .. b end
   local left = 0
@@ -159,7 +169,7 @@ local function wait_for(s, kind, need)
 end
 
 -- A request id that still holds a lease was admitted before: count it once.
-local duplicate = not expired_ids[rid] and redis.call('HEXISTS', KEYS[9], rid) == 1
+local duplicate = not own_lease_expired and redis.call('HEXISTS', KEYS[9], rid) == 1
 if not duplicate then
   for _, s in ipairs(scopes) do
     if s.rpm ~= nil and s.count + 1 > s.rpm then
@@ -173,12 +183,12 @@ if not duplicate then
   end
 
   local team_conc = opt(team.max_concurrent)
-  if team_conc ~= nil and not rate_only and redis.call('ZCARD', KEYS[7]) - freed.leases + 1 > team_conc then
+  if team_conc ~= nil and not rate_only and redis.call('ZCARD', KEYS[7]) - freed_leases + 1 > team_conc then
     fail('concurrency', concurrency_wait)
   end
   local key_conc = opt(key.max_concurrent)
   if key_conc ~= nil and not rate_only
-      and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed.kconc + 1 > key_conc then
+      and tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed_kconc + 1 > key_conc then
     fail('concurrency', concurrency_wait)
   end
 
@@ -253,11 +263,11 @@ if consume then
       redis.call('HINCRBY', s.wtok, '_count', 1)
       s.sum = redis.call('HINCRBY', s.wtok, '_sum', int(tokens))
       s.count = s.count + 1
-      touch(math.ceil(window * 2), s.win, s.wtok)
+      touch(window_key_ttl, s.win, s.wtok)
     end
   end
   if not rate_only then
-    redis.call('ZADD', KEYS[7], num(now + lease_ttl), rid)
+    redis.call('ZADD', KEYS[7], now + lease_ttl, rid)
     redis.call('HINCRBY', KEYS[8], kfield, 1)
     redis.call('HSET', KEYS[9], rid, table.concat({int(cost), second, int(tokens), windowed, key_id}, ':'))
     redis.call('HINCRBY', KEYS[10], 'team', int(cost))
@@ -267,16 +277,23 @@ if consume then
 end
 
 -- Headers: the scope with the fewest remaining; the window is empty again one window after
--- its newest second.
+-- its newest second (looked up once per scope, for both headers; a window's members are its
+-- seconds, each scored by itself, so the member says the score without Redis printing a double).
+local function reset_of(s)
+  if s.reset == nil then
+    local newest = redis.call('ZRANGE', s.win, -1, -1)
+    s.reset = now
+    if #newest > 0 then s.reset = tonumber(newest[1]) + window end
+  end
+  return s.reset
+end
 local function header(limit_name, used_name)
   local best = nil
   for _, s in ipairs(scopes) do
     local limit = s[limit_name]
     if limit ~= nil then
       local remaining = math.max(0, limit - s[used_name])
-      local newest = redis.call('ZRANGE', s.win, -1, -1, 'WITHSCORES')
-      local reset = now
-      if #newest > 0 then reset = tonumber(newest[2]) + window end
+      local reset = reset_of(s)
       if best == nil or remaining < best[2] then best = {limit, remaining, reset} end
     end
   end

@@ -30,14 +30,9 @@ else
 end
 local room = tonumber(ARGV[2]) - redis.call('XLEN', KEYS[1])
 
--- Rollup amounts are summed here first: a batch's records mostly share their fields, so each
--- field costs the server one HINCRBY per batch instead of one per record.
-local sums, ttls = {}, {}  -- key index -> {field -> amount}, key index -> ttl
-local function add(index, field, amount)
-  local fields = sums[index]
-  if fields == nil then fields = {} sums[index] = fields end
-  fields[field] = (fields[field] or 0) + amount
-end
+-- Rollup amounts are summed here first (add_to_sums): a batch's records mostly share their
+-- fields, so each field costs the server one HINCRBY per batch instead of one per record.
+local sums, order, ttls = {}, {}, {}  -- ttls: key index -> ttl, for the rollups written
 
 local added, taken, i = 0, 0, 8
 while i <= #ARGV do
@@ -47,21 +42,20 @@ while i <= #ARGV do
     local hour, day = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
     redis.call('XADD', KEYS[1], '*', 'r', ARGV[i])
     room = room - 1
+    local hour_rollup, day_rollup = KEYS[hour], KEYS[day]
     for j = i + 4, i + 3 + 2 * n, 2 do
-      local amount = tonumber(ARGV[j + 1])
-      add(hour, ARGV[j], amount)
-      add(day, ARGV[j], amount)
+      local field, amount = ARGV[j], tonumber(ARGV[j + 1])
+      add_to_sums(sums, order, hour_rollup, field, amount)
+      add_to_sums(sums, order, day_rollup, field, amount)
     end
-    ttls[hour], ttls[day] = ARGV[3], ARGV[4]
+    if n > 0 then ttls[hour], ttls[day] = ARGV[3], ARGV[4] end
     added = added + 1
   end
   taken = taken + 1
   i = i + 4 + 2 * n
 end
-for index, fields in pairs(sums) do
-  for field, amount in pairs(fields) do redis.call('HINCRBY', KEYS[index], field, int(amount)) end
-  redis.call('EXPIRE', KEYS[index], ttls[index])
-end
+write_sums(sums, order)
+for index, ttl in pairs(ttls) do redis.call('EXPIRE', KEYS[index], ttl) end
 if batch_id ~= '' and added > 0 then
   if before then redis.call('ZREM', KEYS[2], before) end
   mark_batch(KEYS[2], batch_id .. ':u:' .. taken, ARGV[6], tonumber(ARGV[7]))

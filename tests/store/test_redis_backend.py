@@ -150,6 +150,65 @@ async def test_the_rate_window_keeps_one_entry_per_second_whatever_the_rate(redi
         await store.close()
 
 
+async def test_a_batch_of_over_a_thousand_settlements_ends_every_lease_and_charges_each(redis_server):
+    """settle_batch.lua reads and removes a batch's request ids a thousand at a time, and writes
+    each counter once per batch: the end state is that of settling one request after another."""
+    redis_server.flush()
+    store = create_store(redis_server.url, operation_timeout=10.0, socket_timeout=5.0)
+    try:
+        await _team_and_key(store, Limits(rpm=100_000, tpm=10**9, max_concurrent=5000, budget_daily_usd=1000.0))
+        rids = [f"r{i}" for i in range(1200)]
+        for i, rid in enumerate(rids):
+            assert (await store.admit(AdmissionRequest("team-a", "key-1", rid, 10, 0.02, "m1", NOW + i / 1000))).admitted
+        # Each request twice, and one never admitted: a repeat within a batch is charged again.
+        settlements = [("team-a", "key-1", rid, 0.01, 4, NOW + 2) for rid in rids + rids[:5] + ["never"]]
+        assert (await store.write_batch(settlements, [], new_batch_id())).settled == 1206
+        r = redis_server.client()
+        assert r.zcard("gw:{team-a}:leases") == 0 and r.hlen("gw:{team-a}:res") == 0
+        assert r.hgetall("gw:{team-a}:reserved") == {"team": "0", "k:key-1": "0"}
+        assert r.hgetall("gw:{team-a}:kconc") == {"k:key-1": "0"}
+        assert r.hgetall("gw:{team-a}:spend:d:20250115") == {"team": str(1206 * 10_000_000),
+                                                             "k:key-1": str(1206 * 10_000_000)}
+        assert r.hgetall("gw:{team-a}:rate:n") == {"c:1736942400": "1000", "c:1736942401": "200",
+                                                   "t:1736942400": "4000", "t:1736942401": "800",
+                                                   "_count": "1200", "_sum": "4800"}
+    finally:
+        await store.close()
+
+
+async def test_a_batch_charging_more_than_2_53_nano_dollars_is_charged_to_the_nano_dollar(redis_server):
+    """A batch's charges to one counter are summed before they are written; past 2^53, where a
+    double no longer holds every integer, the sum is written out rather than rounded."""
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        await _team_and_key(store)
+        nanos = 999_999_999_999_993  # $999,999.999999993: odd, so a rounded sum would show
+        settlements = [("team-a", "key-1", f"r{i}", nanos / 1e9, 1, NOW) for i in range(40)]
+        assert (await store.write_batch(settlements, [], new_batch_id())).settled == 40
+        spend = redis_server.client().hgetall("gw:{team-a}:spend:m:202501")
+        assert spend == {"team": str(40 * nanos), "k:key-1": str(40 * nanos)}
+    finally:
+        await store.close()
+
+
+async def test_usage_rollups_summing_past_2_53_are_summed_to_the_unit(redis_server):
+    """usage.lua sums a batch's amounts per rollup field before writing them; past 2^53 the sum
+    is written out rather than rounded, as for settlements."""
+    redis_server.flush()
+    store = create_store(redis_server.url)
+    try:
+        nanos = 999_999_999_999_993
+        records = [record(f"r{i}", NOW + i, cost=nanos / 1e9) for i in range(40)]
+        assert (await store.write_batch([], records, new_batch_id())).added == 40
+        r = redis_server.client()
+        for rollup in ("gw:{team-a}:roll:h:1736942400", "gw:{team-a}:roll:d:1736899200"):
+            assert r.hget(rollup, 'c|["m1","p1","u1"]') == str(40 * nanos)
+            assert r.hget(rollup, 'i|["m1","p1","u1"]') == str(40 * 100)
+    finally:
+        await store.close()
+
+
 async def test_batch_marks_go_when_acknowledged_and_surplus_ones_only_past_the_window(redis_server):
     redis_server.flush()
     store = create_store(redis_server.url, usage_dedupe_s=60)
