@@ -48,6 +48,12 @@ class EventSplitter:
 
 def event_data(event: bytes) -> bytes:
     """The `data:` payload of an event (several data lines joined by newlines)."""
+    # The usual event, `event: <name>` then one data line, is read with two searches.
+    first_end = event.find(b"\n")
+    if event.startswith(b"event:") and event.startswith(b"data:", first_end + 1):
+        data_end = event.find(b"\n", first_end + 6)
+        if data_end < 0 or not event[data_end:].strip(b"\n"):
+            return event[first_end + 6:data_end if data_end >= 0 else len(event)].lstrip(b" ")
     parts = [line[5:].lstrip(b" ") if line.startswith(b"data:") else None for line in event.split(b"\n")]
     return b"\n".join(p for p in parts if p is not None)
 

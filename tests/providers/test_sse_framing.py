@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings, strategies as st
 
 from providers.anthropic import StreamScanner
-from providers.sse import EventSplitter
+from providers.sse import EventSplitter, event_data
 from tests.providers.test_anthropic_stream import split, stream
 
 LINE_ENDS = (b"\n", b"\r\n", b"\r")
@@ -74,3 +74,16 @@ def test_any_rechunking_in_any_line_end_style_yields_the_same_events(texts, ends
     out = b"".join(scanner.feed(chunk) for chunk in split(styled, cuts))
     assert events_of(out) == events_of(expected)
     assert scanner.finished and scanner.usage == reference.usage and scanner.started == reference.started
+
+
+LINE_PIECES = (b"event:", b"event: message_delta", b"data:", b"data: ", b"data:  {}", b'{"a":1}', b": comment",
+               b"id: 7", b"retry: 10", b" ", b"x")
+
+
+@settings(max_examples=400, deadline=None)
+@given(lines=st.lists(st.lists(st.sampled_from(LINE_PIECES), max_size=3).map(b"".join), max_size=5),
+       blank_lines=st.integers(min_value=0, max_value=2))
+def test_an_events_data_is_its_data_lines_payloads_joined_by_newlines(lines, blank_lines):
+    event = b"\n".join(lines) + b"\n" * blank_lines
+    payloads = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+    assert event_data(event) == b"\n".join(payloads)
