@@ -184,9 +184,16 @@ def test_workers_access_lines_reach_the_parent_output_and_no_metrics_folder_stay
 def test_uvicorn_formats_no_access_line_of_its_own():
     """uvicorn's protocol formats its access line's arguments for every answer whenever its access
     logger has a handler anywhere up the tree (it asks `hasHandlers()`); the gateway writes its own."""
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access")
+    saved = {name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers),
+                    logging.getLogger(name).propagate) for name in names}
     logs.setup("debug", "text", io.StringIO())
     try:
         assert not logging.getLogger("uvicorn.access").hasHandlers()
         assert logging.getLogger("uvicorn.error").hasHandlers()  # uvicorn's errors still reach the log
-    finally:
-        logs.setup("info", "text")
+    finally:  # this process's other tests see logging as it was
+        for name, (level, handlers, propagate) in saved.items():
+            logger = logging.getLogger(name)
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
