@@ -193,9 +193,10 @@ if not duplicate then
   end
 
   for _, s in ipairs(rate_only and {} or scopes) do
-    local reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0')
-    local monthly = opt(s.limits.budget_monthly_usd)
-    budgeted = budgeted or monthly ~= nil or opt(s.limits.budget_daily_usd) ~= nil
+    local monthly, daily = opt(s.limits.budget_monthly_usd), opt(s.limits.budget_daily_usd)
+    budgeted = budgeted or monthly ~= nil or daily ~= nil
+    -- What the scope has reserved matters only to a budget of its own.
+    local reserved = (monthly ~= nil or daily ~= nil) and tonumber(redis.call('HGET', KEYS[10], s.field) or '0') or 0
     if monthly ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[12], s.field) or '0')
       local limit = math.floor(monthly * 1e9 + 0.5)
@@ -204,7 +205,6 @@ if not duplicate then
         budget_short('budget_monthly', limit - spent - reserved)
       end
     end
-    local daily = opt(s.limits.budget_daily_usd)
     if daily ~= nil then
       local spent = tonumber(redis.call('HGET', KEYS[11], s.field) or '0')
       local limit = math.floor(daily * 1e9 + 0.5)
