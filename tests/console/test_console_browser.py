@@ -123,6 +123,30 @@ def test_admin_sees_both_teams_spend_by_day_and_model_as_the_admin_api_counts_it
     assert "of $5.00" in budgets.inner_text() and "of $50.00" in budgets.inner_text()
 
 
+def test_an_answer_that_arrives_after_the_form_changed_is_not_drawn_under_the_new_breakdown(page, replicas, traffic):
+    """The page's first load (by model, for a team key) answers after the user asked by team: the
+    table shows the team breakdown, never model rows under a team column."""
+    held = []
+
+    def hold_the_model_breakdown(route):
+        if "group_by=day%2Cmodel" in route.request.url:
+            held.append(route)  # answered once the breakdown by team has been drawn
+        else:
+            route.continue_()
+
+    page.route("**/admin/usage?*", hold_the_model_breakdown)
+    sign_in(page, replicas.urls[0], traffic[TEAM_A]["key"])
+    page.wait_for_function("() => document.querySelector('#spend-output') !== null")
+    shown = show_spend(page, "team")
+    assert {r[1] for r in shown} == {TEAM_A}
+    assert held, "the first load's request was not seen"
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(500)  # the held answer arrives and is dropped
+    assert "Cost by day and team" in page.locator("#spend-table caption").inner_text()
+    assert {r[1] for r in spend_rows(page)} == {TEAM_A}
+
+
 def test_the_csv_export_holds_the_table_with_exact_costs(page, replicas, traffic):
     sign_in(page, replicas.urls[1], ADMIN_KEY)
     show_spend(page, "model")

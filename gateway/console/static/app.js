@@ -145,30 +145,36 @@ async function spendPage() {
     h("button", { type: "submit" }, "Show"));
   page().replaceChildren(h("h1", {}, "Spend"), form, output, h("h2", {}, "Budgets"), h("div", { id: "budgets" }));
 
+  // The form as it was when Show was pressed, and only the newest load's answer drawn: an answer
+  // arriving after the form changed would otherwise be drawn under the new breakdown.
+  let latest = 0;
   async function load() {
-    const params = { from: from.value, to: to.value, team: team.value || teamParam() };
+    const mine = ++latest;
+    const group = by.value, start = from.value, end = to.value;
+    const params = { from: start, to: end, team: team.value || teamParam() };
     output.replaceChildren(notice("Loading…", "status"));
     let rows;
     let totals;
     try {
-      rows = (await call("GET", `/admin/usage${query({ ...params, group_by: `day,${by.value}` })}`)).data;
+      rows = (await call("GET", `/admin/usage${query({ ...params, group_by: `day,${group}` })}`)).data;
       totals = (await call("GET", `/admin/usage${query({ ...params, group_by: "team" })}`)).data;
     } catch (e) {
-      output.replaceChildren(notice(message(e)));
+      if (mine === latest) output.replaceChildren(notice(message(e)));
       return;
     }
-    const days = daysBetween(from.value, to.value);
-    const names = [...new Set(rows.map((r) => String(r[by.value] ?? "(none)")))];
+    if (mine !== latest) return;
+    const days = daysBetween(start, end);
+    const names = [...new Set(rows.map((r) => String(r[group] ?? "(none)")))];
     const series = names.map((name) => ({ name, values: {} }));
     for (const r of rows) {
-      const s = series[names.indexOf(String(r[by.value] ?? "(none)"))];
+      const s = series[names.indexOf(String(r[group] ?? "(none)"))];
       s.values[r.day] = (s.values[r.day] || 0) + r.cost_usd;
     }
     const sum = (k) => totals.reduce((a, r) => a + (r[k] || 0), 0);
     const all = { input_tokens: sum("input_tokens"), output_tokens: sum("output_tokens"),
       cache_creation_input_tokens: sum("cache_creation_input_tokens"), cache_read_input_tokens: sum("cache_read_input_tokens") };
     const columns = [
-      { key: "day", label: "Day" }, { key: by.value, label: by.value, render: (r) => r[by.value] ?? "(none)" },
+      { key: "day", label: "Day" }, { key: group, label: group, render: (r) => r[group] ?? "(none)" },
       { key: "requests", label: "Requests", num: true, render: (r) => int(r.requests) },
       { key: "input_tokens", label: "Input tokens", num: true, render: (r) => int(r.input_tokens) },
       { key: "output_tokens", label: "Output tokens", num: true, render: (r) => int(r.output_tokens) },
@@ -179,8 +185,8 @@ async function spendPage() {
     ];
     const sorted = [...rows].sort((a, b) => (a.day < b.day ? -1 : a.day > b.day ? 1 : b.cost_usd - a.cost_usd));
     output.replaceChildren(
-      h("figure", {}, stackedBars(days, series, { title: `Cost per day by ${by.value}, USD` }), legend(series),
-        h("figcaption", {}, `Cost per day by ${by.value}: ${usd(sum("cost_usd"))} over ${int(sum("requests"))} requests.`)),
+      h("figure", {}, stackedBars(days, series, { title: `Cost per day by ${group}, USD` }), legend(series),
+        h("figcaption", {}, `Cost per day by ${group}: ${usd(sum("cost_usd"))} over ${int(sum("requests"))} requests.`)),
       h("h2", {}, "Tokens by kind"),
       h("dl", { class: "kinds", id: "token-kinds" },
         h("dt", {}, "Input"), h("dd", {}, int(all.input_tokens)),
@@ -188,9 +194,9 @@ async function spendPage() {
         h("dt", {}, "Cache writes"), h("dd", {}, int(all.cache_creation_input_tokens)),
         h("dt", {}, "Cache reads"), h("dd", {}, int(all.cache_read_input_tokens)),
         h("dt", {}, "Cache hit ratio"), h("dd", { id: "cache-hit" }, pct(cacheHit(all)))),
-      h("div", { class: "row" }, h("h2", {}, `Cost by day and ${by.value}`),
-        h("button", { type: "button", id: "export-csv", onclick: () => download(`spend-${from.value}-${to.value}-by-${by.value}.csv`, csv(columns, sorted)) }, "Export CSV")),
-      table(`Cost by day and ${by.value}, ${from.value} to ${to.value}`, columns, sorted, { id: "spend-table" }));
+      h("div", { class: "row" }, h("h2", {}, `Cost by day and ${group}`),
+        h("button", { type: "button", id: "export-csv", onclick: () => download(`spend-${start}-${end}-by-${group}.csv`, csv(columns, sorted)) }, "Export CSV")),
+      table(`Cost by day and ${group}, ${start} to ${end}`, columns, sorted, { id: "spend-table" }));
   }
 
   async function budgets() {
@@ -394,16 +400,20 @@ async function requestsPage() {
     { key: "cost_usd", label: "Cost", num: true, render: (r) => usd4(r.cost_usd) }, { key: "latency_ms", label: "Latency ms", num: true, render: (r) => int(Math.round(r.latency_ms || 0)) },
     { key: "attempts", label: "Attempts", render: (r) => (r.attempts || []).map((a) => `${a.provider}=${a.outcome}`).join(", ") },
   ];
+  let latest = 0;  // only the newest search's answer is drawn, whatever order the answers come in
   async function load(cursor) {
+    const mine = ++latest;
     const params = { team: team.value || teamParam(), model: model.value, status: status.value, from: from.value, to: to.value, cursor };
     try {
       const answer = await call("GET", `/admin/requests${query(params)}`);
+      if (mine !== latest) return;
       const next = answer.next_cursor || answer.cursor || null;
       output.replaceChildren(table("Requests, newest first", columns, answer.data || [], { id: "requests-table" }),
         h("div", { class: "row" },
           cursors.length ? h("button", { type: "button", onclick: () => { cursors.pop(); load(cursors[cursors.length - 1]); } }, "Newer") : null,
           next ? h("button", { type: "button", id: "next-page", onclick: () => { cursors.push(next); load(next); } }, "Older") : null));
     } catch (e) {
+      if (mine !== latest) return;
       output.replaceChildren(notice(e instanceof ApiError && (e.status === 404 || e.status === 405)
         ? "Request log unavailable: this gateway has no request log endpoint (GET /admin/requests)." : message(e),
       e.status === 404 ? "status" : "error"));
