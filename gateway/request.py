@@ -23,8 +23,6 @@ _INT64 = 2**63  # integers the usage record's encoder can write: [-2**63, 2**63)
 # From this size on the census reads a body member by member (`MessagesRequest.shape`); a smaller
 # one decodes whole in less time than its members are located.
 MEMBER_CENSUS_BYTES = 8192
-# The members that steer routing or are kept with the usage record, in the order they are read.
-_ROUTING_MEMBERS = ("provider", "models", "session_id", "trace", "user", "plugins")
 
 
 @dataclass(slots=True)
@@ -299,8 +297,9 @@ def parse_messages_request(raw: bytes, headers: InboundHeaders,
     if not isinstance(stream, bool):
         raise InvalidRequest("stream: must be a boolean")
     provider = models = session_id = trace = user = plugins = None
-    if not values.keys().isdisjoint(_ROUTING_MEMBERS):  # most bodies have none of them
-        provider, models, session_id, trace, user, plugins = (_member(values, name) for name in _ROUTING_MEMBERS)
+    if present:  # most bodies have none of the router's members
+        provider, models, session_id, trace, user, plugins = (
+            _member(values, name) for name in ("provider", "models", "session_id", "trace", "user", "plugins"))
     fallbacks = _check_fallbacks(models, limits)
     trace = _check_trace(values.get("trace"), trace, limits)
     if provider is not None and not isinstance(provider, dict):
