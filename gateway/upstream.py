@@ -25,7 +25,7 @@ import collections
 import math
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 import httptools
@@ -223,19 +223,20 @@ class Response:
             await self._wait()
         return self._take() if self._chunks else b""
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._iterate()
+    # The body's chunks as they come. An iterator of its own rather than an async generator: the
+    # event loop tracks every async generator it starts (a weak set, a finalizer), once per stream.
+    def __aiter__(self) -> Response:
+        return self
 
-    async def _iterate(self) -> AsyncIterator[bytes]:
+    async def __anext__(self) -> bytes:
         while True:
             if self._chunks:
-                yield self._take()
-            elif self._complete:
-                return
-            elif self._error is not None:
+                return self._take()
+            if self._complete:
+                raise StopAsyncIteration
+            if self._error is not None:
                 raise self._error
-            else:
-                await self._wait()
+            await self._wait()
 
     @property
     def exhausted(self) -> bool:
