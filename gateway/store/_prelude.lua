@@ -56,6 +56,16 @@ local function mark_batch(batches, member, cutoff, keep)
   end
 end
 
+-- HMGET of any number of fields, a thousand at a time (unpack is bounded by the Lua stack).
+local function read_fields(hash, fields)
+  local values = {}
+  for first = 1, #fields, 1000 do
+    local part = redis.call('HMGET', hash, unpack(fields, first, math.min(first + 999, #fields)))
+    for i, v in ipairs(part) do values[first + i - 1] = v end
+  end
+  return values
+end
+
 -- Changes to counters summed per hash field, so that a batch writes each field once
 -- (write_sums): the end state is that of one HINCRBY per change wherever nothing reads those
 -- fields in between. A sum about to leave the range where doubles hold every integer (2^53) is
