@@ -70,13 +70,14 @@ end
 -- (write_sums): the end state is that of one HINCRBY per change wherever nothing reads those
 -- fields in between. A sum about to leave the range where doubles hold every integer (2^53) is
 -- written out first, so that every sum stays exact. sums: hash -> field -> amount not yet
--- written; order: {hash, field} in the order of their first change.
+-- written; order: hash, field, hash, field... in the order of their first change.
 local function add_to_sums(sums, order, hash, field, amount)
   local fields = sums[hash]
   if fields == nil then fields = {} sums[hash] = fields end
   local sum = fields[field]
   if sum == nil then
-    order[#order + 1] = {hash, field}
+    order[#order + 1] = hash
+    order[#order + 1] = field
     fields[field] = amount
     return
   end
@@ -89,8 +90,8 @@ local function add_to_sums(sums, order, hash, field, amount)
   end
 end
 local function write_sums(sums, order)
-  for _, hash_field in ipairs(order) do
-    local hash, field = hash_field[1], hash_field[2]
+  for i = 1, #order, 2 do
+    local hash, field = order[i], order[i + 1]
     redis.call('HINCRBY', hash, field, int(sums[hash][field]))
   end
 end

@@ -258,14 +258,27 @@ local function key_leases_held()
   end
   return read.key_leases + batch_leases
 end
--- Spent plus reserved by the scope in the period (KEYS[11] the day, KEYS[12] the month).
+-- Spent plus reserved by the scope in the period (KEYS[11] the day, KEYS[12] the month). What
+-- the budgeted scopes have reserved and spent is read at once, one call per hash.
+local spent_and_reserved = nil
 local function committed(s, period_key)
-  if s.reserved == nil then s.reserved = tonumber(redis.call('HGET', KEYS[10], s.field) or '0') end
-  s.spent = s.spent or {}
-  if s.spent[period_key] == nil then
-    s.spent[period_key] = tonumber(redis.call('HGET', period_key, s.field) or '0')
+  if spent_and_reserved == nil then
+    local fields, hashes = {}, {KEYS[10]}
+    local daily, monthly = false, false
+    for _, scope in ipairs(scopes) do
+      if scope.monthly ~= nil or scope.daily ~= nil then fields[#fields + 1] = scope.field end
+      daily, monthly = daily or scope.daily ~= nil, monthly or scope.monthly ~= nil
+    end
+    if daily then hashes[#hashes + 1] = KEYS[11] end
+    if monthly then hashes[#hashes + 1] = KEYS[12] end
+    spent_and_reserved = {}
+    for _, hash in ipairs(hashes) do
+      local values = redis.call('HMGET', hash, unpack(fields))
+      spent_and_reserved[hash] = {}
+      for i, field in ipairs(fields) do spent_and_reserved[hash][field] = tonumber(values[i] or '0') end
+    end
   end
-  return s.spent[period_key] + s.reserved + batch_reserved
+  return spent_and_reserved[period_key][s.field] + spent_and_reserved[KEYS[10]][s.field] + batch_reserved
 end
 
 local team_conc, key_conc = opt(team.max_concurrent), opt(key.max_concurrent)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -141,12 +142,23 @@ class _AdmitConstants:
     head: bytes                   # EVALSHA, the script, the number of keys, the keys and `shared_args`, in RESP
 
 
+@dataclass(frozen=True, slots=True)
+class _AdmitCall:
+    """One call of the admission script: its keys and arguments, and the command in RESP."""
+    script_keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    encoded: bytes
+
+
+_Waiters = list[tuple[AdmissionRequest, "asyncio.Future[Admission]"]]
+
+
 @dataclass(slots=True)
 class _AdmitLane:
     """One key's admissions: at most one batch in flight, the requests arriving meanwhile waiting
     for its reply, to go together as the next batch."""
-    waiting: list[tuple[AdmissionRequest, asyncio.Future[Admission]]] = field(default_factory=list)
-    in_flight: asyncio.Task[None] | None = None
+    waiting: _Waiters = field(default_factory=list)
+    in_flight: asyncio.Future[Any] | None = None  # the batch's reply, or the task waiting for it
 
 
 class RedisStore(Store):
@@ -229,14 +241,12 @@ class RedisStore(Store):
             try:
                 # Bounded by the connection's own watchdog (operation_timeout): no timer per call.
                 return await self._fast.execute_encoded(encoded)
-            except RespError as exc:
-                if _transient(exc):
-                    raise StoreUnavailable(f"redis unavailable: {exc}") from exc
-                if attempt or not str(exc).startswith("NOSCRIPT"):
-                    raise StoreError(f"redis script {name} failed: {exc}") from exc
-                await self.ping()  # a restarted Redis forgot the scripts
-            except (OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+            except (RespError, OSError, TimeoutError) as exc:
+                error = _fast_error(name, exc)
+                if error is None and not attempt:
+                    await self.ping()  # a restarted Redis forgot the scripts
+                    continue
+                raise error or StoreError(f"redis script {name} failed: {exc}") from exc
 
     async def _pipeline(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Read-only commands in one round trip per node (several pipelines when long)."""
@@ -437,8 +447,10 @@ class RedisStore(Store):
 
     def _send_admissions(self, lane_id: tuple[str, str], lane: _AdmitLane) -> None:
         """Send the lane's next batch, the waiters still waiting in the order they came; forget
-        the lane when nobody waits."""
-        batch: list[tuple[AdmissionRequest, asyncio.Future[Admission]]] = []
+        the lane when nobody waits. On an open pipelined connection the batch is written at once
+        and its reply taken in a callback; otherwise a task opens the connection, or goes through
+        redis-py, and takes it."""
+        batch: _Waiters = []
         while lane.waiting and len(batch) < ADMIT_BATCH_MAX:
             room = ADMIT_BATCH_MAX - len(batch)
             taken, lane.waiting = lane.waiting[:room], lane.waiting[room:]
@@ -448,24 +460,49 @@ class RedisStore(Store):
             if not lane.waiting:
                 del self._admit_lanes[lane_id]
             return
-        lane.in_flight = asyncio.create_task(self._admit_batch(lane_id, lane, batch))
+        call = self._admit_call([req for req, _ in batch])
+        sent = self._fast.send_encoded_now(call.encoded) if self._fast is not None else None
+        if sent is None:
+            lane.in_flight = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call))
+        else:
+            lane.in_flight = sent
+            sent.add_done_callback(functools.partial(self._admissions_answered, lane_id, lane, batch, call))
 
-    async def _admit_batch(self, lane_id: tuple[str, str], lane: _AdmitLane,
-                           batch: list[tuple[AdmissionRequest, asyncio.Future[Admission]]]) -> None:
+    def _admissions_answered(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                             call: _AdmitCall, reply: asyncio.Future[Any]) -> None:
+        """The reply to a batch written on the pipelined connection."""
+        error = StoreUnavailable("redis unavailable: the reply was cancelled") if reply.cancelled() \
+            else reply.exception()
+        if error is None:
+            self._hand_out(lane_id, lane, batch, reply.result())
+            return
+        store_error = _fast_error("admit", error)
+        if store_error is None:  # NOSCRIPT: load the scripts, then the same batch again
+            lane.in_flight = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call, reload=True))
+            return
+        store_error.__cause__ = error
+        self._batch_failed(lane_id, lane, batch, store_error)
+
+    async def _admit_through_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                                  call: _AdmitCall, reload: bool = False) -> None:
         try:
-            replies = await self._admit_call([req for req, _ in batch])
+            if reload:
+                await self.ping()
+            replies = await self._hot_script("admit", call.script_keys, call.args, call.encoded)
         except asyncio.CancelledError:  # the loop is going away: so are its callers
             for _, waiter in batch:
                 waiter.cancel()
             raise
-        except StoreUnavailable as exc:
-            # The requests waiting behind the batch would meet the same store: they fail with it,
-            # as they would have on the connection the batch found broken.
-            failed, lane.waiting = batch + lane.waiting, []
-            _fail_waiters(failed, exc)
         except Exception as exc:
-            _fail_waiters(batch, exc)
+            self._batch_failed(lane_id, lane, batch, exc)
         else:
+            self._hand_out(lane_id, lane, batch, replies)
+
+    def _hand_out(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, replies: Any) -> None:
+        """Each waiter its verdict, then the next batch."""
+        try:
+            if not isinstance(replies, list) or len(replies) != len(batch):
+                raise StoreError(f"redis script admit answered {replies!r} to {len(batch)} requests")
             for (_, waiter), reply in zip(batch, replies):
                 if waiter.done():  # its caller was cancelled while the batch was in flight
                     continue
@@ -473,10 +510,22 @@ class RedisStore(Store):
                     waiter.set_exception(StoreError(f"redis script admit failed: {reply}"))
                 else:
                     waiter.set_result(_admission(reply))
+        except Exception as exc:
+            _fail_waiters(batch, exc)
         finally:
             self._send_admissions(lane_id, lane)
 
-    async def _admit_call(self, batch: Sequence[AdmissionRequest]) -> list[Any]:
+    def _batch_failed(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                      error: Exception) -> None:
+        """A batch's error reaches each of its waiters; when the store is unavailable, the requests
+        waiting behind the batch would meet the same store: they fail with it, as they would have
+        on the connection the batch found broken."""
+        if isinstance(error, StoreUnavailable):
+            batch, lane.waiting = batch + lane.waiting, []
+        _fail_waiters(batch, error)
+        self._send_admissions(lane_id, lane)
+
+    def _admit_call(self, batch: Sequence[AdmissionRequest]) -> _AdmitCall:
         """One call of the admission script for requests of one key, judged at the newest `now`
         among them: a request waiting behind a batch in flight is judged when it is sent, not
         when it came (its Ticket.admitted_at, the `now` it asked with, is then a little earlier
@@ -492,10 +541,7 @@ class RedisStore(Store):
         # The command as EVALSHA sends it, the part that stays the same for the day encoded once.
         encoded = join_command(3 + len(constants.script_keys) + len(args),
                                (constants.head, encode_arguments(own)))
-        replies = await self._hot_script("admit", constants.script_keys, args, encoded)
-        if len(replies) != len(batch):
-            raise StoreError(f"redis script admit answered {len(replies)} verdicts for {len(batch)} requests")
-        return replies
+        return _AdmitCall(constants.script_keys, args, encoded)
 
     async def abandoned(self, team: str) -> dict[str, tuple[float, str]]:
         async with self._guard():
@@ -904,6 +950,18 @@ def _copy_error(error: Exception) -> Exception:
         return error
     copy.__cause__ = error.__cause__
     return copy
+
+
+def _fast_error(name: str, exc: BaseException) -> StoreError | None:
+    """What a failed call of a script on the pipelined connection is to its callers; None for
+    NOSCRIPT: a restarted Redis forgot the scripts, which loading them again cures."""
+    if isinstance(exc, RespError):
+        if _transient(exc):
+            return StoreUnavailable(f"redis unavailable: {exc}")
+        if str(exc).startswith("NOSCRIPT"):
+            return None
+        return StoreError(f"redis script {name} failed: {exc}")
+    return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
 
 
 def _budget_left(raw: Any) -> float | None:

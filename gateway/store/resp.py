@@ -222,6 +222,14 @@ class PipelinedRedis:
         protocol = await self._connection()
         return await self._send_encoded(protocol, command)
 
+    def send_encoded_now(self, command: bytes) -> asyncio.Future | None:
+        """`execute_encoded` without a coroutine, for a caller that takes the reply in a callback:
+        the reply's future, or None when the connection is not open (`execute_encoded` opens it)."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            return None
+        return self._send_encoded(protocol, command)
+
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Every command in one write; the replies in order (an error reply is returned, not raised)."""
         protocol = await self._connection()
