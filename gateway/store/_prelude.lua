@@ -58,6 +58,8 @@ end
 
 -- HMGET of any number of fields, a thousand at a time (unpack is bounded by the Lua stack).
 local function read_fields(hash, fields)
+  if #fields == 0 then return {} end
+  if #fields <= 1000 then return redis.call('HMGET', hash, unpack(fields)) end
   local values = {}
   for first = 1, #fields, 1000 do
     local part = redis.call('HMGET', hash, unpack(fields, first, math.min(first + 999, #fields)))

@@ -54,7 +54,8 @@ if invalid then return redis.error_reply('ERR admit: invalid ' .. invalid) end
 local requests = {}
 for first = SHARED + 1, #ARGV, PER_REQUEST do
   local r = {rid = ARGV[first], tokens = tonumber(ARGV[first + 1]), cost = tonumber(ARGV[first + 2]),
-             model = ARGV[first + 3], rate_only = ARGV[first + 4] == '1'}
+             model = ARGV[first + 3], rate_only = ARGV[first + 4] == '1',
+             invalid = nil, allowed = nil, windowed = nil}  -- (named here: the table is made its size)
   if not whole(r.tokens) then r.invalid = 'tokens'
   elseif not whole(r.cost) then r.invalid = 'cost'
   elseif r.rid == '' then r.invalid = 'request id'
@@ -63,11 +64,9 @@ for first = SHARED + 1, #ARGV, PER_REQUEST do
 end
 
 local function out(v) if v == nil then return '' end return num(v) end
-local function verdict(admitted, reason, retry, req, tok, budget_left, budgeted)
-  req = req or {}
-  tok = tok or {}
-  return {admitted and 1 or 0, reason or '', out(retry), out(req[1]), out(req[2]), out(req[3]),
-          out(tok[1]), out(tok[2]), out(tok[3]), out(budget_left), budgeted and 1 or 0}
+-- A verdict without its header triples (positions 4 to 9, '' until `header` fills them).
+local function verdict(admitted, reason, retry, budget_left, budgeted)
+  return {admitted and 1 or 0, reason or '', out(retry), '', '', '', '', '', '', out(budget_left), budgeted and 1 or 0}
 end
 local function reply_each(judge)
   local replies = {}
@@ -160,15 +159,24 @@ local second_n = math.floor(now)
 local cutoff = now - window  -- a bound only: passed as a number (see the prelude)
 local window_key_ttl = int(math.ceil(window * 2))
 
-local scopes = {
-  {limits = team, win = KEYS[3], wtok = KEYS[4], field = 'team', letter = 't'},
-  {limits = key, win = KEYS[5], wtok = KEYS[6], field = kfield, letter = 'k'},
-}
+-- A scope's limits, and the counters they apply to as the batch goes (every field named here,
+-- so that the table is made its size).
+local function nanos(usd) if usd ~= nil then return math.floor(usd * 1e9 + 0.5) end end
+local function scope(limits, win, wtok, field, letter)
+  local rpm, tpm = opt(limits.rpm), opt(limits.tpm)
+  local monthly, daily = opt(limits.budget_monthly_usd), opt(limits.budget_daily_usd)
+  return {win = win, wtok = wtok, field = field, letter = letter, rpm = rpm, tpm = tpm,
+          monthly = monthly, daily = daily, monthly_limit = nanos(monthly), daily_limit = nanos(daily),
+          -- the header's numbers that change only with the newest second, as text
+          rpm_text = rpm and num(rpm), tpm_text = tpm and num(tpm), reset_text = nil,
+          windowed = rpm ~= nil or tpm ~= nil,
+          count = 0, sum = 0,                    -- requests and tokens in the window
+          added_count = 0, added_tokens = 0,     -- what the batch has counted in `second` so far
+          stale = nil, stale_count = 0, stale_sum = 0, newest = nil, live = nil,
+          reserved = nil, spent_day = nil, spent_month = nil}  -- nano-USD, when budgeted
+end
+local scopes = {scope(team, KEYS[3], KEYS[4], 'team', 't'), scope(key, KEYS[5], KEYS[6], kfield, 'k')}
 for _, s in ipairs(scopes) do
-  s.rpm, s.tpm = opt(s.limits.rpm), opt(s.limits.tpm)
-  s.monthly, s.daily = opt(s.limits.budget_monthly_usd), opt(s.limits.budget_daily_usd)
-  s.windowed = s.rpm ~= nil or s.tpm ~= nil
-  s.added_count, s.added_tokens = 0, 0  -- what the batch has counted in `second` so far
   if s.windowed then
     local old = redis.call('ZRANGEBYSCORE', s.win, '-inf', cutoff)
     s.stale = {}
@@ -246,39 +254,38 @@ end
 
 -- Counters read once, when a request first needs them (concurrency, and what a scope has spent
 -- and reserved, which matters only to a budget of its own), plus what the batch has taken since.
+-- Reserved becomes spent for an abandoned reservation: their sum is what the budgets compare.
 local batch_leases, batch_reserved = 0, 0  -- leases taken, nano-USD reserved (for team and key alike)
-local read = {}
+local team_leases, key_leases = nil, nil  -- as read, less the expired ones
 local function leases_held()
-  if read.leases == nil then read.leases = redis.call('ZCARD', KEYS[7]) - #expired end
-  return read.leases + batch_leases
+  if team_leases == nil then team_leases = redis.call('ZCARD', KEYS[7]) - #expired end
+  return team_leases + batch_leases
 end
 local function key_leases_held()
-  if read.key_leases == nil then
-    read.key_leases = tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed_kconc
-  end
-  return read.key_leases + batch_leases
+  if key_leases == nil then key_leases = tonumber(redis.call('HGET', KEYS[8], kfield) or '0') - freed_kconc end
+  return key_leases + batch_leases
 end
--- Spent plus reserved by the scope in the period (KEYS[11] the day, KEYS[12] the month). What
--- the budgeted scopes have reserved and spent is read at once, one call per hash.
-local spent_and_reserved = nil
-local function committed(s, period_key)
-  if spent_and_reserved == nil then
-    local fields, hashes = {}, {KEYS[10]}
-    local daily, monthly = false, false
-    for _, scope in ipairs(scopes) do
-      if scope.monthly ~= nil or scope.daily ~= nil then fields[#fields + 1] = scope.field end
-      daily, monthly = daily or scope.daily ~= nil, monthly or scope.monthly ~= nil
-    end
-    if daily then hashes[#hashes + 1] = KEYS[11] end
-    if monthly then hashes[#hashes + 1] = KEYS[12] end
-    spent_and_reserved = {}
-    for _, hash in ipairs(hashes) do
-      local values = redis.call('HMGET', hash, unpack(fields))
-      spent_and_reserved[hash] = {}
-      for i, field in ipairs(fields) do spent_and_reserved[hash][field] = tonumber(values[i] or '0') end
+-- What the budgeted scopes have reserved and spent in the day and the month, read when a request
+-- first needs it: one call per hash for both scopes.
+local budgets_read = false
+local function read_budgets()
+  local budgeted, fields, daily, monthly = {}, {}, false, false
+  for _, s in ipairs(scopes) do
+    if s.monthly ~= nil or s.daily ~= nil then
+      budgeted[#budgeted + 1] = s
+      fields[#fields + 1] = s.field
+      daily, monthly = daily or s.daily ~= nil, monthly or s.monthly ~= nil
     end
   end
-  return spent_and_reserved[period_key][s.field] + spent_and_reserved[KEYS[10]][s.field] + batch_reserved
+  local reserved = redis.call('HMGET', KEYS[10], unpack(fields))
+  local day = daily and redis.call('HMGET', KEYS[11], unpack(fields))
+  local month = monthly and redis.call('HMGET', KEYS[12], unpack(fields))
+  for i, s in ipairs(budgeted) do
+    s.reserved = tonumber(reserved[i] or '0')
+    s.spent_day = day and tonumber(day[i] or '0')
+    s.spent_month = month and tonumber(month[i] or '0')
+  end
+  budgets_read = true
 end
 
 local team_conc, key_conc = opt(team.max_concurrent), opt(key.max_concurrent)
@@ -287,38 +294,47 @@ for _, s in ipairs(scopes) do
   budgeted_scopes = budgeted_scopes or s.monthly ~= nil or s.daily ~= nil
 end
 
--- Headers: the scope with the fewest remaining; the window is empty again one window after
--- its newest second.
-local function header(limit_name, used_name)
-  local best = nil
+-- A header triple into positions `at` to `at` + 2 of a verdict: limit, remaining and reset of
+-- the scope with the fewest remaining; the window is empty again one window after its newest
+-- second.
+local function header(reply, at, limit_name, used_name, limit_text)
+  local best_limit, best_remaining, best = nil, nil, nil
   for _, s in ipairs(scopes) do
     local limit = s[limit_name]
     if limit ~= nil then
       local remaining = math.max(0, limit - s[used_name])
-      local reset = s.newest ~= nil and s.newest + window or now
-      if best == nil or remaining < best[2] then best = {limit, remaining, reset} end
+      if best_limit == nil or remaining < best_remaining then best_limit, best_remaining, best = limit, remaining, s end
     end
   end
-  return best
+  if best ~= nil then
+    if best.reset_text == nil then best.reset_text = num(best.newest ~= nil and best.newest + window or now) end
+    reply[at], reply[at + 1], reply[at + 2] = best[limit_text], num(best_remaining), best.reset_text
+  end
 end
 
+-- A request's failed checks (made at its first failure: most requests fail none): the wait of
+-- each, nil when waiting cannot help, and that wins; what a refusing budget has left (nano-USD,
+-- the least over team and key), for the message.
+local function fail(checks, reason, wait)
+  checks = checks or {failed = {}, waits = {}, left = {}}
+  local failed, waits = checks.failed, checks.waits
+  if failed[reason] == nil then
+    failed[reason] = true
+    waits[reason] = wait
+  elseif waits[reason] ~= nil then
+    if wait == nil then waits[reason] = nil else waits[reason] = math.max(waits[reason], wait) end
+  end
+  return checks
+end
+local function budget_short(checks, reason, left)
+  if checks.left[reason] == nil or left < checks.left[reason] then checks.left[reason] = left end
+end
+
+local REASONS = {'rpm', 'tpm', 'concurrency', 'budget_monthly', 'budget_daily'}  -- the first failed is the reason
 local consumed = {}  -- the admitted requests that take a window entry or a lease, in order
 local function judge(r)
   if not r.allowed then return verdict(false, 'model_not_allowed') end
-  -- The wait for a failed check; nil means waiting cannot help, and that wins.
-  local failed, waits, budget_left = {}, {}, {}
-  local function fail(reason, wait)
-    if failed[reason] == nil then
-      failed[reason] = true
-      waits[reason] = wait
-    elseif waits[reason] ~= nil then
-      if wait == nil then waits[reason] = nil else waits[reason] = math.max(waits[reason], wait) end
-    end
-  end
-  -- What a refusing budget has left (nano-USD, the least over team and key), for the message.
-  local function budget_short(reason, left)
-    if budget_left[reason] == nil or left < budget_left[reason] then budget_left[reason] = left end
-  end
+  local checks = nil
 
   local tokens, cost, rate_only = r.tokens, r.cost, r.rate_only
   local duplicate = holding[r.rid] == true
@@ -326,35 +342,36 @@ local function judge(r)
   if not duplicate then
     for _, s in ipairs(scopes) do
       if s.rpm ~= nil and s.count + 1 > s.rpm then
-        if s.rpm == 0 then fail('rpm', nil)
-        else fail('rpm', wait_for(s, 'c', s.count + 1 - s.rpm)) end
+        if s.rpm == 0 then checks = fail(checks, 'rpm', nil)
+        else checks = fail(checks, 'rpm', wait_for(s, 'c', s.count + 1 - s.rpm)) end
       end
       if s.tpm ~= nil and not rate_only and s.sum + tokens > s.tpm then
-        if tokens > s.tpm then fail('tpm', nil)
-        else fail('tpm', wait_for(s, 't', s.sum + tokens - s.tpm)) end
+        if tokens > s.tpm then checks = fail(checks, 'tpm', nil)
+        else checks = fail(checks, 'tpm', wait_for(s, 't', s.sum + tokens - s.tpm)) end
       end
     end
     if team_conc ~= nil and not rate_only and leases_held() + 1 > team_conc then
-      fail('concurrency', concurrency_wait)
+      checks = fail(checks, 'concurrency', concurrency_wait)
     end
     if key_conc ~= nil and not rate_only and key_leases_held() + 1 > key_conc then
-      fail('concurrency', concurrency_wait)
+      checks = fail(checks, 'concurrency', concurrency_wait)
     end
     if not rate_only then
       budgeted = budgeted_scopes
       for _, s in ipairs(scopes) do
+        if (s.monthly ~= nil or s.daily ~= nil) and not budgets_read then read_budgets() end
         if s.monthly ~= nil then
-          local limit, taken = math.floor(s.monthly * 1e9 + 0.5), committed(s, KEYS[12])
+          local limit, taken = s.monthly_limit, s.spent_month + s.reserved + batch_reserved
           if taken + cost > limit then
-            fail('budget_monthly', next_month - now)
-            budget_short('budget_monthly', limit - taken)
+            checks = fail(checks, 'budget_monthly', next_month - now)
+            budget_short(checks, 'budget_monthly', limit - taken)
           end
         end
         if s.daily ~= nil then
-          local limit, taken = math.floor(s.daily * 1e9 + 0.5), committed(s, KEYS[11])
+          local limit, taken = s.daily_limit, s.spent_day + s.reserved + batch_reserved
           if taken + cost > limit then
-            fail('budget_daily', next_day - now)
-            budget_short('budget_daily', limit - taken)
+            checks = fail(checks, 'budget_daily', next_day - now)
+            budget_short(checks, 'budget_daily', limit - taken)
           end
         end
       end
@@ -362,8 +379,10 @@ local function judge(r)
   end
 
   local reason = nil
-  for _, name in ipairs({'rpm', 'tpm', 'concurrency', 'budget_monthly', 'budget_daily'}) do
-    if failed[name] then reason = name break end
+  if checks ~= nil then
+    for _, name in ipairs(REASONS) do
+      if checks.failed[name] then reason = name break end
+    end
   end
   if reason == nil and not duplicate then  -- the request takes its share, for the ones after it
     consumed[#consumed + 1] = r
@@ -373,7 +392,7 @@ local function judge(r)
         r.windowed = r.windowed .. s.letter
         s.count, s.sum = s.count + 1, s.sum + tokens
         s.added_count, s.added_tokens = s.added_count + 1, s.added_tokens + tokens
-        s.newest = math.max(s.newest or second_n, second_n)
+        if s.newest == nil or s.newest < second_n then s.newest, s.reset_text = second_n, nil end
       end
     end
     if not rate_only then
@@ -381,8 +400,11 @@ local function judge(r)
       batch_leases, batch_reserved = batch_leases + 1, batch_reserved + cost
     end
   end
-  return verdict(reason == nil, reason, reason and waits[reason], header('rpm', 'count'),
-                 header('tpm', 'sum'), reason and budget_left[reason], budgeted)
+  local reply = verdict(reason == nil, reason, reason and checks.waits[reason], reason and checks.left[reason],
+                        budgeted)
+  header(reply, 4, 'rpm', 'count', 'rpm_text')
+  header(reply, 7, 'tpm', 'sum', 'tpm_text')
+  return reply
 end
 local replies = reply_each(judge)
 
@@ -421,12 +443,13 @@ for _, s in ipairs(scopes) do
 end
 
 local leases, reservations = {}, {}
+local count_field, tokens_field = 'c:' .. second, 't:' .. second
 local lease_expiry = now + lease_ttl
 for _, r in ipairs(consumed) do
   for _, s in ipairs(scopes) do
     if s.windowed then
-      add_to_sums(sums, order, s.wtok, 'c:' .. second, 1)
-      add_to_sums(sums, order, s.wtok, 't:' .. second, r.tokens)
+      add_to_sums(sums, order, s.wtok, count_field, 1)
+      add_to_sums(sums, order, s.wtok, tokens_field, r.tokens)
       add_to_sums(sums, order, s.wtok, '_count', 1)
       add_to_sums(sums, order, s.wtok, '_sum', r.tokens)
     end

@@ -158,7 +158,7 @@ class _AdmitLane:
     """One key's admissions: at most one batch in flight, the requests arriving meanwhile waiting
     for its reply, to go together as the next batch."""
     waiting: _Waiters = field(default_factory=list)
-    in_flight: asyncio.Future[Any] | None = None  # the batch's reply, or the task waiting for it
+    in_flight: bool = False
 
 
 class RedisStore(Store):
@@ -198,6 +198,7 @@ class RedisStore(Store):
         self._discovery = asyncio.Lock()
         self._admit_cache: dict[tuple[str, str, int], _AdmitConstants] = {}
         self._admit_lanes: dict[tuple[str, str], _AdmitLane] = {}  # (team, key id) -> its admissions
+        self._admit_tasks: set[asyncio.Task[None]] = set()  # batches waiting for a connection or redis-py
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -440,7 +441,7 @@ class RedisStore(Store):
             lane = self._admit_lanes[lane_id] = _AdmitLane()
         waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         lane.waiting.append((req, waiter))
-        if lane.in_flight is None:
+        if not lane.in_flight:
             self._send_admissions(lane_id, lane)
         # A caller cancelled before its batch leaves cancels `waiter`, and the batch leaves it out.
         return await waiter
@@ -456,29 +457,31 @@ class RedisStore(Store):
             taken, lane.waiting = lane.waiting[:room], lane.waiting[room:]
             batch += [(req, waiter) for req, waiter in taken if not waiter.done()]
         if not batch:
-            lane.in_flight = None
+            lane.in_flight = False
             if not lane.waiting:
                 del self._admit_lanes[lane_id]
             return
         call = self._admit_call([req for req, _ in batch])
-        sent = self._fast.send_encoded_now(call.encoded) if self._fast is not None else None
-        if sent is None:
-            lane.in_flight = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call))
-        else:
-            lane.in_flight = sent
-            sent.add_done_callback(functools.partial(self._admissions_answered, lane_id, lane, batch, call))
+        lane.in_flight = True
+        answered = functools.partial(self._admissions_answered, lane_id, lane, batch, call)
+        if self._fast is None or not self._fast.send_encoded_now(call.encoded, answered):
+            self._admit_in_task(lane_id, lane, batch, call)
+
+    def _admit_in_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, call: _AdmitCall,
+                       reload: bool = False) -> None:
+        task = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call, reload))
+        self._admit_tasks.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._admit_tasks.discard)
 
     def _admissions_answered(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
-                             call: _AdmitCall, reply: asyncio.Future[Any]) -> None:
-        """The reply to a batch written on the pipelined connection."""
-        error = StoreUnavailable("redis unavailable: the reply was cancelled") if reply.cancelled() \
-            else reply.exception()
+                             call: _AdmitCall, reply: Any, error: Exception | None) -> None:
+        """The reply to a batch written on the pipelined connection, as soon as it is read."""
         if error is None:
-            self._hand_out(lane_id, lane, batch, reply.result())
+            self._hand_out(lane_id, lane, batch, reply)
             return
         store_error = _fast_error("admit", error)
         if store_error is None:  # NOSCRIPT: load the scripts, then the same batch again
-            lane.in_flight = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call, reload=True))
+            self._admit_in_task(lane_id, lane, batch, call, reload=True)
             return
         store_error.__cause__ = error
         self._batch_failed(lane_id, lane, batch, store_error)
