@@ -451,17 +451,21 @@ class RedisStore(Store):
         the lane when nobody waits. On an open pipelined connection the batch is written at once
         and its reply taken in a callback; otherwise a task opens the connection, or goes through
         redis-py, and takes it."""
-        batch: _Waiters = []
-        while lane.waiting and len(batch) < ADMIT_BATCH_MAX:
-            room = ADMIT_BATCH_MAX - len(batch)
-            taken, lane.waiting = lane.waiting[:room], lane.waiting[room:]
-            batch += [(req, waiter) for req, waiter in taken if not waiter.done()]
-        if not batch:
-            lane.in_flight = False
-            if not lane.waiting:
+        while True:
+            batch: _Waiters = []
+            while lane.waiting and len(batch) < ADMIT_BATCH_MAX:
+                room = ADMIT_BATCH_MAX - len(batch)
+                taken, lane.waiting = lane.waiting[:room], lane.waiting[room:]
+                batch += [(req, waiter) for req, waiter in taken if not waiter.done()]
+            if not batch:
+                lane.in_flight = False
                 del self._admit_lanes[lane_id]
-            return
-        call = self._admit_call([req for req, _ in batch])
+                return
+            try:
+                call = self._admit_call([req for req, _ in batch])
+                break
+            except Exception as exc:  # nothing was sent: this batch fails, the next one goes
+                _fail_waiters(batch, exc)
         lane.in_flight = True
         answered = functools.partial(self._admissions_answered, lane_id, lane, batch, call)
         if self._fast is None or not self._fast.send_encoded_now(call.encoded, answered):
@@ -492,9 +496,11 @@ class RedisStore(Store):
             if reload:
                 await self.ping()
             replies = await self._hot_script("admit", call.script_keys, call.args, call.encoded)
-        except asyncio.CancelledError:  # the loop is going away: so are its callers
-            for _, waiter in batch:
+        except asyncio.CancelledError:  # the loop is going away: so are the lane's callers
+            for _, waiter in batch + lane.waiting:
                 waiter.cancel()
+            lane.waiting, lane.in_flight = [], False
+            self._admit_lanes.pop(lane_id, None)
             raise
         except Exception as exc:
             self._batch_failed(lane_id, lane, batch, exc)
