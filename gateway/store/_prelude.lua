@@ -56,17 +56,30 @@ local function mark_batch(batches, member, cutoff, keep)
   end
 end
 
+-- HMGET of any number of fields, a thousand at a time (unpack is bounded by the Lua stack).
+local function read_fields(hash, fields)
+  if #fields == 0 then return {} end
+  if #fields <= 1000 then return redis.call('HMGET', hash, unpack(fields)) end
+  local values = {}
+  for first = 1, #fields, 1000 do
+    local part = redis.call('HMGET', hash, unpack(fields, first, math.min(first + 999, #fields)))
+    for i, v in ipairs(part) do values[first + i - 1] = v end
+  end
+  return values
+end
+
 -- Changes to counters summed per hash field, so that a batch writes each field once
 -- (write_sums): the end state is that of one HINCRBY per change wherever nothing reads those
 -- fields in between. A sum about to leave the range where doubles hold every integer (2^53) is
 -- written out first, so that every sum stays exact. sums: hash -> field -> amount not yet
--- written; order: {hash, field} in the order of their first change.
+-- written; order: hash, field, hash, field... in the order of their first change.
 local function add_to_sums(sums, order, hash, field, amount)
   local fields = sums[hash]
   if fields == nil then fields = {} sums[hash] = fields end
   local sum = fields[field]
   if sum == nil then
-    order[#order + 1] = {hash, field}
+    order[#order + 1] = hash
+    order[#order + 1] = field
     fields[field] = amount
     return
   end
@@ -79,8 +92,8 @@ local function add_to_sums(sums, order, hash, field, amount)
   end
 end
 local function write_sums(sums, order)
-  for _, hash_field in ipairs(order) do
-    local hash, field = hash_field[1], hash_field[2]
+  for i = 1, #order, 2 do
+    local hash, field = order[i], order[i + 1]
     redis.call('HINCRBY', hash, field, int(sums[hash][field]))
   end
 end

@@ -375,9 +375,11 @@ class MemoryStore(Store):
             state.reserved[fieldname] = state.reserved.get(fieldname, 0) + cost
 
     async def admit(self, req: AdmissionRequest) -> Admission:
+        """One request at a time: admit.lua judges a batch of one key's requests, and a batch is
+        exactly its requests admitted here one after another at the batch's `now`."""
         validate_admission(req)  # before any change, as admit.lua checks its arguments first
         # Expired leases and window seconds are forgotten first here; admit.lua counts them out
-        # while checking and deletes them after: the same verdicts, and no step here can fail.
+        # while judging its batch and deletes them after: the same verdicts, and no step here can fail.
         refusal, team, key = self._key_refusal(req)
         if refusal is not None:
             return Admission(False, refusal)

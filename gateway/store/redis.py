@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, TypeVar
 
@@ -128,18 +129,36 @@ def _transient(error: BaseException) -> bool:
     return str(error).startswith(_TRANSIENT_REPLIES)
 
 
-# The admission script's last two arguments, in RESP, by `rate_only`.
-_ADMIT_LAST_ENCODED = {rate_only: encode_arguments((1 if rate_only else 0, ABANDONED_KEEP_S))
-                       for rate_only in (False, True)}
+# The most requests one admission script call judges: each costs a few microseconds of Redis
+# time, and a script holds Redis for all of them.
+ADMIT_BATCH_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
 class _AdmitConstants:
     """What an admission sends that only changes with the team, the key and the day."""
     script_keys: tuple[str, ...]
-    day_args: tuple[Any, ...]
-    head: bytes              # EVALSHA, the script, the number of keys and the keys, in RESP
-    encoded_day_args: bytes  # `day_args` in RESP
+    shared_args: tuple[Any, ...]  # the script's shared arguments before `now`
+    head: bytes                   # EVALSHA, the script, the number of keys, the keys and `shared_args`, in RESP
+
+
+@dataclass(frozen=True, slots=True)
+class _AdmitCall:
+    """One call of the admission script: its keys and arguments, and the command in RESP."""
+    script_keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    encoded: bytes
+
+
+_Waiters = list[tuple[AdmissionRequest, "asyncio.Future[Admission]"]]
+
+
+@dataclass(slots=True)
+class _AdmitLane:
+    """One key's admissions: at most one batch in flight, the requests arriving meanwhile waiting
+    for its reply, to go together as the next batch."""
+    waiting: _Waiters = field(default_factory=list)
+    in_flight: bool = False
 
 
 class RedisStore(Store):
@@ -178,6 +197,8 @@ class RedisStore(Store):
                        if self._fast is not None else None)
         self._discovery = asyncio.Lock()
         self._admit_cache: dict[tuple[str, str, int], _AdmitConstants] = {}
+        self._admit_lanes: dict[tuple[str, str], _AdmitLane] = {}  # (team, key id) -> its admissions
+        self._admit_tasks: set[asyncio.Task[None]] = set()  # batches waiting for a connection or redis-py
 
     # -- plumbing -----------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -221,14 +242,12 @@ class RedisStore(Store):
             try:
                 # Bounded by the connection's own watchdog (operation_timeout): no timer per call.
                 return await self._fast.execute_encoded(encoded)
-            except RespError as exc:
-                if _transient(exc):
-                    raise StoreUnavailable(f"redis unavailable: {exc}") from exc
-                if attempt or not str(exc).startswith("NOSCRIPT"):
-                    raise StoreError(f"redis script {name} failed: {exc}") from exc
-                await self.ping()  # a restarted Redis forgot the scripts
-            except (OSError, TimeoutError) as exc:
-                raise StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+            except (RespError, OSError, TimeoutError) as exc:
+                error = _fast_error(name, exc)
+                if error is None and not attempt:
+                    await self.ping()  # a restarted Redis forgot the scripts
+                    continue
+                raise error or StoreError(f"redis script {name} failed: {exc}") from exc
 
     async def _pipeline(self, commands: Sequence[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Read-only commands in one round trip per node (several pipelines when long)."""
@@ -391,7 +410,7 @@ class RedisStore(Store):
 
     def _admit_constants(self, team: str, key_id: str, now: float) -> _AdmitConstants:
         """The admission script's keys and its arguments that only change with the day: the same
-        for every request of a key on a given day, so built (and encoded) once."""
+        for every batch of a key on a given day, so built (and encoded) once."""
         cache_key = (team, key_id, int(now // 86400))
         found = self._admit_cache.get(cache_key)
         if found is None:
@@ -403,34 +422,135 @@ class RedisStore(Store):
                 tk.key_window(key_id), tk.key_window_tokens(key_id), tk.leases,
                 tk.key_concurrency, tk.reservations, tk.reserved, tk.spend_day(day_id(now)),
                 tk.spend_month(month_id(now)), tk.abandoned)
-            day_args = (_num(next_day_start(now)), _num(next_month_start(now)), _num(self.options.lease_ttl_s),
-                        _num(WINDOW_S), self._lease_key_ttl(), _num(CONCURRENCY_RETRY_S))
-            head = encode_arguments(("EVALSHA", self._scripts["admit"].sha, len(script_keys), *script_keys))
-            found = self._admit_cache[cache_key] = _AdmitConstants(script_keys, day_args, head,
-                                                                   encode_arguments(day_args))
+            shared_args = (key_id, _num(next_day_start(now)), _num(next_month_start(now)),
+                           _num(self.options.lease_ttl_s), _num(WINDOW_S), self._lease_key_ttl(),
+                           _num(CONCURRENCY_RETRY_S), ABANDONED_KEEP_S)
+            head = encode_arguments(("EVALSHA", self._scripts["admit"].sha, len(script_keys), *script_keys,
+                                     *shared_args))
+            found = self._admit_cache[cache_key] = _AdmitConstants(script_keys, shared_args, head)
         return found
 
     async def admit(self, req: AdmissionRequest) -> Admission:
+        """Admissions of one key go in batches (admit.lua): while one batch is in flight, the
+        requests arriving wait, and go together as the next batch when its reply arrives. A
+        request arriving at an idle key is sent at once, alone."""
         validate_admission(req)  # a script cannot roll back: nothing reaches it that could fail it
-        now = req.now
-        constants = self._admit_constants(req.team, req.key_id, now)
-        # The script's arguments: these, then the day's (`_admit_constants`), then the last two.
-        first = (req.key_id, req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd),
-                 "\n".join(req.all_models), _num(now))
-        last = (1 if req.rate_only else 0, ABANDONED_KEEP_S)
-        args = (*first, *constants.day_args, *last)
-        # The command as EVALSHA sends it, the parts that stay the same for the day encoded once.
+        lane_id = (req.team, req.key_id)
+        lane = self._admit_lanes.get(lane_id)
+        if lane is None:
+            lane = self._admit_lanes[lane_id] = _AdmitLane()
+        waiter: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        lane.waiting.append((req, waiter))
+        if not lane.in_flight:
+            self._send_admissions(lane_id, lane)
+        # A caller cancelled before its batch leaves cancels `waiter`, and the batch leaves it out.
+        return await waiter
+
+    def _send_admissions(self, lane_id: tuple[str, str], lane: _AdmitLane) -> None:
+        """Send the lane's next batch, the waiters still waiting in the order they came; forget
+        the lane when nobody waits. On an open pipelined connection the batch is written at once
+        and its reply taken in a callback; otherwise a task opens the connection, or goes through
+        redis-py, and takes it."""
+        while True:
+            batch: _Waiters = []
+            while lane.waiting and len(batch) < ADMIT_BATCH_MAX:
+                room = ADMIT_BATCH_MAX - len(batch)
+                taken, lane.waiting = lane.waiting[:room], lane.waiting[room:]
+                batch += [(req, waiter) for req, waiter in taken if not waiter.done()]
+            if not batch:
+                lane.in_flight = False
+                del self._admit_lanes[lane_id]
+                return
+            try:
+                call = self._admit_call([req for req, _ in batch])
+                break
+            except Exception as exc:  # nothing was sent: this batch fails, the next one goes
+                _fail_waiters(batch, exc)
+        lane.in_flight = True
+        answered = functools.partial(self._admissions_answered, lane_id, lane, batch, call)
+        if self._fast is None or not self._fast.send_encoded_now(call.encoded, answered):
+            self._admit_in_task(lane_id, lane, batch, call)
+
+    def _admit_in_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, call: _AdmitCall,
+                       reload: bool = False) -> None:
+        task = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call, reload))
+        self._admit_tasks.add(task)  # held until done: the loop keeps only a weak reference
+        task.add_done_callback(self._admit_tasks.discard)
+
+    def _admissions_answered(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                             call: _AdmitCall, reply: Any, error: Exception | None) -> None:
+        """The reply to a batch written on the pipelined connection, as soon as it is read."""
+        if error is None:
+            self._hand_out(lane_id, lane, batch, reply)
+            return
+        store_error = _fast_error("admit", error)
+        if store_error is None:  # NOSCRIPT: load the scripts, then the same batch again
+            self._admit_in_task(lane_id, lane, batch, call, reload=True)
+            return
+        store_error.__cause__ = error
+        self._batch_failed(lane_id, lane, batch, store_error)
+
+    async def _admit_through_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                                  call: _AdmitCall, reload: bool = False) -> None:
+        try:
+            if reload:
+                await self.ping()
+            replies = await self._hot_script("admit", call.script_keys, call.args, call.encoded)
+        except asyncio.CancelledError:  # the loop is going away: so are the lane's callers
+            for _, waiter in batch + lane.waiting:
+                waiter.cancel()
+            lane.waiting, lane.in_flight = [], False
+            self._admit_lanes.pop(lane_id, None)
+            raise
+        except Exception as exc:
+            self._batch_failed(lane_id, lane, batch, exc)
+        else:
+            self._hand_out(lane_id, lane, batch, replies)
+
+    def _hand_out(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, replies: Any) -> None:
+        """Each waiter its verdict, then the next batch."""
+        try:
+            if not isinstance(replies, list) or len(replies) != len(batch):
+                raise StoreError(f"redis script admit answered {replies!r} to {len(batch)} requests")
+            for (_, waiter), reply in zip(batch, replies):
+                if waiter.done():  # its caller was cancelled while the batch was in flight
+                    continue
+                if isinstance(reply, str):  # the script refused this request's own arguments
+                    waiter.set_exception(StoreError(f"redis script admit failed: {reply}"))
+                else:
+                    waiter.set_result(_admission(reply))
+        except Exception as exc:
+            _fail_waiters(batch, exc)
+        finally:
+            self._send_admissions(lane_id, lane)
+
+    def _batch_failed(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
+                      error: Exception) -> None:
+        """A batch's error reaches each of its waiters; when the store is unavailable, the requests
+        waiting behind the batch would meet the same store: they fail with it, as they would have
+        on the connection the batch found broken."""
+        if isinstance(error, StoreUnavailable):
+            batch, lane.waiting = batch + lane.waiting, []
+        _fail_waiters(batch, error)
+        self._send_admissions(lane_id, lane)
+
+    def _admit_call(self, batch: Sequence[AdmissionRequest]) -> _AdmitCall:
+        """One call of the admission script for requests of one key, judged at the newest `now`
+        among them: a request waiting behind a batch in flight is judged when it is sent, not
+        when it came (its Ticket.admitted_at, the `now` it asked with, is then a little earlier
+        than its lease's start, which renews it a little early)."""
+        first = batch[0]
+        now = max(req.now for req in batch)
+        constants = self._admit_constants(first.team, first.key_id, now)
+        own: list[Any] = [_num(now)]
+        for req in batch:
+            own += (req.request_id, int(req.tokens), usd_to_nanos(req.cost_usd), "\n".join(req.all_models),
+                    1 if req.rate_only else 0)
+        args = (*constants.shared_args, *own)
+        # The command as EVALSHA sends it, the part that stays the same for the day encoded once.
         encoded = join_command(3 + len(constants.script_keys) + len(args),
-                               (constants.head, encode_arguments(first), constants.encoded_day_args,
-                                _ADMIT_LAST_ENCODED[bool(req.rate_only)]))
-        out = await self._hot_script("admit", constants.script_keys, args, encoded)
-        return Admission(
-            admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
-            requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
-            requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
-            tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]),
-            budget_left_usd=_budget_left(out[9]) if len(out) > 9 else None,
-            budgeted=len(out) > 10 and int(out[10]) == 1)
+                               (constants.head, encode_arguments(own)))
+        return _AdmitCall(constants.script_keys, args, encoded)
 
     async def abandoned(self, team: str) -> dict[str, tuple[float, str]]:
         async with self._guard():
@@ -811,6 +931,46 @@ class RedisStore(Store):
         async with self._guard():
             raws = await self._io(self._redis.lrange(keys.ALERT_DELIVERIES, 0, limit - 1))
         return [orjson.loads(raw) for raw in raws]
+
+
+def _admission(out: Sequence[Any]) -> Admission:
+    """A verdict of admit.lua."""
+    return Admission(
+        admitted=int(out[0]) == 1, reason=out[1] or None, retry_after=_opt_float(out[2]),
+        requests_limit=_opt_int(out[3]), requests_remaining=_opt_int(out[4]),
+        requests_reset=_opt_float(out[5]), tokens_limit=_opt_int(out[6]),
+        tokens_remaining=_opt_int(out[7]), tokens_reset=_opt_float(out[8]),
+        budget_left_usd=_budget_left(out[9]), budgeted=int(out[10]) == 1)
+
+
+def _fail_waiters(waiters: Sequence[tuple[Any, asyncio.Future[Any]]], error: Exception) -> None:
+    """The error of a batch, to each of its waiters still waiting: a copy each (of the same class,
+    caused by the same error), since one exception raised in many tasks would gather all their
+    tracebacks."""
+    for _, waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(_copy_error(error))
+
+
+def _copy_error(error: Exception) -> Exception:
+    try:
+        copy = type(error)(*error.args)
+    except Exception:  # a class that cannot be remade from its arguments: the error itself
+        return error
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+def _fast_error(name: str, exc: BaseException) -> StoreError | None:
+    """What a failed call of a script on the pipelined connection is to its callers; None for
+    NOSCRIPT: a restarted Redis forgot the scripts, which loading them again cures."""
+    if isinstance(exc, RespError):
+        if _transient(exc):
+            return StoreUnavailable(f"redis unavailable: {exc}")
+        if str(exc).startswith("NOSCRIPT"):
+            return None
+        return StoreError(f"redis script {name} failed: {exc}")
+    return StoreUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}")
 
 
 def _budget_left(raw: Any) -> float | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -63,6 +63,34 @@ def _encode_any(args: Sequence[Any]) -> bytes:
             data = str(arg).encode()
         parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+class _ReplyCallback:
+    """A waiter that hands its reply to a function at once, where a future would wake its task on
+    the event loop's next turn: the one a batch of commands needs costs no turn of its own. It
+    answers what the protocol asks of a waiter (`done`, `set_result`, `set_exception`)."""
+    __slots__ = ("on_reply", "answered")
+
+    def __init__(self, on_reply: Callable[[Any, Exception | None], None]) -> None:
+        self.on_reply = on_reply
+        self.answered = False
+
+    def done(self) -> bool:
+        return self.answered
+
+    def set_result(self, reply: Any) -> None:
+        self._answer(reply, None)
+
+    def set_exception(self, error: Exception) -> None:
+        self._answer(None, error)
+
+    def _answer(self, reply: Any, error: Exception | None) -> None:
+        self.answered = True
+        try:
+            self.on_reply(reply, error)
+        except Exception as exc:  # a fault of the caller's must not stop the replies behind this one
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "a reply callback failed", "exception": exc})
 
 
 class _Protocol(asyncio.Protocol):
@@ -221,6 +249,18 @@ class PipelinedRedis:
         """`execute` of a command already in RESP (`join_command`)."""
         protocol = await self._connection()
         return await self._send_encoded(protocol, command)
+
+    def send_encoded_now(self, command: bytes, on_reply: Callable[[Any, Exception | None], None]) -> bool:
+        """`execute_encoded` without a coroutine or a future: `on_reply(reply, None)`, or
+        `on_reply(None, error)` for an error reply or a failed connection, is called as soon as
+        the reply is read. False (nothing sent) when the connection is not open: `execute_encoded`
+        opens it."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost is not None:
+            return False
+        protocol.expect(_ReplyCallback(on_reply))  # type: ignore[arg-type]  (a waiter, as a future is)
+        protocol.write(command)
+        return True
 
     async def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Every command in one write; the replies in order (an error reply is returned, not raised)."""

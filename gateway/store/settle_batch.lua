@@ -18,16 +18,6 @@ local mark = batch_id .. ':s'
 if batch_id ~= '' and redis.call('ZSCORE', KEYS[7], mark) then return 0 end
 local batch = cjson.decode(ARGV[5])
 
--- HMGET of any number of fields, a thousand at a time (unpack is bounded by the Lua stack).
-local function read_fields(hash, fields)
-  local values = {}
-  for first = 1, #fields, 1000 do
-    local part = redis.call('HMGET', hash, unpack(fields, first, math.min(first + 999, #fields)))
-    for i, v in ipairs(part) do values[first + i - 1] = v end
-  end
-  return values
-end
-
 -- The batch's changes to counters are summed (see add_to_sums), which is right since nothing
 -- the loop reads is changed by those writes.
 local sums, order = {}, {}

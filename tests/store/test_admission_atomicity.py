@@ -102,26 +102,35 @@ async def test_refused_admissions_leave_every_counter_as_it_was(store, store_url
     assert verdict.admitted and verdict.requests_remaining == 0
 
 
+# The script's arguments (admit.lua): nine shared, then five per request.
+DIRECT_ARGS = ["key-1", repr(NOW + 3600), repr(NOW + 86400), "30.0", "60.0", "60", "1.0", "3456000", repr(NOW),
+               "r-direct", "10", "1000", "m1", "0"]
+
+
 @pytest.mark.parametrize("backend", ["redis"])
-@pytest.mark.parametrize("position,value", [(3, "1e400"), (3, "-5"), (3, "2.5"), (4, str(2**64)), (4, "nan"),
-                                            (4, "x"), (6, "inf"), (2, "")])
+@pytest.mark.parametrize("position,value", [(11, "1e400"), (11, "-5"), (11, "2.5"), (12, str(2**64)), (12, "nan"),
+                                            (12, "x"), (9, "inf"), (10, "")])
 async def test_the_admission_script_checks_its_arguments_before_any_write(
         store, store_url, make_team, make_key, position, value):
-    """Called directly, past the Python checks: the script refuses before it writes anything."""
+    """Called directly, past the Python checks: the script refuses before it writes anything (a
+    shared argument fails the call, a request's own one that request)."""
     await make_team(rpm=100, max_concurrent=5, budget_daily_usd=10.0)
     await make_key()
     assert (await store.admit(ask("r1"))).admitted
     tk = keys.TeamKeys("team-a")
     script_keys = [tk.record, tk.key_record("key-1"), tk.window, tk.window_tokens, tk.key_window("key-1"),
                    tk.key_window_tokens("key-1"), tk.leases, tk.key_concurrency, tk.reservations, tk.reserved,
-                   tk.spend_day(day_id(NOW)), tk.spend_month(month_id(NOW))]
-    args = ["key-1", "r-direct", "10", "1000", "m1", repr(NOW), repr(NOW + 3600), repr(NOW + 86400), "30.0",
-            "60.0", "60", "1.0"]
+                   tk.spend_day(day_id(NOW)), tk.spend_month(month_id(NOW)), tk.abandoned]
+    args = list(DIRECT_ARGS)
     args[position - 1] = value
     before = redis_snapshot(store_url)
-    client = redis.Redis.from_url(store_url)
+    client = redis.Redis.from_url(store_url, decode_responses=True)
     sha = client.script_load(_script_text("admit"))
-    with pytest.raises(redis.ResponseError, match="admit: invalid"):
-        client.evalsha(sha, len(script_keys), *script_keys, *args)
+    if position <= 9:
+        with pytest.raises(redis.ResponseError, match="admit: invalid"):
+            client.evalsha(sha, len(script_keys), *script_keys, *args)
+    else:
+        [refused] = client.evalsha(sha, len(script_keys), *script_keys, *args)
+        assert refused.startswith("admit: invalid")
     client.close()
     assert redis_snapshot(store_url) == before
