@@ -288,6 +288,12 @@ local function read_budgets()
   budgets_read = true
 end
 
+-- The budget periods, in the order they are checked: the scope's limit and spent fields, when it renews.
+local PERIODS = {
+  {reason = 'budget_monthly', limit = 'monthly_limit', spent = 'spent_month', renews = next_month},
+  {reason = 'budget_daily', limit = 'daily_limit', spent = 'spent_day', renews = next_day},
+}
+
 local team_conc, key_conc = opt(team.max_concurrent), opt(key.max_concurrent)
 local budgeted_scopes = false
 for _, s in ipairs(scopes) do
@@ -360,18 +366,14 @@ local function judge(r)
       budgeted = budgeted_scopes
       for _, s in ipairs(scopes) do
         if (s.monthly ~= nil or s.daily ~= nil) and not budgets_read then read_budgets() end
-        if s.monthly ~= nil then
-          local limit, taken = s.monthly_limit, s.spent_month + s.reserved + batch_reserved
-          if taken + cost > limit then
-            checks = fail(checks, 'budget_monthly', next_month - now)
-            budget_short(checks, 'budget_monthly', limit - taken)
-          end
-        end
-        if s.daily ~= nil then
-          local limit, taken = s.daily_limit, s.spent_day + s.reserved + batch_reserved
-          if taken + cost > limit then
-            checks = fail(checks, 'budget_daily', next_day - now)
-            budget_short(checks, 'budget_daily', limit - taken)
+        for _, p in ipairs(PERIODS) do
+          local limit = s[p.limit]
+          if limit ~= nil then
+            local taken = s[p.spent] + s.reserved + batch_reserved
+            if taken + cost > limit then
+              checks = fail(checks, p.reason, p.renews - now)
+              budget_short(checks, p.reason, limit - taken)
+            end
           end
         end
       end
