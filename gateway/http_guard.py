@@ -251,6 +251,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if sum(len(name) + len(value) for name, value in self.headers) > self._max_header_bytes:
             raise _Refusal(431, f"the request's headers exceed {self._max_header_bytes} bytes")
 
+    def on_body(self, body: bytes) -> None:
+        # uvicorn gathers a body in a bytearray and hands it over as bytes: two copies of a body
+        # that usually arrives whole in one read. A first chunk is held as the bytes object it is
+        # (adding it to empty bytes is that object, and handing bytes over copies nothing); a
+        # second one turns the holding back into a bytearray, so that many chunks still add up
+        # in linear time.
+        cycle = self.cycle
+        if cycle is not None:
+            held = cycle.body
+            if not held:
+                cycle.body = b""
+            elif type(held) is bytes:
+                cycle.body = bytearray(held)
+        HttpToolsProtocol.on_body(self, body)
+
     def on_message_complete(self) -> None:
         self._in_body = False
         HttpToolsProtocol.on_message_complete(self)
