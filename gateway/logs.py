@@ -64,7 +64,12 @@ def timestamp(wall: float) -> str:
 
 def _attempts(record: Mapping[str, Any]) -> str:
     attempts = record.get("attempts")
-    return ",".join([f"{a['provider']}/{a['model']}={a['outcome']}" for a in attempts]) if attempts else ""
+    if not attempts:
+        return ""
+    if len(attempts) == 1:  # most requests: no list to build and join
+        a = attempts[0]
+        return f"{a['provider']}/{a['model']}={a['outcome']}"
+    return ",".join([f"{a['provider']}/{a['model']}={a['outcome']}" for a in attempts])
 
 
 def _path(record: Mapping[str, Any]) -> str:
@@ -92,7 +97,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         batch = getattr(record, "access", None)
         if batch is not None:
-            return "\n".join(self._access_line(r) for r in batch)
+            return "\n".join([self._access_line(r) for r in batch])
         line = f"{timestamp(record.created)} {record.levelname} {record.name}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
@@ -101,8 +106,9 @@ class TextFormatter(logging.Formatter):
     @staticmethod
     def _access_line(r: Mapping[str, Any]) -> str:
         get = r.get
-        return (f"{timestamp(_ended(r))} INFO gateway.access: {get('method', 'POST')} {_path(r)} "
-                f"{r['status']} {r['latency_ms']}ms team={get('team') or '-'} key={get('key_id') or '-'} "
+        latency_ms = r["latency_ms"]
+        return (f"{timestamp(r['ts'] + latency_ms / 1000)} INFO gateway.access: {get('method', 'POST')} {_path(r)} "
+                f"{r['status']} {latency_ms}ms team={get('team') or '-'} key={get('key_id') or '-'} "
                 f"model={get('model') or '-'} provider={get('provider') or '-'} "
                 f"attempts={_attempts(r) or '-'} request_id={get('request_id') or '-'}")
 
@@ -113,7 +119,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         batch = getattr(record, "access", None)
         if batch is not None:
-            return "\n".join(self._access_line(r) for r in batch)
+            return "\n".join([self._access_line(r) for r in batch])
         entry: dict[str, Any] = {"ts": timestamp(record.created), "level": record.levelname.lower(),
                                  "logger": record.name, "message": record.getMessage()}
         if record.exc_info:

@@ -87,19 +87,26 @@ def observe(records: list[dict]) -> None:
         totals[2] += record["cache_read_input_tokens"]
         totals[3] += record["cache_creation_input_tokens"]
         totals[4] += record["cost_usd"]
-        key = (REQUESTS, (team, model, provider, str(record["status"])))
+        status = record["status"]
+        key = (REQUESTS, (team, model, provider, str(status)))
         counts[key] = counts.get(key, 0) + 1
         if provider:
-            latencies.setdefault((model, provider), []).append(record["latency_ms"] / 1000)
-            if record["ttft_ms"] is not None:
-                ttfts.setdefault((model, provider), []).append(record["ttft_ms"] / 1000)
-        for attempt in record["attempts"]:
+            route = (model, provider)
+            seconds = latencies.get(route)
+            if seconds is None:
+                seconds = latencies[route] = []
+            seconds.append(record["latency_ms"] / 1000)
+            ttft_ms = record["ttft_ms"]
+            if ttft_ms is not None:
+                ttfts.setdefault(route, []).append(ttft_ms / 1000)
+        attempts = record["attempts"]
+        for attempt in attempts:
             key = (ATTEMPTS, (attempt["provider"], attempt["outcome"]))
             counts[key] = counts.get(key, 0) + 1
-        if len(record["attempts"]) > 1 and record["status"] == 200:
+        if len(attempts) > 1 and status == 200:
             key = (FALLBACKS, (model,))
             counts[key] = counts.get(key, 0) + 1
-        if record["status"] == 429 and record.get("limited_by"):
+        if status == 429 and record.get("limited_by"):
             key = (RATE_LIMITED, (team, record["limited_by"]))
             counts[key] = counts.get(key, 0) + 1
     for (metric, labels), amount in counts.items():

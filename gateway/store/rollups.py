@@ -95,6 +95,20 @@ def _tokens(record: Mapping[str, Any], name: str) -> int:
     return int(value)
 
 
+# Team names already checked: a batch's records name a few teams, and the check is a regex.
+_VALID_TEAMS: set[str] = set()
+_VALID_TEAMS_MAX = 10_000
+
+
+def _team(name: Any) -> str:
+    if type(name) is str and name in _VALID_TEAMS:
+        return name
+    team = validate_team_name(name)
+    if type(team) is str and len(_VALID_TEAMS) < _VALID_TEAMS_MAX:
+        _VALID_TEAMS.add(team)
+    return team
+
+
 def encode_record(record: Mapping[str, Any]) -> bytes:
     """A usage record's JSON, as the Redis buffer and the record store keep it: the one place a
     record is encoded."""
@@ -111,7 +125,7 @@ def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     request_id = record.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise Invalid("usage record needs a request_id")
-    team = validate_team_name(record.get("team"))
+    team = _team(record.get("team"))
     ts = record.get("ts")
     if isinstance(ts, bool) or not isinstance(ts, (int, float)) or not math.isfinite(ts):
         raise Invalid("usage record needs ts, an epoch timestamp")
@@ -121,14 +135,12 @@ def usage_entry(record: Mapping[str, Any]) -> UsageEntry:
     record_json = encode_record(record)
     session_id = record.get("session_id")
     dims, field_names = _dims(record.get("model"), record.get("provider"), record.get("user"))
-    return UsageEntry(
-        request_id=request_id, team=team, ts=float(ts),
-        session_id=session_id if isinstance(session_id, str) else None,
-        record_json=record_json, dims=dims, field_names=field_names,
-        # In METRICS order:
-        amounts=(1, _tokens(record, "input_tokens"), _tokens(record, "output_tokens"),
-                 _tokens(record, "cache_creation_input_tokens"), _tokens(record, "cache_read_input_tokens"),
-                 usd_to_nanos(cost)))
+    # Positional, in field order (keywords cost a dict per record); amounts in METRICS order.
+    return UsageEntry(request_id, team, float(ts), session_id if isinstance(session_id, str) else None,
+                      record_json, dims, field_names,
+                      (1, _tokens(record, "input_tokens"), _tokens(record, "output_tokens"),
+                       _tokens(record, "cache_creation_input_tokens"), _tokens(record, "cache_read_input_tokens"),
+                       usd_to_nanos(cost)))
 
 
 def check_group_by(group_by: Sequence[str]) -> tuple[str, ...]:
