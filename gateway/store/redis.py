@@ -57,7 +57,7 @@ from gateway.store.base import (
     validate_team,
     validate_team_name,
 )
-from gateway.store.resp import PipelinedRedis, RespError, encode_arguments, encode_command, join_command
+from gateway.store.resp import PipelinedRedis, RespError, encode_arguments, join_command
 from gateway.store.rollups import (
     UsageEntry,
     UsageFold,
@@ -230,14 +230,12 @@ class RedisStore(Store):
         return await self._io(self._scripts[name](keys=list(script_keys), args=list(args)))
 
     async def _hot_script(self, name: str, script_keys: Sequence[str], args: Sequence[Any],
-                          encoded: bytes | None = None) -> Any:
+                          encoded: bytes) -> Any:
         """A script on the request path: through the pipelined connection where there is one.
-        `encoded`: the same EVALSHA command already in RESP, when the caller built it."""
+        `encoded`: the same EVALSHA command in RESP, as the caller built it."""
         if self._fast is None:
             async with self._guard():
                 return await self._script(name, script_keys, args)
-        if encoded is None:
-            encoded = encode_command(["EVALSHA", self._scripts[name].sha, len(script_keys), *script_keys, *args])
         for attempt in range(2):
             try:
                 # Bounded by the connection's own watchdog (operation_timeout): no timer per call.
@@ -471,9 +469,8 @@ class RedisStore(Store):
         if self._fast is None or not self._fast.send_encoded_now(call.encoded, answered):
             self._admit_in_task(lane_id, lane, batch, call)
 
-    def _admit_in_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, call: _AdmitCall,
-                       reload: bool = False) -> None:
-        task = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call, reload))
+    def _admit_in_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters, call: _AdmitCall) -> None:
+        task = asyncio.create_task(self._admit_through_task(lane_id, lane, batch, call))
         self._admit_tasks.add(task)  # held until done: the loop keeps only a weak reference
         task.add_done_callback(self._admit_tasks.discard)
 
@@ -484,17 +481,15 @@ class RedisStore(Store):
             self._hand_out(lane_id, lane, batch, reply)
             return
         store_error = _fast_error("admit", error)
-        if store_error is None:  # NOSCRIPT: load the scripts, then the same batch again
-            self._admit_in_task(lane_id, lane, batch, call, reload=True)
+        if store_error is None:  # NOSCRIPT: the task's call loads the scripts and sends the batch again
+            self._admit_in_task(lane_id, lane, batch, call)
             return
         store_error.__cause__ = error
         self._batch_failed(lane_id, lane, batch, store_error)
 
     async def _admit_through_task(self, lane_id: tuple[str, str], lane: _AdmitLane, batch: _Waiters,
-                                  call: _AdmitCall, reload: bool = False) -> None:
+                                  call: _AdmitCall) -> None:
         try:
-            if reload:
-                await self.ping()
             replies = await self._hot_script("admit", call.script_keys, call.args, call.encoded)
         except asyncio.CancelledError:  # the loop is going away: so are the lane's callers
             for _, waiter in batch + lane.waiting:
