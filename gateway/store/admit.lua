@@ -158,6 +158,15 @@ local second = string.format('%d', math.floor(now))
 local second_n = math.floor(now)
 local cutoff = now - window  -- a bound only: passed as a number (see the prelude)
 local window_key_ttl = int(math.ceil(window * 2))
+-- The window hash's fields of `seconds`: each second's requests ('c:') and tokens ('t:').
+local function second_fields(seconds)
+  local fields = {}
+  for _, b in ipairs(seconds) do
+    fields[#fields + 1] = 'c:' .. b
+    fields[#fields + 1] = 't:' .. b
+  end
+  return fields
+end
 
 -- A scope's limits, and the counters they apply to as the batch goes (every field named here,
 -- so that the table is made its size).
@@ -178,12 +187,7 @@ end
 local scopes = {scope(team, KEYS[3], KEYS[4], 'team', 't'), scope(key, KEYS[5], KEYS[6], kfield, 'k')}
 for _, s in ipairs(scopes) do
   if s.windowed then
-    local old = redis.call('ZRANGEBYSCORE', s.win, '-inf', cutoff)
-    s.stale = {}
-    for _, b in ipairs(old) do
-      s.stale[#s.stale + 1] = 'c:' .. b
-      s.stale[#s.stale + 1] = 't:' .. b
-    end
+    s.stale = second_fields(redis.call('ZRANGEBYSCORE', s.win, '-inf', cutoff))
     -- The totals and the stale seconds' shares, in one read.
     local values = read_fields(s.wtok, {'_count', '_sum', unpack(s.stale)})
     s.stale_count, s.stale_sum = 0, 0
@@ -205,12 +209,7 @@ end
 local function live_seconds(s)
   if s.live == nil then
     local seconds = redis.call('ZRANGEBYSCORE', s.win, '(' .. num(cutoff), '+inf')
-    local fields = {}
-    for _, b in ipairs(seconds) do
-      fields[#fields + 1] = 'c:' .. b
-      fields[#fields + 1] = 't:' .. b
-    end
-    local values = read_fields(s.wtok, fields)
+    local values = read_fields(s.wtok, second_fields(seconds))
     s.live = {}
     for i, b in ipairs(seconds) do
       s.live[i] = {second = tonumber(b), c = tonumber(values[2 * i - 1] or '0'),
